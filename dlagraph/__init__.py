@@ -1,0 +1,69 @@
+"""dlagraph: a declarative graph compiler for Deep Layer Aggregation networks.
+
+Paper: `Deep Layer Aggregation` (Yu, Wang, Darrell), https://arxiv.org/abs/1707.06484
+
+Pipeline: YAML spec (:func:`load_spec`) -> networkx DAG (:func:`compile_spec`) -> a torch module
+(:func:`build_module`) or standalone PyTorch source (:func:`generate_source`), plus static analysis
+(:func:`summarize`) and diagrams (:func:`draw`). Only the torch backends import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .analysis import Summary as Summary
+from .analysis import summarize as summarize
+from .blocks import Layer as Layer
+from .blocks import register_block as register_block
+from .blocks import registered_blocks as registered_blocks
+from .blocks import unregister_block as unregister_block
+from .compile import compile_spec as compile_spec
+from .errors import CodegenError as CodegenError
+from .errors import DlagraphError as DlagraphError
+from .errors import GraphError as GraphError
+from .errors import SpecError as SpecError
+from .errors import WeightsError as WeightsError
+from .load import load_spec as load_spec
+from .load import spec_to_yaml as spec_to_yaml
+from .spec import Spec as Spec
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_module": ("dlagraph.nn.interpret", "build_module"),
+    "load_weights": ("dlagraph.nn.weights", "load_weights"),
+    "generate_source": ("dlagraph.codegen", "generate_source"),
+    "draw": ("dlagraph.draw", "draw"),
+}
+
+__all__ = [
+    "CodegenError",
+    "DlagraphError",
+    "GraphError",
+    "Layer",
+    "Spec",
+    "SpecError",
+    "Summary",
+    "WeightsError",
+    "build_module",
+    "compile_spec",
+    "draw",
+    "generate_source",
+    "load_spec",
+    "load_weights",
+    "register_block",
+    "registered_blocks",
+    "spec_to_yaml",
+    "summarize",
+    "unregister_block",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # torch-backed entry points load on first use, so `import dlagraph` stays torch-free.
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'dlagraph' has no attribute {name!r}")

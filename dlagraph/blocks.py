@@ -1,0 +1,353 @@
+"""The block registry: every block type a spec can name, with its static contract.
+
+A block is the paper's ``B`` (eq. 2): a small residual network that maps ``in_channels`` to
+``out_channels``, does its own striding (the first block of a tree gets the tree's stride) and adds
+the shortcut the tree hands it. The contract a block type declares lets the compiler check channels
+and count parameters and MACs without importing torch:
+
+* ``options``: a pydantic model of the block's extra spec keys (``cardinality`` …), ``extra="forbid"``;
+* ``layers(in, out, stride, dilation, options)``: the convs and BNs the block holds, for parameter and
+  MAC counts and for layer-level diagrams;
+* ``check(out, options)``: channel rules (e.g. a split block's width must be divisible by its cardinality);
+* ``module_args(...)``: the constructor arguments of the torch module, used by both backends.
+
+Built-in types point at their torch classes by import path, so this module stays torch-free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import SpecError
+
+__all__ = [
+    "Layer",
+    "BlockType",
+    "register_block",
+    "unregister_block",
+    "get_block_type",
+    "registered_blocks",
+]
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One parametrised layer inside a block, as far as static analysis needs it.
+
+    ``out_div`` is how much smaller the layer's output is than the block input (1 or the stride).
+    """
+
+    name: str
+    kind: Literal["conv", "bn"]
+    in_channels: int
+    out_channels: int
+    kernel_size: int = 1
+    stride: int = 1
+    groups: int = 1
+    dilation: int = 1
+    bias: bool = False
+    out_div: int = 1
+
+    @property
+    def params(self) -> int:
+        if self.kind == "bn":
+            return 2 * self.out_channels
+        weights = self.out_channels * (self.in_channels // self.groups) * self.kernel_size**2
+        return weights + (self.out_channels if self.bias else 0)
+
+    def macs(self, h: int, w: int) -> int:
+        """Multiply-accumulates for an input of ``h x w`` at the block input."""
+        if self.kind == "bn":
+            return 0
+        ho, wo = -(-h // self.out_div), -(-w // self.out_div)
+        return ho * wo * self.out_channels * (self.in_channels // self.groups) * self.kernel_size**2
+
+
+class NoOptions(BaseModel):
+    """A block type without extra options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def conv(name: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+         dilation: int = 1, div: int = 1) -> list[Layer]:
+    """A bias-free conv followed by its BatchNorm, named ``conv<name>`` / ``bn<name>``."""
+    return [
+        Layer(f"conv{name}", "conv", cin, cout, k, stride, groups, dilation, out_div=div),
+        Layer(f"bn{name}", "bn", cout, cout, out_div=div),
+    ]
+
+
+def _default_module_args(cin: int, cout: int, stride: int, dilation: int,
+                         options: BaseModel) -> dict[str, Any]:
+    args: dict[str, Any] = {"in_channels": cin, "out_channels": cout, "stride": stride}
+    if dilation != 1:
+        args["dilation"] = dilation
+    args.update(options.model_dump())
+    return args
+
+
+@dataclass(frozen=True)
+class BlockType:
+    """A registered block type: its torch factory and the static contract the compiler relies on."""
+
+    name: str
+    factory: Any  # an nn.Module class, or "package.module:Class" for lazy import
+    options: type[BaseModel] = NoOptions
+    layers: Callable[..., list[Layer]] | None = None
+    check: Callable[[int, BaseModel], list[str]] = field(default=lambda out, opts: [])
+    module_args: Callable[..., dict[str, Any]] = _default_module_args
+    description: str = ""
+    builtin: bool = False
+
+    def resolve(self) -> Any:
+        """The torch class (imports it on first use for built-in types)."""
+        if isinstance(self.factory, str):
+            mod, _, attr = self.factory.partition(":")
+            return getattr(importlib.import_module(mod), attr)
+        return self.factory
+
+    def static_layers(self, cin: int, cout: int, stride: int, dilation: int,
+                      options: BaseModel) -> list[Layer] | None:
+        if self.layers is None:
+            return None
+        return self.layers(cin, cout, stride, dilation, options)
+
+
+_REGISTRY: dict[str, BlockType] = {}
+
+
+def _add(bt: BlockType, replace: bool = False) -> BlockType:
+    if not _NAME.match(bt.name):
+        raise SpecError(f"block type name {bt.name!r} must match [a-z_][a-z0-9_]*")
+    old = _REGISTRY.get(bt.name)
+    if old is not None and not replace:
+        if old.builtin:
+            raise SpecError(f"block type {bt.name!r} is built in and cannot be replaced")
+        raise SpecError(f"block type {bt.name!r} is already registered (pass replace=True)")
+    _REGISTRY[bt.name] = bt
+    return bt
+
+
+def register_block(
+    name: str,
+    *,
+    options: type[BaseModel] | None = None,
+    layers: Callable[..., list[Layer]] | None = None,
+    check: Callable[[int, BaseModel], list[str]] | None = None,
+    description: str = "",
+    replace: bool = False,
+) -> Callable[[type], type]:
+    """Register an ``nn.Module`` class as a block type that specs can name with ``block: {type: name}``.
+
+    The class is constructed as ``cls(in_channels, out_channels, stride=..., **options)`` and called
+    as ``block(x, shortcut)``, where ``shortcut`` has the block's output shape (the tree supplies the
+    projected, pooled input for the first block and the identity for the others) and must be added
+    before the final activation. ``options`` (or a nested class ``Options``) is a pydantic model of the
+    extra spec keys; ``layers`` (or a ``layers`` staticmethod) describes its convs for static parameter
+    and MAC counts. Without ``layers``, parameter counts are taken from a meta-device instance.
+
+    Example:
+        >>> import dlagraph
+        >>> from torch import nn
+        >>> @dlagraph.register_block("plain")
+        ... class Plain(nn.Module):
+        ...     def __init__(self, in_channels, out_channels, stride=1):
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        ...     def forward(self, x, shortcut=None):
+        ...         return self.conv(x) + (x if shortcut is None else shortcut)
+        >>> "plain" in dlagraph.registered_blocks()
+        True
+        >>> dlagraph.unregister_block("plain")
+    """
+
+    def deco(cls: type) -> type:
+        opts = options or getattr(cls, "Options", None) or NoOptions
+        if not (isinstance(opts, type) and issubclass(opts, BaseModel)):
+            raise SpecError(f"block type {name!r}: options must be a pydantic model class")
+        if opts.model_config.get("extra") != "forbid":
+            raise SpecError(f"block type {name!r}: its options model must set extra='forbid'")
+        lay = layers or getattr(cls, "layers", None)
+        _add(
+            BlockType(
+                name=name,
+                factory=cls,
+                options=opts,
+                layers=lay,
+                check=check or (lambda out, o: []),
+                description=description or (cls.__doc__ or "").strip().split("\n")[0],
+            ),
+            replace=replace,
+        )
+        return cls
+
+    return deco
+
+
+def unregister_block(name: str) -> None:
+    """Remove a user-registered block type (built-in types stay)."""
+    bt = _REGISTRY.get(name)
+    if bt is not None and bt.builtin:
+        raise SpecError(f"block type {name!r} is built in and cannot be removed")
+    _REGISTRY.pop(name, None)
+
+
+def get_block_type(name: str) -> BlockType:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SpecError(
+            f"unknown block type {name!r}; registered: {', '.join(registered_blocks())}"
+        ) from None
+
+
+def registered_blocks() -> list[str]:
+    """Names of every registered block type, built-ins first."""
+    return sorted(_REGISTRY, key=lambda n: (not _REGISTRY[n].builtin, n))
+
+
+# ---- built-in block types ---------------------------------------------------------------------
+
+
+def _basic_layers(cin: int, cout: int, s: int, d: int, o: BaseModel) -> list[Layer]:
+    return conv("1", cin, cout, 3, s, dilation=d, div=s) + conv("2", cout, cout, 3, dilation=d, div=s)
+
+
+def _bottleneck_layers(mid: int, groups: int, cin: int, cout: int, s: int, d: int) -> list[Layer]:
+    return (
+        conv("1", cin, mid, 1)
+        + conv("2", mid, mid, 3, s, groups, d, div=s)
+        + conv("3", mid, cout, 1, div=s)
+    )
+
+
+class SplitOptions(BaseModel):
+    """Options of the split (ResNeXt) block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cardinality: int = Field(32, gt=0, le=1024, description="number of groups of the 3x3 conv")
+
+
+def _split_mid(cout: int, card: int) -> int:
+    # The paper halves ResNeXt's width ratio: middle width = out * cardinality / 32 (official
+    # BottleneckX); timm's floor(out * 4 / 64) * cardinality // 2 gives the same for valid widths.
+    return cout * card // 32
+
+
+def _split_check(cout: int, o: BaseModel) -> list[str]:
+    card = o.cardinality  # type: ignore[attr-defined]
+    mid = _split_mid(cout, card)
+    if (cout * card) % 32 or mid == 0 or mid % card:
+        return [
+            f"a split block with cardinality {card} needs a middle width (channels * {card} / 32) "
+            f"that is a whole multiple of {card}; {cout} channels give {cout * card / 32:g} "
+            f"(use a multiple of 32 channels)"
+        ]
+    return []
+
+
+class Res2NetOptions(BaseModel):
+    """Options of the Res2Net bottleneck (timm ``DlaBottle2neck``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    scale: int = Field(4, ge=1, le=16, description="number of hierarchical splits")
+    cardinality: int = Field(8, gt=0, le=1024, description="groups of each 3x3 conv")
+    base_width: int = Field(4, gt=0, le=1024, description="width per group at 64 channels")
+
+
+def _res2_width(cout: int, o: Res2NetOptions) -> int:
+    return (cout * o.base_width // 64) * o.cardinality // 2
+
+
+def _res2_layers(cin: int, cout: int, s: int, d: int, o: BaseModel) -> list[Layer]:
+    assert isinstance(o, Res2NetOptions)
+    w = _res2_width(cout, o)
+    out = [Layer("conv1", "conv", cin, w * o.scale, 1), Layer("bn1", "bn", w * o.scale, w * o.scale)]
+    for i in range(max(1, o.scale - 1)):
+        out += [
+            Layer(f"convs.{i}", "conv", w, w, 3, s, o.cardinality, d, out_div=s),
+            Layer(f"bns.{i}", "bn", w, w, out_div=s),
+        ]
+    return out + conv("3", w * o.scale, cout, 1, div=s)
+
+
+def _res2_check(cout: int, o: BaseModel) -> list[str]:
+    assert isinstance(o, Res2NetOptions)
+    w = _res2_width(cout, o)
+    if w == 0 or w % o.cardinality:
+        return [
+            f"a res2net block needs a split width floor(channels * base_width / 64) * cardinality "
+            f"/ 2 that is positive and divisible by cardinality ({o.cardinality}); "
+            f"{cout} channels give {w}"
+        ]
+    return []
+
+
+def _builtin(bt: BlockType) -> None:
+    _add(bt)
+
+
+_builtin(
+    BlockType(
+        name="basic",
+        factory="dlagraph.nn.blocks:DlaBasic",
+        layers=_basic_layers,
+        module_args=_default_module_args,
+        description="two 3x3 convs with a residual add (paper Fig. 3a)",
+        builtin=True,
+    )
+)
+_builtin(
+    BlockType(
+        name="bottleneck",
+        factory="dlagraph.nn.blocks:DlaBottleneck",
+        layers=lambda cin, cout, s, d, o: _bottleneck_layers(cout // 2, 1, cin, cout, s, d),
+        check=lambda cout, o: [] if cout >= 2 else [f"a bottleneck needs >= 2 channels (got {cout})"],
+        module_args=lambda cin, cout, s, d, o: _default_module_args(cin, cout, s, d, o)
+        | {"mid_channels": cout // 2},
+        description="1x1 -> 3x3 -> 1x1 with middle width out/2 (paper Fig. 3b)",
+        builtin=True,
+    )
+)
+_builtin(
+    BlockType(
+        name="split",
+        factory="dlagraph.nn.blocks:DlaBottleneck",
+        options=SplitOptions,
+        layers=lambda cin, cout, s, d, o: _bottleneck_layers(
+            _split_mid(cout, o.cardinality), o.cardinality, cin, cout, s, d
+        ),
+        check=_split_check,
+        module_args=lambda cin, cout, s, d, o: {
+            "in_channels": cin,
+            "out_channels": cout,
+            "stride": s,
+            **({"dilation": d} if d != 1 else {}),
+            "mid_channels": _split_mid(cout, o.cardinality),
+            "groups": o.cardinality,
+        },
+        description="ResNeXt split block, middle width out*cardinality/32 (paper Fig. 3c)",
+        builtin=True,
+    )
+)
+_builtin(
+    BlockType(
+        name="res2net",
+        factory="dlagraph.nn.blocks:DlaBottle2neck",
+        options=Res2NetOptions,
+        layers=_res2_layers,
+        check=_res2_check,
+        module_args=lambda cin, cout, s, d, o: _default_module_args(cin, cout, s, d, o),
+        description="Res2Net bottleneck with hierarchical splits (timm DlaBottle2neck)",
+        builtin=True,
+    )
+)

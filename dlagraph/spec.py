@@ -1,0 +1,349 @@
+"""The spec schema: a DLA network as data (paper Table 1), validated by pydantic.
+
+A spec names the paper's levels (Levels 1 and 2 are plain conv levels; Levels 3.. are HDA trees of
+depth ``d`` joined by IDA, eq. 5), the block type (basic / bottleneck / split / registered), the
+aggregation node options (eq. 3, or eq. 4 when residual), the head and the module layout (timm or
+the official ucbdrive code). Every model is frozen and rejects unknown keys.
+
+Use :func:`dlagraph.load_spec` to read YAML: it turns every validation problem into one line of a
+:class:`~dlagraph.SpecError`, with the field path, the offending value and, for files, the YAML line.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .blocks import get_block_type, registered_blocks
+
+__all__ = [
+    "Spec",
+    "ConvLevel",
+    "TreeLevel",
+    "BlockSpec",
+    "Aggregation",
+    "ClassifierHead",
+    "FeaturesHead",
+    "MAX_BLOCKS",
+    "MAX_TREE_LEVELS",
+    "MAX_CHANNELS",
+]
+
+MAX_BLOCKS = 4096  # total blocks in a network: dla169 has 40, depth 10 in one level gives 1024
+MAX_TREE_LEVELS = 16
+MAX_CHANNELS = 65536
+_IDENT = r"^[a-z_][a-z0-9_]*$"
+PROBLEMS = "dlagraph_problems"  # error type carrying several (relative path, message) problems
+
+
+def _as_tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _single_line(v: str) -> str:
+    if any(not ch.isprintable() for ch in v):
+        raise PydanticCustomError("single_line", "must be one line of printable text")
+    return v
+
+
+def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """A pydantic error that carries several problems, each with a path relative to the model."""
+    return PydanticCustomError(PROBLEMS, "{count} problems", {"problems": problems,
+                                                               "count": len(problems)})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ConvLevel(_Model):
+    """Paper Levels 1 and 2: ``convs`` 3x3 conv-BN-ReLU layers (Level 1 adds the 7x7 stem first)."""
+
+    channels: int = Field(gt=0, le=MAX_CHANNELS, description="output channels")
+    convs: int = Field(1, ge=1, le=16, description="number of 3x3 conv layers")
+
+
+class TreeLevel(_Model):
+    """Paper Levels 3..: an HDA tree of depth ``depth`` (2^depth blocks), stride 2, rooted by eq. 5."""
+
+    channels: int = Field(gt=0, le=MAX_CHANNELS, description="output channels of every block")
+    depth: int = Field(ge=1, description="HDA depth d (the tree holds 2^d blocks)")
+    aggregate_input: bool | None = Field(
+        None,
+        description="whether the level root also aggregates the downsampled level input S(x) "
+        "(eq. 5); default: off for the first tree level, on for the others (as the official code)",
+    )
+
+
+def _level_tag(v: Any) -> str:
+    if isinstance(v, dict):
+        return "tree" if "depth" in v or "aggregate_input" in v else "conv"
+    return "tree" if isinstance(v, TreeLevel) else "conv"
+
+
+Level = Annotated[
+    Annotated[ConvLevel, Tag("conv")] | Annotated[TreeLevel, Tag("tree")],
+    Discriminator(_level_tag),
+]
+
+
+class BlockSpec(BaseModel):
+    """The block type and its options, written flat in YAML: ``{type: split, cardinality: 32}``."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    type: str
+    options: BaseModel
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, v: Any) -> Any:
+        if isinstance(v, BlockSpec):
+            return v
+        if not isinstance(v, dict):
+            raise PydanticCustomError("dict_type", "must be a mapping like {type: basic}")
+        if "options" in v and set(v) <= {"type", "options"} and isinstance(v["options"], BaseModel):
+            return v
+        if "type" not in v:
+            raise _problems([("type", "missing required key (one of: "
+                              + ", ".join(registered_blocks()) + ")")])
+        name = v["type"]
+        if not isinstance(name, str):
+            raise _problems([("type", "must be a string")])
+        try:
+            bt = get_block_type(name)
+        except ValueError as e:
+            raise _problems([("type", str(e))]) from None
+        opts = {k: x for k, x in v.items() if k != "type"}
+        try:
+            options = bt.options.model_validate(opts, strict=True)
+        except ValidationError as e:
+            raise _problems([(_loc(err["loc"]), _message(err)) for err in e.errors()]) from None
+        return {"type": name, "options": options}
+
+    @model_serializer
+    def _flat(self) -> dict[str, Any]:
+        return {"type": self.type, **self.options.model_dump()}
+
+
+class Aggregation(_Model):
+    """The aggregation node N: conv(kernel_size) -> BN (-> + first input when residual) -> ReLU."""
+
+    kernel_size: int = Field(1, ge=1, le=7, description="conv kernel of every aggregation node (odd)")
+    residual: bool = Field(False, description="eq. 4: add the node's first input (the last block)")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, k: int) -> int:
+        if k % 2 == 0:
+            raise PydanticCustomError("odd", "must be odd, so the node keeps the resolution")
+        return k
+
+
+class ClassifierHead(_Model):
+    """Global average pool, dropout, then a 1x1 conv classifier (timm and official ``fc``)."""
+
+    type: Literal["classifier"]
+    num_classes: int = Field(1000, gt=0, le=1_000_000)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class FeaturesHead(_Model):
+    """Multi-scale outputs: the outputs of the chosen levels (0 = Level 1 … like timm ``features_only``)."""
+
+    type: Literal["features"]
+    out_indices: Annotated[tuple[int, ...], BeforeValidator(_as_tuple)] = Field(
+        (1, 2, 3, 4, 5), min_length=1
+    )
+
+
+Head = Annotated[ClassifierHead | FeaturesHead, Field(discriminator="type")]
+
+
+class Spec(_Model):
+    """A whole network. See README "Spec reference" for every field."""
+
+    name: str = Field(pattern=_IDENT, max_length=64, description="identifier of the network")
+    paper_name: str | None = Field(
+        None, max_length=100, description="the paper's name, e.g. DLA-104-S"
+    )
+    reference: str | None = Field(
+        None,
+        pattern=r"^(timm|official):[a-z0-9_]+$",
+        max_length=100,
+        description="the reference implementation it equals, e.g. timm:dla102x",
+    )
+    block: BlockSpec
+    levels: Annotated[tuple[Level, ...], BeforeValidator(_as_tuple)] = Field(min_length=3)
+    aggregation: Aggregation = Aggregation()
+    head: Head = ClassifierHead(type="classifier")
+    layout: Literal["timm", "official"] = "timm"
+    in_channels: int = Field(3, gt=0, le=1024)
+
+    @field_validator("name")
+    @classmethod
+    def _not_keyword(cls, v: str) -> str:
+        if keyword.iskeyword(v) or keyword.issoftkeyword(v):
+            raise PydanticCustomError("keyword", "must not be a Python keyword")
+        return v
+
+    @field_validator("paper_name")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        return None if v is None else _single_line(v)
+
+    @model_validator(mode="after")
+    def _semantics(self) -> Spec:
+        problems: list[tuple[str, str]] = []
+        for i, lvl in enumerate(self.levels):
+            if i < 2 and not isinstance(lvl, ConvLevel):
+                problems.append((f"levels[{i}]", "Levels 1 and 2 are conv levels "
+                                 "{channels, convs}; `depth` is only for Levels 3 and up"))
+            if i >= 2 and not isinstance(lvl, TreeLevel):
+                problems.append((f"levels[{i}]", "Levels 3 and up are HDA trees and need "
+                                 "`depth` (got a conv level)"))
+        trees = [(i, lvl) for i, lvl in enumerate(self.levels) if isinstance(lvl, TreeLevel)]
+        if len(self.levels) - 2 > MAX_TREE_LEVELS:
+            problems.append(("levels", f"at most {MAX_TREE_LEVELS} tree levels are allowed "
+                             f"(got {len(self.levels) - 2})"))
+        problems += self._size_problems(trees)
+        bt = get_block_type(self.block.type)
+        for i, lvl in trees:
+            problems += [(f"levels[{i}].channels", m) for m in bt.check(lvl.channels,
+                                                                         self.block.options)]
+        if isinstance(self.head, FeaturesHead):
+            n = len(self.levels)
+            for j, idx in enumerate(self.head.out_indices):
+                if not 0 <= idx < n:
+                    problems.append((f"head.out_indices[{j}]",
+                                     f"level index {idx} is out of range 0..{n - 1}"))
+            if len(set(self.head.out_indices)) != len(self.head.out_indices):
+                problems.append(("head.out_indices", "indices must be unique"))
+        if problems:
+            raise _problems(problems)
+        return self
+
+    @staticmethod
+    def _size_problems(trees: list[tuple[int, TreeLevel]]) -> list[tuple[str, str]]:
+        # Checked before anything is expanded: 2**depth itself must not be computed for huge depths.
+        cap = int(math.log2(MAX_BLOCKS))
+        total = 0
+        for i, lvl in trees:
+            if lvl.depth > cap:
+                return [(f"levels[{i}].depth", f"depth {lvl.depth} would expand to 2^{lvl.depth} "
+                         f"blocks; a network may hold at most {MAX_BLOCKS:,} blocks")]
+            total += 2**lvl.depth
+        if total > MAX_BLOCKS:
+            return [("levels", f"the trees hold {total:,} blocks in all; a network may hold at "
+                     f"most {MAX_BLOCKS:,}")]
+        return []
+
+    # ---- derived views ----------------------------------------------------------------------
+
+    def aggregates_input(self, index: int) -> bool:
+        """Whether tree level ``levels[index]`` aggregates S(x) at its root (eq. 5), defaults applied."""
+        lvl = self.levels[index]
+        assert isinstance(lvl, TreeLevel)
+        if lvl.aggregate_input is not None:
+            return lvl.aggregate_input
+        return index > 2
+
+    @property
+    def total_stride(self) -> int:
+        return 2 ** (len(self.levels) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, defaults included and unset optionals left out (round-trips through YAML)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    """``('levels', 3, 'tree', 'channels')`` -> ``levels[3].channels`` (union tags dropped)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _TAGS:
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_TAGS = {"conv", "tree", "classifier", "features", "function-after[_semantics(), Spec]"}
+
+_MESSAGES = {
+    "missing": "missing required key",
+    "extra_forbidden": "unknown key",
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_pattern_mismatch": "must match {pattern}",
+    "literal_error": "must be one of {expected}",
+    "union_tag_invalid": "unknown type {tag}; expected one of {expected_tags}",
+    "union_tag_not_found": "missing required key `type`",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+    "too_short": "must have at least {min_length} items",
+    "too_long": "must have at most {max_length} items",
+}
+
+
+def _message(err: dict[str, Any]) -> str:
+    """One pydantic error -> a short message in dlagraph's voice, with the offending value."""
+    template = _MESSAGES.get(err["type"])
+    if template is not None:
+        try:
+            msg = template.format(**err.get("ctx", {}))
+        except (KeyError, IndexError):
+            msg = template
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        msg = msg[:1].lower() + msg[1:]
+    if err["type"] not in ("missing", "extra_forbidden", "union_tag_not_found") and "input" in err:
+        value = err["input"]
+        if not isinstance(value, (dict, list, tuple)):
+            text = repr(value)
+            msg += f" (got {text[:60] + '…' if len(text) > 60 else text})"
+    return msg
+
+
+def flatten_errors(e: ValidationError) -> list[tuple[str, str]]:
+    """Every problem in a ValidationError as ``(dotted path, message)``, in document order."""
+    out: list[tuple[str, str]] = []
+    for err in e.errors():
+        base = _loc(err["loc"])
+        if err["type"] == PROBLEMS:
+            for rel, msg in err["ctx"]["problems"]:
+                if base and rel.startswith("["):
+                    out.append((base + rel, msg))
+                else:
+                    out.append((f"{base}.{rel}" if base and rel else base or rel, msg))
+        else:
+            out.append((base, _message(err)))
+    return out
