@@ -43,7 +43,7 @@ class LevelInfo:
     depth: int | None
     blocks: int
     aggregations: int
-    aggregation_depth: int  # longest chain of aggregation nodes inside the level
+    aggregation_depth: int  # max over blocks of aggregation nodes on the shortest path to the root
     params: int
     macs: int
     shape: tuple[int, ...]
@@ -63,7 +63,9 @@ class Summary:
     nodes: list[NodeInfo]
     levels: list[LevelInfo]
     aggregation_nodes: int
-    aggregation_depth: dict[str, int]  # block -> aggregation nodes on its longest path to the output
+    aggregation_depth: dict[
+        str, int
+    ]  # block -> aggregation nodes on its longest path to the output
     unused: list[str]
     unused_params: int
     feature_info: list[dict[str, Any]] = field(default_factory=list)
@@ -73,20 +75,39 @@ class Summary:
 
     def table(self) -> str:
         """The per-level table ``dlagraph build`` prints."""
-        head = ("module", "paper", "channels", "depth", "blocks", "aggs", "params", "MACs",
-                "output")
+        head = (
+            "module",
+            "paper",
+            "channels",
+            "depth",
+            "blocks",
+            "aggs",
+            "params",
+            "MACs",
+            "output",
+        )
         rows = [head] + [
-            (lv.module, lv.paper_level, str(lv.channels), "" if lv.depth is None else str(lv.depth),
-             str(lv.blocks) if lv.blocks else "", str(lv.aggregations) if lv.aggregations else "",
-             f"{lv.params:,}", _si(lv.macs), "x".join(map(str, lv.shape)))
+            (
+                lv.module,
+                lv.paper_level,
+                str(lv.channels),
+                "" if lv.depth is None else str(lv.depth),
+                str(lv.blocks) if lv.blocks else "",
+                str(lv.aggregations) if lv.aggregations else "",
+                f"{lv.params:,}",
+                _si(lv.macs),
+                "x".join(map(str, lv.shape)),
+            )
             for lv in self.levels
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         right = {2, 3, 4, 5, 6, 7}
         out = []
         for j, r in enumerate(rows):
-            cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
-                     enumerate(zip(r, widths, strict=True))]
+            cells = [
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ]
             out.append("  ".join(cells).rstrip())
             if j == 0:
                 out.append("  ".join("-" * w for w in widths))
@@ -100,8 +121,9 @@ def _si(n: int) -> str:
     return str(n)
 
 
-def _conv(name: str, cin: int, cout: int, k: int, s: int = 1, bias: bool = False,
-          div: int = 1) -> Layer:
+def _conv(
+    name: str, cin: int, cout: int, k: int, s: int = 1, bias: bool = False, div: int = 1
+) -> Layer:
     return Layer(name, "conv", cin, cout, k, s, bias=bias, out_div=div)
 
 
@@ -113,9 +135,12 @@ def node_layers(a: dict[str, Any]) -> list[Layer]:
         out: list[Layer] = []
         for j in range(a["convs"]):
             s = a["stride"] if j == 0 else 1
-            out += [_conv(str(3 * j), cin if j == 0 else cout, cout, a["kernel_size"], s,
-                          div=a["stride"]),
-                    Layer(str(3 * j + 1), "bn", cout, cout, out_div=a["stride"])]
+            out += [
+                _conv(
+                    str(3 * j), cin if j == 0 else cout, cout, a["kernel_size"], s, div=a["stride"]
+                ),
+                Layer(str(3 * j + 1), "bn", cout, cout, out_div=a["stride"]),
+            ]
         return out
     if op == "project":
         return [_conv("0", cin, cout, 1), Layer("1", "bn", cout, cout)]
@@ -136,8 +161,9 @@ def node_layers(a: dict[str, Any]) -> list[Layer]:
 class _Opaque(Layer):
     """A registered block without a ``layers`` contract: counted on a meta-device instance."""
 
-    def __init__(self, cin: int, cout: int, name: str, stride: int, dilation: int,
-                 opts: Any) -> None:
+    def __init__(
+        self, cin: int, cout: int, name: str, stride: int, dilation: int, opts: Any
+    ) -> None:
         super().__init__(name, "conv", cin, cout)
         object.__setattr__(self, "_args", (name, cin, cout, stride, dilation, opts))
 
@@ -171,8 +197,9 @@ def _out_hw(g: nx.DiGraph, n: str, hw: dict[str, tuple[int, int]]) -> tuple[int,
     return h, w
 
 
-def _check_join(g: nx.DiGraph, n: str, hw: dict[str, tuple[int, int]], size: tuple[int, int],
-                stride: int) -> None:
+def _check_join(
+    g: nx.DiGraph, n: str, hw: dict[str, tuple[int, int]], size: tuple[int, int], stride: int
+) -> None:
     a = g.nodes[n]
     ins = inputs(g, n)
     if a["op"] == "aggregate":
@@ -189,8 +216,9 @@ def _check_join(g: nx.DiGraph, n: str, hw: dict[str, tuple[int, int]], size: tup
         )
 
 
-def summarize(spec: Spec | str | dict[str, Any] | nx.DiGraph,
-              input_size: tuple[int, int] = (224, 224)) -> Summary:
+def summarize(
+    spec: Spec | str | dict[str, Any] | nx.DiGraph, input_size: tuple[int, int] = (224, 224)
+) -> Summary:
     """Exact parameter count, MACs, per-node shapes and a per-level table, computed statically.
 
     Raises:
@@ -224,15 +252,24 @@ def summarize(spec: Spec | str | dict[str, Any] | nx.DiGraph,
         layers = node_layers(a)
         params = sum(layer.params for layer in layers)
         macs = sum(layer.macs(hin, win) for layer in layers)
-        if a["op"] == "conv":  # layers after the first see the strided resolution
-            macs = sum(layer.macs(*hw[n]) if layer.kind == "conv" else 0 for layer in layers)
         if a["op"] in ("classifier", "output") or (a["op"] == "pool"):
-            shape: tuple[int, ...] = (a["out_channels"],) if a["op"] != "pool" else (
-                a["out_channels"], 1, 1)
+            shape: tuple[int, ...] = (
+                (a["out_channels"],) if a["op"] != "pool" else (a["out_channels"], 1, 1)
+            )
         else:
             shape = (a["out_channels"], *hw[n])
-        nodes.append(NodeInfo(n, a["op"], a.get("in_channels", 0), a.get("out_channels", 0), shape,
-                              params, macs, n in unused))
+        nodes.append(
+            NodeInfo(
+                n,
+                a["op"],
+                a.get("in_channels", 0),
+                a.get("out_channels", 0),
+                shape,
+                params,
+                macs,
+                n in unused,
+            )
+        )
     info = {ni.name: ni for ni in nodes}
     out_ins = inputs(g, "output")
     if sp["head"]["type"] == "classifier":
@@ -258,29 +295,37 @@ def summarize(spec: Spec | str | dict[str, Any] | nx.DiGraph,
     )
 
 
-def _aggregation_depth(g: nx.DiGraph, target: str | None = None,
-                       within: str | None = None) -> dict[str, int]:
-    """Aggregation nodes on the longest path from each node to ``target`` (default: the output)."""
+def _aggregation_depth(
+    g: nx.DiGraph, target: str | None = None, within: str | None = None, pick: Any = max
+) -> dict[str, int]:
+    """Aggregation nodes on the longest (``pick=max``) or shortest (``pick=min``) path from each
+    node to ``target`` (default: the output), optionally through nodes under ``within`` only."""
     target = target or g.graph["output"]
     depth: dict[str, int] = {}
     for n in reversed(topo_order(g)):
         if n == target:
             depth[n] = 0
             continue
-        best = [depth[s] + (g.nodes[s]["op"] == "aggregate") for s in g.successors(n)
-                if s in depth and (within is None or s == target or s.startswith(within))]
-        if best:
-            depth[n] = max(best)
+        options = [
+            depth[s] + (g.nodes[s]["op"] == "aggregate")
+            for s in g.successors(n)
+            if s in depth and (within is None or s.startswith(within))
+        ]
+        if options:
+            depth[n] = pick(options)
     return depth
 
 
 def level_aggregation_depth(g: nx.DiGraph, i: int) -> int:
-    """Longest chain of aggregation nodes from a block of ``levels[i]`` to the level's root."""
+    """The paper's HDA depth claim (§3): the shortest path from any block of ``levels[i]`` to the
+    level's root passes at most ``depth`` aggregation nodes, i.e. log2 of the number of blocks.
+    Returns the largest such shortest-path count over the level's blocks."""
     prefix = f"level{i}."
-    root = [n for n in topo_order(g) if n.startswith(prefix) and g.nodes[n]["op"] == "aggregate"][-1]
-    d = _aggregation_depth(g, root, within=prefix)
-    blocks = [n for n in d if n.startswith(prefix) and g.nodes[n]["op"] == "block"]
-    return max(d[b] for b in blocks) + 1  # + the root itself
+    root = [n for n in topo_order(g) if n.startswith(prefix) and g.nodes[n]["op"] == "aggregate"][
+        -1
+    ]
+    d = _aggregation_depth(g, root, within=prefix, pick=min)
+    return max(d[b] for b in d if g.nodes[b]["op"] == "block")
 
 
 def _levels(g: nx.DiGraph, nodes: list[NodeInfo]) -> list[LevelInfo]:
@@ -298,19 +343,21 @@ def _levels(g: nx.DiGraph, nodes: list[NodeInfo]) -> list[LevelInfo]:
         if mod.startswith("level") and int(mod[5:]) >= 2:
             depth = sp["levels"][int(mod[5:])]["depth"]
         last = [m for m in members if not m.unused][-1]
-        out.append(LevelInfo(
-            module=mod,
-            paper_level=f"Level {level}" if level else "head",
-            spec_path=a.get("spec_path", ""),
-            channels=last.out_channels,
-            depth=depth,
-            blocks=sum(m.op == "block" for m in members),
-            aggregations=sum(m.op == "aggregate" for m in members),
-            aggregation_depth=level_aggregation_depth(g, int(mod[5:])) if depth else 0,
-            params=sum(m.params for m in members),
-            macs=sum(m.macs for m in members if not m.unused),
-            shape=last.shape,
-        ))
+        out.append(
+            LevelInfo(
+                module=mod,
+                paper_level=f"Level {level}" if level else "head",
+                spec_path=a.get("spec_path", ""),
+                channels=last.out_channels,
+                depth=depth,
+                blocks=sum(m.op == "block" for m in members),
+                aggregations=sum(m.op == "aggregate" for m in members),
+                aggregation_depth=level_aggregation_depth(g, int(mod[5:])) if depth else 0,
+                params=sum(m.params for m in members),
+                macs=sum(m.macs for m in members if not m.unused),
+                shape=last.shape,
+            )
+        )
     return out
 
 
@@ -322,9 +369,18 @@ def feature_info(g: nx.DiGraph, input_size: tuple[int, int] | None = None) -> li
         nodes = [n for n in g.nodes if n == mod or n.startswith(mod + ".")]
         if not nodes:
             continue
-        last = max(nodes, key=lambda n: g.nodes[n]["index"] if g.nodes[n]["op"] in (
-            "aggregate", "conv") else -1)
+        last = max(
+            nodes,
+            key=lambda n: g.nodes[n]["index"] if g.nodes[n]["op"] in ("aggregate", "conv") else -1,
+        )
         a = g.nodes[last]
-        out.append({"index": i, "num_chs": a["out_channels"], "reduction": a["reduction"],
-                    "module": mod, "node": last})
+        out.append(
+            {
+                "index": i,
+                "num_chs": a["out_channels"],
+                "reduction": a["reduction"],
+                "module": mod,
+                "node": last,
+            }
+        )
     return out

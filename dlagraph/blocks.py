@@ -77,8 +77,16 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def conv(name: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
-         dilation: int = 1, div: int = 1) -> list[Layer]:
+def conv(
+    name: str,
+    cin: int,
+    cout: int,
+    k: int,
+    stride: int = 1,
+    groups: int = 1,
+    dilation: int = 1,
+    div: int = 1,
+) -> list[Layer]:
     """A bias-free conv followed by its BatchNorm, named ``conv<name>`` / ``bn<name>``."""
     return [
         Layer(f"conv{name}", "conv", cin, cout, k, stride, groups, dilation, out_div=div),
@@ -86,8 +94,9 @@ def conv(name: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 
     ]
 
 
-def _default_module_args(cin: int, cout: int, stride: int, dilation: int,
-                         options: BaseModel) -> dict[str, Any]:
+def _default_module_args(
+    cin: int, cout: int, stride: int, dilation: int, options: BaseModel
+) -> dict[str, Any]:
     args: dict[str, Any] = {"in_channels": cin, "out_channels": cout, "stride": stride}
     if dilation != 1:
         args["dilation"] = dilation
@@ -115,8 +124,9 @@ class BlockType:
             return getattr(importlib.import_module(mod), attr)
         return self.factory
 
-    def static_layers(self, cin: int, cout: int, stride: int, dilation: int,
-                      options: BaseModel) -> list[Layer] | None:
+    def static_layers(
+        self, cin: int, cout: int, stride: int, dilation: int, options: BaseModel
+    ) -> list[Layer] | None:
         if self.layers is None:
             return None
         return self.layers(cin, cout, stride, dilation, options)
@@ -219,7 +229,9 @@ def registered_blocks() -> list[str]:
 
 
 def _basic_layers(cin: int, cout: int, s: int, d: int, o: BaseModel) -> list[Layer]:
-    return conv("1", cin, cout, 3, s, dilation=d, div=s) + conv("2", cout, cout, 3, dilation=d, div=s)
+    return conv("1", cin, cout, 3, s, dilation=d, div=s) + conv(
+        "2", cout, cout, 3, dilation=d, div=s
+    )
 
 
 def _bottleneck_layers(mid: int, groups: int, cin: int, cout: int, s: int, d: int) -> list[Layer]:
@@ -245,12 +257,11 @@ def _split_mid(cout: int, card: int) -> int:
 
 def _split_check(cout: int, o: BaseModel) -> list[str]:
     card = o.cardinality  # type: ignore[attr-defined]
-    mid = _split_mid(cout, card)
-    if (cout * card) % 32 or mid == 0 or mid % card:
+    if (cout * card) % 32 or _split_mid(cout, card) % card or cout * card < 32:
         return [
-            f"a split block with cardinality {card} needs a middle width (channels * {card} / 32) "
-            f"that is a whole multiple of {card}; {cout} channels give {cout * card / 32:g} "
-            f"(use a multiple of 32 channels)"
+            f"a split block with cardinality {card} has middle width channels * {card} / 32 = "
+            f"{cout * card / 32:g}, which must be a whole multiple of {card}; "
+            f"use channels that are a multiple of 32"
         ]
     return []
 
@@ -271,7 +282,10 @@ def _res2_width(cout: int, o: Res2NetOptions) -> int:
 def _res2_layers(cin: int, cout: int, s: int, d: int, o: BaseModel) -> list[Layer]:
     assert isinstance(o, Res2NetOptions)
     w = _res2_width(cout, o)
-    out = [Layer("conv1", "conv", cin, w * o.scale, 1), Layer("bn1", "bn", w * o.scale, w * o.scale)]
+    out = [
+        Layer("conv1", "conv", cin, w * o.scale, 1),
+        Layer("bn1", "bn", w * o.scale, w * o.scale),
+    ]
     for i in range(max(1, o.scale - 1)):
         out += [
             Layer(f"convs.{i}", "conv", w, w, 3, s, o.cardinality, d, out_div=s),
@@ -311,9 +325,12 @@ _builtin(
         name="bottleneck",
         factory="dlagraph.nn.blocks:DlaBottleneck",
         layers=lambda cin, cout, s, d, o: _bottleneck_layers(cout // 2, 1, cin, cout, s, d),
-        check=lambda cout, o: [] if cout >= 2 else [f"a bottleneck needs >= 2 channels (got {cout})"],
-        module_args=lambda cin, cout, s, d, o: _default_module_args(cin, cout, s, d, o)
-        | {"mid_channels": cout // 2},
+        check=lambda cout, o: (
+            [] if cout >= 2 else [f"a bottleneck needs >= 2 channels (got {cout})"]
+        ),
+        module_args=lambda cin, cout, s, d, o: (
+            _default_module_args(cin, cout, s, d, o) | {"mid_channels": cout // 2}
+        ),
         description="1x1 -> 3x3 -> 1x1 with middle width out/2 (paper Fig. 3b)",
         builtin=True,
     )

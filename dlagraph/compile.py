@@ -71,10 +71,12 @@ def compile_spec(spec: Spec | dict[str, Any] | str) -> nx.DiGraph:
     """
     spec = load_spec(spec)
     b = _Builder(spec)
-    b.g.graph.update(ir_version=ir.IR_VERSION, name=spec.name, layout=spec.layout,
-                     spec=spec.to_dict())
-    x = b.add("input", "input", [], out_channels=spec.in_channels, reduction=1,
-              spec_path="in_channels")
+    b.g.graph.update(
+        ir_version=ir.IR_VERSION, name=spec.name, layout=spec.layout, spec=spec.to_dict()
+    )
+    x = b.add(
+        "input", "input", [], out_channels=spec.in_channels, reduction=1, spec_path="in_channels"
+    )
     x = _conv_levels(b, x)
     x = _ida(b, x)
     _head(b, x)
@@ -87,15 +89,48 @@ def _conv_levels(b: _Builder, x: str) -> str:
     """Paper Levels 1-2: the 7x7 stem at full resolution, then 3x3 conv layers (Level 2 strides)."""
     l0, l1 = b.spec.levels[0], b.spec.levels[1]
     assert isinstance(l0, ConvLevel) and isinstance(l1, ConvLevel)
-    x = b.add("base_layer", "conv", [x], in_channels=b.out(x), out_channels=l0.channels,
-              kernel_size=7, convs=1, stride=1, reduction=1, spec_path="levels[0]", level=1,
-              role="stem")
-    x = b.add("level0", "conv", [x], in_channels=l0.channels, out_channels=l0.channels,
-              kernel_size=3, convs=l0.convs, stride=1, reduction=1, spec_path="levels[0]",
-              level=1, role="level")
-    return b.add("level1", "conv", [x], in_channels=l0.channels, out_channels=l1.channels,
-                 kernel_size=3, convs=l1.convs, stride=2, reduction=2, spec_path="levels[1]",
-                 level=2, role="level")
+    x = b.add(
+        "base_layer",
+        "conv",
+        [x],
+        in_channels=b.out(x),
+        out_channels=l0.channels,
+        kernel_size=7,
+        convs=1,
+        stride=1,
+        reduction=1,
+        spec_path="levels[0]",
+        level=1,
+        role="stem",
+    )
+    x = b.add(
+        "level0",
+        "conv",
+        [x],
+        in_channels=l0.channels,
+        out_channels=l0.channels,
+        kernel_size=3,
+        convs=l0.convs,
+        stride=1,
+        reduction=1,
+        spec_path="levels[0]",
+        level=1,
+        role="level",
+    )
+    return b.add(
+        "level1",
+        "conv",
+        [x],
+        in_channels=l0.channels,
+        out_channels=l1.channels,
+        kernel_size=3,
+        convs=l1.convs,
+        stride=2,
+        reduction=2,
+        spec_path="levels[1]",
+        level=2,
+        role="level",
+    )
 
 
 def _ida(b: _Builder, x: str) -> str:
@@ -112,15 +147,36 @@ def _level_root(b: _Builder, i: int, x: str) -> str:
     lvl = b.spec.levels[i]
     assert isinstance(lvl, TreeLevel)
     return _hda_tree(
-        b, f"level{i}", lvl.depth, b.out(x), lvl.channels, 2, x,
-        level_root=b.spec.aggregates_input(i), root_dim=0, children=[], spec_path=f"levels[{i}]",
+        b,
+        f"level{i}",
+        lvl.depth,
+        b.out(x),
+        lvl.channels,
+        2,
+        x,
+        level_root=b.spec.aggregates_input(i),
+        root_dim=0,
+        children=[],
+        spec_path=f"levels[{i}]",
         level=i + 1,
     )
 
 
-def _hda_tree(b: _Builder, path: str, n: int, cin: int, cout: int, stride: int, x: str, *,
-              level_root: bool, root_dim: int, children: list[tuple[str, str]], spec_path: str,
-              level: int) -> str:
+def _hda_tree(
+    b: _Builder,
+    path: str,
+    n: int,
+    cin: int,
+    cout: int,
+    stride: int,
+    x: str,
+    *,
+    level_root: bool,
+    root_dim: int,
+    children: list[tuple[str, str]],
+    spec_path: str,
+    level: int,
+) -> str:
     """Eq. 2, T_n(x) = N(R^n_{n-1}(x), …, R^n_1(x), L^n_1(x), L^n_2(x)), with
     L^n_2 = B(L^n_1), L^n_1 = B(R^n_1) and R^n_m = T_m(R^n_{m+1}) (Fig. 1f: the parent node is merged
     into its left child, so only depth-1 subtrees own a root).
@@ -137,17 +193,35 @@ def _hda_tree(b: _Builder, path: str, n: int, cin: int, cout: int, stride: int, 
     bottom = x
     pool = f"{path}.downsample"
     if stride > 1:
-        bottom = b.add(pool, "downsample", [x], register=not official, in_channels=cin,
-                       out_channels=cin, stride=stride, reduction=b.red(x) * stride, role="S",
-                       **common)
+        bottom = b.add(
+            pool,
+            "downsample",
+            [x],
+            register=not official,
+            in_channels=cin,
+            out_channels=cin,
+            stride=stride,
+            reduction=b.red(x) * stride,
+            role="S",
+            **common,
+        )
     shortcut, project = bottom, None
     if cin != cout and (n == 1 or official):
         # timm builds `project` only where it is used (n == 1); the official code also builds it
         # at n > 1, where Tree.forward computes it and the child Tree ignores it: dead parameters
         # that the official checkpoints hold, kept (and marked) in the official layout.
-        project = b.add(f"{path}.project", "project", [bottom], register=not official,
-                        in_channels=cin, out_channels=cout, reduction=b.red(bottom),
-                        unused=n > 1, role="P", **common)
+        project = b.add(
+            f"{path}.project",
+            "project",
+            [bottom],
+            register=not official,
+            in_channels=cin,
+            out_channels=cout,
+            reduction=b.red(bottom),
+            unused=n > 1,
+            role="P",
+            **common,
+        )
         if n == 1:
             shortcut = project
     if stride > 1 and not level_root and n > 1:
@@ -155,17 +229,52 @@ def _hda_tree(b: _Builder, path: str, n: int, cin: int, cout: int, stride: int, 
     if level_root:
         children = children + [("S", bottom)]
     if n == 1:
-        x1 = b.add(f"{path}.tree1", "block", [x] if shortcut == x else [x, shortcut],
-                   **_block_attrs(b, cin, cout, stride, x), role="L1", **common)
-        x2 = b.add(f"{path}.tree2", "block", [x1], **_block_attrs(b, cout, cout, 1, x1),
-                   role="L2", **common)
-        out = _aggregation_node(b, f"{path}.root", [("L2", x2), ("L1", x1)] + children,
-                                root_dim, cout, **common)
+        x1 = b.add(
+            f"{path}.tree1",
+            "block",
+            [x] if shortcut == x else [x, shortcut],
+            **_block_attrs(b, cin, cout, stride, x),
+            role="L1",
+            **common,
+        )
+        x2 = b.add(
+            f"{path}.tree2",
+            "block",
+            [x1],
+            **_block_attrs(b, cout, cout, 1, x1),
+            role="L2",
+            **common,
+        )
+        out = _aggregation_node(
+            b, f"{path}.root", [("L2", x2), ("L1", x1)] + children, root_dim, cout, **common
+        )
     else:
-        x1 = _hda_tree(b, f"{path}.tree1", n - 1, cin, cout, stride, x, level_root=False,
-                       root_dim=0, children=[], **common)
-        out = _hda_tree(b, f"{path}.tree2", n - 1, cout, cout, 1, x1, level_root=False,
-                        root_dim=root_dim + cout, children=children + [("R", x1)], **common)
+        x1 = _hda_tree(
+            b,
+            f"{path}.tree1",
+            n - 1,
+            cin,
+            cout,
+            stride,
+            x,
+            level_root=False,
+            root_dim=0,
+            children=[],
+            **common,
+        )
+        out = _hda_tree(
+            b,
+            f"{path}.tree2",
+            n - 1,
+            cout,
+            cout,
+            1,
+            x1,
+            level_root=False,
+            root_dim=root_dim + cout,
+            children=children + [("R", x1)],
+            **common,
+        )
     if official:  # the official Tree registers tree1, tree2, root, then downsample and project
         b.modules += [m for m in (pool if stride > 1 else None, project) if m is not None]
     return out
@@ -184,8 +293,9 @@ def _block_attrs(b: _Builder, cin: int, cout: int, stride: int, x: str) -> dict[
     }
 
 
-def _aggregation_node(b: _Builder, node: str, args: list[tuple[str, str]], root_dim: int,
-                      cout: int, **common: Any) -> str:
+def _aggregation_node(
+    b: _Builder, node: str, args: list[tuple[str, str]], root_dim: int, cout: int, **common: Any
+) -> str:
     """Eq. 3, N(x1, …, xn) = σ(BN(Σ W_i x_i + b)), or eq. 4 (+ the block output L2) when residual.
 
     ``args`` are ``(role, node)`` in the official concat order ``[L2, L1, S?, R…]``; the paper's
@@ -195,9 +305,20 @@ def _aggregation_node(b: _Builder, node: str, args: list[tuple[str, str]], root_
     ins = [u for _, u in args]
     has_s = "S" in roles
     agg = b.spec.aggregation
-    n = b.add(node, "aggregate", ins, in_channels=root_dim, out_channels=cout,
-              kernel_size=agg.kernel_size, residual=agg.residual, reduction=b.red(ins[0]),
-              eq="eq5" if has_s else "eq2", role="N", arg_roles=roles, **common)
+    n = b.add(
+        node,
+        "aggregate",
+        ins,
+        in_channels=root_dim,
+        out_channels=cout,
+        kernel_size=agg.kernel_size,
+        residual=agg.residual,
+        reduction=b.red(ins[0]),
+        eq="eq5" if has_s else "eq2",
+        role="N",
+        arg_roles=roles,
+        **common,
+    )
     paper = sorted(range(len(args)), key=lambda p: _paper_rank(roles[p], p))
     for rank, p in enumerate(paper):
         b.g.edges[ins[p], n]["paper_port"] = rank
@@ -215,20 +336,54 @@ def _head(b: _Builder, x: str) -> None:
     last = len(b.spec.levels) - 1
     if isinstance(head, ClassifierHead):
         c = b.out(x)
-        x = b.add("global_pool", "pool", [x], in_channels=c, out_channels=c, reduction=b.red(x),
-                  spec_path="head")
+        x = b.add(
+            "global_pool",
+            "pool",
+            [x],
+            in_channels=c,
+            out_channels=c,
+            reduction=b.red(x),
+            spec_path="head",
+        )
         if head.dropout > 0:
-            x = b.add("head_drop", "dropout", [x], in_channels=c, out_channels=c, p=head.dropout,
-                      reduction=b.red(x), spec_path="head.dropout")
-        x = b.add("fc", "classifier", [x], in_channels=c, out_channels=head.num_classes,
-                  reduction=b.red(x), spec_path="head.num_classes")
-        b.add("output", "output", [x], out_channels=head.num_classes, reduction=b.red(x),
-              spec_path="head")
+            x = b.add(
+                "head_drop",
+                "dropout",
+                [x],
+                in_channels=c,
+                out_channels=c,
+                p=head.dropout,
+                reduction=b.red(x),
+                spec_path="head.dropout",
+            )
+        x = b.add(
+            "fc",
+            "classifier",
+            [x],
+            in_channels=c,
+            out_channels=head.num_classes,
+            reduction=b.red(x),
+            spec_path="head.num_classes",
+        )
+        b.add(
+            "output",
+            "output",
+            [x],
+            out_channels=head.num_classes,
+            reduction=b.red(x),
+            spec_path="head",
+        )
     else:
         assert isinstance(head, FeaturesHead)
         taps = [_level_output(b, i) for i in head.out_indices]
-        b.add("output", "output", taps, out_channels=sum(b.out(t) for t in taps),
-              reduction=b.red(taps[-1]), spec_path="head.out_indices")
+        b.add(
+            "output",
+            "output",
+            taps,
+            out_channels=sum(b.out(t) for t in taps),
+            reduction=b.red(taps[-1]),
+            spec_path="head.out_indices",
+        )
         if max(head.out_indices) < last:
             _prune_after(b, max(head.out_indices))
 
@@ -237,13 +392,15 @@ def _level_output(b: _Builder, i: int) -> str:
     """The node whose output is ``levels[i]``'s output (index 0 is Level 1, as timm's level0)."""
     if i < 2:
         return f"level{i}"
-    return next(n for n in reversed(list(b.g.nodes)) if n.startswith(f"level{i}.")
-                and b.g.nodes[n]["op"] == "aggregate")
+    return next(
+        n
+        for n in reversed(list(b.g.nodes))
+        if n.startswith(f"level{i}.") and b.g.nodes[n]["op"] == "aggregate"
+    )
 
 
 def _prune_after(b: _Builder, keep: int) -> None:
     """Drop the levels after the last tapped one (like timm's ``prune_intermediate_layers``)."""
-    drop = [n for n in b.g.nodes if n.startswith("level")
-            and int(n.split(".")[0][5:]) > keep]
+    drop = [n for n in b.g.nodes if n.startswith("level") and int(n.split(".")[0][5:]) > keep]
     b.g.remove_nodes_from(drop)
     b.modules[:] = [m for m in b.modules if m not in set(drop)]

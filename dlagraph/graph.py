@@ -96,26 +96,35 @@ def _check_channels(g: nx.DiGraph, n: str, problems: list[str]) -> None:
     chans = [g.nodes[u]["out_channels"] for u in ins]
     if op == "aggregate":
         if sum(chans) != a["in_channels"]:
-            problems.append(f"node {describe(g, n)}: expects {a['in_channels']} input channels, "
-                            f"its inputs {ins} provide {sum(chans)} ({' + '.join(map(str, chans))})")
+            problems.append(
+                f"node {describe(g, n)}: expects {a['in_channels']} input channels, "
+                f"its inputs {ins} provide {sum(chans)} ({' + '.join(map(str, chans))})"
+            )
         if a.get("residual") and chans and chans[0] != a["out_channels"]:
-            problems.append(f"node {describe(g, n)}: residual input {ins[0]!r} has {chans[0]} "
-                            f"channels, the node outputs {a['out_channels']}")
+            problems.append(
+                f"node {describe(g, n)}: residual input {ins[0]!r} has {chans[0]} "
+                f"channels, the node outputs {a['out_channels']}"
+            )
         reds = {g.nodes[u]["reduction"] for u in ins}
         if len(reds) > 1:
-            problems.append(f"node {describe(g, n)}: inputs have different resolutions "
-                            f"(strides {sorted(reds)})")
+            problems.append(
+                f"node {describe(g, n)}: inputs have different resolutions (strides {sorted(reds)})"
+            )
     elif op in ("input", "output"):
         return
     elif chans and chans[0] != a["in_channels"]:
-        problems.append(f"node {describe(g, n)}: expects {a['in_channels']} input channels, "
-                        f"input {ins[0]!r} provides {chans[0]}")
+        problems.append(
+            f"node {describe(g, n)}: expects {a['in_channels']} input channels, "
+            f"input {ins[0]!r} provides {chans[0]}"
+        )
     if op == "block" and len(ins) == 2:
         sc = g.nodes[ins[1]]
         if sc["out_channels"] != a["out_channels"] or sc["reduction"] != a["reduction"]:
-            problems.append(f"node {describe(g, n)}: shortcut {ins[1]!r} is {sc['out_channels']} ch "
-                            f"at stride {sc['reduction']}, the block gives {a['out_channels']} ch at "
-                            f"stride {a['reduction']}")
+            problems.append(
+                f"node {describe(g, n)}: shortcut {ins[1]!r} is {sc['out_channels']} ch "
+                f"at stride {sc['reduction']}, the block gives {a['out_channels']} ch at "
+                f"stride {a['reduction']}"
+            )
 
 
 def check(g: nx.DiGraph) -> list[str]:
@@ -163,8 +172,10 @@ def check(g: nx.DiGraph) -> list[str]:
         missing = sorted(set(owners) - set(modules))
         extra = sorted(set(modules) - set(owners))
         dup = sorted({m for m in modules if modules.count(m) > 1})
-        problems.append(f"graph['modules'] does not list each module node once "
-                        f"(missing {missing}, extra {extra}, repeated {dup})")
+        problems.append(
+            f"graph['modules'] does not list each module node once "
+            f"(missing {missing}, extra {extra}, repeated {dup})"
+        )
     _fail(problems)
     return sorted(unused, key=lambda n: g.nodes[n]["index"])
 
@@ -174,12 +185,14 @@ def node_table(g: nx.DiGraph, nodes: Iterable[str] | None = None) -> list[dict[s
     rows = []
     for n in nodes if nodes is not None else topo_order(g):
         a = g.nodes[n]
-        rows.append({
-            "name": n,
-            "op": a["op"],
-            "inputs": inputs(g, n),
-            "channels": f"{a.get('in_channels', '')}->{a.get('out_channels', '')}",
-            "stride": a.get("reduction"),
-            "source": a.get("spec_path", ""),
-        })
+        rows.append(
+            {
+                "name": n,
+                "op": a["op"],
+                "inputs": inputs(g, n),
+                "channels": f"{a.get('in_channels', '')}->{a.get('out_channels', '')}",
+                "stride": a.get("reduction"),
+                "source": a.get("spec_path", ""),
+            }
+        )
     return rows

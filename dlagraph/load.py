@@ -39,7 +39,10 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = F
             ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key]})",
+                key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node, deep=deep)
@@ -107,8 +110,9 @@ def _read(path: Path) -> tuple[Any, yaml.Node | None]:
     except OSError as e:
         raise SpecError(f"{name}: cannot read spec: {e.strerror or e}", source=name) from None
     if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"{name}: spec is {len(raw):,} bytes; specs are at most "
-                        f"{MAX_SPEC_BYTES:,}", source=name)
+        raise SpecError(
+            f"{name}: spec is {len(raw):,} bytes; specs are at most {MAX_SPEC_BYTES:,}", source=name
+        )
     try:
         text = raw.decode("utf-8")
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -150,17 +154,19 @@ def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
         data, node = _read(path)
         name = str(source)
     if not isinstance(data, dict):
-        raise SpecError(f"{name}: a spec must be a YAML mapping (got {type(data).__name__})",
-                        source=name)
+        raise SpecError(
+            f"{name}: a spec must be a YAML mapping (got {type(data).__name__})", source=name
+        )
     try:
         return Spec.model_validate(data)
     except ValidationError as e:
-        lines = []
+        found = []
         for path_, msg in flatten_errors(e):
             line = _line_of(node, path_)
             where = f"{name}:{line}" if line is not None else name
-            lines.append(f"{where}: {path_ or '<root>'}: {_hint(path_, msg)}")
-        raise SpecError(lines, source=name) from None
+            found.append((line or 0, f"{where}: {path_ or '<root>'}: {_hint(path_, msg)}"))
+        found.sort(key=lambda t: t[0])  # document order (stable for equal lines)
+        raise SpecError([text for _, text in found], source=name) from None
 
 
 def spec_to_yaml(spec: Spec) -> str:

@@ -63,8 +63,9 @@ def _single_line(v: str) -> str:
 
 def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
     """A pydantic error that carries several problems, each with a path relative to the model."""
-    return PydanticCustomError(PROBLEMS, "{count} problems", {"problems": problems,
-                                                               "count": len(problems)})
+    return PydanticCustomError(
+        PROBLEMS, "{count} problems", {"problems": problems, "count": len(problems)}
+    )
 
 
 class _Model(BaseModel):
@@ -119,8 +120,9 @@ class BlockSpec(BaseModel):
         if "options" in v and set(v) <= {"type", "options"} and isinstance(v["options"], BaseModel):
             return v
         if "type" not in v:
-            raise _problems([("type", "missing required key (one of: "
-                              + ", ".join(registered_blocks()) + ")")])
+            raise _problems(
+                [("type", "missing required key (one of: " + ", ".join(registered_blocks()) + ")")]
+            )
         name = v["type"]
         if not isinstance(name, str):
             raise _problems([("type", "must be a string")])
@@ -143,7 +145,9 @@ class BlockSpec(BaseModel):
 class Aggregation(_Model):
     """The aggregation node N: conv(kernel_size) -> BN (-> + first input when residual) -> ReLU."""
 
-    kernel_size: int = Field(1, ge=1, le=7, description="conv kernel of every aggregation node (odd)")
+    kernel_size: int = Field(
+        1, ge=1, le=7, description="conv kernel of every aggregation node (odd)"
+    )
     residual: bool = Field(False, description="eq. 4: add the node's first input (the last block)")
 
     @field_validator("kernel_size")
@@ -211,26 +215,42 @@ class Spec(_Model):
         problems: list[tuple[str, str]] = []
         for i, lvl in enumerate(self.levels):
             if i < 2 and not isinstance(lvl, ConvLevel):
-                problems.append((f"levels[{i}]", "Levels 1 and 2 are conv levels "
-                                 "{channels, convs}; `depth` is only for Levels 3 and up"))
+                problems.append(
+                    (
+                        f"levels[{i}]",
+                        "Levels 1 and 2 are conv levels "
+                        "{channels, convs}; `depth` is only for Levels 3 and up",
+                    )
+                )
             if i >= 2 and not isinstance(lvl, TreeLevel):
-                problems.append((f"levels[{i}]", "Levels 3 and up are HDA trees and need "
-                                 "`depth` (got a conv level)"))
+                problems.append(
+                    (
+                        f"levels[{i}]",
+                        "Levels 3 and up are HDA trees and need `depth` (got a conv level)",
+                    )
+                )
         trees = [(i, lvl) for i, lvl in enumerate(self.levels) if isinstance(lvl, TreeLevel)]
         if len(self.levels) - 2 > MAX_TREE_LEVELS:
-            problems.append(("levels", f"at most {MAX_TREE_LEVELS} tree levels are allowed "
-                             f"(got {len(self.levels) - 2})"))
+            problems.append(
+                (
+                    "levels",
+                    f"at most {MAX_TREE_LEVELS} tree levels are allowed "
+                    f"(got {len(self.levels) - 2})",
+                )
+            )
         problems += self._size_problems(trees)
         bt = get_block_type(self.block.type)
         for i, lvl in trees:
-            problems += [(f"levels[{i}].channels", m) for m in bt.check(lvl.channels,
-                                                                         self.block.options)]
+            problems += [
+                (f"levels[{i}].channels", m) for m in bt.check(lvl.channels, self.block.options)
+            ]
         if isinstance(self.head, FeaturesHead):
             n = len(self.levels)
             for j, idx in enumerate(self.head.out_indices):
                 if not 0 <= idx < n:
-                    problems.append((f"head.out_indices[{j}]",
-                                     f"level index {idx} is out of range 0..{n - 1}"))
+                    problems.append(
+                        (f"head.out_indices[{j}]", f"level index {idx} is out of range 0..{n - 1}")
+                    )
             if len(set(self.head.out_indices)) != len(self.head.out_indices):
                 problems.append(("head.out_indices", "indices must be unique"))
         if problems:
@@ -244,12 +264,22 @@ class Spec(_Model):
         total = 0
         for i, lvl in trees:
             if lvl.depth > cap:
-                return [(f"levels[{i}].depth", f"depth {lvl.depth} would expand to 2^{lvl.depth} "
-                         f"blocks; a network may hold at most {MAX_BLOCKS:,} blocks")]
+                return [
+                    (
+                        f"levels[{i}].depth",
+                        f"depth {lvl.depth} would expand to 2^{lvl.depth} "
+                        f"blocks; a network may hold at most {MAX_BLOCKS:,} blocks",
+                    )
+                ]
             total += 2**lvl.depth
         if total > MAX_BLOCKS:
-            return [("levels", f"the trees hold {total:,} blocks in all; a network may hold at "
-                     f"most {MAX_BLOCKS:,}")]
+            return [
+                (
+                    "levels",
+                    f"the trees hold {total:,} blocks in all; a network may hold at "
+                    f"most {MAX_BLOCKS:,}",
+                )
+            ]
         return []
 
     # ---- derived views ----------------------------------------------------------------------
@@ -302,7 +332,7 @@ _MESSAGES = {
     "string_too_long": "must be at most {max_length} characters",
     "string_pattern_mismatch": "must match {pattern}",
     "literal_error": "must be one of {expected}",
-    "union_tag_invalid": "unknown type {tag}; expected one of {expected_tags}",
+    "union_tag_invalid": "unknown type '{tag}'; expected one of {expected_tags}",
     "union_tag_not_found": "missing required key `type`",
     "dict_type": "must be a mapping",
     "model_type": "must be a mapping",

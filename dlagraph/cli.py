@@ -1,0 +1,159 @@
+"""The ``dlagraph`` command line: build, codegen, draw, presets, schema.
+
+User errors (bad specs, refused overwrites) print one ``error:`` line per problem on stderr and exit
+with code 2, without a traceback (``--debug`` shows it). Nothing is written unless every output
+could be produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import DlagraphError
+
+__all__ = ["main"]
+
+
+def _spec_paths(items: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        out += sorted(p.glob("*.yaml")) + sorted(p.glob("*.yml")) if p.is_dir() else [p]
+    return out
+
+
+def _graph_json(g: object) -> str:
+    import networkx as nx
+
+    from . import __version__
+    from .io import MARKER
+
+    data = nx.node_link_data(g, edges="edges")  # type: ignore[arg-type]
+    data["graph"] = {"generator": f"{MARKER} {__version__}", **data["graph"]}
+    return json.dumps(data, indent=1) + "\n"
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .analysis import summarize
+    from .compile import compile_spec
+    from .io import write_outputs
+    from .load import load_spec
+
+    spec = load_spec(args.spec)
+    g = compile_spec(spec)
+    s = summarize(g, tuple(args.input_size))
+    out = Path(args.output or Path("build") / spec.name)
+    files: dict[Path, str | bytes] = {out / f"{spec.name}.graph.json": _graph_json(g)}
+    notes: list[str] = []
+    for extra in _BUILD_EXTRAS:
+        files.update(extra(spec, g, out, args, notes))
+    write_outputs(files, force=args.force)
+    title = spec.name + (f" ({spec.paper_name})" if spec.paper_name else "")
+    ref = f", equals {spec.reference}" if spec.reference else ""
+    print(f"{title}: layout {spec.layout}{ref}")
+    print(f"parameters: {s.params:,}")
+    print(f"MACs at {s.input_size[0]}x{s.input_size[1]}: {s.macs:,} ({s.macs / 1e9:.2f} G)")
+    print(f"aggregation nodes: {s.aggregation_nodes}")
+    if s.unused:
+        print(
+            f"unused nodes ({s.unused_params:,} params; in the reference module tree, never read):"
+            f" {', '.join(s.unused)}"
+        )
+    print()
+    print(s.table())
+    print()
+    for p in files:
+        print(f"wrote {p}")
+    for note in notes:
+        print(note)
+    return 0
+
+
+# Later stages (code generation, diagrams) add their outputs to `dlagraph build` here.
+_BUILD_EXTRAS: list = []
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .analysis import summarize
+    from .load import load_spec
+
+    rows = [("spec", "paper name", "reference", "params")]
+    for p in _spec_paths([args.dir]):
+        spec = load_spec(p)
+        rows.append(
+            (p.name, spec.paper_name or "-", spec.reference or "-", f"{summarize(spec).params:,}")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print(
+            "  ".join(
+                c.rjust(w) if i == 3 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dlagraph", description=__doc__.split("\n")[0])
+    ap.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="validate, compile and summarise a spec; write its outputs")
+    b.add_argument("spec")
+    b.add_argument("-o", "--output", help="output folder (default: build/<name>/)")
+    b.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    b.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
+    b.set_defaults(func=cmd_build)
+    p = sub.add_parser("presets", help="list the specs of a folder with their parameter counts")
+    p.add_argument("dir", nargs="?", default="specs")
+    p.set_defaults(func=cmd_presets)
+    s = sub.add_parser("schema", help="print the spec's JSON Schema (for editor completion)")
+    s.set_defaults(func=cmd_schema)
+    for register in _SUBCOMMANDS:
+        register(sub)
+    return ap
+
+
+_SUBCOMMANDS: list = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_plugins()
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DlagraphError as e:
+        if args.debug:
+            raise
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load_plugins() -> None:
+    """Import the modules that add subcommands and build outputs (they register themselves)."""
+    import importlib
+
+    for mod in ("dlagraph.codegen.cli", "dlagraph.draw_cli"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The torch backend: block modules, the interpreter and checkpoint loading."""

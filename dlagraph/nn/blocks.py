@@ -1,0 +1,180 @@
+"""Torch modules of the built-in blocks and layers.
+
+These classes are the single source of truth for both backends: the interpreter instantiates them
+and the code generator copies their source into generated files, so the two cannot drift apart.
+They therefore use only ``torch``, ``nn`` and ``math``, and their ``forward`` is TorchScript-able.
+Layer names and the order of operations equal timm's ``DlaBasic`` / ``DlaBottleneck`` /
+``DlaBottle2neck`` / ``DlaRoot`` (and the official ``BasicBlock`` / ``Bottleneck`` / ``BottleneckX``
+/ ``Root``), so state_dict keys match and outputs are bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["DlaBasic", "DlaBottleneck", "DlaBottle2neck", "DlaRoot", "conv_bn_relu", "project"]
+
+
+class DlaBasic(nn.Module):
+    """Basic residual block (paper Fig. 3a): 3x3 conv-BN-ReLU, 3x3 conv-BN, + shortcut, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, dilation, dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, dilation, dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += shortcut
+        return self.relu(out)
+
+
+class DlaBottleneck(nn.Module):
+    """Bottleneck (Fig. 3b, groups=1) or split block (Fig. 3c, groups=cardinality):
+    1x1 conv to ``mid_channels``, 3x3 grouped conv (strided), 1x1 conv, + shortcut, ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        dilation: int = 1,
+        mid_channels: int = 0,
+        groups: int = 1,
+    ):
+        super().__init__()
+        mid = mid_channels or out_channels // 2
+        self.conv1 = nn.Conv2d(in_channels, mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, dilation, dilation, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += shortcut
+        return self.relu(out)
+
+
+class DlaBottle2neck(nn.Module):
+    """Res2Net bottleneck (timm ``DlaBottle2neck``): the 1x1 output is split in ``scale`` groups;
+    each 3x3 conv also sees the previous group's output, except in a strided block."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        dilation: int = 1,
+        scale: int = 4,
+        cardinality: int = 8,
+        base_width: int = 4,
+    ):
+        super().__init__()
+        self.is_first = stride > 1
+        self.scale = scale
+        width = (out_channels * base_width // 64) * cardinality // 2
+        self.width = width
+        self.conv1 = nn.Conv2d(in_channels, width * scale, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width * scale)
+        num = max(1, scale - 1)
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(
+                    width, width, 3, stride, dilation, dilation, groups=cardinality, bias=False
+                )
+                for _ in range(num)
+            ]
+        )
+        self.bns = nn.ModuleList([nn.BatchNorm2d(width) for _ in range(num)])
+        self.pool = nn.AvgPool2d(3, stride, 1) if self.is_first else nn.Identity()
+        self.conv3 = nn.Conv2d(width * scale, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        spx = torch.split(out, self.width, 1)
+        spo: list[torch.Tensor] = []
+        sp = spx[0]
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):  # noqa: B905 - TorchScript
+            sp = spx[i] if i == 0 or self.is_first else sp + spx[i]
+            sp = self.relu(bn(conv(sp)))
+            spo.append(sp)
+        if self.scale > 1:
+            spo.append(self.pool(spx[-1]))
+        out = self.bn3(self.conv3(torch.cat(spo, 1)))
+        out += shortcut
+        return self.relu(out)
+
+
+class DlaRoot(nn.Module):
+    """Aggregation node N (eq. 3): concat in argument order -> conv -> BN (-> + input 0, eq. 4)
+    -> ReLU."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 1, residual: bool = False
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, 1, (kernel_size - 1) // 2, bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.residual = residual
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        x = self.bn(self.conv(torch.cat(xs, 1)))
+        if self.residual:
+            x += xs[0]
+        return self.relu(x)
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, convs: int = 1, stride: int = 1
+) -> nn.Sequential:
+    """``convs`` x (conv-BN-ReLU), the first strided: the stem and the conv levels (Levels 1-2)."""
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [
+            nn.Conv2d(
+                in_channels if i == 0 else out_channels,
+                out_channels,
+                kernel_size,
+                stride if i == 0 else 1,
+                kernel_size // 2,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+def project(in_channels: int, out_channels: int) -> nn.Sequential:
+    """The first block's shortcut projection: 1x1 conv + BN, no ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+    )
+
+
+def init_weights(model: nn.Module) -> None:
+    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()

@@ -1,0 +1,201 @@
+"""Spec schema: every error names its field path and value; YAML is read safely."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import dlagraph
+from dlagraph import SpecError, load_spec, spec_to_yaml
+from dlagraph.schema import json_schema
+
+from .conftest import SPEC_PATHS, spec_ids
+
+TINY = {
+    "name": "tiny",
+    "block": {"type": "basic"},
+    "levels": [
+        {"channels": 8},
+        {"channels": 16},
+        {"channels": 32, "depth": 1},
+        {"channels": 64, "depth": 2},
+    ],
+}
+
+
+def mutate(path: str, value: object) -> dict:
+    spec = copy.deepcopy(TINY)
+    node: object = spec
+    keys = path.replace("[", ".").replace("]", "").split(".")
+    for k in keys[:-1]:
+        node = node[int(k)] if k.isdigit() else node[k]  # type: ignore[index]
+    last = keys[-1]
+    if value is KeyError:
+        del node[last]  # type: ignore[attr-defined]
+    else:
+        node[int(last) if last.isdigit() else last] = value  # type: ignore[index]
+    return spec
+
+
+def problems(spec: dict) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    return info.value.problems
+
+
+@pytest.mark.parametrize("path", spec_ids())
+def test_presets_load(path: str) -> None:
+    spec = load_spec(f"specs/{path}.yaml")
+    assert spec.name == path
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("levels[3].channels", -3, "levels[3].channels: must be greater than 0 (got -3)"),
+        ("levels[3].channels", 0, "levels[3].channels: must be greater than 0 (got 0)"),
+        ("levels[2].depth", 0, "levels[2].depth: must be at least 1 (got 0)"),
+        ("levels[2].depth", "2", "levels[2].depth: must be an integer (got '2')"),
+        ("levels[2].depth", 2.0, "levels[2].depth: must be an integer (got 2.0)"),
+        ("levels[0].convs", True, "levels[0].convs: must be an integer (got True)"),
+        ("name", "Dla", "name: must match"),
+        ("name", "def", "name: must not be a Python keyword (got 'def')"),
+        ("name", "9x", "name: must match"),
+        ("paper_name", "a\nb", "paper_name: must be one line of printable text"),
+        ("reference", "timm:dla34\nimport os", "reference: must match"),
+        ("layout", "offical", "layout: must be one of 'timm' or 'official' (got 'offical')"),
+        ("block.type", "bottle", "block.type: unknown block type 'bottle'; registered: basic"),
+        ("block.type", KeyError, "block.type: missing required key"),
+        ("levels", KeyError, "levels: missing required key"),
+        ("levels[2].depth", 40, "levels[2].depth: depth 40 would expand to 2^40 blocks"),
+        ("levels[2].depth", 10**12, "would expand to 2^1000000000000 blocks"),
+        ("levels", [{"channels": 8}, {"channels": 8}], "levels: must have at least 3 items"),
+        ("in_channels", 0, "in_channels: must be greater than 0"),
+        ("aggregation", {"kernel_size": 2}, "aggregation.kernel_size: must be odd"),
+        ("aggregation", {"residual": "yes"}, "aggregation.residual: must be true or false"),
+        ("head", {"type": "classifer"}, "head: unknown type 'classifer'"),
+        ("head", {"type": "classifier", "num_classes": -1}, "head.num_classes: must be greater"),
+        (
+            "head",
+            {"type": "features", "out_indices": [1, 9]},
+            "head.out_indices[1]: level index 9 is out of range 0..3",
+        ),
+        ("head", {"type": "features", "out_indices": [1, 1]}, "head.out_indices: indices must"),
+    ],
+)
+def test_schema_errors_name_the_path(path: str, value: object, expected: str) -> None:
+    found = problems(mutate(path, value))
+    assert any(expected in p for p in found), found
+
+
+def test_unknown_keys_are_named_with_a_suggestion() -> None:
+    spec = mutate("block", {"type": "split", "cardnality": 32})
+    assert problems(spec) == ["<spec>: block.cardnality: unknown key (did you mean 'cardinality'?)"]
+    spec = mutate("levels[2].colour", 1)
+    assert problems(spec) == ["<spec>: levels[2].colour: unknown key"]
+
+
+def test_every_problem_is_reported_once_per_line() -> None:
+    spec = mutate("levels[3].channels", -3)
+    spec["layout"] = "nope"
+    spec["name"] = "X"
+    found = problems(spec)
+    assert len(found) == 3
+    assert all("\n" not in p for p in found)
+
+
+def test_level_kinds_by_position() -> None:
+    spec = mutate("levels[1]", {"channels": 16, "depth": 1})
+    assert any("levels[1]: Levels 1 and 2 are conv levels" in p for p in problems(spec))
+    spec = mutate("levels[2]", {"channels": 16, "convs": 1})
+    assert any("levels[2]: Levels 3 and up are HDA trees" in p for p in problems(spec))
+
+
+def test_split_cardinality_must_divide_the_width() -> None:
+    spec = mutate("block", {"type": "split", "cardinality": 32})
+    spec["levels"][3]["channels"] = 48
+    found = problems(spec)
+    assert any(
+        p.startswith("<spec>: levels[3].channels: a split block with cardinality 32") for p in found
+    ), found
+    spec["block"]["cardinality"] = 0
+    assert any("block.cardinality: must be greater than 0" in p for p in problems(spec))
+
+
+def test_total_size_is_bounded_before_expansion() -> None:
+    spec = copy.deepcopy(TINY)
+    spec["levels"] = spec["levels"][:2] + [{"channels": 8, "depth": 11}] * 3
+    assert any("levels: the trees hold 6,144 blocks" in p for p in problems(spec))
+
+
+def test_file_errors_carry_line_numbers(tmp_path: Path) -> None:
+    p = tmp_path / "x.yaml"
+    text = yaml.safe_dump(mutate("levels[3].channels", -3), sort_keys=False)
+    p.write_text(text)
+    (found,) = problems_of_file(p)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "-3" in t)
+    assert found == f"{p}:{line}: levels[3].channels: must be greater than 0 (got -3)"
+
+
+def problems_of_file(p: Path) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(p)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\nblock: !!python/object/apply:os.system ['true']\n", "YAML tags are not allowed"),
+        ("!!python/object:dlagraph.Spec {}\n", "YAML tags are not allowed"),
+        ("name: x\nname: y\n", "2: invalid YAML: duplicate key 'name' (first on line 1)"),
+        ("name: [x\n", "invalid YAML"),
+        ("- 1\n- 2\n", "a spec must be a YAML mapping (got list)"),
+        ("", "a spec must be a YAML mapping (got NoneType)"),
+    ],
+)
+def test_yaml_is_read_safely(tmp_path: Path, text: str, expected: str) -> None:
+    p = tmp_path / "x.yaml"
+    p.write_text(text)
+    (found,) = problems_of_file(p)
+    assert expected in found
+
+
+def test_non_utf8_and_huge_files(tmp_path: Path) -> None:
+    p = tmp_path / "x.yaml"
+    p.write_bytes(b"name: \xff\n")
+    assert "not UTF-8" in problems_of_file(p)[0]
+    p.write_text("# " + "x" * (2 << 20))
+    assert "specs are at most" in problems_of_file(p)[0]
+
+
+@pytest.mark.parametrize("path", SPEC_PATHS, ids=spec_ids())
+def test_yaml_round_trip_is_identity(path: Path) -> None:
+    spec = load_spec(path)
+    again = load_spec(yaml.safe_load(spec_to_yaml(spec)))
+    assert again == spec
+    assert spec_to_yaml(again) == spec_to_yaml(spec)
+
+
+def test_spec_is_immutable() -> None:
+    spec = load_spec(TINY)
+    with pytest.raises(Exception, match="frozen"):
+        spec.name = "other"  # type: ignore[misc]
+
+
+def test_aggregate_input_defaults_follow_the_official_code() -> None:
+    spec = load_spec(TINY)
+    assert [spec.aggregates_input(i) for i in (2, 3)] == [False, True]
+    spec = load_spec(mutate("levels[2].aggregate_input", True))
+    assert spec.aggregates_input(2)
+
+
+def test_json_schema_lists_block_types() -> None:
+    schema = json_schema()
+    names = [v["properties"]["type"]["const"] for v in schema["properties"]["block"]["oneOf"]]
+    assert names == dlagraph.registered_blocks()
+    json.dumps(schema)  # serialisable
