@@ -366,8 +366,14 @@ def _message(err: dict[str, Any]) -> str:
 def flatten_errors(e: ValidationError) -> list[tuple[str, str]]:
     """Every problem in a ValidationError as ``(dotted path, message)``, in document order."""
     out: list[tuple[str, str]] = []
-    for err in e.errors():
+    errors = e.errors()
+    for err in errors:
         base = _loc(err["loc"])
+        if err["type"] == "too_short" and any(
+            len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"]
+            for o in errors
+        ):
+            continue  # pydantic also counts the items that failed: their own errors say enough
         if err["type"] == PROBLEMS:
             for rel, msg in err["ctx"]["problems"]:
                 if base and rel.startswith("["):
