@@ -1,0 +1,279 @@
+"""DAG -> readable, standalone PyTorch source (one ``.py`` file that imports only torch).
+
+The template (``templates/module.py.j2``) holds layout only; every name, argument list and comment is
+computed here. Block classes are copied from :mod:`dlagraph.nn.blocks` (or from the registered
+class), so the generated file runs the same code as the interpreter; ``__init__`` creates the
+modules in the IR's registration order (same state_dict keys and order, same init under the same
+seed) and ``forward`` has one statement per DAG node in topological order, inputs in port order.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import inspect
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import networkx as nx
+
+from .. import __version__
+from ..blocks import get_block_type
+from ..compile import compile_spec
+from ..errors import CodegenError
+from ..graph import inputs, topo_order
+from ..io import MARKER
+from ..load import load_spec, spec_to_yaml
+from ..spec import Spec
+
+__all__ = ["generate_source", "class_name", "var_name"]
+
+WIDTH = 100  # ruff's line length: lines are wrapped here exactly as `ruff format` would
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("dlagraph.codegen", "templates"),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+# helpers every generated file needs, copied from dlagraph.nn.blocks by name
+_HELPERS = ("DlaRoot", "conv_bn_relu", "project", "init_weights")
+_ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
+
+
+def class_name(name: str) -> str:
+    """``dla104_s`` -> ``Dla104S``."""
+    return "".join(p[:1].upper() + p[1:] for p in name.split("_")) or "Model"
+
+
+def var_name(node: str) -> str:
+    """The local variable of a node in ``forward``: its module path with ``.`` -> ``_``."""
+    return node.replace(".", "_")
+
+
+def _call(fn: str, args: list[str]) -> tuple[str, list[str]]:
+    return fn, args
+
+
+def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list[str]]:
+    op = a["op"]
+    if op == "conv":
+        cin = "in_chans" if a.get("role") == "stem" else str(a["in_channels"])
+        args = [cin, str(a["out_channels"]), str(a["kernel_size"])]
+        if a["convs"] != 1:
+            args.append(f"convs={a['convs']}")
+        if a["stride"] != 1:
+            args.append(f"stride={a['stride']}")
+        return _call("conv_bn_relu", args)
+    if op == "downsample":
+        return _call("nn.MaxPool2d", [str(a["stride"]), f"stride={a['stride']}"])
+    if op == "project":
+        return _call("project", [str(a["in_channels"]), str(a["out_channels"])])
+    if op == "aggregate":
+        return _call("DlaRoot", [str(a["in_channels"]), str(a["out_channels"]),
+                                 f"kernel_size={a['kernel_size']}", f"residual={a['residual']}"])
+    if op == "pool":
+        return _call("nn.AdaptiveAvgPool2d", ["1"])
+    if op == "dropout":
+        return _call("nn.Dropout", [repr(a["p"])])
+    if op == "classifier":
+        return _call("nn.Conv2d", [str(a["in_channels"]), "num_classes", "1", "bias=True"])
+    if op == "block":
+        bt = get_block_type(a["block"])
+        cls = bt.resolve()
+        classes.setdefault(cls.__name__, cls)
+        opts = bt.options.model_validate(a["block_options"])
+        kw = bt.module_args(a["in_channels"], a["out_channels"], a["stride"], a.get("dilation", 1),
+                            opts)
+        pos = [repr(kw.pop("in_channels")), repr(kw.pop("out_channels"))]
+        return _call(cls.__name__, pos + [f"{k}={v!r}" for k, v in kw.items()])
+    raise CodegenError(f"op {op!r} has no module")
+
+
+def _comment(g: nx.DiGraph, n: str) -> str:
+    a = g.nodes[n]
+    eq = {"eq2": ", eq. 2", "eq5": ", eq. 5"}.get(a.get("eq", ""), "")
+    if a.get("op") == "block":
+        eq = ""
+    chans = f"{a['in_channels']} -> {a['out_channels']} ch" if "in_channels" in a else ""
+    return f"{chans}, stride {a['reduction']} ({a.get('spec_path', '')}{eq})"
+
+
+def _wrap_statement(lhs: str, fn: str, args: list[str], comment: str | None = None,
+                    indent: int = 8) -> list[str]:
+    """``lhs = fn(args)  # comment``, laid out exactly as ``ruff format`` would: on one line if it
+    fits (the comment moves above the statement when only the comment does not fit), else the
+    arguments on one indented line, else one argument per line."""
+    flat = f"{lhs} = {fn}({', '.join(args)})"
+    if comment and indent + len(flat) + 4 + len(comment) <= WIDTH:
+        return [f"{flat}  # {comment}"]
+    above = [f"# {comment}"] if comment else []
+    if indent + len(flat) <= WIDTH:
+        return above + [flat]
+    inner = ", ".join(args)
+    if indent + 4 + len(inner) <= WIDTH:
+        return above + [f"{lhs} = {fn}(", f"    {inner}", ")"]
+    if len(args) == 1 and args[0].startswith("["):  # a single list argument is hugged
+        items = args[0][1:-1].split(", ")
+        return above + [f"{lhs} = {fn}(", "    ["] + [f"        {x}," for x in items] + [
+            "    ]", ")"]
+    return above + [f"{lhs} = {fn}("] + [f"    {x}," for x in args] + [")"]
+
+
+def _forward_lines(g: nx.DiGraph) -> tuple[list[str], str]:
+    lines: list[str] = []
+    ret = ""
+    for n in topo_order(g):
+        a = g.nodes[n]
+        if a.get("unused") or a["op"] == "input":
+            continue
+        ins = [var_name(u) if g.nodes[u]["op"] != "input" else "x" for u in inputs(g, n)]
+        v, mod, op = var_name(n), f"self.{n}", a["op"]
+        if op == "output":
+            if g.graph["spec"]["head"]["type"] == "classifier":
+                ret = f"return {ins[0]}"
+            else:
+                ret = f"return [{', '.join(ins)}]"
+            continue
+        if op == "aggregate":
+            lines += _wrap_statement(v, mod, [f"[{', '.join(ins)}]"], _comment(g, n))
+        elif op == "block":
+            args = ins if len(ins) == 2 else [ins[0], ins[0]]
+            lines += _wrap_statement(v, mod, args, _comment(g, n) + (
+                "" if len(ins) == 2 else ", identity shortcut"))
+        elif op == "classifier":
+            lines += _wrap_statement(v, "torch.flatten", [f"{mod}({ins[0]})", "1"],
+                                     f"{a['in_channels']} -> num_classes logits")
+        else:
+            lines += _wrap_statement(v, mod, ins, _comment(g, n))
+    return lines + [ret], (
+        "torch.Tensor" if g.graph["spec"]["head"]["type"] == "classifier" else "List[torch.Tensor]")
+
+
+def _init_lines(g: nx.DiGraph, classes: dict[str, type]) -> list[str]:
+    lines: list[str] = []
+    made: set[str] = set()
+    for n in g.graph["modules"]:
+        parts = n.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in made:
+                lines.append(f"self.{parent} = nn.Module()")
+                made.add(parent)
+        lines += _wrap_statement(f"self.{n}", *_module_expr(g.nodes[n], classes))
+        made.add(n)
+    return lines
+
+
+def _source_of(obj: Any) -> str:
+    try:
+        src = textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError) as e:
+        raise CodegenError(f"cannot copy the source of {obj!r} into generated code: {e}") from None
+    free = _free_names(src) - _ALLOWED_GLOBALS
+    if free:
+        raise CodegenError(
+            f"{getattr(obj, '__qualname__', obj)} uses names a standalone file cannot import: "
+            f"{', '.join(sorted(free))}; a registered block may use only torch, nn, F, math, List"
+        )
+    return src.rstrip() + "\n"
+
+
+def _free_names(src: str) -> set[str]:
+    tree = ast.parse(src)
+    loaded = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        if isinstance(node, ast.arguments):
+            bound |= {a.arg for a in node.args + node.kwonlyargs + node.posonlyargs}
+            bound |= {a.arg for a in (node.vararg, node.kwarg) if a is not None}
+        if isinstance(node, ast.comprehension):
+            bound |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+    return loaded - bound
+
+
+def _origin(source: Any, spec: Spec) -> tuple[str, str]:
+    if isinstance(source, (str, Path)) and Path(source).exists():
+        p = Path(source)
+        return p.as_posix(), hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+    return "a spec mapping", hashlib.sha256(spec_to_yaml(spec).encode()).hexdigest()[:12]
+
+
+def generate_source(spec: Spec | str | Path | dict[str, Any] | nx.DiGraph, *,
+                    source_path: str | None = None) -> str:
+    """Render the standalone PyTorch source of a spec (or compiled DAG).
+
+    The file defines the block classes it needs and one model class named after the spec
+    (``dla104_s`` -> ``Dla104S``) that constructs with no arguments and accepts ``num_classes``
+    (classifier heads) and ``in_chans``. Output is byte-identical across runs and hash seeds.
+
+    Raises:
+        SpecError: for an invalid spec.
+        CodegenError: if a registered block's source cannot be copied.
+
+    Example:
+        >>> src = generate_source("specs/dla36.yaml")
+        >>> "class Dla36(nn.Module):" in src
+        True
+    """
+    if isinstance(spec, nx.DiGraph):
+        g, sp = spec, Spec.model_validate(spec.graph["spec"])
+        origin = (source_path or "a compiled graph",
+                  hashlib.sha256(spec_to_yaml(sp).encode()).hexdigest()[:12])
+    else:
+        sp = load_spec(spec)
+        g = compile_spec(sp)
+        origin = _origin(spec, sp)
+        if source_path:
+            origin = (source_path, origin[1])
+    classes: dict[str, type] = {}
+    init_lines = _init_lines(g, classes)
+    forward_lines, return_type = _forward_lines(g)
+    from ..analysis import summarize
+
+    params = summarize(g, (2 ** (len(sp.levels) - 1),) * 2).params
+    sources = [_source_of(c) for c in classes.values()]
+    from ..nn import blocks as builtin
+
+    sources += [_source_of(getattr(builtin, h)) for h in _HELPERS]
+    body = "\n".join(sources)
+    imports = []
+    if "math." in body:
+        imports.append("import math")
+    if "List[" in body or return_type.startswith("List"):
+        imports.append("from typing import List")
+    imports += ["", "import torch", "from torch import nn"]
+    if "F." in body:
+        imports.append("from torch.nn import functional as F")
+    if imports[0] == "":
+        imports = imports[1:]
+    head = sp.head
+    init_args = ", num_classes: int = {}, in_chans: int = {}".format(
+        head.num_classes, sp.in_channels) if head.type == "classifier" else (
+        f", in_chans: int = {sp.in_channels}")
+    title = f"{sp.paper_name} ({sp.name})" if sp.paper_name else sp.name
+    cmd = f"dlagraph codegen {origin[0]} -o DIR" if origin[0].endswith((".yaml", ".yml")) else (
+        "dlagraph codegen SPEC -o DIR")
+    text = _ENV.get_template("module.py.j2").render(
+        header=(f"# {MARKER} {__version__} from {origin[0]} (sha256 {origin[1]}).\n"
+                f"# Do not edit; regenerate with `{cmd}`."),
+        docstring=(f"{title}: Deep Layer Aggregation (Yu, Wang, Darrell).\n\n"
+                   f"Paper: https://arxiv.org/abs/1707.06484\n"
+                   f"{params:,} parameters with the spec's defaults; layout {sp.layout}"
+                   + (f", equals {sp.reference}" if sp.reference else "") + ".\n"),
+        imports=imports,
+        class_name=class_name(sp.name),
+        sources=[s.rstrip("\n") for s in sources],
+        class_doc=(f"{title}. Input sides must be multiples of {2 ** (len(sp.levels) - 1)}."),
+        init_args=init_args,
+        init_lines=init_lines,
+        forward_lines=forward_lines,
+        return_type=return_type,
+    )
+    return text
