@@ -1,0 +1,157 @@
+"""Loading checkpoints into compiled models, with a per-level report and layout conversion.
+
+timm moved the official code's ``project`` layers to where they are used, so official checkpoints
+carry extra, never-used projection tensors (ground truth §3). ``load_weights`` converts between the
+two layouts by name: it drops those tensors for a timm-layout model and, for an official-layout
+model, keeps the model's own values for them when a timm checkpoint lacks them (they never affect
+the output). Checkpoints are read without executing pickled code.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..compile import compile_spec
+from ..errors import WeightsError
+
+__all__ = ["load_weights", "LoadReport", "read_state_dict"]
+
+
+@dataclass
+class LoadReport:
+    """What a load matched, and what it could not."""
+
+    matched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # official-only unused projections
+    kept: list[str] = field(default_factory=list)  # official-layout keys the checkpoint lacked
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def by_level(self) -> dict[str, dict[str, int]]:
+        """Counts per top-level module (``base_layer``, ``level0`` … ``fc``)."""
+        out: dict[str, dict[str, int]] = {}
+        groups = {"matched": self.matched, "missing": self.missing, "unexpected": self.unexpected,
+                  "mismatched": [k for k, _, _ in self.mismatched], "dropped": self.dropped,
+                  "kept": self.kept}
+        for kind, keys in groups.items():
+            for k in keys:
+                row = out.setdefault(k.split(".")[0], dict.fromkeys(groups, 0))
+                row[kind] += 1
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"matched {len(self.matched)}, missing {len(self.missing)}, unexpected "
+                 f"{len(self.unexpected)}, shape-mismatched {len(self.mismatched)}"
+                 + (f", dropped {len(self.dropped)} unused official projections"
+                    if self.dropped else "")
+                 + (f", kept {len(self.kept)} model values for unused projections"
+                    if self.kept else "")]
+        for level, row in self.by_level().items():
+            bad = {k: v for k, v in row.items() if v and k != "matched"}
+            if bad:
+                lines.append(f"  {level}: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
+        for k in self.missing[:20]:
+            lines.append(f"  missing: {k}")
+        for k in self.unexpected[:20]:
+            lines.append(f"  unexpected: {k}")
+        for k, a, b in self.mismatched[:20]:
+            lines.append(f"  shape: {k}: checkpoint {list(a)}, model {list(b)}")
+        return "\n".join(lines)
+
+
+def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a ``.safetensors`` file or a ``torch.save`` file.
+
+    ``torch.load`` runs with ``weights_only=True``: a file that needs pickled code is refused.
+    Common wrappers (``{"state_dict": …}``, ``{"model": …}``, DDP's ``module.`` prefix) are undone.
+    """
+    if isinstance(source, Mapping):
+        sd: Any = dict(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise WeightsError(f"{path}: no such checkpoint file")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # pickle.UnpicklingError and friends
+                raise WeightsError(
+                    f"{path}: not loaded: it is not a plain tensor checkpoint ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:200]}); dlagraph never unpickles code"
+                ) from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
+            sd = sd[key]
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError("checkpoint is not a mapping of names to tensors")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def _unused_projection_keys(model: nn.Module) -> set[str]:
+    """The official layout's unused projection keys for this model's spec."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        return set()
+    official = compile_spec(spec.model_copy(update={"layout": "official"}))
+    prefixes = [n for n in official.graph["unused"] if official.nodes[n]["op"] == "project"]
+    return {f"{p}.{s}" for p in prefixes for s in
+            ("0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+             "1.num_batches_tracked")}
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
+                 strict: bool = True) -> LoadReport:
+    """Load a checkpoint into ``model`` by name, converting between official and timm layouts.
+
+    Returns a :class:`LoadReport`. With ``strict`` (the default), any missing, unexpected or
+    mis-shaped key raises :class:`WeightsError` with the report and nothing is loaded; without it,
+    the matching tensors are loaded and the report says what was not.
+    """
+    sd = read_state_dict(source)
+    own = model.state_dict()
+    report = LoadReport()
+    dead = _unused_projection_keys(model)
+    layout = getattr(getattr(model, "spec", None), "layout", None)
+    for k in list(sd):
+        if k not in own and k in dead and layout == "timm":
+            report.dropped.append(k)
+            del sd[k]
+    for k in own:
+        if k not in sd and k in dead and layout == "official":
+            report.kept.append(k)
+            sd[k] = own[k]
+    usable = {}
+    for k, v in sd.items():
+        if k not in own:
+            report.unexpected.append(k)
+        elif tuple(v.shape) != tuple(own[k].shape):
+            report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
+        else:
+            usable[k] = v
+            if k not in report.kept:
+                report.matched.append(k)
+    report.missing = [k for k in own if k not in sd]
+    if strict and not report.ok:
+        raise WeightsError(f"checkpoint does not fit the model:\n{report}")
+    merged = copy.copy(own) if not strict else {}
+    merged.update(usable)
+    model.load_state_dict(merged, strict=True)
+    return report
