@@ -15,11 +15,14 @@ from dlagraph.cli import main
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dlagraph.cli", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "dlagraph.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
-def test_build_prints_summary_and_writes_graph(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_build_prints_summary_and_writes_graph(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["build", "specs/dla104_s.yaml", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "parameters: 26,309,272" in out
@@ -41,8 +44,10 @@ def test_build_default_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_bad_spec_exit_2_one_line_per_problem_nothing_written(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\nblock: {type: basic}\nlevels:\n  - {channels: 16}\n"
-                   "  - {channels: 32}\n  - {channels: -3, depth: 1}\nlayout: nope\n")
+    bad.write_text(
+        "name: bad\nblock: {type: basic}\nlevels:\n  - {channels: 16}\n"
+        "  - {channels: 32}\n  - {channels: -3, depth: 1}\nlayout: nope\n"
+    )
     out = tmp_path / "out"
     r = run("build", str(bad), "-o", str(out))
     assert r.returncode == 2
@@ -80,6 +85,8 @@ def test_schema_is_json(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_bad_input_size_is_a_clean_error(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    assert main(["build", "specs/dla36.yaml", "--input-size", "200", "224", "-o", str(tmp_path)]) == 2
+    assert (
+        main(["build", "specs/dla36.yaml", "--input-size", "200", "224", "-o", str(tmp_path)]) == 2
+    )
     assert "multiples of the total stride 32" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

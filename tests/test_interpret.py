@@ -24,8 +24,12 @@ REFERENCED = [p for p in SPEC_PATHS if load_spec(p).reference]
 TINY = {
     "name": "tiny",
     "block": {"type": "basic"},
-    "levels": [{"channels": 8}, {"channels": 16}, {"channels": 32, "depth": 1},
-               {"channels": 64, "depth": 2}],
+    "levels": [
+        {"channels": 8},
+        {"channels": 16},
+        {"channels": 32, "depth": 1},
+        {"channels": 64, "depth": 2},
+    ],
 }
 
 
@@ -72,6 +76,7 @@ def test_static_params_equal_torch_in_both_layouts(path: object) -> None:
 def test_official_layout_key_order_and_equal_outputs() -> None:
     spec = load_spec("specs/dla36.yaml")
     off = build_module(spec.model_copy(update={"layout": "official"})).eval()
+
     def order(model: object, level: str) -> list[str]:
         keys = [k for k in model.state_dict() if k.startswith(level + ".")]
         return list(dict.fromkeys(k.split(".")[1] for k in keys))
@@ -100,7 +105,8 @@ def test_features_head_matches_timm_features_only() -> None:
         outs, refs = ours(x), ref(x)
     assert len(outs) == 5 and all(torch.equal(a, b) for a, b in zip(outs, refs, strict=True))
     assert [(f["num_chs"], f["reduction"], f["module"]) for f in ours.feature_info] == [
-        (f["num_chs"], f["reduction"], f["module"]) for f in ref.feature_info.get_dicts()]
+        (f["num_chs"], f["reduction"], f["module"]) for f in ref.feature_info.get_dicts()
+    ]
     static = summarize(spec, (96, 64)).output_shape
     assert static == [tuple(o.shape[1:]) for o in outs]
 
@@ -177,9 +183,15 @@ class _InvertedResidual(nn.Module):
         super().__init__()
         mid = in_channels * expand
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
-            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid),
-            nn.ReLU(), nn.Conv2d(mid, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+            nn.Conv2d(in_channels, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(),
+            nn.Conv2d(mid, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
 
     def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + shortcut)
@@ -211,8 +223,9 @@ def test_registered_block_options_are_validated(inverted: object) -> None:
 def test_unknown_block_lists_registered_types(inverted: object) -> None:
     spec = copy.deepcopy(TINY)
     spec["block"] = {"type": "nope"}
-    with pytest.raises(SpecError, match="registered: basic, bottleneck, res2net, split, "
-                       "inverted_test"):
+    with pytest.raises(
+        SpecError, match="registered: basic, bottleneck, res2net, split, inverted_test"
+    ):
         load_spec(spec)
 
 
@@ -226,8 +239,11 @@ def test_builtin_blocks_cannot_be_replaced() -> None:
 BLOCKS = {
     "basic": (lambda: timm.models.dla.DlaBasic, {}, {"type": "basic"}),
     "bottleneck": (lambda: timm.models.dla.DlaBottleneck, {}, {"type": "bottleneck"}),
-    "split": (lambda: timm.models.dla.DlaBottleneck, {"cardinality": 32, "base_width": 4},
-              {"type": "split", "cardinality": 32}),
+    "split": (
+        lambda: timm.models.dla.DlaBottleneck,
+        {"cardinality": 32, "base_width": 4},
+        {"type": "split", "cardinality": 32},
+    ),
 }
 
 
@@ -238,16 +254,24 @@ BLOCKS = {
     residual=st.booleans(),
     num_classes=st.integers(1, 20),
 )
-def test_random_timm_architectures_are_equal(block: str, depths: list[int], widths: list[int],
-                                             residual: bool, num_classes: int) -> None:
+def test_random_timm_architectures_are_equal(
+    block: str, depths: list[int], widths: list[int], residual: bool, num_classes: int
+) -> None:
     cls, kwargs, block_spec = BLOCKS[block]
     levels = [1, 1, *depths]
     channels = [8, 16, *sorted(widths)]
     torch.manual_seed(0)
-    ref = timm.models.dla.DLA(levels=levels, channels=channels, num_classes=num_classes,
-                              block=cls(), shortcut_root=residual, **kwargs).eval()
+    ref = timm.models.dla.DLA(
+        levels=levels,
+        channels=channels,
+        num_classes=num_classes,
+        block=cls(),
+        shortcut_root=residual,
+        **kwargs,
+    ).eval()
     spec = {
-        "name": "random", "block": block_spec,
+        "name": "random",
+        "block": block_spec,
         "levels": [{"channels": 8, "convs": 1}, {"channels": 16, "convs": 1}]
         + [{"channels": c, "depth": d} for c, d in zip(channels[2:], depths, strict=True)],
         "aggregation": {"residual": residual},

@@ -30,11 +30,14 @@ def test_official_checkpoint_into_timm_layout_drops_dead_projections() -> None:
     off_sd = official().state_dict()
     model = build_module("specs/dla36.yaml")
     report = load_weights(model, off_sd)
-    assert sorted({k.rsplit(".", 2)[0] for k in report.dropped}) == ["level3.project",
-                                                                      "level4.project"]
+    assert sorted({k.rsplit(".", 2)[0] for k in report.dropped}) == [
+        "level3.project",
+        "level4.project",
+    ]
     assert report.by_level()["level3"]["dropped"] == 6
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in off_sd.items()
-               if k in model.state_dict())
+    assert all(
+        torch.equal(model.state_dict()[k], v) for k, v in off_sd.items() if k in model.state_dict()
+    )
 
 
 def test_timm_checkpoint_into_official_layout_keeps_model_values(ref_sd: dict) -> None:

@@ -74,8 +74,15 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
     if op == "project":
         return _call("project", [str(a["in_channels"]), str(a["out_channels"])])
     if op == "aggregate":
-        return _call("DlaRoot", [str(a["in_channels"]), str(a["out_channels"]),
-                                 f"kernel_size={a['kernel_size']}", f"residual={a['residual']}"])
+        return _call(
+            "DlaRoot",
+            [
+                str(a["in_channels"]),
+                str(a["out_channels"]),
+                f"kernel_size={a['kernel_size']}",
+                f"residual={a['residual']}",
+            ],
+        )
     if op == "pool":
         return _call("nn.AdaptiveAvgPool2d", ["1"])
     if op == "dropout":
@@ -87,8 +94,9 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
         cls = bt.resolve()
         classes.setdefault(cls.__name__, cls)
         opts = bt.options.model_validate(a["block_options"])
-        kw = bt.module_args(a["in_channels"], a["out_channels"], a["stride"], a.get("dilation", 1),
-                            opts)
+        kw = bt.module_args(
+            a["in_channels"], a["out_channels"], a["stride"], a.get("dilation", 1), opts
+        )
         pos = [repr(kw.pop("in_channels")), repr(kw.pop("out_channels"))]
         return _call(cls.__name__, pos + [f"{k}={v!r}" for k, v in kw.items()])
     raise CodegenError(f"op {op!r} has no module")
@@ -103,8 +111,9 @@ def _comment(g: nx.DiGraph, n: str) -> str:
     return f"{chans}, stride {a['reduction']} ({a.get('spec_path', '')}{eq})"
 
 
-def _wrap_statement(lhs: str, fn: str, args: list[str], comment: str | None = None,
-                    indent: int = 8) -> list[str]:
+def _wrap_statement(
+    lhs: str, fn: str, args: list[str], comment: str | None = None, indent: int = 8
+) -> list[str]:
     """``lhs = fn(args)  # comment``, laid out exactly as ``ruff format`` would: on one line if it
     fits (the comment moves above the statement when only the comment does not fit), else the
     arguments on one indented line, else one argument per line."""
@@ -119,8 +128,9 @@ def _wrap_statement(lhs: str, fn: str, args: list[str], comment: str | None = No
         return above + [f"{lhs} = {fn}(", f"    {inner}", ")"]
     if len(args) == 1 and args[0].startswith("["):  # a single list argument is hugged
         items = args[0][1:-1].split(", ")
-        return above + [f"{lhs} = {fn}(", "    ["] + [f"        {x}," for x in items] + [
-            "    ]", ")"]
+        return (
+            above + [f"{lhs} = {fn}(", "    ["] + [f"        {x}," for x in items] + ["    ]", ")"]
+        )
     return above + [f"{lhs} = {fn}("] + [f"    {x}," for x in args] + [")"]
 
 
@@ -143,15 +153,21 @@ def _forward_lines(g: nx.DiGraph) -> tuple[list[str], str]:
             lines += _wrap_statement(v, mod, [f"[{', '.join(ins)}]"], _comment(g, n))
         elif op == "block":
             args = ins if len(ins) == 2 else [ins[0], ins[0]]
-            lines += _wrap_statement(v, mod, args, _comment(g, n) + (
-                "" if len(ins) == 2 else ", identity shortcut"))
+            lines += _wrap_statement(
+                v, mod, args, _comment(g, n) + ("" if len(ins) == 2 else ", identity shortcut")
+            )
         elif op == "classifier":
-            lines += _wrap_statement(v, "torch.flatten", [f"{mod}({ins[0]})", "1"],
-                                     f"{a['in_channels']} -> num_classes logits")
+            lines += _wrap_statement(
+                v,
+                "torch.flatten",
+                [f"{mod}({ins[0]})", "1"],
+                f"{a['in_channels']} -> num_classes logits",
+            )
         else:
             lines += _wrap_statement(v, mod, ins, _comment(g, n))
     return lines + [ret], (
-        "torch.Tensor" if g.graph["spec"]["head"]["type"] == "classifier" else "List[torch.Tensor]")
+        "torch.Tensor" if g.graph["spec"]["head"]["type"] == "classifier" else "List[torch.Tensor]"
+    )
 
 
 def _init_lines(g: nx.DiGraph, classes: dict[str, type]) -> list[str]:
@@ -174,6 +190,11 @@ def _source_of(obj: Any) -> str:
         src = textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError) as e:
         raise CodegenError(f"cannot copy the source of {obj!r} into generated code: {e}") from None
+    tree = ast.parse(src)
+    top = tree.body[0]
+    if isinstance(top, (ast.ClassDef, ast.FunctionDef)) and top.decorator_list:
+        # registration decorators (@dlagraph.register_block) stay behind: the file is standalone
+        src = "\n".join(src.splitlines()[top.lineno - 1 :]) + "\n"
     free = _free_names(src) - _ALLOWED_GLOBALS
     if free:
         raise CodegenError(
@@ -185,8 +206,12 @@ def _source_of(obj: Any) -> str:
 
 def _free_names(src: str) -> set[str]:
     tree = ast.parse(src)
-    loaded = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    loaded = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    bound = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+    }
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             bound.add(node.name)
@@ -205,8 +230,9 @@ def _origin(source: Any, spec: Spec) -> tuple[str, str]:
     return "a spec mapping", hashlib.sha256(spec_to_yaml(spec).encode()).hexdigest()[:12]
 
 
-def generate_source(spec: Spec | str | Path | dict[str, Any] | nx.DiGraph, *,
-                    source_path: str | None = None) -> str:
+def generate_source(
+    spec: Spec | str | Path | dict[str, Any] | nx.DiGraph, *, source_path: str | None = None
+) -> str:
     """Render the standalone PyTorch source of a spec (or compiled DAG).
 
     The file defines the block classes it needs and one model class named after the spec
@@ -224,8 +250,10 @@ def generate_source(spec: Spec | str | Path | dict[str, Any] | nx.DiGraph, *,
     """
     if isinstance(spec, nx.DiGraph):
         g, sp = spec, Spec.model_validate(spec.graph["spec"])
-        origin = (source_path or "a compiled graph",
-                  hashlib.sha256(spec_to_yaml(sp).encode()).hexdigest()[:12])
+        origin = (
+            source_path or "a compiled graph",
+            hashlib.sha256(spec_to_yaml(sp).encode()).hexdigest()[:12],
+        )
     else:
         sp = load_spec(spec)
         g = compile_spec(sp)
@@ -254,19 +282,29 @@ def generate_source(spec: Spec | str | Path | dict[str, Any] | nx.DiGraph, *,
     if imports[0] == "":
         imports = imports[1:]
     head = sp.head
-    init_args = ", num_classes: int = {}, in_chans: int = {}".format(
-        head.num_classes, sp.in_channels) if head.type == "classifier" else (
-        f", in_chans: int = {sp.in_channels}")
+    init_args = (
+        f", num_classes: int = {head.num_classes}, in_chans: int = {sp.in_channels}"
+        if head.type == "classifier"
+        else (f", in_chans: int = {sp.in_channels}")
+    )
     title = f"{sp.paper_name} ({sp.name})" if sp.paper_name else sp.name
-    cmd = f"dlagraph codegen {origin[0]} -o DIR" if origin[0].endswith((".yaml", ".yml")) else (
-        "dlagraph codegen SPEC -o DIR")
+    cmd = (
+        f"dlagraph codegen {origin[0]} -o DIR"
+        if origin[0].endswith((".yaml", ".yml"))
+        else ("dlagraph codegen SPEC -o DIR")
+    )
     text = _ENV.get_template("module.py.j2").render(
-        header=(f"# {MARKER} {__version__} from {origin[0]} (sha256 {origin[1]}).\n"
-                f"# Do not edit; regenerate with `{cmd}`."),
-        docstring=(f"{title}: Deep Layer Aggregation (Yu, Wang, Darrell).\n\n"
-                   f"Paper: https://arxiv.org/abs/1707.06484\n"
-                   f"{params:,} parameters with the spec's defaults; layout {sp.layout}"
-                   + (f", equals {sp.reference}" if sp.reference else "") + ".\n"),
+        header=(
+            f"# {MARKER} {__version__} from {origin[0]} (sha256 {origin[1]}).\n"
+            f"# Do not edit; regenerate with `{cmd}`."
+        ),
+        docstring=(
+            f"{title}: Deep Layer Aggregation (Yu, Wang, Darrell).\n\n"
+            f"Paper: https://arxiv.org/abs/1707.06484\n"
+            f"{params:,} parameters with the spec's defaults; layout {sp.layout}"
+            + (f", equals {sp.reference}" if sp.reference else "")
+            + ".\n"
+        ),
         imports=imports,
         class_name=class_name(sp.name),
         sources=[s.rstrip("\n") for s in sources],

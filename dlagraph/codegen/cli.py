@@ -34,8 +34,9 @@ def _register(sub: Any) -> None:
     c.set_defaults(func=cmd_codegen)
 
 
-def _build_source(spec: Any, g: Any, out: Path, args: argparse.Namespace,
-                  notes: list[str]) -> dict[Path, str | bytes]:
+def _build_source(
+    spec: Any, g: Any, out: Path, args: argparse.Namespace, notes: list[str]
+) -> dict[Path, str | bytes]:
     return {out / f"{spec.name}.py": generate_source(args.spec)}
 
 

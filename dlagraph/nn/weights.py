@@ -42,9 +42,14 @@ class LoadReport:
     def by_level(self) -> dict[str, dict[str, int]]:
         """Counts per top-level module (``base_layer``, ``level0`` … ``fc``)."""
         out: dict[str, dict[str, int]] = {}
-        groups = {"matched": self.matched, "missing": self.missing, "unexpected": self.unexpected,
-                  "mismatched": [k for k, _, _ in self.mismatched], "dropped": self.dropped,
-                  "kept": self.kept}
+        groups = {
+            "matched": self.matched,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "mismatched": [k for k, _, _ in self.mismatched],
+            "dropped": self.dropped,
+            "kept": self.kept,
+        }
         for kind, keys in groups.items():
             for k in keys:
                 row = out.setdefault(k.split(".")[0], dict.fromkeys(groups, 0))
@@ -52,12 +57,12 @@ class LoadReport:
         return out
 
     def __str__(self) -> str:
-        lines = [f"matched {len(self.matched)}, missing {len(self.missing)}, unexpected "
-                 f"{len(self.unexpected)}, shape-mismatched {len(self.mismatched)}"
-                 + (f", dropped {len(self.dropped)} unused official projections"
-                    if self.dropped else "")
-                 + (f", kept {len(self.kept)} model values for unused projections"
-                    if self.kept else "")]
+        lines = [
+            f"matched {len(self.matched)}, missing {len(self.missing)}, unexpected "
+            f"{len(self.unexpected)}, shape-mismatched {len(self.mismatched)}"
+            + (f", dropped {len(self.dropped)} unused official projections" if self.dropped else "")
+            + (f", kept {len(self.kept)} model values for unused projections" if self.kept else "")
+        ]
         for level, row in self.by_level().items():
             bad = {k: v for k, v in row.items() if v and k != "matched"}
             if bad:
@@ -101,7 +106,7 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise WeightsError("checkpoint is not a mapping of names to tensors")
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
 
 
@@ -112,13 +117,23 @@ def _unused_projection_keys(model: nn.Module) -> set[str]:
         return set()
     official = compile_spec(spec.model_copy(update={"layout": "official"}))
     prefixes = [n for n in official.graph["unused"] if official.nodes[n]["op"] == "project"]
-    return {f"{p}.{s}" for p in prefixes for s in
-            ("0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var",
-             "1.num_batches_tracked")}
+    return {
+        f"{p}.{s}"
+        for p in prefixes
+        for s in (
+            "0.weight",
+            "1.weight",
+            "1.bias",
+            "1.running_mean",
+            "1.running_var",
+            "1.num_batches_tracked",
+        )
+    }
 
 
-def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
-                 strict: bool = True) -> LoadReport:
+def load_weights(
+    model: nn.Module, source: str | Path | Mapping[str, Any], *, strict: bool = True
+) -> LoadReport:
     """Load a checkpoint into ``model`` by name, converting between official and timm layouts.
 
     Returns a :class:`LoadReport`. With ``strict`` (the default), any missing, unexpected or

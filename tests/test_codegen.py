@@ -1,0 +1,260 @@
+"""The code generator: goldens, bit-identity with the interpreter, standalone files."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dlagraph import CodegenError, build_module, generate_source, load_spec
+from dlagraph.cli import main
+
+from .conftest import ROOT, SPEC_PATHS, spec_ids
+
+torch = pytest.importorskip("torch")
+
+
+def load_generated(src: str, tmp_path: Path, name: str = "gen") -> object:
+    path = tmp_path / f"{name}.py"
+    path.write_text(src)
+    mod_spec = importlib.util.spec_from_file_location(f"_dlagraph_gen_{name}", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_codegen_folder_is_current(tmp_path: Path) -> None:
+    """`codegen/` must equal what `dlagraph codegen specs/*.yaml -o codegen` emits now."""
+    assert main(["codegen", *[f"specs/{p.name}" for p in SPEC_PATHS], "-o", str(tmp_path)]) == 0
+    committed = sorted(p.name for p in (ROOT / "codegen").glob("*.py"))
+    assert committed == sorted(p.name for p in tmp_path.glob("*.py")), "codegen/ has stale files"
+    for p in tmp_path.glob("*.py"):
+        assert (ROOT / "codegen" / p.name).read_text() == p.read_text(), (
+            f"codegen/{p.name} is stale; run: dlagraph codegen specs/*.yaml -o codegen"
+        )
+
+
+@pytest.mark.parametrize("path", SPEC_PATHS, ids=spec_ids())
+def test_generated_equals_interpreter(path: Path, tmp_path: Path) -> None:
+    spec = load_spec(path)
+    mod = load_generated((ROOT / "codegen" / f"{spec.name}.py").read_text(), tmp_path, spec.name)
+    cls = getattr(mod, mod.__all__[0])
+    torch.manual_seed(3)
+    gen = cls()
+    torch.manual_seed(3)
+    ref = build_module(spec)
+    gsd, rsd = gen.state_dict(), ref.state_dict()
+    assert list(gsd) == list(rsd)
+    assert all(torch.equal(gsd[k], rsd[k]) for k in rsd), "init differs under the same seed"
+    gen.eval(), ref.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(gen(x), ref(x))
+
+
+def test_keywords_num_classes_and_in_chans(tmp_path: Path) -> None:
+    mod = load_generated(generate_source("specs/dla48_s_s.yaml"), tmp_path)
+    model = mod.Dla48SS(num_classes=7, in_chans=1).eval()
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
+
+
+def test_generated_file_is_standalone_scriptable_and_exports(tmp_path: Path) -> None:
+    gen = tmp_path / "dla60_res2next.py"
+    shutil.copy(ROOT / "codegen" / "dla60_res2next.py", gen)
+    code = (
+        "import sys, io, warnings\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'dlagraph': raise ImportError('dlagraph is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "warnings.simplefilter('ignore')\n"
+        "import torch, dla60_res2next as m\n"
+        "model = m.Dla60Res2next().eval()\n"
+        "x = torch.randn(1, 3, 64, 64)\n"
+        "s = torch.jit.script(model)\n"
+        "assert torch.equal(s(x), model(x))\n"
+        "torch.onnx.export(model, (x,), io.BytesIO(), dynamo=False)\n"
+        "print('ok', 'dlagraph' in sys.modules)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok False"
+
+
+def test_byte_identical_across_hash_seeds() -> None:
+    code = "import dlagraph,sys; sys.stdout.write(dlagraph.generate_source('specs/dla169.yaml'))"
+    outs = set()
+    for seed in ("0", "1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        r = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert r.returncode == 0, r.stderr
+        outs.add(r.stdout)
+    assert len(outs) == 1
+    assert outs.pop() == (ROOT / "codegen" / "dla169.py").read_text()
+
+
+def test_stable_under_ruff_format_and_passes_ruff_check(tmp_path: Path) -> None:
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff not installed")
+    shutil.copytree(ROOT / "codegen", tmp_path / "codegen")
+    r = subprocess.run(
+        [
+            ruff,
+            "format",
+            "--check",
+            "--isolated",
+            "--line-length",
+            "100",
+            str(tmp_path / "codegen"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(
+        [
+            ruff,
+            "check",
+            "--isolated",
+            "--select",
+            "E,F,I,UP,B",
+            "--line-length",
+            "100",
+            "--target-version",
+            "py310",
+            str(tmp_path / "codegen"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_header_has_provenance_and_no_timestamp() -> None:
+    head = (ROOT / "codegen" / "dla36.py").read_text().splitlines()[:2]
+    assert (
+        head[0].startswith("# Generated by dlagraph ")
+        and "from specs/dla36.yaml (sha256 " in head[0]
+    )
+    assert head[1] == "# Do not edit; regenerate with `dlagraph codegen specs/dla36.yaml -o DIR`."
+
+
+def test_forward_is_one_statement_per_node_in_port_order() -> None:
+    src = generate_source("specs/dla36.yaml")
+    assert (
+        "level3_tree2_root = self.level3.tree2.root(\n            [level3_tree2_tree2, "
+        "level3_tree2_tree1, level3_downsample, level3_tree1_root]\n        )" in src
+    )
+    assert "(levels[3], eq. 5)" in src
+
+
+def test_never_overwrites_foreign_files(tmp_path: Path) -> None:
+    (tmp_path / "dla36.py").write_text("# my own model\n")
+    assert main(["codegen", "specs/dla36.yaml", "specs/dla169.yaml", "-o", str(tmp_path)]) == 2
+    assert (tmp_path / "dla36.py").read_text() == "# my own model\n"
+    assert not (tmp_path / "dla169.py").exists()  # all or nothing
+    assert main(["codegen", "specs/dla36.yaml", "-o", str(tmp_path), "--force"]) == 0
+    assert main(["codegen", "specs", "-o", str(tmp_path)]) == 0  # folders work; ours is replaced
+
+
+def test_build_writes_the_source(tmp_path: Path) -> None:
+    assert main(["build", "specs/dla36.yaml", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "dla36.py").read_text() == (ROOT / "codegen" / "dla36.py").read_text()
+
+
+def test_registered_block_without_standalone_source_is_refused() -> None:
+    from torch import nn
+
+    import dlagraph
+
+    helper = nn.Identity
+
+    @dlagraph.register_block("needs_helper")
+    class NeedsHelper(nn.Module):
+        def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+            super().__init__()
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1)
+            self.extra = helper()
+
+        def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+            return self.extra(self.conv(x)) + shortcut
+
+    try:
+        spec = {
+            "name": "t",
+            "block": {"type": "needs_helper"},
+            "levels": [{"channels": 8}, {"channels": 8}, {"channels": 8, "depth": 1}],
+        }
+        with pytest.raises(CodegenError, match="standalone file cannot import: helper;"):
+            generate_source(spec)
+    finally:
+        dlagraph.unregister_block("needs_helper")
+
+
+@given(
+    block=st.sampled_from(
+        [
+            {"type": "basic"},
+            {"type": "bottleneck"},
+            {"type": "split", "cardinality": 4},
+            {"type": "res2net", "scale": 2, "cardinality": 2, "base_width": 16},
+        ]
+    ),
+    depths=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    residual=st.booleans(),
+    kernel=st.sampled_from([1, 3]),
+    layout=st.sampled_from(["timm", "official"]),
+    features=st.booleans(),
+)
+def test_random_specs_generated_equals_interpreter(
+    block: dict, depths: list[int], residual: bool, kernel: int, layout: str, features: bool
+) -> None:
+    spec = {
+        "name": "rand",
+        "block": block,
+        "layout": layout,
+        "levels": [{"channels": 8}, {"channels": 16}]
+        + [{"channels": 32 * (i + 1), "depth": d} for i, d in enumerate(depths)],
+        "aggregation": {"residual": residual, "kernel_size": kernel},
+        "head": {"type": "features", "out_indices": [1, len(depths) + 1]}
+        if features
+        else {"type": "classifier", "num_classes": 5},
+    }
+    ns: dict = {}
+    exec(compile(generate_source(spec), "<generated>", "exec"), ns)  # noqa: S102 - our own output
+    torch.manual_seed(0)
+    gen = ns["Rand"]().eval()
+    torch.manual_seed(0)
+    ref = build_module(spec).eval()
+    assert list(gen.state_dict()) == list(ref.state_dict())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(gen.state_dict().values(), ref.state_dict().values(), strict=True)
+    )
+    x = torch.randn(1, 3, 2 ** (len(depths) + 1) * 2, 2 ** (len(depths) + 1) * 2)
+    with torch.no_grad():
+        a, b = gen(x), ref(x)
+    a, b = (
+        (a, b)
+        if not features
+        else (torch.cat([t.flatten() for t in a]), torch.cat([t.flatten() for t in b]))
+    )
+    assert torch.equal(a, b)
