@@ -158,62 +158,64 @@ class Dla48BM(nn.Module):
         base_layer = self.base_layer(x)  # 3 -> 16 ch, stride 1 (levels[0])
         level0 = self.level0(base_layer)  # 16 -> 16 ch, stride 1 (levels[0])
         level1 = self.level1(level0)  # 16 -> 32 ch, stride 2 (levels[1])
-        level2_downsample = self.level2.downsample(level1)  # 32 -> 32 ch, stride 4 (levels[2])
-        level2_project = self.level2.project(level2_downsample)  # 32 -> 64 ch, stride 4 (levels[2])
-        # 32 -> 64 ch, stride 4 (levels[2])
+        # 2x2 max pool to stride 4 (levels[2], for the shortcut)
+        level2_downsample = self.level2.downsample(level1)
+        level2_project = self.level2.project(level2_downsample)  # shortcut: 32 -> 64 ch (levels[2])
+        # L1 block: 32 -> 64 ch, stride 4 (levels[2])
         level2_tree1 = self.level2.tree1(level1, level2_project)
-        # 64 -> 64 ch, stride 4 (levels[2]), identity shortcut
+        # L2 block: 64 -> 64 ch, stride 4 (levels[2]), identity shortcut
         level2_tree2 = self.level2.tree2(level2_tree1, level2_tree1)
-        # 128 -> 64 ch, stride 4 (levels[2], eq. 2)
+        # N: 128 -> 64 ch (levels[2], eq. 2)
         level2_root = self.level2.root([level2_tree2, level2_tree1])
-        level3_downsample = self.level3.downsample(level2_root)  # 64 -> 64 ch, stride 8 (levels[3])
-        # 64 -> 64 ch, stride 8 (levels[3])
+        # 2x2 max pool to stride 8 (levels[3], S(x), eq. 5)
+        level3_downsample = self.level3.downsample(level2_root)
+        # 2x2 max pool to stride 8 (levels[3], for the shortcut)
         level3_tree1_downsample = self.level3.tree1.downsample(level2_root)
-        # 64 -> 128 ch, stride 8 (levels[3])
+        # shortcut: 64 -> 128 ch (levels[3])
         level3_tree1_project = self.level3.tree1.project(level3_tree1_downsample)
-        # 64 -> 128 ch, stride 8 (levels[3])
+        # L1 block: 64 -> 128 ch, stride 8 (levels[3])
         level3_tree1_tree1 = self.level3.tree1.tree1(level2_root, level3_tree1_project)
-        # 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L2 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
         level3_tree1_tree2 = self.level3.tree1.tree2(level3_tree1_tree1, level3_tree1_tree1)
-        # 256 -> 128 ch, stride 8 (levels[3], eq. 2)
+        # N: 256 -> 128 ch (levels[3], eq. 2)
         level3_tree1_root = self.level3.tree1.root([level3_tree1_tree2, level3_tree1_tree1])
-        # 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L1 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
         level3_tree2_tree1 = self.level3.tree2.tree1(level3_tree1_root, level3_tree1_root)
-        # 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L2 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
         level3_tree2_tree2 = self.level3.tree2.tree2(level3_tree2_tree1, level3_tree2_tree1)
-        # 448 -> 128 ch, stride 8 (levels[3], eq. 5)
+        # N: 448 -> 128 ch (levels[3], eq. 5)
         level3_tree2_root = self.level3.tree2.root(
             [level3_tree2_tree2, level3_tree2_tree1, level3_downsample, level3_tree1_root]
         )
-        # 128 -> 128 ch, stride 16 (levels[4])
+        # 2x2 max pool to stride 16 (levels[4], S(x), eq. 5)
         level4_downsample = self.level4.downsample(level3_tree2_root)
-        # 128 -> 128 ch, stride 16 (levels[4])
+        # 2x2 max pool to stride 16 (levels[4], for the shortcut)
         level4_tree1_downsample = self.level4.tree1.downsample(level3_tree2_root)
-        # 128 -> 256 ch, stride 16 (levels[4])
+        # shortcut: 128 -> 256 ch (levels[4])
         level4_tree1_project = self.level4.tree1.project(level4_tree1_downsample)
-        # 128 -> 256 ch, stride 16 (levels[4])
+        # L1 block: 128 -> 256 ch, stride 16 (levels[4])
         level4_tree1_tree1 = self.level4.tree1.tree1(level3_tree2_root, level4_tree1_project)
-        # 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
+        # L2 block: 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
         level4_tree1_tree2 = self.level4.tree1.tree2(level4_tree1_tree1, level4_tree1_tree1)
-        # 512 -> 256 ch, stride 16 (levels[4], eq. 2)
+        # N: 512 -> 256 ch (levels[4], eq. 2)
         level4_tree1_root = self.level4.tree1.root([level4_tree1_tree2, level4_tree1_tree1])
-        # 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
+        # L1 block: 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
         level4_tree2_tree1 = self.level4.tree2.tree1(level4_tree1_root, level4_tree1_root)
-        # 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
+        # L2 block: 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
         level4_tree2_tree2 = self.level4.tree2.tree2(level4_tree2_tree1, level4_tree2_tree1)
-        # 896 -> 256 ch, stride 16 (levels[4], eq. 5)
+        # N: 896 -> 256 ch (levels[4], eq. 5)
         level4_tree2_root = self.level4.tree2.root(
             [level4_tree2_tree2, level4_tree2_tree1, level4_downsample, level4_tree1_root]
         )
-        # 256 -> 256 ch, stride 32 (levels[5])
+        # 2x2 max pool to stride 32 (levels[5], S(x), eq. 5)
         level5_downsample = self.level5.downsample(level4_tree2_root)
-        # 256 -> 512 ch, stride 32 (levels[5])
+        # shortcut: 256 -> 512 ch (levels[5])
         level5_project = self.level5.project(level5_downsample)
-        # 256 -> 512 ch, stride 32 (levels[5])
+        # L1 block: 256 -> 512 ch, stride 32 (levels[5])
         level5_tree1 = self.level5.tree1(level4_tree2_root, level5_project)
-        # 512 -> 512 ch, stride 32 (levels[5]), identity shortcut
+        # L2 block: 512 -> 512 ch, stride 32 (levels[5]), identity shortcut
         level5_tree2 = self.level5.tree2(level5_tree1, level5_tree1)
-        # 1280 -> 512 ch, stride 32 (levels[5], eq. 5)
+        # N: 1280 -> 512 ch (levels[5], eq. 5)
         level5_root = self.level5.root([level5_tree2, level5_tree1, level5_downsample])
         global_pool = self.global_pool(level5_root)  # 512 -> 512 ch, stride 32 (head)
         fc = torch.flatten(self.fc(global_pool), 1)  # 512 -> num_classes logits

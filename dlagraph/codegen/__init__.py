@@ -103,12 +103,22 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
 
 
 def _comment(g: nx.DiGraph, n: str) -> str:
+    """What a reader cannot see at the call: channels, stride, paper role, spec path."""
     a = g.nodes[n]
-    eq = {"eq2": ", eq. 2", "eq5": ", eq. 5"}.get(a.get("eq", ""), "")
-    if a.get("op") == "block":
-        eq = ""
-    chans = f"{a['in_channels']} -> {a['out_channels']} ch" if "in_channels" in a else ""
-    return f"{chans}, stride {a['reduction']} ({a.get('spec_path', '')}{eq})"
+    op, src = a["op"], a.get("spec_path", "")
+    chans = f"{a.get('in_channels')} -> {a.get('out_channels')} ch"
+    if op == "downsample":
+        used_by_root = any(g.nodes[u]["op"] == "aggregate" for u in g.successors(n))
+        what = "S(x), eq. 5" if used_by_root else "for the shortcut"
+        return f"2x2 max pool to stride {a['reduction']} ({src}, {what})"
+    if op == "project":
+        return f"shortcut: {chans} ({src})"
+    if op == "aggregate":
+        eq = {"eq2": "eq. 2", "eq5": "eq. 5"}.get(a.get("eq", ""), "")
+        return f"N: {chans} ({src}, {eq}{', residual' if a['residual'] else ''})"
+    if op == "block":
+        return f"{a.get('role', '')} block: {chans}, stride {a['reduction']} ({src})".lstrip()
+    return f"{chans}, stride {a['reduction']} ({src})"
 
 
 def _wrap_statement(
