@@ -33,7 +33,7 @@ _LAZY = {
     "build_module": ("dlagraph.nn.interpret", "build_module"),
     "load_weights": ("dlagraph.nn.weights", "load_weights"),
     "generate_source": ("dlagraph.codegen", "generate_source"),
-    "draw": ("dlagraph.draw", "draw"),
+    "draw": ("dlagraph.diagram", "draw"),
 }
 
 __all__ = [

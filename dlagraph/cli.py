@@ -155,5 +155,7 @@ def _load_plugins() -> None:
                 raise
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m dlagraph.cli`: plugins register on the imported module
+    from dlagraph.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,7 @@
+"""`python -m dlagraph`."""
+
+import sys
+
+from dlagraph.cli import main
+
+sys.exit(main())
