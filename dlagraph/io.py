@@ -46,14 +46,18 @@ def write_outputs(files: dict[Path, str | bytes], *, force: bool = False) -> Non
         )
     for p in files:
         p.parent.mkdir(parents=True, exist_ok=True)
-    for p, content in files.items():
-        data = content.encode() if isinstance(content, str) else content
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        try:
+    staged: list[tuple[str, Path]] = []
+    try:  # stage every file next to its target, then rename them all: no half-written outputs
+        for p, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            staged.append((tmp, p))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.chmod(tmp, 0o644)
+        for tmp, p in staged:
             os.replace(tmp, p)
-        except OSError as e:
+    except OSError as e:
+        for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
-            raise CodegenError(f"{p}: cannot write: {e.strerror or e}") from None
+        raise CodegenError(f"cannot write outputs: {e.strerror or e}") from None

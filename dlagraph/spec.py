@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import keyword
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -53,12 +54,6 @@ PROBLEMS = "dlagraph_problems"  # error type carrying several (relative path, me
 
 def _as_tuple(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
-
-
-def _single_line(v: str) -> str:
-    if any(not ch.isprintable() for ch in v):
-        raise PydanticCustomError("single_line", "must be one line of printable text")
-    return v
 
 
 def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
@@ -207,8 +202,13 @@ class Spec(_Model):
 
     @field_validator("paper_name")
     @classmethod
-    def _printable(cls, v: str | None) -> str | None:
-        return None if v is None else _single_line(v)
+    def _plain_text(cls, v: str | None) -> str | None:
+        # it is shown in generated docstrings and diagrams: plain text only, no quotes
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._+()/-]*", v):
+            raise PydanticCustomError(
+                "plain_text", "may hold only letters, digits, spaces and . _ + ( ) / -"
+            )
+        return v
 
     @model_validator(mode="after")
     def _semantics(self) -> Spec:

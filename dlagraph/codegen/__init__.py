@@ -27,6 +27,7 @@ from ..errors import CodegenError
 from ..graph import inputs, topo_order
 from ..io import MARKER
 from ..load import load_spec, spec_to_yaml
+from ..names import class_name, var_name
 from ..spec import Spec
 
 __all__ = ["generate_source", "class_name", "var_name"]
@@ -43,16 +44,6 @@ _ENV = jinja2.Environment(
 # helpers every generated file needs, copied from dlagraph.nn.blocks by name
 _HELPERS = ("DlaRoot", "conv_bn_relu", "project", "init_weights")
 _ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
-
-
-def class_name(name: str) -> str:
-    """``dla104_s`` -> ``Dla104S``."""
-    return "".join(p[:1].upper() + p[1:] for p in name.split("_")) or "Model"
-
-
-def var_name(node: str) -> str:
-    """The local variable of a node in ``forward``: its module path with ``.`` -> ``_``."""
-    return node.replace(".", "_")
 
 
 def _call(fn: str, args: list[str]) -> tuple[str, list[str]]:
@@ -236,7 +227,11 @@ def _free_names(src: str) -> set[str]:
 def _origin(source: Any, spec: Spec) -> tuple[str, str]:
     if isinstance(source, (str, Path)) and Path(source).exists():
         p = Path(source)
-        return p.as_posix(), hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+        shown = p.as_posix()  # a path reaches a comment line: never a raw newline or control char
+        return (
+            shown if shown.isprintable() else repr(shown),
+            hashlib.sha256(p.read_bytes()).hexdigest()[:12],
+        )
     return "a spec mapping", hashlib.sha256(spec_to_yaml(spec).encode()).hexdigest()[:12]
 
 

@@ -20,6 +20,7 @@ from torch import fx, nn
 from ..blocks import get_block_type
 from ..compile import compile_spec
 from ..graph import describe, inputs, topo_order
+from ..names import class_name
 from ..spec import Spec
 from .blocks import DlaRoot, conv_bn_relu, init_weights, project
 
@@ -136,7 +137,7 @@ class DLAModule(fx.GraphModule):
 
     def __init__(self, g: nx.DiGraph, root: nn.Module) -> None:
         graph, names = _fx_graph(g, root)
-        super().__init__(root, graph, class_name=_class_name(g.graph["name"]))
+        super().__init__(root, graph, class_name=class_name(g.graph["name"]))
         # fx copies only the modules the graph calls, in call order; keep the layout's full,
         # ordered tree instead (state_dict order, and the official layout's unused projections).
         self._modules.clear()
@@ -168,10 +169,6 @@ def _rebuild(spec: dict[str, Any], state: dict[str, Any], training: bool) -> DLA
     m = build_module(spec, init=False)
     m.load_state_dict(state)
     return m.train(training)
-
-
-def _class_name(name: str) -> str:
-    return "".join(p[:1].upper() + p[1:] for p in name.split("_")) or "Model"
 
 
 def build_module(spec: Spec | str | dict[str, Any] | nx.DiGraph, *, init: bool = True) -> DLAModule:

@@ -1,0 +1,42 @@
+"""Python names derived from a spec: the model class and the forward variables."""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+
+__all__ = ["class_name", "var_name", "RESERVED"]
+
+# names a generated file defines or imports; a model class must not shadow them
+RESERVED = frozenset(
+    {
+        "DlaBasic",
+        "DlaBottleneck",
+        "DlaBottle2neck",
+        "DlaRoot",
+        "conv_bn_relu",
+        "project",
+        "init_weights",
+        "torch",
+        "nn",
+        "math",
+        "List",
+        "F",
+    }
+) | frozenset(dir(builtins))
+
+
+def class_name(name: str) -> str:
+    """``dla104_s`` -> ``Dla104S``; made a valid, non-clashing identifier (``_0`` -> ``Net0``,
+    ``dla_root`` -> ``DlaRootNet``)."""
+    camel = "".join(p[:1].upper() + p[1:] for p in name.split("_"))
+    if not camel or not camel[0].isalpha():
+        camel = "Net" + camel
+    if keyword.iskeyword(camel) or camel in RESERVED:
+        camel += "Net"
+    return camel
+
+
+def var_name(node: str) -> str:
+    """The local variable of a DAG node in ``forward``: its module path with ``.`` -> ``_``."""
+    return node.replace(".", "_")
