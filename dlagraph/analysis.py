@@ -145,9 +145,13 @@ def node_layers(a: dict[str, Any]) -> list[Layer]:
     if op == "project":
         return [_conv("0", cin, cout, 1), Layer("1", "bn", cout, cout)]
     if op == "aggregate":
+        if a.get("sequential"):  # the official IDAUp node: Sequential(conv, BN, ReLU)
+            return [_conv("0", cin, cout, a["kernel_size"]), Layer("1", "bn", cout, cout)]
         return [_conv("conv", cin, cout, a["kernel_size"]), Layer("bn", "bn", cout, cout)]
     if op == "classifier":
-        return [_conv("", cin, cout, 1, bias=True)]
+        return [_conv("0" if a.get("sequential") else "", cin, cout, 1, bias=True)]
+    if op == "upsample":  # depthwise: one (2f x 2f) kernel per channel
+        return [Layer("", "conv", cin, cout, 2 * a["factor"], a["factor"], groups=cout)]
     if op == "block":
         bt = get_block_type(a["block"])
         opts = bt.options.model_validate(a["block_options"])
@@ -194,6 +198,11 @@ def _out_hw(g: nx.DiGraph, n: str, hw: dict[str, tuple[int, int]]) -> tuple[int,
         return (h - 1) // s + 1, (w - 1) // s + 1
     if op == "pool":
         return 1, 1
+    if op == "upsample":  # ConvTranspose2d(k=2f, s=f, p=f//2): (H-1)f - 2(f//2) + 2f
+        f = a["factor"]
+        return (h - 1) * f - 2 * (f // 2) + 2 * f, (w - 1) * f - 2 * (f // 2) + 2 * f
+    if op == "interpolate":
+        return h * a["scale"], w * a["scale"]
     return h, w
 
 
@@ -231,8 +240,7 @@ def summarize(
     """
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
     sp = g.graph["spec"]
-    levels = sp["levels"]
-    stride = 2 ** (len(levels) - 1)
+    stride = Spec.model_validate(sp).total_stride
     h, w = input_size
     if h <= 0 or w <= 0 or h % stride or w % stride:
         raise SpecError(
@@ -252,10 +260,12 @@ def summarize(
         layers = node_layers(a)
         params = sum(layer.params for layer in layers)
         macs = sum(layer.macs(hin, win) for layer in layers)
-        if a["op"] in ("classifier", "output") or (a["op"] == "pool"):
-            shape: tuple[int, ...] = (
-                (a["out_channels"],) if a["op"] != "pool" else (a["out_channels"], 1, 1)
-            )
+        if a["op"] == "upsample":  # a transposed conv scatters each input pixel over k x k
+            macs = hin * win * a["out_channels"] * (2 * a["factor"]) ** 2
+        if a["op"] == "output":
+            shape: tuple[int, ...] = ()
+        elif a["op"] == "classifier" and a.get("flatten"):
+            shape = (a["out_channels"],)
         else:
             shape = (a["out_channels"], *hw[n])
         nodes.append(
@@ -272,10 +282,9 @@ def summarize(
         )
     info = {ni.name: ni for ni in nodes}
     out_ins = inputs(g, "output")
-    if sp["head"]["type"] == "classifier":
-        output_shape: Any = (sp["head"]["num_classes"],)
-    else:
-        output_shape = [info[u].shape for u in out_ins]
+    output_shape: Any = [info[u].shape for u in out_ins]
+    if g.graph.get("output_kind") == "tensor":
+        output_shape = output_shape[0]
     agg_depth = _aggregation_depth(g)
     return Summary(
         name=sp["name"],
@@ -342,7 +351,7 @@ def _levels(g: nx.DiGraph, nodes: list[NodeInfo]) -> list[LevelInfo]:
         depth = None
         if mod.startswith("level") and int(mod[5:]) >= 2:
             depth = sp["levels"][int(mod[5:])]["depth"]
-        last = [m for m in members if not m.unused][-1]
+        last = ([m for m in members if not m.unused] or members)[-1]
         out.append(
             LevelInfo(
                 module=mod,

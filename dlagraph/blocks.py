@@ -17,6 +17,7 @@ Built-in types point at their torch classes by import path, so this module stays
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class BlockType:
     module_args: Callable[..., dict[str, Any]] = _default_module_args
     description: str = ""
     builtin: bool = False
+    dilation: bool = True  # accepts a `dilation` argument (needed by dilated segmentation nets)
 
     def resolve(self) -> Any:
         """The torch class (imports it on first use for built-in types)."""
@@ -187,6 +189,10 @@ def register_block(
         if opts.model_config.get("extra") != "forbid":
             raise SpecError(f"block type {name!r}: its options model must set extra='forbid'")
         lay = layers or getattr(cls, "layers", None)
+        try:
+            takes_dilation = "dilation" in inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            takes_dilation = False
         _add(
             BlockType(
                 name=name,
@@ -195,6 +201,7 @@ def register_block(
                 layers=lay,
                 check=check or (lambda out, o: []),
                 description=description or (cls.__doc__ or "").strip().split("\n")[0],
+                dilation=takes_dilation,
             ),
             replace=replace,
         )

@@ -24,9 +24,9 @@ import networkx as nx
 
 from . import graph as ir
 from .load import load_spec
-from .spec import ClassifierHead, ConvLevel, FeaturesHead, Spec, TreeLevel
+from .spec import ConvLevel, DlaUpHead, Spec, TreeLevel
 
-__all__ = ["compile_spec"]
+__all__ = ["compile_spec", "level_output"]
 
 
 @dataclass
@@ -34,9 +34,12 @@ class _Builder:
     spec: Spec
     g: nx.DiGraph = field(default_factory=nx.DiGraph)
     modules: list[str] = field(default_factory=list)  # registration order of the layout
+    prefix: str = ""  # module path prefix of backbone nodes (the official DLASeg nests "base.")
 
     def add(self, node: str, op: str, ins: list[str], register: bool = True, **attrs: Any) -> str:
         assert node not in self.g, f"duplicate node id {node}"
+        if op in ir.MODULE_OPS:
+            attrs.setdefault("module", self.prefix + node)
         self.g.add_node(node, op=op, index=self.g.number_of_nodes(), **attrs)
         for port, u in enumerate(ins):
             self.g.add_edge(u, node, port=port)
@@ -77,9 +80,14 @@ def compile_spec(spec: Spec | dict[str, Any] | str) -> nx.DiGraph:
     x = b.add(
         "input", "input", [], out_channels=spec.in_channels, reduction=1, spec_path="in_channels"
     )
+    if isinstance(spec.head, DlaUpHead):
+        b.prefix = "base."  # the official DLASeg holds the classification network as `base`
     x = _conv_levels(b, x)
     x = _ida(b, x)
-    _head(b, x)
+    b.prefix = ""
+    from .heads import build_head  # heads build on this module's builder
+
+    build_head(b, x)
     b.g.graph.update(input="input", output="output", modules=b.modules)
     b.g.graph["unused"] = ir.check(b.g)
     return b.g
@@ -143,22 +151,25 @@ def _ida(b: _Builder, x: str) -> str:
 
 def _level_root(b: _Builder, i: int, x: str) -> str:
     """Eq. 5, T^r_n(x) = N(S(x), R^n_{n-1}(x), …, R^n_1(x), L^n_1(x), L^n_2(x)): the HDA tree of
-    ``levels[i]`` at stride 2, whose root also takes S(x) when the level aggregates its input."""
+    ``levels[i]`` at stride 2 (or dilated at stride 1 in a segmentation network, §4.2), whose root
+    also takes S(x) when the level aggregates its input."""
     lvl = b.spec.levels[i]
     assert isinstance(lvl, TreeLevel)
+    dilation = b.spec.dilated.get(i, 1)
     return _hda_tree(
         b,
         f"level{i}",
         lvl.depth,
         b.out(x),
         lvl.channels,
-        2,
+        1 if dilation > 1 else 2,
         x,
         level_root=b.spec.aggregates_input(i),
         root_dim=0,
         children=[],
         spec_path=f"levels[{i}]",
         level=i + 1,
+        dilation=dilation,
     )
 
 
@@ -176,6 +187,7 @@ def _hda_tree(
     children: list[tuple[str, str]],
     spec_path: str,
     level: int,
+    dilation: int = 1,
 ) -> str:
     """Eq. 2, T_n(x) = N(R^n_{n-1}(x), …, R^n_1(x), L^n_1(x), L^n_2(x)), with
     L^n_2 = B(L^n_1), L^n_1 = B(R^n_1) and R^n_m = T_m(R^n_{m+1}) (Fig. 1f: the parent node is merged
@@ -233,7 +245,7 @@ def _hda_tree(
             f"{path}.tree1",
             "block",
             [x] if shortcut == x else [x, shortcut],
-            **_block_attrs(b, cin, cout, stride, x),
+            **_block_attrs(b, cin, cout, stride, x, dilation),
             role="L1",
             **common,
         )
@@ -241,7 +253,7 @@ def _hda_tree(
             f"{path}.tree2",
             "block",
             [x1],
-            **_block_attrs(b, cout, cout, 1, x1),
+            **_block_attrs(b, cout, cout, 1, x1, dilation),
             role="L2",
             **common,
         )
@@ -260,6 +272,7 @@ def _hda_tree(
             level_root=False,
             root_dim=0,
             children=[],
+            dilation=dilation,
             **common,
         )
         out = _hda_tree(
@@ -273,6 +286,7 @@ def _hda_tree(
             level_root=False,
             root_dim=root_dim + cout,
             children=children + [("R", x1)],
+            dilation=dilation,
             **common,
         )
     if official:  # the official Tree registers tree1, tree2, root, then downsample and project
@@ -280,14 +294,16 @@ def _hda_tree(
     return out
 
 
-def _block_attrs(b: _Builder, cin: int, cout: int, stride: int, x: str) -> dict[str, Any]:
+def _block_attrs(
+    b: _Builder, cin: int, cout: int, stride: int, x: str, dilation: int
+) -> dict[str, Any]:
     return {
         "block": b.spec.block.type,
         "block_options": b.spec.block.options.model_dump(mode="json"),
         "in_channels": cin,
         "out_channels": cout,
         "stride": stride,
-        "dilation": 1,
+        "dilation": dilation,
         "reduction": b.red(x) * stride,
         "eq": "eq2",
     }
@@ -331,76 +347,13 @@ def _paper_rank(role: str, port: int) -> tuple[int, int]:
     return ({"S": 0, "R": 1, "L1": 2, "L2": 3}[role], port)
 
 
-def _head(b: _Builder, x: str) -> None:
-    head = b.spec.head
-    last = len(b.spec.levels) - 1
-    if isinstance(head, ClassifierHead):
-        c = b.out(x)
-        x = b.add(
-            "global_pool",
-            "pool",
-            [x],
-            in_channels=c,
-            out_channels=c,
-            reduction=b.red(x),
-            spec_path="head",
-        )
-        if head.dropout > 0:
-            x = b.add(
-                "head_drop",
-                "dropout",
-                [x],
-                in_channels=c,
-                out_channels=c,
-                p=head.dropout,
-                reduction=b.red(x),
-                spec_path="head.dropout",
-            )
-        x = b.add(
-            "fc",
-            "classifier",
-            [x],
-            in_channels=c,
-            out_channels=head.num_classes,
-            reduction=b.red(x),
-            spec_path="head.num_classes",
-        )
-        b.add(
-            "output",
-            "output",
-            [x],
-            out_channels=head.num_classes,
-            reduction=b.red(x),
-            spec_path="head",
-        )
-    else:
-        assert isinstance(head, FeaturesHead)
-        taps = [_level_output(b, i) for i in head.out_indices]
-        b.add(
-            "output",
-            "output",
-            taps,
-            out_channels=sum(b.out(t) for t in taps),
-            reduction=b.red(taps[-1]),
-            spec_path="head.out_indices",
-        )
-        if max(head.out_indices) < last:
-            _prune_after(b, max(head.out_indices))
-
-
-def _level_output(b: _Builder, i: int) -> str:
+def level_output(b: _Builder, i: int) -> str:
     """The node whose output is ``levels[i]``'s output (index 0 is Level 1, as timm's level0)."""
     if i < 2:
         return f"level{i}"
+    prefix = f"level{i}."
     return next(
         n
         for n in reversed(list(b.g.nodes))
-        if n.startswith(f"level{i}.") and b.g.nodes[n]["op"] == "aggregate"
+        if n.startswith(prefix) and b.g.nodes[n]["op"] == "aggregate"
     )
-
-
-def _prune_after(b: _Builder, keep: int) -> None:
-    """Drop the levels after the last tapped one (like timm's ``prune_intermediate_layers``)."""
-    drop = [n for n in b.g.nodes if n.startswith("level") and int(n.split(".")[0][5:]) > keep]
-    b.g.remove_nodes_from(drop)
-    b.modules[:] = [m for m in b.modules if m not in set(drop)]

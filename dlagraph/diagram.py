@@ -23,6 +23,7 @@ from .analysis import node_layers, summarize
 from .compile import compile_spec
 from .graph import inputs, topo_order
 from .io import MARKER
+from .spec import Spec
 
 __all__ = ["draw", "DrawOptions"]
 
@@ -63,7 +64,9 @@ def _level_title(g: nx.DiGraph, top: str) -> str:
         lv = g.graph["spec"]["levels"][i]
         paper = f"Level {i + 1}"
         if "depth" in lv:
-            return f"{paper}: HDA depth {lv['depth']}, {lv['channels']} ch ({top})"
+            dil = Spec.model_validate(g.graph["spec"]).dilated.get(i)
+            extra = f", dilation {dil}" if dil else ""
+            return f"{paper}: HDA depth {lv['depth']}, {lv['channels']} ch{extra} ({top})"
         return f"{paper}: {lv['channels']} ch ({top})"
     return "head"
 
@@ -130,15 +133,34 @@ def _node_attrs(g: nx.DiGraph, n: str, opts: DrawOptions) -> dict[str, str]:
                 ),
             }
         return {**style, "label": head + ir, "shape": "box", "style": "filled,rounded"}
+    if op == "conv" and a.get("eq") == "eq1":  # an IDA projection
+        return {
+            **style,
+            "label": f"P {cin}→{cout}{ir}",
+            "shape": "box",
+            "height": "0.3",
+            "fillcolor": COLORS["project"],
+        }
     if op == "conv":
         label = f"{short}: {a['convs']}x conv{a['kernel_size']}x{a['kernel_size']} {cin}→{cout}"
         if a["stride"] > 1:
             label += f" /{a['stride']}"
         return {**style, "label": label + ir, "shape": "box"}
+    if op == "upsample":
+        frozen = "" if a.get("trainable", True) else ", frozen"
+        return {
+            **style,
+            "label": f"U x{a['factor']}{frozen}{ir}",
+            "shape": "house",
+            "fillcolor": "#fadbd8",
+            "height": "0.3",
+        }
     names = {
         "pool": "global avg pool",
         "dropout": f"dropout {a.get('p')}",
         "classifier": f"fc 1x1 {cin}→{cout}",
+        "interpolate": f"bilinear x{a.get('scale')}",
+        "log_softmax": "log-softmax",
     }
     return {**style, "label": names.get(op, op) + ir, "shape": "box"}
 
@@ -178,7 +200,8 @@ def _is_ida(g: nx.DiGraph, u: str, v: str) -> bool:
         return False
     cross = lu != lv and lu.startswith("level") and lv.startswith("level")
     s_input = g.nodes[u]["op"] == "downsample" and g.nodes[v]["op"] == "aggregate"
-    return cross or s_input
+    upsampling_ida = "eq1" in (g.nodes[u].get("eq"), g.nodes[v].get("eq"))
+    return cross or s_input or upsampling_ida
 
 
 def draw(spec: Any, **options: Any) -> graphviz.Digraph:
@@ -257,16 +280,15 @@ def _clusters(
     tree: dict[str, Any] = {}
     for key in drawn:
         parts = key.split(".")
-        top = _level_of(key) if parts[0] != "base_layer" else "level0"
-        if not (
-            top.startswith("level")
-            or g.nodes[drawn[key][0]]["op"] in ("pool", "dropout", "classifier")
-        ):
+        top = _level_of(key)
+        op = g.nodes[drawn[key][0]]["op"]
+        if op in ("input", "output"):
             dot.node(_id(key), **_attrs_for(g, key, drawn, opts))
             continue
-        path = [top if top.startswith("level") else "head"] + [
-            ".".join(parts[:i]) for i in range(2, len(parts))
-        ]
+        if top.startswith("level"):
+            path = [top] + [".".join(parts[:i]) for i in range(2, len(parts))]
+        else:  # head nodes: a cluster, with nested clusters for dotted paths (dla_up.ida_0 …)
+            path = ["head"] + [".".join(parts[:i]) for i in range(1, len(parts))]
         node = tree
         for p in path:
             node = node.setdefault(p, {})
@@ -285,7 +307,7 @@ def _clusters(
                 )
             else:
                 c.attr(
-                    label=name.split(".", 1)[1],
+                    label=name.split(".", 1)[-1],
                     style="rounded,dashed",
                     color="#95a5a6",
                     fontsize="9",

@@ -38,11 +38,14 @@ OPS = frozenset(
         "aggregate",  # N of eq. 1-5: concat -> conv -> BN (-> + input 0) -> ReLU
         "pool",  # global average pooling
         "dropout",
-        "classifier",  # 1x1 conv with bias, then flatten
+        "classifier",  # 1x1 conv with bias (then flatten, for image classification)
+        "upsample",  # depthwise transposed conv initialised as bilinear upsampling (IDA up)
+        "interpolate",  # fixed bilinear resize
+        "log_softmax",
         "output",  # the network's result (one input, or several for the features head)
     }
 )
-MODULE_OPS = OPS - {"input", "output"}
+MODULE_OPS = OPS - {"input", "output", "interpolate"}
 
 
 def inputs(g: nx.DiGraph, n: str) -> list[str]:

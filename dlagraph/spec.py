@@ -34,6 +34,8 @@ from .blocks import get_block_type, registered_blocks
 
 __all__ = [
     "Spec",
+    "SegmentationHead",
+    "DlaUpHead",
     "ConvLevel",
     "TreeLevel",
     "BlockSpec",
@@ -170,7 +172,39 @@ class FeaturesHead(_Model):
     )
 
 
-Head = Annotated[ClassifierHead | FeaturesHead, Field(discriminator="type")]
+class SegmentationHead(_Model):
+    """The paper's segmentation network (§4.2): optionally dilated Levels 5-6 (final maps at 1/8),
+    then either a 1x1 classifier and 8x bilinear upsampling, or IDA upsampling: Levels 3.. projected
+    to ``ida_channels``, upsampled to Level 2 by bilinear-initialised transposed convs, aggregated
+    iteratively (eq. 1) with 3x3 nodes, classified, then 2x bilinear."""
+
+    type: Literal["segmentation"]
+    num_classes: int = Field(gt=0, le=100_000)
+    dilation: bool = Field(True, description="dilate the last two levels instead of striding")
+    upsample: Literal["bilinear", "ida"] = "ida"
+    ida_channels: int = Field(32, gt=0, le=MAX_CHANNELS)
+
+
+class DlaUpHead(_Model):
+    """The official ``dla_up.py`` DLASeg head: DLAUp + IDAUp over the levels from
+    ``log2(down_ratio)`` on, a 1x1 classifier, a frozen bilinear upsampler and log-softmax. The
+    network returns ``(log_probs, logits)`` like the official code."""
+
+    type: Literal["dla_up"]
+    num_classes: int = Field(gt=0, le=100_000)
+    down_ratio: Literal[2, 4, 8, 16] = 2
+    base_classes: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="classes of the base network's (unused) ImageNet classifier, which the "
+        "official model keeps; 0 drops it",
+    )
+
+
+Head = Annotated[
+    ClassifierHead | FeaturesHead | SegmentationHead | DlaUpHead, Field(discriminator="type")
+]
 
 
 class Spec(_Model):
@@ -253,9 +287,40 @@ class Spec(_Model):
                     )
             if len(set(self.head.out_indices)) != len(self.head.out_indices):
                 problems.append(("head.out_indices", "indices must be unique"))
+        problems += self._head_problems(bt)
         if problems:
             raise _problems(problems)
         return self
+
+    def _head_problems(self, bt: Any) -> list[tuple[str, str]]:
+        n_trees = len(self.levels) - 2
+        if isinstance(self.head, SegmentationHead) and self.head.dilation:
+            if n_trees < 3:
+                return [
+                    (
+                        "head.dilation",
+                        f"dilating the last two levels needs at least 3 tree "
+                        f"levels (got {n_trees})",
+                    )
+                ]
+            if not bt.dilation:
+                return [
+                    (
+                        "head.dilation",
+                        f"block type {self.block.type!r} does not take a `dilation` argument",
+                    )
+                ]
+        if isinstance(self.head, DlaUpHead):
+            first = int(math.log2(self.head.down_ratio))
+            if first >= len(self.levels) - 1:
+                return [
+                    (
+                        "head.down_ratio",
+                        f"down_ratio {self.head.down_ratio} starts at level "
+                        f"{first}, which leaves fewer than two levels to aggregate",
+                    )
+                ]
+        return []
 
     @staticmethod
     def _size_problems(trees: list[tuple[int, TreeLevel]]) -> list[tuple[str, str]]:
@@ -293,8 +358,17 @@ class Spec(_Model):
         return index > 2
 
     @property
+    def dilated(self) -> dict[int, int]:
+        """``{level index: dilation}`` for the levels a segmentation head dilates."""
+        if isinstance(self.head, SegmentationHead) and self.head.dilation:
+            n = len(self.levels)
+            return {n - 2: 2, n - 1: 4}
+        return {}
+
+    @property
     def total_stride(self) -> int:
-        return 2 ** (len(self.levels) - 1)
+        """The input size divisor: 2 per strided level (dilated levels do not stride)."""
+        return 2 ** (len(self.levels) - 1 - len(self.dilated))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, defaults included and unset optionals left out (round-trips through YAML)."""
@@ -314,7 +388,15 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-_TAGS = {"conv", "tree", "classifier", "features", "function-after[_semantics(), Spec]"}
+_TAGS = {
+    "conv",
+    "tree",
+    "classifier",
+    "features",
+    "segmentation",
+    "dla_up",
+    "function-after[_semantics(), Spec]",
+}
 
 _MESSAGES = {
     "missing": "missing required key",

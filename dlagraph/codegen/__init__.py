@@ -42,7 +42,7 @@ _ENV = jinja2.Environment(
     autoescape=False,
 )
 # helpers every generated file needs, copied from dlagraph.nn.blocks by name
-_HELPERS = ("DlaRoot", "conv_bn_relu", "project", "init_weights")
+_HELPERS = ("DlaRoot", "conv_bn_relu", "project", "ida_node", "bilinear_up", "init_weights")
 _ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
 
 
@@ -64,6 +64,10 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
         return _call("nn.MaxPool2d", [str(a["stride"]), f"stride={a['stride']}"])
     if op == "project":
         return _call("project", [str(a["in_channels"]), str(a["out_channels"])])
+    if op == "aggregate" and a.get("sequential"):
+        return _call(
+            "ida_node", [str(a["in_channels"]), str(a["out_channels"]), str(a["kernel_size"])]
+        )
     if op == "aggregate":
         return _call(
             "DlaRoot",
@@ -78,8 +82,17 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
         return _call("nn.AdaptiveAvgPool2d", ["1"])
     if op == "dropout":
         return _call("nn.Dropout", [repr(a["p"])])
+    classes_arg = "num_classes" if a.get("num_classes_arg") else str(a["out_channels"])
     if op == "classifier":
-        return _call("nn.Conv2d", [str(a["in_channels"]), "num_classes", "1", "bias=True"])
+        conv = f"nn.Conv2d({a['in_channels']}, {classes_arg}, 1, bias=True)"
+        if a.get("sequential"):
+            return _call("nn.Sequential", [conv])
+        return _call("nn.Conv2d", [str(a["in_channels"]), classes_arg, "1", "bias=True"])
+    if op == "upsample":
+        args = [classes_arg, str(a["factor"])]
+        return _call("bilinear_up", args if a["trainable"] else args + ["trainable=False"])
+    if op == "log_softmax":
+        return _call("nn.LogSoftmax", ["dim=1"])
     if op == "block":
         bt = get_block_type(a["block"])
         cls = bt.resolve()
@@ -137,52 +150,70 @@ def _wrap_statement(
 
 def _forward_lines(g: nx.DiGraph) -> tuple[list[str], str]:
     lines: list[str] = []
-    ret = ""
+    ret, kind = "", g.graph.get("output_kind", "tensor")
     for n in topo_order(g):
         a = g.nodes[n]
         if a.get("unused") or a["op"] == "input":
             continue
         ins = [var_name(u) if g.nodes[u]["op"] != "input" else "x" for u in inputs(g, n)]
-        v, mod, op = var_name(n), f"self.{n}", a["op"]
+        v, mod, op = var_name(n), f"self.{a.get('module', n)}", a["op"]
         if op == "output":
-            if g.graph["spec"]["head"]["type"] == "classifier":
-                ret = f"return {ins[0]}"
-            else:
-                ret = f"return [{', '.join(ins)}]"
-            continue
-        if op == "aggregate":
+            ret = {
+                "tensor": f"return {ins[0]}",
+                "tuple": f"return {', '.join(ins)}",
+                "list": f"return [{', '.join(ins)}]",
+            }[kind]
+        elif op == "aggregate" and a.get("sequential"):
+            lines += _wrap_statement(v, mod, [f"torch.cat([{', '.join(ins)}], 1)"], _comment(g, n))
+        elif op == "aggregate":
             lines += _wrap_statement(v, mod, [f"[{', '.join(ins)}]"], _comment(g, n))
         elif op == "block":
             args = ins if len(ins) == 2 else [ins[0], ins[0]]
             lines += _wrap_statement(
                 v, mod, args, _comment(g, n) + ("" if len(ins) == 2 else ", identity shortcut")
             )
-        elif op == "classifier":
+        elif op == "classifier" and a.get("flatten"):
             lines += _wrap_statement(
                 v,
                 "torch.flatten",
                 [f"{mod}({ins[0]})", "1"],
                 f"{a['in_channels']} -> num_classes logits",
             )
+        elif op == "interpolate":
+            lines += _wrap_statement(
+                v,
+                "F.interpolate",
+                [
+                    ins[0],
+                    f"scale_factor={float(a['scale'])!r}",
+                    'mode="bilinear"',
+                    "align_corners=False",
+                ],
+                f"fixed bilinear x{a['scale']} ({a.get('spec_path', '')})",
+            )
         else:
             lines += _wrap_statement(v, mod, ins, _comment(g, n))
-    return lines + [ret], (
-        "torch.Tensor" if g.graph["spec"]["head"]["type"] == "classifier" else "List[torch.Tensor]"
-    )
+    types = {
+        "tensor": "torch.Tensor",
+        "list": "list[torch.Tensor]",
+        "tuple": "tuple[torch.Tensor, torch.Tensor]",
+    }
+    return lines + [ret], types[kind]
 
 
 def _init_lines(g: nx.DiGraph, classes: dict[str, type]) -> list[str]:
     lines: list[str] = []
     made: set[str] = set()
     for n in g.graph["modules"]:
-        parts = n.split(".")
+        path = g.nodes[n].get("module", n)
+        parts = path.split(".")
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])
             if parent not in made:
                 lines.append(f"self.{parent} = nn.Module()")
                 made.add(parent)
-        lines += _wrap_statement(f"self.{n}", *_module_expr(g.nodes[n], classes))
-        made.add(n)
+        lines += _wrap_statement(f"self.{path}", *_module_expr(g.nodes[n], classes))
+        made.add(path)
     return lines
 
 
@@ -191,11 +222,7 @@ def _source_of(obj: Any) -> str:
         src = textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError) as e:
         raise CodegenError(f"cannot copy the source of {obj!r} into generated code: {e}") from None
-    tree = ast.parse(src)
-    top = tree.body[0]
-    if isinstance(top, (ast.ClassDef, ast.FunctionDef)) and top.decorator_list:
-        # registration decorators (@dlagraph.register_block) stay behind: the file is standalone
-        src = "\n".join(src.splitlines()[top.lineno - 1 :]) + "\n"
+    src = _strip_contract(src)
     free = _free_names(src) - _ALLOWED_GLOBALS
     if free:
         raise CodegenError(
@@ -203,6 +230,30 @@ def _source_of(obj: Any) -> str:
             f"{', '.join(sorted(free))}; a registered block may use only torch, nn, F, math, List"
         )
     return src.rstrip() + "\n"
+
+
+def _strip_contract(src: str) -> str:
+    """Drop what only dlagraph needs from a block class: its registration decorator and the
+    ``Options`` / ``layers`` contract members (they use pydantic and dlagraph, not torch)."""
+    tree = ast.parse(src)
+    top = tree.body[0]
+    lines = src.splitlines()
+    drop: set[int] = set()
+    if isinstance(top, (ast.ClassDef, ast.FunctionDef)):
+        drop |= set(range(0, top.lineno - 1))  # decorators
+    if isinstance(top, ast.ClassDef):
+        for node in top.body:
+            named = getattr(node, "name", None)
+            if named in ("Options", "layers"):
+                first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+                drop |= set(range(first - 1, node.end_lineno or node.lineno))
+    kept = [line for i, line in enumerate(lines) if i not in drop]
+    out, blank = [], 0
+    for line in kept:  # no runs of blank lines where members were removed
+        blank = blank + 1 if not line.strip() else 0
+        if blank <= 1:
+            out.append(line)
+    return "\n".join(out).rstrip() + "\n"
 
 
 def _free_names(src: str) -> set[str]:
@@ -270,17 +321,19 @@ def generate_source(
     forward_lines, return_type = _forward_lines(g)
     from ..analysis import summarize
 
-    params = summarize(g, (2 ** (len(sp.levels) - 1),) * 2).params
+    params = summarize(g, (sp.total_stride,) * 2).params
     sources = [_source_of(c) for c in classes.values()]
     from ..nn import blocks as builtin
 
-    sources += [_source_of(getattr(builtin, h)) for h in _HELPERS]
-    body = "\n".join(sources)
-    imports = []
-    if "math." in body:
-        imports.append("import math")
-    if "List[" in body or return_type.startswith("List"):
-        imports.append("from typing import List")
+    used = "\n".join(init_lines)
+    sources += [
+        _source_of(getattr(builtin, h)) for h in _HELPERS if f"{h}(" in used or h == "init_weights"
+    ]
+    body = "\n".join(sources + forward_lines)
+    typing = [t for t in ("List", "Tuple") if f"{t}[" in body]  # a registered block's choice
+    imports = ["import math"] if "math." in body else []
+    if typing:
+        imports.append(f"from typing import {', '.join(typing)}")
     imports += ["", "import torch", "from torch import nn"]
     if "F." in body:
         imports.append("from torch.nn import functional as F")
@@ -288,9 +341,9 @@ def generate_source(
         imports = imports[1:]
     head = sp.head
     init_args = (
-        f", num_classes: int = {head.num_classes}, in_chans: int = {sp.in_channels}"
-        if head.type == "classifier"
-        else (f", in_chans: int = {sp.in_channels}")
+        f", in_chans: int = {sp.in_channels}"
+        if head.type == "features"
+        else f", num_classes: int = {head.num_classes}, in_chans: int = {sp.in_channels}"
     )
     title = f"{sp.paper_name} ({sp.name})" if sp.paper_name else sp.name
     cmd = (
@@ -313,7 +366,7 @@ def generate_source(
         imports=imports,
         class_name=class_name(sp.name),
         sources=[s.rstrip("\n") for s in sources],
-        class_doc=(f"{title}. Input sides must be multiples of {2 ** (len(sp.levels) - 1)}."),
+        class_doc=(f"{title}. Input sides must be multiples of {sp.total_stride}."),
         init_args=init_args,
         init_lines=init_lines,
         forward_lines=forward_lines,

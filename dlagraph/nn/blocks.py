@@ -178,3 +178,30 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             m.weight.data.fill_(1)
             m.bias.data.zero_()
+
+
+def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTranspose2d:
+    """Depthwise ``factor``x transposed conv initialised as bilinear upsampling (official
+    ``fill_up_weights``). ``init_weights`` leaves it alone: it re-initialises ``nn.Conv2d`` only,
+    and ``nn.ConvTranspose2d`` is not one."""
+    up = nn.ConvTranspose2d(
+        channels, channels, 2 * factor, factor, factor // 2, groups=channels, bias=False
+    )
+    w = up.weight.data
+    f = math.ceil(w.size(2) / 2)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    for i in range(w.size(2)):
+        for j in range(w.size(3)):
+            w[0, 0, i, j] = (1 - math.fabs(i / f - c)) * (1 - math.fabs(j / f - c))
+    w[1:, 0] = w[0, 0]
+    up.weight.requires_grad_(trainable)
+    return up
+
+
+def ida_node(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
+    """The official IDAUp aggregation node: conv-BN-ReLU on the concatenated inputs."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, 1, kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )

@@ -16,13 +16,14 @@ from typing import Any
 import networkx as nx
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 
 from ..blocks import get_block_type
 from ..compile import compile_spec
 from ..graph import describe, inputs, topo_order
 from ..names import class_name
 from ..spec import Spec
-from .blocks import DlaRoot, conv_bn_relu, init_weights, project
+from .blocks import DlaRoot, bilinear_up, conv_bn_relu, ida_node, init_weights, project
 
 __all__ = ["build_module", "DLAModule", "make_module", "count_block_params"]
 
@@ -46,13 +47,20 @@ def make_module(a: dict[str, Any]) -> nn.Module:
         )
         return bt.resolve()(**args)
     if op == "aggregate":
+        if a.get("sequential"):
+            return ida_node(a["in_channels"], a["out_channels"], a["kernel_size"])
         return DlaRoot(a["in_channels"], a["out_channels"], a["kernel_size"], a["residual"])
     if op == "pool":
         return nn.AdaptiveAvgPool2d(1)
     if op == "dropout":
         return nn.Dropout(a["p"])
     if op == "classifier":
-        return nn.Conv2d(a["in_channels"], a["out_channels"], 1, bias=True)
+        fc = nn.Conv2d(a["in_channels"], a["out_channels"], 1, bias=True)
+        return nn.Sequential(fc) if a.get("sequential") else fc
+    if op == "upsample":
+        return bilinear_up(a["out_channels"], a["factor"], a["trainable"])
+    if op == "log_softmax":
+        return nn.LogSoftmax(dim=1)
     raise AssertionError(f"op {op!r} owns no module")
 
 
@@ -76,7 +84,7 @@ def _set(root: nn.Module, path: str, module: nn.Module) -> None:
     parent.add_module(leaf, module)
 
 
-def _fx_graph(g: nx.DiGraph, root: nn.Module) -> tuple[fx.Graph, dict[str, str]]:
+def _fx_graph(g: nx.DiGraph) -> tuple[fx.Graph, dict[str, str]]:
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
     for n in topo_order(g):
@@ -84,21 +92,30 @@ def _fx_graph(g: nx.DiGraph, root: nn.Module) -> tuple[fx.Graph, dict[str, str]]
         if a.get("unused"):
             continue  # checkpoint-only (official projections) or never read (a dead 2x2 pool)
         args = [env[u] for u in inputs(g, n)]
-        op = a["op"]
+        op, target = a["op"], a.get("module", n)
         if op == "input":
             env[n] = graph.placeholder("x")
         elif op == "output":
-            graph.output(args[0] if g.graph["spec"]["head"]["type"] == "classifier" else args)
+            kind = g.graph.get("output_kind", "tensor")
+            graph.output(args[0] if kind == "tensor" else tuple(args) if kind == "tuple" else args)
         elif op == "block":
             shortcut = args[1] if len(args) == 2 else args[0]  # identity shortcut
-            env[n] = graph.call_module(n, (args[0], shortcut))
+            env[n] = graph.call_module(target, (args[0], shortcut))
+        elif op == "aggregate" and a.get("sequential"):
+            cat = graph.call_function(torch.cat, (args, 1))
+            env[n] = graph.call_module(target, (cat,))
         elif op == "aggregate":
-            env[n] = graph.call_module(n, (args,))
-        elif op == "classifier":
-            fc = graph.call_module(n, (args[0],))
-            env[n] = graph.call_function(torch.flatten, (fc, 1))
+            env[n] = graph.call_module(target, (args,))
+        elif op == "interpolate":
+            env[n] = graph.call_function(
+                F.interpolate,
+                (args[0],),
+                {"scale_factor": float(a["scale"]), "mode": "bilinear", "align_corners": False},
+            )
         else:
-            env[n] = graph.call_module(n, (args[0],))
+            env[n] = graph.call_module(target, (args[0],))
+            if op == "classifier" and a.get("flatten"):
+                env[n] = graph.call_function(torch.flatten, (env[n], 1))
     graph.lint()
     names = {node.name: n for n, node in env.items()}
     return graph, names
@@ -136,7 +153,7 @@ class DLAModule(fx.GraphModule):
     """
 
     def __init__(self, g: nx.DiGraph, root: nn.Module) -> None:
-        graph, names = _fx_graph(g, root)
+        graph, names = _fx_graph(g)
         super().__init__(root, graph, class_name=class_name(g.graph["name"]))
         # fx copies only the modules the graph calls, in call order; keep the layout's full,
         # ordered tree instead (state_dict order, and the official layout's unused projections).
@@ -190,7 +207,7 @@ def build_module(spec: Spec | str | dict[str, Any] | nx.DiGraph, *, init: bool =
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
     root = nn.Module()
     for n in g.graph["modules"]:
-        _set(root, n, make_module(g.nodes[n]))
+        _set(root, g.nodes[n].get("module", n), make_module(g.nodes[n]))
     if init:
         init_weights(root)
     return DLAModule(g, root)
