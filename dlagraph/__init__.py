@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "build_module": ("dlagraph.nn.interpret", "build_module"),
+    "fold_bn": ("dlagraph.nn.interpret", "fold_bn"),
     "load_weights": ("dlagraph.nn.weights", "load_weights"),
     "generate_source": ("dlagraph.codegen", "generate_source"),
     "draw": ("dlagraph.diagram", "draw"),
@@ -48,6 +49,7 @@ __all__ = [
     "build_module",
     "compile_spec",
     "draw",
+    "fold_bn",
     "generate_source",
     "load_spec",
     "load_weights",

@@ -114,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", help="output folder (default: build/<name>/)")
     b.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     b.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
+    b.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="generated source gets fold_bn(): BatchNorm folded into convs, channels_last",
+    )
     b.set_defaults(func=cmd_build)
     p = sub.add_parser("presets", help="list the specs of a folder with their parameter counts")
     p.add_argument("dir", nargs="?", default="specs")

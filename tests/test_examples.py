@@ -35,3 +35,108 @@ def test_shapes_dataset_is_deterministic_and_labelled() -> None:
 def test_segmentation_example_reaches_08_mean_iou(tmp_path: Path) -> None:
     seg = example("train_segmentation")
     assert seg.main(["--threads", "2"]) >= 0.8
+
+
+def test_digits_classifier_reaches_95_percent(tmp_path: Path) -> None:
+    clf = example("train_classifier")
+    acc = clf.main(["--threads", "2", "--out", str(tmp_path / "run")])
+    assert acc >= 0.95
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 8 and not list(tmp_path.glob("run/.*.tmp"))
+
+
+def test_resume_continues_from_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    clf = example("train_classifier")
+    out = str(tmp_path / "run")
+    clf.main(["--threads", "2", "--out", out, "--epochs", "2"])
+    clf.main(["--threads", "2", "--out", out, "--epochs", "3", "--resume"])
+    text = capsys.readouterr().out
+    assert "resumed from" in text and "epoch 3/3" in text and "epoch 1/3" not in text
+
+
+def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    import socket
+
+    with socket.socket() as sock:  # a free port on loopback for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "DLAGRAPH_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            str(ROOT / "examples" / "train_classifier.py"),
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "6",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "2 process(es)" in r.stdout and (tmp_path / "last.pt").exists()
+
+
+def test_finetune_from_a_timm_checkpoint_file(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    ckpt = tmp_path / "dla46_c.pth"
+    torch.save(timm.create_model("dla46_c").state_dict(), ckpt)
+    ft = example("finetune_from_timm")
+    acc = ft.main(
+        [
+            "--spec",
+            "specs/dla48_b_s.yaml",
+            "--checkpoint",
+            str(ckpt),
+            "--steps",
+            "20",
+            "--threads",
+            "2",
+            "--image-size",
+            "32",
+        ]
+    )
+    assert 0.0 <= acc <= 1.0
+
+
+def test_finetune_refuses_a_mismatched_checkpoint(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    ckpt = tmp_path / "dla34.pth"
+    torch.save(timm.create_model("dla34").state_dict(), ckpt)
+    ft = example("finetune_from_timm")
+    import dlagraph
+
+    with pytest.raises(dlagraph.WeightsError, match="does not fit"):
+        ft.main(["--spec", "specs/dla48_b_s.yaml", "--checkpoint", str(ckpt), "--steps", "1"])
+
+
+def test_custom_block_example_builds_runs_and_trains() -> None:
+    import dlagraph
+
+    try:
+        summary = example("custom_block").main()
+        assert summary.params > 0 and summary.name == "dla_inverted"
+    finally:
+        dlagraph.unregister_block("inverted_residual")

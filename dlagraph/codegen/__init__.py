@@ -42,7 +42,16 @@ _ENV = jinja2.Environment(
     autoescape=False,
 )
 # helpers every generated file needs, copied from dlagraph.nn.blocks by name
-_HELPERS = ("DlaRoot", "conv_bn_relu", "project", "ida_node", "bilinear_up", "init_weights")
+_HELPERS = (
+    "DlaRoot",
+    "conv_bn_relu",
+    "project",
+    "ida_node",
+    "bilinear_up",
+    "init_weights",
+    "fold_batchnorm",
+    "_fold_pair",
+)
 _ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
 
 
@@ -223,7 +232,7 @@ def _source_of(obj: Any) -> str:
     except (OSError, TypeError) as e:
         raise CodegenError(f"cannot copy the source of {obj!r} into generated code: {e}") from None
     src = _strip_contract(src)
-    free = _free_names(src) - _ALLOWED_GLOBALS
+    free = _free_names(src) - _ALLOWED_GLOBALS - set(_HELPERS)
     if free:
         raise CodegenError(
             f"{getattr(obj, '__qualname__', obj)} uses names a standalone file cannot import: "
@@ -287,13 +296,18 @@ def _origin(source: Any, spec: Spec) -> tuple[str, str]:
 
 
 def generate_source(
-    spec: Spec | str | Path | dict[str, Any] | nx.DiGraph, *, source_path: str | None = None
+    spec: Spec | str | Path | dict[str, Any] | nx.DiGraph,
+    *,
+    source_path: str | None = None,
+    fold_bn: bool = False,
 ) -> str:
     """Render the standalone PyTorch source of a spec (or compiled DAG).
 
     The file defines the block classes it needs and one model class named after the spec
     (``dla104_s`` -> ``Dla104S``) that constructs with no arguments and accepts ``num_classes``
     (classifier heads) and ``in_chans``. Output is byte-identical across runs and hash seeds.
+    With ``fold_bn`` the class also gets ``fold_bn()``: after loading weights, it folds every
+    BatchNorm into its conv and switches to channels_last, for inference.
 
     Raises:
         SpecError: for an invalid spec.
@@ -326,9 +340,8 @@ def generate_source(
     from ..nn import blocks as builtin
 
     used = "\n".join(init_lines)
-    sources += [
-        _source_of(getattr(builtin, h)) for h in _HELPERS if f"{h}(" in used or h == "init_weights"
-    ]
+    wanted = {"init_weights"} | ({"fold_batchnorm", "_fold_pair"} if fold_bn else set())
+    sources += [_source_of(getattr(builtin, h)) for h in _HELPERS if f"{h}(" in used or h in wanted]
     body = "\n".join(sources + forward_lines)
     typing = [t for t in ("List", "Tuple") if f"{t}[" in body]  # a registered block's choice
     imports = ["import math"] if "math." in body else []
@@ -346,11 +359,13 @@ def generate_source(
         else f", num_classes: int = {head.num_classes}, in_chans: int = {sp.in_channels}"
     )
     title = f"{sp.paper_name} ({sp.name})" if sp.paper_name else sp.name
+    fold = " --fold-bn" if fold_bn else ""
     cmd = (
-        f"dlagraph codegen {origin[0]} -o DIR"
+        f"dlagraph codegen {origin[0]}{fold} -o DIR"
         if origin[0].endswith((".yaml", ".yml"))
-        else ("dlagraph codegen SPEC -o DIR")
+        else f"dlagraph codegen SPEC{fold} -o DIR"
     )
+
     text = _ENV.get_template("module.py.j2").render(
         header=(
             f"# {MARKER} {__version__} from {origin[0]} (sha256 {origin[1]}).\n"
@@ -370,6 +385,7 @@ def generate_source(
         init_args=init_args,
         init_lines=init_lines,
         forward_lines=forward_lines,
+        fold_bn=fold_bn,
         return_type=return_type,
     )
     return text

@@ -19,7 +19,7 @@ def cmd_codegen(args: argparse.Namespace) -> int:
     files: dict[Path, str | bytes] = {}
     for p in specs:  # everything is generated before anything is written
         spec = load_spec(p)
-        files[Path(args.output) / f"{spec.name}.py"] = generate_source(p)
+        files[Path(args.output) / f"{spec.name}.py"] = generate_source(p, fold_bn=args.fold_bn)
     write_outputs(files, force=args.force)
     for p in files:
         print(f"wrote {p}")
@@ -31,13 +31,18 @@ def _register(sub: Any) -> None:
     c.add_argument("specs", nargs="+", help="spec files, or folders of them")
     c.add_argument("-o", "--output", required=True, help="output folder")
     c.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
+    c.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="add fold_bn(): BatchNorm folded into convs, channels_last (inference)",
+    )
     c.set_defaults(func=cmd_codegen)
 
 
 def _build_source(
     spec: Any, g: Any, out: Path, args: argparse.Namespace, notes: list[str]
 ) -> dict[Path, str | bytes]:
-    return {out / f"{spec.name}.py": generate_source(args.spec)}
+    return {out / f"{spec.name}.py": generate_source(args.spec, fold_bn=args.fold_bn)}
 
 
 cli._SUBCOMMANDS.append(_register)

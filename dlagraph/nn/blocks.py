@@ -205,3 +205,40 @@ def ida_node(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Se
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm into the conv registered right before it (inference only).
+
+    In every dlagraph module a ``BatchNorm2d`` directly follows the conv it normalises (``conv1,
+    bn1``, ``conv, bn``, ``Sequential(conv, bn, ...)``, ``convs[i], bns[i]``), so each pair becomes
+    one conv with ``w * g / sqrt(v + eps)`` and bias ``b - m * g / sqrt(v + eps)``, and the BN an
+    ``nn.Identity``. Returns ``model``, changed in place.
+    """
+    if model.training:
+        raise RuntimeError("fold_batchnorm folds running statistics: call model.eval() first")
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (_, conv), (bn_name, bn) in zip(children, children[1:]):  # noqa: B905
+            if isinstance(conv, nn.ModuleList) and isinstance(bn, nn.ModuleList):
+                for i in range(min(len(conv), len(bn))):
+                    if _fold_pair(conv[i], bn[i]):
+                        bn[i] = nn.Identity()
+            elif _fold_pair(conv, bn):
+                setattr(parent, bn_name, nn.Identity())
+    return model
+
+
+def _fold_pair(conv: nn.Module, bn: nn.Module) -> bool:
+    if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+        return False
+    if conv.out_channels != bn.num_features:
+        return False
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(bias)
+    return True

@@ -23,9 +23,17 @@ from ..compile import compile_spec
 from ..graph import describe, inputs, topo_order
 from ..names import class_name
 from ..spec import Spec
-from .blocks import DlaRoot, bilinear_up, conv_bn_relu, ida_node, init_weights, project
+from .blocks import (
+    DlaRoot,
+    bilinear_up,
+    conv_bn_relu,
+    fold_batchnorm,
+    ida_node,
+    init_weights,
+    project,
+)
 
-__all__ = ["build_module", "DLAModule", "make_module", "count_block_params"]
+__all__ = ["build_module", "fold_bn", "DLAModule", "make_module", "count_block_params"]
 
 
 def make_module(a: dict[str, Any]) -> nn.Module:
@@ -211,3 +219,13 @@ def build_module(spec: Spec | str | dict[str, Any] | nx.DiGraph, *, init: bool =
     if init:
         init_weights(root)
     return DLAModule(g, root)
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """For inference: fold every BatchNorm of a built (and loaded) model into its conv, and move it
+    to channels_last memory (feed it channels_last inputs). Changes ``model`` in place.
+
+    Outputs stay within about 1e-6 relative of the unfolded model in float32.
+    """
+    fold_batchnorm(model.eval())
+    return model.to(memory_format=torch.channels_last)

@@ -1,0 +1,283 @@
+"""Benchmarks: dlagraph's two backends against timm, side by side in one run, as ratios.
+
+    python benchmarks/bench.py --quick          # CPU only, about a minute (what CI runs)
+    python benchmarks/bench.py                  # + dla104_s on CPU, and the GPU tables with CUDA
+
+Measures build time (spec -> nn.Module vs timm.create_model), DAG compile time and its growth with
+the number of blocks, CPU inference (2 threads, batch 8, 224x224, eval, inference_mode, median of
+runs after warm-up; the three models interleaved so drift hits them alike) and, with a CUDA device,
+inference (batch 256, bf16, channels_last, eager and torch.compile) and a training step (batch 128,
+bf16 autocast, SGD) in images/s, peak memory and achieved TFLOP/s from the static MAC count. Results
+go to ``benchmarks/RESULTS.md`` with the machine, versions and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import dlagraph
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMM = {"dla36": "dla34", "dla62_s_s": "dla60x_c", "dla104_s": "dla102x", "dla169": "dla169"}
+
+
+def median_time(fn: Callable[[], Any], runs: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def generated_class(spec: str, fold_bn: bool = False) -> type:
+    """Import the generated source of a spec from a real file (as a user would)."""
+    src = dlagraph.generate_source(spec, fold_bn=fold_bn)
+    d = Path(tempfile.mkdtemp(prefix="dlagraph_bench_"))
+    name = Path(spec).stem + ("_folded" if fold_bn else "")
+    (d / f"{name}.py").write_text(src)
+    mod_spec = importlib.util.spec_from_file_location(name, d / f"{name}.py")
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return getattr(mod, mod.__all__[0])
+
+
+def bench_build(runs: int) -> list[str]:
+    import timm
+
+    spec = str(ROOT / "specs" / "dla169.yaml")
+    t_timm = median_time(lambda: timm.create_model("dla169"), runs)
+    t_ours = median_time(lambda: dlagraph.build_module(spec), runs)
+    loaded = dlagraph.load_spec(spec)
+    t_dag = median_time(lambda: dlagraph.compile_spec(loaded), max(runs, 20))
+    lines = [
+        "### Build (dla169)",
+        "",
+        "| what | ms | vs timm |",
+        "|---|---:|---:|",
+        f"| `timm.create_model('dla169')` | {t_timm * 1e3:.1f} | 1.00 |",
+        f"| `dlagraph.build_module(spec)` | {t_ours * 1e3:.1f} | {t_ours / t_timm:.2f} |",
+        f"| `dlagraph.compile_spec(spec)` (DAG only) | {t_dag * 1e3:.1f} | {t_dag / t_timm:.3f} |",
+        "",
+        "Compile time against the number of blocks (one tree level of depth d, 2^d blocks):",
+        "",
+        "| depth | blocks | DAG nodes | compile ms | µs per block |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    base = loaded.to_dict()
+    for depth in range(1, 11):
+        spec_d = dict(
+            base, levels=base["levels"][:2] + [{"channels": 64, "depth": depth}], name="scale"
+        )
+        s = dlagraph.load_spec(spec_d)
+        t = median_time(lambda s=s: dlagraph.compile_spec(s), 3 if depth > 7 else 7)
+        n = dlagraph.compile_spec(s).number_of_nodes()
+        lines.append(f"| {depth} | {2**depth} | {n} | {t * 1e3:.1f} | {t / 2**depth * 1e6:.0f} |")
+    return lines
+
+
+def bench_cpu(names: list[str], batch: int, runs: int) -> list[str]:
+    import timm
+
+    torch.set_num_threads(2)
+    lines = [
+        f"### CPU inference (2 threads, batch {batch}, 224x224, fp32, eval, inference_mode, "
+        f"median of {runs} after 3 warm-ups)",
+        "",
+        "| spec | timm ms | interpreter ms | ratio | generated ms | ratio | generated + fold_bn ms"
+        " | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    x = torch.randn(batch, 3, 224, 224)
+    for name in names:
+        spec = str(ROOT / "specs" / f"{name}.yaml")
+        ref = timm.create_model(TIMM[name]).eval()
+        interp = dlagraph.build_module(spec).eval()
+        gen = generated_class(spec)().eval()
+        folded = generated_class(spec, fold_bn=True)()
+        for m in (interp, gen, folded):
+            m.load_state_dict(ref.state_dict())
+        folded.fold_bn()
+        xl = x.contiguous(memory_format=torch.channels_last)
+        models = {"timm": (ref, x), "interp": (interp, x), "gen": (gen, x), "fold": (folded, xl)}
+        times: dict[str, list[float]] = {k: [] for k in models}
+        with torch.inference_mode():
+            for _ in range(3):
+                for m, inp in models.values():
+                    m(inp)
+            for _ in range(runs):
+                for k, (m, inp) in models.items():
+                    t = time.perf_counter()
+                    m(inp)
+                    times[k].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        lines.append(
+            f"| {name} | {med['timm']:.0f} | {med['interp']:.0f} | {med['interp'] / med['timm']:.3f}"
+            f" | {med['gen']:.0f} | {med['gen'] / med['timm']:.3f} | {med['fold']:.0f} | "
+            f"{med['fold'] / med['timm']:.3f} |"
+        )
+    return lines
+
+
+def _rate(step: Callable[[], Any], batch: int, runs: int, dev: torch.device) -> tuple[float, float]:
+    """Images/s of ``step`` and its peak memory in GiB (CUDA only)."""
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(5):
+        step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for _ in range(runs):
+        step()
+    sync()
+    elapsed = time.perf_counter() - t
+    peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else float("nan")
+    return batch * runs / elapsed, peak
+
+
+def bench_gpu(
+    names: list[str],
+    runs: int,
+    dev: torch.device | None = None,
+    batches: tuple[int, int] = (256, 128),
+    size: int = 224,
+    compiled_modes: tuple[bool, ...] = (False, True),
+) -> list[str]:
+    """Inference and training throughput (bf16 autocast, channels_last), eager and compiled."""
+    import timm
+
+    dev = dev or torch.device("cuda")
+    title = torch.cuda.get_device_name() if dev.type == "cuda" else str(dev)
+    lines = [
+        f"### {title}: bf16 autocast, channels_last, {size}x{size}; images/s, peak GiB, TFLOP/s "
+        "from static MACs",
+        "",
+        "| spec | mode | batch | timm img/s | interpreter img/s | ratio | generated img/s | ratio |"
+        " peak GiB timm / interp | TFLOP/s (interp) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        spec = str(ROOT / "specs" / f"{name}.yaml")
+        macs = dlagraph.summarize(spec, (size, size)).macs
+        gen_cls = generated_class(spec)
+        makers = {  # built fresh per measurement, so each starts from the same state
+            "timm": lambda n=name: timm.create_model(TIMM[n]),
+            "interp": lambda s=spec: dlagraph.build_module(s),
+            "gen": lambda c=gen_cls: c(),
+        }
+        for mode, batch in zip(("infer", "train"), batches, strict=True):
+            train = mode == "train"
+            for compiled in compiled_modes:
+                res: dict[str, tuple[float, float]] = {}
+                for k, make in makers.items():
+                    model = make().to(dev, memory_format=torch.channels_last).train(train)
+                    run = torch.compile(model) if compiled else model
+                    x = torch.randn(batch, 3, size, size, device=dev).contiguous(
+                        memory_format=torch.channels_last
+                    )
+                    y = torch.randint(0, 1000, (batch,), device=dev)
+                    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+                    def step(
+                        run: Any = run, x: Any = x, y: Any = y, opt: Any = opt, train: bool = train
+                    ) -> None:
+                        with torch.autocast(dev.type, dtype=torch.bfloat16):
+                            if train:
+                                loss = torch.nn.functional.cross_entropy(run(x), y)
+                                loss.backward()
+                                opt.step()
+                                opt.zero_grad(set_to_none=True)
+                            else:
+                                with torch.inference_mode():
+                                    run(x)
+
+                    res[k] = _rate(step, batch, runs, dev)
+                    del model, run, opt
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+                flops = 2 * macs * (3 if train else 1) * res["interp"][0] / 1e12
+                tag = f"{mode}{' compiled' if compiled else ''}"
+                lines.append(
+                    f"| {name} | {tag} | {batch} | {res['timm'][0]:,.0f} | "
+                    f"{res['interp'][0]:,.0f} | {res['interp'][0] / res['timm'][0]:.3f} | "
+                    f"{res['gen'][0]:,.0f} | {res['gen'][0] / res['timm'][0]:.3f} | "
+                    f"{res['timm'][1]:.1f} / {res['interp'][1]:.1f} | {flops:.2f} |"
+                )
+                if not train and not compiled:  # beyond timm: BN folded, channels_last
+                    folded = generated_class(spec, fold_bn=True)().to(dev).fold_bn()
+                    x = torch.randn(batch, 3, size, size, device=dev).contiguous(
+                        memory_format=torch.channels_last
+                    )
+
+                    def fstep(m: Any = folded, x: Any = x) -> None:
+                        with torch.autocast(dev.type, dtype=torch.bfloat16), torch.inference_mode():
+                            m(x)
+
+                    rate, _ = _rate(fstep, batch, runs, dev)
+                    lines.append(
+                        f"| {name} | infer, generated + fold_bn | {batch} | "
+                        f"{res['timm'][0]:,.0f} | | | {rate:,.0f} | "
+                        f"{rate / res['timm'][0]:.3f} | | |"
+                    )
+    return lines
+
+
+def machine() -> list[str]:
+    import timm
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [
+        f"- date: {dt.date.today().isoformat()}",
+        f"- machine: {cpu}, {os.cpu_count()} CPUs; {platform.system()} {platform.release()}",
+        f"- python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__},"
+        f" dlagraph {dlagraph.__version__}",
+        f"- CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CPU only, dla36 only, fewer runs")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    runs = 5 if args.quick else 15
+    out = ["# dlagraph benchmarks", "", *machine(), ""]
+    out += bench_build(3 if args.quick else 5) + [""]
+    out += bench_cpu(["dla36"] if args.quick else ["dla36", "dla104_s"], 8, runs) + [""]
+    if torch.cuda.is_available() and not args.quick:
+        out += bench_gpu(["dla36", "dla62_s_s", "dla104_s", "dla169"], 20) + [""]
+    else:
+        out += ["GPU: not measured in this run (no CUDA device, or --quick).", ""]
+    text = "\n".join(out)
+    print(text)
+    if not args.no_write:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The benchmark script runs in its CI form and prints ratios (timings are not asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+torch = pytest.importorskip("torch")
+
+
+def bench_module() -> object:
+    spec = importlib.util.spec_from_file_location("_bench", ROOT / "benchmarks" / "bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["_bench"] = mod
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_quick_benchmark_prints_ratios(capsys: pytest.CaptureFixture) -> None:
+    assert bench_module().main(["--quick", "--no-write"]) == 0
+    out = capsys.readouterr().out
+    assert "dlagraph.build_module(spec)" in out and "| 10 | 1024 |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| dla36 |"))
+    assert len(re.findall(r"\| \d+\.\d{3} ", row)) == 3  # interpreter, generated, folded ratios
+
+
+def test_accelerator_path_runs_on_cpu() -> None:
+    """The GPU tables' code, run on the CPU with tiny sizes, so it is exercised in CI."""
+    lines = bench_module().bench_gpu(["dla36"], 1, torch.device("cpu"), (2, 2), 32, (False,))
+    assert [line.split(" | ")[1] for line in lines[4:]] == [
+        "infer",
+        "infer, generated + fold_bn",
+        "train",
+    ]
