@@ -58,9 +58,8 @@ def test_resume_continues_from_the_checkpoint(
 
 def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     import os
-    import subprocess
-
     import socket
+    import subprocess
 
     with socket.socket() as sock:  # a free port on loopback for the rendezvous
         sock.bind(("127.0.0.1", 0))
