@@ -57,6 +57,9 @@ def generated_class(spec: str, fold_bn: bool = False) -> type:
     return getattr(mod, mod.__all__[0])
 
 
+METRICS: dict[str, float] = {}  # filled by the sections, for the targets table
+
+
 def bench_build(runs: int) -> list[str]:
     import timm
 
@@ -65,6 +68,7 @@ def bench_build(runs: int) -> list[str]:
     t_ours = median_time(lambda: dlagraph.build_module(spec), runs)
     loaded = dlagraph.load_spec(spec)
     t_dag = median_time(lambda: dlagraph.compile_spec(loaded), max(runs, 20))
+    METRICS.update(build_ratio=t_ours / t_timm, compile_ms=t_dag * 1e3)
     lines = [
         "### Build (dla169)",
         "",
@@ -126,6 +130,8 @@ def bench_cpu(names: list[str], batch: int, runs: int) -> list[str]:
                     m(inp)
                     times[k].append(time.perf_counter() - t)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        for k in ("interp", "gen", "fold"):
+            METRICS[f"cpu_{k}_{name}"] = med[k] / med["timm"]
         lines.append(
             f"| {name} | {med['timm']:.0f} | {med['interp']:.0f} | {med['interp'] / med['timm']:.3f}"
             f" | {med['gen']:.0f} | {med['gen'] / med['timm']:.3f} | {med['fold']:.0f} | "
@@ -238,6 +244,23 @@ def bench_gpu(
     return lines
 
 
+def targets() -> list[str]:
+    """The performance targets against what this run measured."""
+    m = METRICS
+    rows = [
+        ("build <= 1.1x timm (dla169)", f"{m['build_ratio']:.2f}x", m["build_ratio"] <= 1.1),
+        ("compile the dla169 DAG <= 20 ms", f"{m['compile_ms']:.1f} ms", m["compile_ms"] <= 20),
+    ]
+    for k in sorted(m):
+        if k.startswith("cpu_") and not k.startswith("cpu_fold"):
+            backend, name = k.split("_")[1], k.split("_", 2)[2]
+            label = "interpreter" if backend == "interp" else "generated"
+            rows.append((f"CPU {label} within 3% of timm ({name})", f"{m[k]:.3f}x", m[k] <= 1.03))
+    lines = ["### Targets", "", "| target | measured | met |", "|---|---:|---|"]
+    lines += [f"| {t} | {v} | {'yes' if ok else 'no'} |" for t, v, ok in rows]
+    return lines + [""]
+
+
 def machine() -> list[str]:
     import timm
 
@@ -264,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
-    runs = 5 if args.quick else 15
+    runs = 5 if args.quick else 21
     out = ["# dlagraph benchmarks", "", *machine(), ""]
     out += bench_build(3 if args.quick else 5) + [""]
     out += bench_cpu(["dla36"] if args.quick else ["dla36", "dla104_s"], 8, runs) + [""]
@@ -272,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         out += bench_gpu(["dla36", "dla62_s_s", "dla104_s", "dla169"], 20) + [""]
     else:
         out += ["GPU: not measured in this run (no CUDA device, or --quick).", ""]
+    out += targets()
     text = "\n".join(out)
     print(text)
     if not args.no_write:

@@ -54,7 +54,7 @@ def test_generated_equals_interpreter(path: Path, tmp_path: Path) -> None:
     assert list(gsd) == list(rsd)
     assert all(torch.equal(gsd[k], rsd[k]) for k in rsd), "init differs under the same seed"
     gen.eval(), ref.eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, spec.in_channels, 64, 64)
     with torch.no_grad():
         a, b = gen(x), ref(x)
     a, b = (a, b) if isinstance(a, (tuple, list)) else ((a,), (b,))
