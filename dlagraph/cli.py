@@ -66,11 +66,28 @@ def cmd_build(args: argparse.Namespace) -> int:
     print()
     print(s.table())
     print()
+    if args.print_graph:
+        _print_graph(g)
     for p in files:
         print(f"wrote {p}")
     for note in notes:
         print(note)
     return 0
+
+
+def _print_graph(g: object) -> None:
+    """One row per DAG node (torch.fx ``print_tabular`` style)."""
+    from .graph import node_table
+
+    rows = [("node", "op", "inputs (port order)", "channels", "stride", "from")]
+    rows += [
+        (r["name"], r["op"], ", ".join(r["inputs"]), r["channels"], str(r["stride"]), r["source"])
+        for r in node_table(g)
+    ]  # type: ignore[arg-type]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print()
 
 
 # Later stages (code generation, diagrams) add their outputs to `dlagraph build` here.
@@ -114,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", help="output folder (default: build/<name>/)")
     b.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     b.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
+    b.add_argument("--print-graph", action="store_true", help="print one row per DAG node")
     b.add_argument(
         "--fold-bn",
         action="store_true",

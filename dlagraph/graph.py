@@ -24,7 +24,17 @@ import networkx as nx
 
 from .errors import GraphError
 
-__all__ = ["OPS", "MODULE_OPS", "IR_VERSION", "inputs", "topo_order", "check", "describe", "users"]
+__all__ = [
+    "OPS",
+    "MODULE_OPS",
+    "IR_VERSION",
+    "inputs",
+    "topo_order",
+    "check",
+    "describe",
+    "paper_inputs",
+    "node_table",
+]
 
 IR_VERSION = 1
 
@@ -57,11 +67,6 @@ def paper_inputs(g: nx.DiGraph, n: str) -> list[str]:
     """The inputs of an aggregation node in the paper's argument order (eq. 2 / eq. 5)."""
     edges = g.in_edges(n, data=True)
     return [u for u, _, d in sorted(edges, key=lambda e: e[2].get("paper_port", e[2]["port"]))]
-
-
-def users(g: nx.DiGraph, n: str) -> list[str]:
-    """The consumers of node ``n``, in topological order."""
-    return sorted(g.successors(n), key=lambda m: g.nodes[m]["index"])
 
 
 def topo_order(g: nx.DiGraph) -> list[str]:

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from .blocks import get_block_type, registered_blocks
 from .errors import SpecError
-from .spec import Spec, flatten_errors
+from .spec import Spec
+from .spec_errors import flatten_errors
 
 __all__ = ["load_spec", "spec_to_yaml"]
 

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
+from types import ModuleType
 
 import pytest
 
 from .conftest import ROOT
+from .helpers import import_file
 
 torch = pytest.importorskip("torch")
 
 
-def bench_module() -> object:
-    spec = importlib.util.spec_from_file_location("_bench", ROOT / "benchmarks" / "bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["_bench"] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+def bench_module() -> ModuleType:
+    return import_file(ROOT / "benchmarks" / "bench.py", "_bench")
 
 
 def test_quick_benchmark_prints_ratios(capsys: pytest.CaptureFixture) -> None:

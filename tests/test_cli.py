@@ -90,3 +90,13 @@ def test_bad_input_size_is_a_clean_error(capsys: pytest.CaptureFixture, tmp_path
     )
     assert "multiples of the total stride 32" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_print_graph_lists_every_node_with_ordered_inputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["build", "specs/dla36.yaml", "-o", str(tmp_path), "--print-graph"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("level3.tree2.root "))
+    assert "level3.tree2.tree2, level3.tree2.tree1, level3.downsample, level3.tree1.root" in row
+    assert row.split()[1] == "aggregate" and row.rstrip().endswith("levels[3]")

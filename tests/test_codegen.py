@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from dlagraph import CodegenError, build_module, generate_source, load_spec
 from dlagraph.cli import main
 
 from .conftest import ROOT, SPEC_PATHS, spec_ids
+from .helpers import exec_generated, import_file
 
 torch = pytest.importorskip("torch")
 
@@ -24,10 +24,7 @@ torch = pytest.importorskip("torch")
 def load_generated(src: str, tmp_path: Path, name: str = "gen") -> object:
     path = tmp_path / f"{name}.py"
     path.write_text(src)
-    mod_spec = importlib.util.spec_from_file_location(f"_dlagraph_gen_{name}", path)
-    mod = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return import_file(path, f"_dlagraph_gen_{name}")
 
 
 def test_codegen_folder_is_current(tmp_path: Path) -> None:
@@ -240,10 +237,9 @@ def test_random_specs_generated_equals_interpreter(
         if features
         else {"type": "classifier", "num_classes": 5},
     }
-    ns: dict = {}
-    exec(compile(generate_source(spec), "<generated>", "exec"), ns)  # noqa: S102 - our own output
+    cls = exec_generated(generate_source(spec))
     torch.manual_seed(0)
-    gen = ns["Rand"]().eval()
+    gen = cls().eval()
     torch.manual_seed(0)
     ref = build_module(spec).eval()
     assert list(gen.state_dict()) == list(ref.state_dict())

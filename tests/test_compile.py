@@ -11,17 +11,7 @@ from dlagraph import GraphError, compile_spec
 from dlagraph.graph import check, inputs, paper_inputs, topo_order
 
 from .conftest import SPEC_PATHS, spec_ids
-
-TINY = {
-    "name": "tiny",
-    "block": {"type": "basic"},
-    "levels": [
-        {"channels": 8},
-        {"channels": 16},
-        {"channels": 32, "depth": 1},
-        {"channels": 64, "depth": 2},
-    ],
-}
+from .helpers import TINY
 
 
 def test_eq2_depth_one_tree() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -10,17 +9,13 @@ from types import ModuleType
 import pytest
 
 from .conftest import ROOT
+from .helpers import import_file
 
 torch = pytest.importorskip("torch")
 
 
 def example(name: str) -> ModuleType:
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return import_file(ROOT / "examples" / f"{name}.py", f"_example_{name}")
 
 
 def test_shapes_dataset_is_deterministic_and_labelled() -> None:

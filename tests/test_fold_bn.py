@@ -7,6 +7,8 @@ import pytest
 import dlagraph
 from dlagraph import build_module, generate_source, load_spec
 
+from .helpers import exec_generated
+
 torch = pytest.importorskip("torch")
 
 SPECS = ["dla36", "dla62_s_s", "dla60_res2next", "dla36_seg_camvid", "dla34_up"]
@@ -48,9 +50,7 @@ def test_folded_interpreter_is_close(name: str) -> None:
 @pytest.mark.parametrize("name", SPECS)
 def test_folded_generated_code_is_close(name: str) -> None:
     model = trained_like(name)
-    ns: dict = {}
-    exec(compile(generate_source(f"specs/{name}.yaml", fold_bn=True), "<gen>", "exec"), ns)  # noqa: S102
-    gen = ns[ns["__all__"][0]]()
+    gen = exec_generated(generate_source(f"specs/{name}.yaml", fold_bn=True))()
     gen.load_state_dict(model.state_dict())  # an ordinary, unfolded checkpoint
     gen.fold_bn()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gen.modules())
@@ -66,9 +66,7 @@ def test_fold_requires_eval_mode() -> None:
 
 
 def test_generated_code_compiles_without_graph_breaks() -> None:
-    ns: dict = {}
-    exec(compile(generate_source("specs/dla48_s_s.yaml"), "<gen>", "exec"), ns)  # noqa: S102
-    model = ns["Dla48SS"]().eval()
+    model = exec_generated(generate_source("specs/dla48_s_s.yaml"))().eval()
     explain = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 64))
     assert explain.graph_break_count == 0
 

@@ -15,22 +15,13 @@ import dlagraph
 from dlagraph import SpecError, build_module, load_spec, summarize
 
 from .conftest import SPEC_PATHS, spec_ids
+from .helpers import TINY
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 nn = torch.nn
 
 REFERENCED = [p for p in SPEC_PATHS if (load_spec(p).reference or "").startswith("timm:")]
-TINY = {
-    "name": "tiny",
-    "block": {"type": "basic"},
-    "levels": [
-        {"channels": 8},
-        {"channels": 16},
-        {"channels": 32, "depth": 1},
-        {"channels": 64, "depth": 2},
-    ],
-}
 
 
 def randomize_bn(sd: dict, seed: int = 0) -> dict:

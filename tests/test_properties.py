@@ -18,6 +18,7 @@ from dlagraph import build_module, compile_spec, generate_source, load_spec, spe
 from dlagraph.analysis import level_aggregation_depth
 from dlagraph.graph import inputs, paper_inputs, topo_order
 
+from .helpers import exec_generated
 from .strategies import valid_specs, with_test_block
 
 torch = pytest.importorskip("torch")
@@ -161,9 +162,7 @@ def test_static_params_equal_torch(spec: dict) -> None:
 @given(valid_specs(max_tree_levels=3, max_depth=2))
 def test_interpreter_and_generated_code_are_bit_identical(spec: dict) -> None:
     with with_test_block():
-        ns: dict[str, Any] = {}
-        exec(compile(generate_source(spec), "<generated>", "exec"), ns)  # noqa: S102
-        cls = ns[ns["__all__"][0]]
+        cls = exec_generated(generate_source(spec))
         torch.manual_seed(0)
         gen = cls().eval()
         torch.manual_seed(0)

@@ -14,17 +14,7 @@ from dlagraph import SpecError, load_spec, spec_to_yaml
 from dlagraph.schema import json_schema
 
 from .conftest import SPEC_PATHS, spec_ids
-
-TINY = {
-    "name": "tiny",
-    "block": {"type": "basic"},
-    "levels": [
-        {"channels": 8},
-        {"channels": 16},
-        {"channels": 32, "depth": 1},
-        {"channels": 64, "depth": 2},
-    ],
-}
+from .helpers import TINY
 
 
 def mutate(path: str, value: object) -> dict:

@@ -1,0 +1,36 @@
+"""Shared test helpers: a tiny spec, and loading Python files (examples, generated code)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "block": {"type": "basic"},
+    "levels": [
+        {"channels": 8},
+        {"channels": 16},
+        {"channels": 32, "depth": 1},
+        {"channels": 64, "depth": 2},
+    ],
+}
+
+
+def import_file(path: Path, name: str) -> ModuleType:
+    """Import a ``.py`` file as module ``name`` (registered, so dataclasses and pickling work)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def exec_generated(src: str) -> type:
+    """The model class of generated source, executed in a fresh namespace."""
+    ns: dict[str, Any] = {}
+    exec(compile(src, "<generated>", "exec"), ns)  # noqa: S102 - dlagraph's own output
+    return ns[ns["__all__"][0]]
