@@ -32,6 +32,9 @@ def _loc(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif part in _TAGS:
             continue
+        elif not str(part).isidentifier() or len(str(part)) > 40:  # quoted, bounded, one line
+            text = repr(str(part))
+            out += f"[{text[:40] + '…' if len(text) > 40 else text}]"
         else:
             out += f".{part}" if out else str(part)
     return out

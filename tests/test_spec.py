@@ -90,6 +90,15 @@ def test_unknown_keys_are_named_with_a_suggestion() -> None:
     assert problems(spec) == ["<spec>: levels[2].colour: unknown key"]
 
 
+def test_hostile_keys_are_quoted_on_one_line() -> None:
+    spec = mutate("levels[2].colour", 1)
+    spec["a\nb"] = 1
+    spec["x" * 500] = 1
+    found = problems(spec)
+    assert "<spec>: ['a\\nb']: unknown key" in found
+    assert all("\n" not in p and len(p) < 120 for p in found)
+
+
 def test_every_problem_is_reported_once_per_line() -> None:
     spec = mutate("levels[3].channels", -3)
     spec["layout"] = "nope"
