@@ -92,3 +92,14 @@ def test_pickled_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) 
     with pytest.raises(WeightsError, match="never unpickles code"):
         load_weights(build_module("specs/dla36.yaml"), p)
     assert "pwned" not in capsys.readouterr().out
+
+
+def test_prefix_loads_an_imagenet_checkpoint_into_the_dla_up_backbone(ref_sd: dict) -> None:
+    model = build_module("specs/dla34_up.yaml")
+    before = model.state_dict()["dla_up.ida_0.node_1.0.weight"].clone()
+    report = load_weights(model, ref_sd, prefix="base.")
+    assert report.ok and len(report.kept) == 12  # the official layout's unused projections
+    sd = model.state_dict()
+    assert torch.equal(sd["base.level2.tree1.conv1.weight"], ref_sd["level2.tree1.conv1.weight"])
+    assert torch.equal(sd["base.fc.weight"], ref_sd["fc.weight"])
+    assert torch.equal(sd["dla_up.ida_0.node_1.0.weight"], before)  # the head is untouched

@@ -9,7 +9,6 @@ the output). Checkpoints are read without executing pickled code.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +115,11 @@ def _unused_projection_keys(model: nn.Module) -> set[str]:
     if spec is None:
         return set()
     official = compile_spec(spec.model_copy(update={"layout": "official"}))
-    prefixes = [n for n in official.graph["unused"] if official.nodes[n]["op"] == "project"]
+    prefixes = [
+        official.nodes[n].get("module", n)
+        for n in official.graph["unused"]
+        if official.nodes[n]["op"] == "project"
+    ]
     return {
         f"{p}.{s}"
         for p in prefixes
@@ -132,18 +135,25 @@ def _unused_projection_keys(model: nn.Module) -> set[str]:
 
 
 def load_weights(
-    model: nn.Module, source: str | Path | Mapping[str, Any], *, strict: bool = True
+    model: nn.Module,
+    source: str | Path | Mapping[str, Any],
+    *,
+    strict: bool = True,
+    prefix: str = "",
 ) -> LoadReport:
     """Load a checkpoint into ``model`` by name, converting between official and timm layouts.
 
     Returns a :class:`LoadReport`. With ``strict`` (the default), any missing, unexpected or
     mis-shaped key raises :class:`WeightsError` with the report and nothing is loaded; without it,
-    the matching tensors are loaded and the report says what was not.
+    the matching tensors are loaded and the report says what was not. ``prefix`` loads into a
+    sub-tree: ``prefix="base."`` puts an ImageNet DLA checkpoint into a ``dla_up`` network's backbone
+    (strictness then applies to that sub-tree).
     """
     sd = read_state_dict(source)
-    own = model.state_dict()
+    full = model.state_dict()
+    own = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
     report = LoadReport()
-    dead = _unused_projection_keys(model)
+    dead = {k[len(prefix) :] for k in _unused_projection_keys(model) if k.startswith(prefix)}
     layout = getattr(getattr(model, "spec", None), "layout", None)
     for k in list(sd):
         if k not in own and k in dead and layout == "timm":
@@ -166,7 +176,7 @@ def load_weights(
     report.missing = [k for k in own if k not in sd]
     if strict and not report.ok:
         raise WeightsError(f"checkpoint does not fit the model:\n{report}")
-    merged = copy.copy(own) if not strict else {}
-    merged.update(usable)
+    merged = dict(full)  # the model keeps its own tensors wherever the checkpoint has none
+    merged.update({prefix + k: v for k, v in usable.items()})
     model.load_state_dict(merged, strict=True)
     return report
