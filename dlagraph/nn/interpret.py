@@ -162,12 +162,15 @@ class DLAModule(fx.GraphModule):
 
     def __init__(self, g: nx.DiGraph, root: nn.Module) -> None:
         graph, names = _fx_graph(g)
-        super().__init__(root, graph, class_name=class_name(g.graph["name"]))
-        # fx copies only the modules the graph calls, in call order; keep the layout's full,
-        # ordered tree instead (state_dict order, and the official layout's unused projections).
-        self._modules.clear()
+        # Given the real graph, fx would copy only the modules it calls, in call order, through
+        # fresh containers. Start from an empty graph instead, adopt the layout's full, ordered
+        # tree (state_dict order, the official layout's unused projections), then set the graph.
+        empty = fx.Graph()
+        empty.output(empty.placeholder("x"))
+        super().__init__(root, empty, class_name=class_name(g.graph["name"]))
         for name, child in root.named_children():
             self.add_module(name, child)
+        self.graph = graph
         self.dag = g
         self.spec = Spec.model_validate(g.graph["spec"])
         self._fx_names = names
