@@ -240,7 +240,8 @@ def summarize(
     """
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
     sp = g.graph["spec"]
-    stride = Spec.model_validate(sp).total_stride
+    # the input divisor: the deepest resolution the network reaches (dilated levels do not stride)
+    stride = max(a["reduction"] for _, a in g.nodes(data=True))
     h, w = input_size
     if h <= 0 or w <= 0 or h % stride or w % stride:
         raise SpecError(

@@ -23,7 +23,6 @@ from .analysis import node_layers, summarize
 from .compile import compile_spec
 from .graph import inputs, topo_order
 from .io import MARKER
-from .spec import Spec
 
 __all__ = ["draw", "DrawOptions"]
 
@@ -64,8 +63,15 @@ def _level_title(g: nx.DiGraph, top: str) -> str:
         lv = g.graph["spec"]["levels"][i]
         paper = f"Level {i + 1}"
         if "depth" in lv:
-            dil = Spec.model_validate(g.graph["spec"]).dilated.get(i)
-            extra = f", dilation {dil}" if dil else ""
+            dil = max(
+                (
+                    a.get("dilation", 1)
+                    for n, a in g.nodes(data=True)
+                    if n.startswith(top + ".") and a["op"] == "block"
+                ),
+                default=1,
+            )
+            extra = f", dilation {dil}" if dil > 1 else ""
             return f"{paper}: HDA depth {lv['depth']}, {lv['channels']} ch{extra} ({top})"
         return f"{paper}: {lv['channels']} ch ({top})"
     return "head"

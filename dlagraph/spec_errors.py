@@ -47,7 +47,6 @@ _TAGS = {
     "features",
     "segmentation",
     "dla_up",
-    "function-after[_semantics(), Spec]",
 }
 
 _MESSAGES = {

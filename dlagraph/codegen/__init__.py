@@ -55,10 +55,6 @@ _HELPERS = (
 _ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
 
 
-def _call(fn: str, args: list[str]) -> tuple[str, list[str]]:
-    return fn, args
-
-
 def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list[str]]:
     op = a["op"]
     if op == "conv":
@@ -68,17 +64,15 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
             args.append(f"convs={a['convs']}")
         if a["stride"] != 1:
             args.append(f"stride={a['stride']}")
-        return _call("conv_bn_relu", args)
+        return "conv_bn_relu", args
     if op == "downsample":
-        return _call("nn.MaxPool2d", [str(a["stride"]), f"stride={a['stride']}"])
+        return "nn.MaxPool2d", [str(a["stride"]), f"stride={a['stride']}"]
     if op == "project":
-        return _call("project", [str(a["in_channels"]), str(a["out_channels"])])
+        return "project", [str(a["in_channels"]), str(a["out_channels"])]
     if op == "aggregate" and a.get("sequential"):
-        return _call(
-            "ida_node", [str(a["in_channels"]), str(a["out_channels"]), str(a["kernel_size"])]
-        )
+        return ("ida_node", [str(a["in_channels"]), str(a["out_channels"]), str(a["kernel_size"])])
     if op == "aggregate":
-        return _call(
+        return (
             "DlaRoot",
             [
                 str(a["in_channels"]),
@@ -88,20 +82,20 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
             ],
         )
     if op == "pool":
-        return _call("nn.AdaptiveAvgPool2d", ["1"])
+        return "nn.AdaptiveAvgPool2d", ["1"]
     if op == "dropout":
-        return _call("nn.Dropout", [repr(a["p"])])
+        return "nn.Dropout", [repr(a["p"])]
     classes_arg = "num_classes" if a.get("num_classes_arg") else str(a["out_channels"])
     if op == "classifier":
         conv = f"nn.Conv2d({a['in_channels']}, {classes_arg}, 1, bias=True)"
         if a.get("sequential"):
-            return _call("nn.Sequential", [conv])
-        return _call("nn.Conv2d", [str(a["in_channels"]), classes_arg, "1", "bias=True"])
+            return "nn.Sequential", [conv]
+        return "nn.Conv2d", [str(a["in_channels"]), classes_arg, "1", "bias=True"]
     if op == "upsample":
         args = [classes_arg, str(a["factor"])]
-        return _call("bilinear_up", args if a["trainable"] else args + ["trainable=False"])
+        return "bilinear_up", args if a["trainable"] else args + ["trainable=False"]
     if op == "log_softmax":
-        return _call("nn.LogSoftmax", ["dim=1"])
+        return "nn.LogSoftmax", ["dim=1"]
     if op == "block":
         bt = get_block_type(a["block"])
         cls = bt.resolve()
@@ -111,7 +105,7 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
             a["in_channels"], a["out_channels"], a["stride"], a.get("dilation", 1), opts
         )
         pos = [repr(kw.pop("in_channels")), repr(kw.pop("out_channels"))]
-        return _call(cls.__name__, pos + [f"{k}={v!r}" for k, v in kw.items()])
+        return cls.__name__, pos + [f"{k}={v!r}" for k, v in kw.items()]
     raise CodegenError(f"op {op!r} has no module")
 
 
