@@ -61,6 +61,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    # `help(dlagraph)` and tab completion list the lazy entry points too
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
     # torch-backed entry points load on first use, so `import dlagraph` stays torch-free.
     if name in _LAZY:

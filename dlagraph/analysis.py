@@ -19,7 +19,17 @@ from .errors import SpecError
 from .graph import inputs, topo_order
 from .spec import Spec
 
-__all__ = ["summarize", "Summary", "NodeInfo", "LevelInfo", "node_layers", "feature_info"]
+__all__ = [
+    "summarize",
+    "Summary",
+    "NodeInfo",
+    "LevelInfo",
+    "node_layers",
+    "feature_info",
+    "total_stride",
+    "default_input_size",
+    "static_params",
+]
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,11 @@ def node_layers(a: dict[str, Any]) -> list[Layer]:
     return []
 
 
+def static_params(g: nx.DiGraph) -> int:
+    """The exact parameter count of a compiled network, without shapes (no input size needed)."""
+    return sum(layer.params for _, a in g.nodes(data=True) for layer in node_layers(a))
+
+
 class _Opaque(Layer):
     """A registered block without a ``layers`` contract: counted on a meta-device instance."""
 
@@ -226,9 +241,11 @@ def _check_join(
 
 
 def summarize(
-    spec: Spec | str | dict[str, Any] | nx.DiGraph, input_size: tuple[int, int] = (224, 224)
+    spec: Spec | str | dict[str, Any] | nx.DiGraph, input_size: tuple[int, int] | None = None
 ) -> Summary:
     """Exact parameter count, MACs, per-node shapes and a per-level table, computed statically.
+
+    ``input_size`` defaults to :func:`default_input_size` (224x224 for the paper's networks).
 
     Raises:
         SpecError: for an invalid spec, or an ``input_size`` the network cannot take.
@@ -240,8 +257,9 @@ def summarize(
     """
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
     sp = g.graph["spec"]
-    # the input divisor: the deepest resolution the network reaches (dilated levels do not stride)
-    stride = max(a["reduction"] for _, a in g.nodes(data=True))
+    if input_size is None:
+        input_size = default_input_size(g)
+    stride = total_stride(g)  # dilated levels do not stride
     h, w = input_size
     if h <= 0 or w <= 0 or h % stride or w % stride:
         raise SpecError(
@@ -303,6 +321,19 @@ def summarize(
         unused_params=sum(ni.params for ni in nodes if ni.unused),
         feature_info=feature_info(g, input_size),
     )
+
+
+def total_stride(g: nx.DiGraph) -> int:
+    """The input side divisor: the deepest resolution reduction the network reaches."""
+    return max(a["reduction"] for _, a in g.nodes(data=True))
+
+
+def default_input_size(g: nx.DiGraph, at_least: int = 224) -> tuple[int, int]:
+    """The smallest square input of at least ``at_least`` pixels the network takes (sides a
+    multiple of the total stride): 224 for the paper's networks, 256 with a sixth tree level."""
+    s = total_stride(g)
+    side = -(-at_least // s) * s
+    return side, side
 
 
 def _aggregation_depth(

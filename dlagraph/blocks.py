@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import SpecError
+from .errors import SpecError, safe_repr
 
 __all__ = [
     "Layer",
@@ -101,7 +101,9 @@ def _default_module_args(
     args: dict[str, Any] = {"in_channels": cin, "out_channels": cout, "stride": stride}
     if dilation != 1:
         args["dilation"] = dilation
-    args.update(options.model_dump())
+    # JSON-mode values (an Enum as its value): the same in both backends, and printable as
+    # literals into generated files, which cannot import the user's option types
+    args.update(options.model_dump(mode="json"))
     return args
 
 
@@ -223,7 +225,7 @@ def get_block_type(name: str) -> BlockType:
         return _REGISTRY[name]
     except KeyError:
         raise SpecError(
-            f"unknown block type {name!r}; registered: {', '.join(registered_blocks())}"
+            f"unknown block type {safe_repr(name)}; registered: {', '.join(registered_blocks())}"
         ) from None
 
 

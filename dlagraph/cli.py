@@ -1,4 +1,4 @@
-"""The ``dlagraph`` command line: build, codegen, draw, presets, schema.
+"""The dlagraph command line: build, codegen, draw, presets, schema.
 
 User errors (bad specs, refused overwrites) print one ``error:`` line per problem on stderr and exit
 with code 2, without a traceback (``--debug`` shows it). Nothing is written unless every output
@@ -38,15 +38,16 @@ def _graph_json(g: object) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .analysis import summarize
+    from .analysis import default_input_size, summarize, total_stride
     from .compile import compile_spec
     from .io import write_outputs
     from .load import load_spec
 
     spec = load_spec(args.spec)
     g = compile_spec(spec)
-    s = summarize(g, tuple(args.input_size))
-    out = Path(args.output or Path("build") / spec.name)
+    size = tuple(args.input_size) if args.input_size else default_input_size(g)
+    s = summarize(g, size)
+    out = Path(args.output or Path(DEFAULT_OUTPUT) / spec.name)
     files: dict[Path, str | bytes] = {out / f"{spec.name}.graph.json": _graph_json(g)}
     notes: list[str] = []
     for extra in _BUILD_EXTRAS:
@@ -56,7 +57,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     ref = f", equals {spec.reference}" if spec.reference else ""
     print(f"{title}: layout {spec.layout}{ref}")
     print(f"parameters: {s.params:,}")
-    print(f"MACs at {s.input_size[0]}x{s.input_size[1]}: {s.macs:,} ({s.macs / 1e9:.2f} G)")
+    why = ""
+    if not args.input_size and size != (224, 224):
+        why = f" (the smallest input from 224 that the total stride {total_stride(g)} divides)"
+    print(f"MACs at {size[0]}x{size[1]}: {s.macs:,} ({s.macs / 1e9:.2f} G){why}")
     print(f"aggregation nodes: {s.aggregation_nodes}")
     if s.unused:
         print(
@@ -90,6 +94,8 @@ def _print_graph(g: object) -> None:
     print()
 
 
+DEFAULT_OUTPUT = "dlagraph-out"  # not build/: `pip wheel .` and setuptools write there
+
 # Later stages (code generation, diagrams) add their outputs to `dlagraph build` here.
 _BUILD_EXTRAS: list = []
 
@@ -98,6 +104,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from .analysis import summarize
     from .load import load_spec
 
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise DlagraphError(f"{folder}: no such folder of specs")
     rows = [("spec", "paper name", "reference", "params")]
     for p in _spec_paths([args.dir]):
         spec = load_spec(p)
@@ -122,14 +131,44 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common() -> argparse.ArgumentParser:
+    """Options every subcommand also takes after its name (``dlagraph build x.yaml --debug``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show error tracebacks"
+    )
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dlagraph", description=__doc__.split("\n")[0])
-    ap.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    sub = ap.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="validate, compile and summarise a spec; write its outputs")
-    b.add_argument("spec")
-    b.add_argument("-o", "--output", help="output folder (default: build/<name>/)")
-    b.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    from . import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="dlagraph",
+        description="A declarative graph compiler for Deep Layer Aggregation networks: "
+        "YAML spec -> DAG -> PyTorch module, generated source and diagrams.",
+    )
+    ap.add_argument("--version", action="version", version=f"dlagraph {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show error tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [_common()]
+    b = sub.add_parser(
+        "build",
+        parents=common,
+        help="validate, compile and summarise a spec; write its outputs",
+        description="Validate and compile a spec, print its parameters, MACs and per-level "
+        "table, and write the graph, the generated source and the diagram.",
+    )
+    b.add_argument("spec", help="a spec file (YAML)")
+    b.add_argument("-o", "--output", help=f"output folder (default: {DEFAULT_OUTPUT}/<name>/)")
+    b.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input height and width for MACs and shapes (default: 224x224, or the smallest "
+        "larger size the network's total stride divides)",
+    )
     b.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
     b.add_argument("--print-graph", action="store_true", help="print one row per DAG node")
     b.add_argument(
@@ -137,14 +176,22 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="generated source gets fold_bn(): BatchNorm folded into convs, channels_last",
     )
+    b.add_argument("--no-diagram", action="store_true", help="write no .dot or .svg")
+    from .draw_cli import add_timeout_option
+
+    add_timeout_option(b)
     b.set_defaults(func=cmd_build)
-    p = sub.add_parser("presets", help="list the specs of a folder with their parameter counts")
-    p.add_argument("dir", nargs="?", default="specs")
+    p = sub.add_parser(
+        "presets", parents=common, help="list the specs of a folder with their parameter counts"
+    )
+    p.add_argument("dir", nargs="?", default="specs", help="a folder of specs (default: specs)")
     p.set_defaults(func=cmd_presets)
-    s = sub.add_parser("schema", help="print the spec's JSON Schema (for editor completion)")
+    s = sub.add_parser(
+        "schema", parents=common, help="print the spec's JSON Schema (for editor completion)"
+    )
     s.set_defaults(func=cmd_schema)
     for register in _SUBCOMMANDS:
-        register(sub)
+        register(sub, common)
     return ap
 
 

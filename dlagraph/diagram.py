@@ -47,7 +47,7 @@ class DrawOptions:
     rankdir: Literal["LR", "TB"] = "TB"
     paper_order: bool = False
     labels: Literal["none", "channels", "shapes"] = "channels"
-    input_size: tuple[int, int] = (224, 224)
+    input_size: tuple[int, int] | None = None  # for shape labels; default: the smallest valid
     legend: bool = True
     ir: bool = False  # show IR attributes (ids, spec paths, ports) in labels
 
@@ -224,7 +224,9 @@ def draw(spec: Any, **options: Any) -> graphviz.Digraph:
     """
     opts = DrawOptions(**options)
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
-    shapes = {ni.name: ni.shape for ni in summarize(g, opts.input_size).nodes}
+    shapes: dict[str, Any] = {}
+    if opts.labels == "shapes":  # the only option that needs a size the network can take
+        shapes = {ni.name: ni.shape for ni in summarize(g, opts.input_size).nodes}
     dot = graphviz.Digraph(name=g.graph["name"])
     dot.attr(
         rankdir=opts.rankdir,

@@ -1,8 +1,21 @@
-"""The exceptions dlagraph raises. Every user-facing problem is a ``DlagraphError``."""
+"""The exceptions dlagraph raises, and how it echoes user values in messages.
+
+Every user-facing problem is a ``DlagraphError``; the CLI prints it as ``error:`` lines and exits 2.
+"""
 
 from __future__ import annotations
 
-__all__ = ["DlagraphError", "SpecError", "GraphError", "CodegenError", "WeightsError"]
+from typing import Any
+
+__all__ = [
+    "DlagraphError",
+    "SpecError",
+    "GraphError",
+    "CodegenError",
+    "WeightsError",
+    "clip",
+    "safe_repr",
+]
 
 
 class DlagraphError(Exception):
@@ -30,3 +43,23 @@ class CodegenError(DlagraphError):
 
 class WeightsError(DlagraphError):
     """A checkpoint does not fit a model (missing, unexpected or mis-shaped keys, or unsafe content)."""
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """``text`` on one line and at most ``limit`` characters (an ellipsis marks the cut)."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def safe_repr(value: Any, limit: int = 60) -> str:
+    """A bounded ``repr`` of a user value: never huge, never multi-line, never raising."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        digits = int(value.bit_length() * 0.30103) + 1  # str() of such ints may be refused
+        return f"an integer of about {digits:,} digits"
+    if isinstance(value, str) and len(value) > 4 * limit:
+        value = value[: 4 * limit]  # repr of the part that will be shown only
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__, or Python's int-to-str limit
+        text = f"<{type(value).__name__}>"
+    return clip(text, limit)

@@ -17,12 +17,15 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import keyword
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import networkx as nx
 
-from .errors import GraphError
+from .blocks import get_block_type
+from .errors import GraphError, clip
 
 __all__ = [
     "OPS",
@@ -135,6 +138,65 @@ def _check_channels(g: nx.DiGraph, n: str, problems: list[str]) -> None:
             )
 
 
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_INT_ATTRS = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "convs",
+    "reduction",
+    "dilation",
+    "factor",
+    "scale",
+    "index",
+    "level",
+)
+_BOOL_ATTRS = ("residual", "trainable", "flatten", "sequential", "num_classes_arg", "unused")
+
+
+def _is_path(text: object) -> bool:
+    """A dotted module path of identifiers (what may reach generated source as ``self.<path>``)."""
+    return (
+        isinstance(text, str)
+        and _PATH.fullmatch(text) is not None
+        and not any(keyword.iskeyword(part) for part in text.split("."))
+    )
+
+
+def _check_attrs(g: nx.DiGraph, n: str, problems: list[str]) -> None:
+    """Every attribute a backend turns into source or a module has its declared type: a graph
+    reloaded from JSON cannot smuggle code into generated files."""
+    a = g.nodes[n]
+    shown = clip(repr(n))
+    if not _is_path(n):
+        problems.append(f"node {shown}: ids must be dotted identifiers")
+    mod = a.get("module", n)
+    if not _is_path(mod) or not (mod == n or mod.endswith("." + n)):
+        problems.append(
+            f"node {shown}: `module` {clip(repr(mod))} is not the node's module path "
+            f"(its id, or its id under a prefix)"
+        )
+    for key in _INT_ATTRS:
+        v = a.get(key)
+        if v is not None and (type(v) is not int or not 0 <= v <= 10**7):
+            problems.append(
+                f"node {shown}: `{key}` must be a non-negative int (got {clip(repr(v))})"
+            )
+    for key in _BOOL_ATTRS:
+        if key in a and type(a[key]) is not bool:
+            problems.append(f"node {shown}: `{key}` must be true or false")
+    if "p" in a and not (type(a["p"]) is float and 0.0 <= a["p"] < 1.0):
+        problems.append(f"node {shown}: `p` must be a float in [0, 1)")
+    if a.get("op") == "block":
+        try:
+            get_block_type(a.get("block")).options.model_validate(a.get("block_options"))
+        except Exception as e:  # unknown type, or options that do not validate
+            problems.append(
+                f"node {shown}: block {clip(repr(a.get('block')))}: {clip(str(e), 120)}"
+            )
+
+
 def check(g: nx.DiGraph) -> list[str]:
     """Lint the IR; return the ids of the unused (checkpoint-only) nodes.
 
@@ -152,7 +214,8 @@ def check(g: nx.DiGraph) -> list[str]:
         _fail([f"graph has a cycle: {' -> '.join(u for u, _ in cycle)}"])
     for n, a in g.nodes(data=True):
         if a.get("op") not in OPS:
-            problems.append(f"node {describe(g, n)}: unknown op {a.get('op')!r}")
+            problems.append(f"node {clip(repr(n))}: unknown op {clip(repr(a.get('op')))}")
+        _check_attrs(g, n, problems)
     _fail(problems)
     _check_ports(g, problems)
     ins = [n for n, a in g.nodes(data=True) if a["op"] == "input"]

@@ -1,7 +1,10 @@
 """Reading specs: YAML (safe, no object tags, no duplicate keys) -> :class:`Spec`, or a SpecError.
 
 Every problem becomes one line ``<file>:<line>: <field path>: <message>``; the line is looked up in
-the YAML node tree, so it points at the offending key or value.
+the YAML node tree, so it points at the offending key or value. Hostile input is bounded before it
+is expanded: the file size, the nesting depth (checked on the event stream, which needs no
+recursion), the digits of an integer, and the number of problems reported (the first
+:data:`MAX_PROBLEMS` in document order, then a count of the rest).
 """
 
 from __future__ import annotations
@@ -15,127 +18,288 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .blocks import get_block_type, registered_blocks
-from .errors import SpecError
-from .spec import Spec
-from .spec_errors import flatten_errors
+from .errors import SpecError, clip, safe_repr
+from .spec import (
+    Aggregation,
+    ClassifierHead,
+    ConvLevel,
+    DlaUpHead,
+    FeaturesHead,
+    SegmentationHead,
+    Spec,
+    TreeLevel,
+)
+from .spec_errors import Loc, flatten_errors, format_loc, problem_message
 
-__all__ = ["load_spec", "spec_to_yaml"]
+__all__ = ["load_spec", "spec_to_yaml", "MAX_PROBLEMS", "MAX_NESTING"]
 
-MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; refuse megabyte inputs before parsing
+MAX_SPEC_BYTES = 1 << 18  # a spec is a few hundred bytes; 256 KiB is refused before parsing
+MAX_NESTING = 32  # a spec nests 4 deep; deeper input is refused before it is composed
+MAX_INT_DIGITS = 30  # no field takes more than 7 digits; Python refuses str() past 4,300
+MAX_PROBLEMS = 20  # problems listed; the rest are counted
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+# libyaml's parser when PyYAML has it (about 5x faster on a hostile megabyte), else pure Python
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one) and huge ints,
+    and supports merge keys (``<<: *anchor``)."""
 
 
 def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, int] = {}
+    # keys are compared as written (tag and text), without constructing them twice
+    seen: dict[tuple[str, str], int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        try:
-            hash(key)
-        except TypeError:
+        if key_node.tag == _MERGE_TAG:
+            continue  # `<<`: merged keys may be overridden by explicit ones, as YAML says
+        if not isinstance(key_node, yaml.ScalarNode):
             raise yaml.constructor.ConstructorError(
                 None, None, "mapping keys must be plain scalars", key_node.start_mark
-            ) from None
+            )
+        key = (key_node.tag, key_node.value)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,
                 None,
-                f"duplicate key {key!r} (first on line {seen[key]})",
+                f"duplicate key {safe_repr(key_node.value)} (first on line {seen[key]})",
                 key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
+    return loader.construct_mapping(node, deep=deep)  # flattens merge keys first
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
-def _known_keys() -> set[str]:
-    keys: set[str] = set()
+def _check_events(text: str, name: str) -> None:
+    """Refuse deep nesting and huge integers from the event stream, before anything is composed
+    (the composer and pydantic recurse; Python refuses str() of ints past 4,300 digits)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SpecError(
+                    f"{name}:{event.start_mark.line + 1}: spec nests deeper than "
+                    f"{MAX_NESTING} levels; a spec nests at most 4",
+                    source=name,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif (
+            isinstance(event, yaml.ScalarEvent)
+            and len(event.value) > MAX_INT_DIGITS
+            and event.implicit[0]
+            and event.value.lstrip("+-").replace("_", "").isdigit()
+        ):
+            raise SpecError(
+                f"{name}:{event.start_mark.line + 1}: an integer of {len(event.value):,} "
+                f"digits is too large",
+                source=name,
+            )
 
-    def walk(model: type[BaseModel]) -> None:
-        for name, f in model.model_fields.items():
-            keys.add(name)
-            for sub in getattr(f.annotation, "__args__", ()) or ():
-                if isinstance(sub, type) and issubclass(sub, BaseModel):
-                    walk(sub)
 
-    from . import spec as s
-
-    for m in (s.Spec, s.ConvLevel, s.TreeLevel, s.Aggregation, s.ClassifierHead, s.FeaturesHead):
-        walk(m)
-    for name in registered_blocks():
-        keys.update(get_block_type(name).options.model_fields)
-    return keys - {"options"}
-
-
-def _hint(path: str, msg: str) -> str:
-    if msg != "unknown key":
-        return msg
-    key = path.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(key, sorted(_known_keys()), n=1, cutoff=0.75)
-    return f"unknown key (did you mean '{close[0]}'?)" if close else msg
-
-
-def _line_of(root: yaml.Node | None, path: str) -> int | None:
-    """1-based line of the YAML node at a dotted path like ``levels[3].channels``, if it exists."""
-    node = root
-    line = None if root is None else root.start_mark.line + 1
-    for part in path.replace("[", ".[").split("."):
-        if not part or node is None:
+def _check_nesting_data(data: Any, name: str) -> None:
+    """The same bound for a mapping given from Python (iterative: cycles end at the bound)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    seen = 0
+    while stack:
+        obj, depth = stack.pop()
+        if not isinstance(obj, (dict, list, tuple)):
             continue
-        if part.startswith("["):
-            idx = int(part[1:-1])
-            if not isinstance(node, yaml.SequenceNode) or idx >= len(node.value):
-                break
-            node = node.value[idx]
-            line = node.start_mark.line + 1
-        else:
-            if not isinstance(node, yaml.MappingNode):
-                break
-            for k, v in node.value:
-                if getattr(k, "value", None) == part:
-                    node, line = v, k.start_mark.line + 1
-                    break
-            else:
-                break
-    return line
+        seen += 1
+        if depth > MAX_NESTING or seen > 1_000_000:
+            raise SpecError(
+                f"{name}: spec nests deeper than {MAX_NESTING} levels (or refers to itself)",
+                source=name,
+            )
+        items = obj.values() if isinstance(obj, dict) else obj
+        stack.extend((v, depth + 1) for v in items)
+
+
+def _yaml_problem(e: yaml.YAMLError, name: str) -> SpecError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{name}:{mark.line + 1}" if mark is not None else name
+    what = str(getattr(e, "problem", None) or e).strip()
+    if "could not determine a constructor for the tag" in what:
+        tag = what.rsplit("tag", 1)[-1].strip(" '\"")
+        what = (
+            f"YAML tags are not allowed in specs (found {clip(tag, 60)}); "
+            f"specs hold plain mappings, lists, strings and numbers"
+        )
+    elif "merging" in what:
+        what = f"merge key `<<` must refer to a mapping or a list of mappings ({clip(what, 80)})"
+    return SpecError(f"{where}: invalid YAML: {clip(what, 200)}", source=name)
 
 
 def _read(path: Path) -> tuple[Any, yaml.Node | None]:
     name = str(path)
+    if path.is_dir():
+        raise SpecError(
+            f"{name}: is a folder, not a spec file (give a .yaml file, or a preset name)",
+            source=name,
+        )
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise SpecError(f"{name}: cannot read spec: {e.strerror or e}", source=name) from None
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError(
-            f"{name}: spec is {len(raw):,} bytes; specs are at most {MAX_SPEC_BYTES:,}", source=name
+            f"{name}: spec is over {MAX_SPEC_BYTES:,} bytes; specs are at most {MAX_SPEC_BYTES:,}",
+            source=name,
         )
     try:
         text = raw.decode("utf-8")
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except UnicodeDecodeError:
         raise SpecError(f"{name}: spec is not UTF-8 text", source=name) from None
+    try:
+        _check_events(text, name)
+        loader = _StrictLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()  # type: ignore[no-untyped-call]
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f"{name}:{mark.line + 1}" if mark is not None else name
-        what = getattr(e, "problem", None) or str(e)
-        if "could not determine a constructor" in str(what) or "tag" in str(what):
-            what = f"YAML tags are not allowed in specs ({what.strip()})"
-        raise SpecError(f"{where}: invalid YAML: {what}", source=name) from None
+        raise _yaml_problem(e, name) from None
+    except SpecError:
+        raise
+    except (RecursionError, ValueError, OverflowError) as e:  # belt and braces: never a traceback
+        raise SpecError(f"{name}: invalid YAML: {clip(str(e), 120)}", source=name) from None
     return data, node
+
+
+def _line_index(root: yaml.Node | None) -> dict[Loc, int]:
+    """``{path: 1-based line}`` for every key and item of the YAML tree, built in one pass.
+
+    Aliased nodes are entered once (an alias bomb stays linear); a merged key maps to the line
+    where it was written in the anchor, and explicit keys override merged ones, as in YAML.
+    """
+    index: dict[Loc, int] = {}
+    if root is None:
+        return index
+    index[()] = root.start_mark.line + 1
+    stack: list[tuple[yaml.Node, Loc]] = [(root, ())]
+    entered: set[int] = set()
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in entered:
+            continue
+        entered.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.tag == _MERGE_TAG:
+                    continue
+                key = (*loc, str(k.value))
+                index[key] = k.start_mark.line + 1
+                stack.append((v, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                index[(*loc, i)] = v.start_mark.line + 1
+                stack.append((v, (*loc, i)))
+    return index
+
+
+def _line_of(index: dict[Loc, int], loc: Loc) -> int | None:
+    """The line of the deepest prefix of ``loc`` present in the YAML."""
+    line = index.get(loc)
+    if line is not None:
+        return line
+    key = tuple(p if isinstance(p, int) and not isinstance(p, bool) else str(p) for p in loc)
+    for n in range(len(key), -1, -1):
+        if key[:n] in index:
+            return index[key[:n]]
+    return None
+
+
+# ---- unknown keys: what was meant, and what the place takes ------------------------------------
+
+_HEADS: dict[str, type[BaseModel]] = {
+    "classifier": ClassifierHead,
+    "features": FeaturesHead,
+    "segmentation": SegmentationHead,
+    "dla_up": DlaUpHead,
+}
+
+
+def _fields(model: type[BaseModel]) -> list[str]:
+    return [k for k in model.model_fields if k != "type"]
+
+
+def _places() -> list[tuple[str, set[str]]]:
+    """Every place in a spec that takes keys, with its keys (for 'belongs to' hints)."""
+    return [
+        ("the top level", set(Spec.model_fields)),
+        ("a conv level", set(_fields(ConvLevel))),
+        ("a tree level", set(_fields(TreeLevel))),
+        ("aggregation", set(_fields(Aggregation))),
+        ("head", {k for m in _HEADS.values() for k in _fields(m)}),
+        ("block", {k for n in registered_blocks() for k in get_block_type(n).options.model_fields}),
+    ]
+
+
+def _place_of(data: Any, parent: Loc) -> tuple[str, list[str]] | None:
+    """The place at ``parent`` in the raw data, and the keys it takes."""
+    if parent == ():
+        return "the top level", list(Spec.model_fields)
+    node: Any = data
+    for p in parent:
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if not isinstance(node, dict):
+        return None
+    if len(parent) == 2 and parent[0] == "levels":
+        tree = "depth" in node or "aggregate_input" in node
+        if tree:
+            return "a tree level (Levels 3 and up)", _fields(TreeLevel)
+        return "a conv level (Levels 1 and 2)", _fields(ConvLevel)
+    if parent == ("aggregation",):
+        return "aggregation", _fields(Aggregation)
+    if parent == ("head",) and node.get("type") in _HEADS:
+        return f"head (type {node['type']})", ["type", *_fields(_HEADS[node["type"]])]
+    if parent == ("block",) and isinstance(node.get("type"), str):
+        try:
+            opts = get_block_type(node["type"]).options
+        except Exception:
+            return None
+        return f"block (type {node['type']})", ["type", *opts.model_fields]
+    return None
+
+
+def _normal(key: str) -> str:
+    return key.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def _unknown_key_message(data: Any, loc: Loc) -> str:
+    key = str(loc[-1])
+    here = _place_of(data, loc[:-1])
+    if here is None:
+        return "unknown key"
+    what, keys = here
+    if _normal(key) in keys and _normal(key) != key:
+        return f"unknown key (did you mean '{_normal(key)}'?)"
+    close = difflib.get_close_matches(_normal(key)[:64], keys, n=1, cutoff=0.75)
+    if close and close[0] != key:
+        return f"unknown key (did you mean '{close[0]}'?)"
+    elsewhere = [p for p, ks in _places() if not what.startswith(p) and _normal(key) in ks]
+    takes = f"{what} takes: {', '.join(keys)}"
+    if elsewhere:
+        return f"`{_normal(key)}` belongs to {' or '.join(elsewhere)}; {takes}"
+    return f"unknown key; {takes}"
 
 
 def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
     """Load and validate a spec from a YAML file path, a mapping, or a :class:`Spec`.
 
     Raises:
-        SpecError: listing every problem, one line each: ``specs/x.yaml:12: levels[3].channels:
-            must be greater than 0 (got -3)``.
+        SpecError: listing every problem (the first :data:`MAX_PROBLEMS`, then a count), one line
+            each: ``specs/x.yaml:12: levels[3].channels: must be greater than 0 (got -3)``.
 
     Example:
         >>> spec = load_spec({"name": "tiny", "block": {"type": "basic"},
@@ -146,28 +310,44 @@ def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
     """
     if isinstance(source, Spec):
         return source
-    node: yaml.Node | None = None
+    root: yaml.Node | None = None
     if isinstance(source, Mapping):
         data: Any = dict(source)
         name = "<spec>"
+        _check_nesting_data(data, name)
     else:
         path = Path(source)
-        data, node = _read(path)
-        name = str(source)
+        data, root = _read(path)
+        name = str(source) if str(source).isprintable() else repr(str(source))
     if not isinstance(data, dict):
         raise SpecError(
             f"{name}: a spec must be a YAML mapping (got {type(data).__name__})", source=name
         )
+    # top-level `x-` keys are ignored, as in Docker Compose: a place for YAML anchors to merge
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
     try:
         return Spec.model_validate(data)
     except ValidationError as e:
-        found = []
-        for path_, msg in flatten_errors(e):
-            line = _line_of(node, path_)
-            where = f"{name}:{line}" if line is not None else name
-            found.append((line or 0, f"{where}: {path_ or '<root>'}: {_hint(path_, msg)}"))
-        found.sort(key=lambda t: t[0])  # document order (stable for equal lines)
-        raise SpecError([text for _, text in found], source=name) from None
+        raise _spec_error(e, data, root, name) from None
+    except RecursionError:
+        raise SpecError(f"{name}: spec nests too deeply", source=name) from None
+
+
+def _spec_error(e: ValidationError, data: Any, root: yaml.Node | None, name: str) -> SpecError:
+    index = _line_index(root)
+    found = [(_line_of(index, loc), loc, msg) for loc, msg in flatten_errors(e)]
+    found.sort(key=lambda t: t[0] or 0)  # document order (stable for equal lines)
+    lines = []
+    for line, loc, problem in found[:MAX_PROBLEMS]:
+        msg = problem_message(problem)
+        if msg == "unknown key":
+            msg = _unknown_key_message(data, loc)
+        where = f"{name}:{line}" if line is not None else name
+        lines.append(f"{where}: {format_loc(loc) or '<root>'}: {msg}")
+    if len(found) > MAX_PROBLEMS:
+        rest = len(found) - MAX_PROBLEMS
+        lines.append(f"{name}: … and {rest:,} more problem{'s' * (rest > 1)} not listed")
+    return SpecError(lines, source=name)
 
 
 def spec_to_yaml(spec: Spec) -> str:

@@ -26,13 +26,14 @@ RESERVED = frozenset(
 ) | frozenset(dir(builtins))
 
 
-def class_name(name: str) -> str:
+def class_name(name: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
     """``dla104_s`` -> ``Dla104S``; made a valid, non-clashing identifier (``_0`` -> ``Net0``,
-    ``dla_root`` -> ``DlaRootNet``)."""
+    ``dla_root`` -> ``DlaRootNet``; a name in ``taken``, such as a registered block class the
+    generated file also defines, gets ``Net`` too)."""
     camel = "".join(p[:1].upper() + p[1:] for p in name.split("_"))
     if not camel or not camel[0].isalpha():
         camel = "Net" + camel
-    if keyword.iskeyword(camel) or camel in RESERVED:
+    while keyword.iskeyword(camel) or camel in RESERVED or camel in taken:
         camel += "Net"
     return camel
 

@@ -11,9 +11,12 @@ Use :func:`dlagraph.load_spec` to read YAML: it turns every validation problem i
 
 from __future__ import annotations
 
+import enum
+import json
 import keyword
 import math
 import re
+import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,7 +34,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .blocks import get_block_type, registered_blocks
-from .spec_errors import _loc, _message, _problems
+from .errors import clip
+from .spec_errors import Loc, _message, _problems
 
 __all__ = [
     "Spec",
@@ -52,6 +56,15 @@ MAX_BLOCKS = 4096  # total blocks in a network: dla169 has 40, depth 10 in one l
 MAX_TREE_LEVELS = 16
 MAX_CHANNELS = 65536
 _IDENT = r"^[a-z_][a-z0-9_]*$"
+# modules a generated `<name>.py` must not shadow: the standard library and what it imports
+SHADOWED_MODULES = frozenset(sys.stdlib_module_names) | {
+    "torch",
+    "torchvision",
+    "numpy",
+    "timm",
+    "dlagraph",
+    "typing_extensions",
+}
 
 
 def _as_tuple(v: Any) -> Any:
@@ -59,7 +72,9 @@ def _as_tuple(v: Any) -> Any:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, ser_json_inf_nan="constants"
+    )
 
 
 class ConvLevel(_Model):
@@ -73,7 +88,7 @@ class TreeLevel(_Model):
     """Paper Levels 3..: an HDA tree of depth ``depth`` (2^depth blocks), stride 2, rooted by eq. 5."""
 
     channels: int = Field(gt=0, le=MAX_CHANNELS, description="output channels of every block")
-    depth: int = Field(ge=1, description="HDA depth d (the tree holds 2^d blocks)")
+    depth: int = Field(ge=1, le=1000, description="HDA depth d (the tree holds 2^d blocks)")
     aggregate_input: bool | None = Field(
         None,
         description="whether the level root also aggregates the downsampled level input S(x) "
@@ -93,10 +108,21 @@ Level = Annotated[
 ]
 
 
+def _plain_data(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(
+        f"block options must be plain data (numbers, strings, lists, mappings); "
+        f"got a {type(value).__name__}"
+    )
+
+
 class BlockSpec(BaseModel):
     """The block type and its options, written flat in YAML: ``{type: split, cardinality: 32}``."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        frozen=True, arbitrary_types_allowed=True, ser_json_inf_nan="constants"
+    )
     type: str
     options: BaseModel
 
@@ -111,20 +137,31 @@ class BlockSpec(BaseModel):
             return v
         if "type" not in v:
             raise _problems(
-                [("type", "missing required key (one of: " + ", ".join(registered_blocks()) + ")")]
+                [
+                    (
+                        ("type",),
+                        "missing required key (one of: " + ", ".join(registered_blocks()) + ")",
+                    )
+                ]
             )
         name = v["type"]
         if not isinstance(name, str):
-            raise _problems([("type", "must be a string")])
+            raise _problems([(("type",), "must be a string")])
         try:
             bt = get_block_type(name)
         except ValueError as e:
-            raise _problems([("type", str(e))]) from None
+            raise _problems([(("type",), str(e))]) from None
         opts = {k: x for k, x in v.items() if k != "type"}
         try:
-            options = bt.options.model_validate(opts, strict=True)
+            # strict JSON-mode validation: YAML's strings may name an Enum member, but "2" is not
+            # an int; Python values (an Enum member, a tuple) pass through their JSON form
+            payload = json.dumps(opts, default=_plain_data, allow_nan=True)
+        except (TypeError, ValueError) as e:
+            raise _problems([((), clip(str(e), 120))]) from None
+        try:
+            options = bt.options.model_validate_json(payload, strict=True)
         except ValidationError as e:
-            raise _problems([(_loc(err["loc"]), _message(err)) for err in e.errors()]) from None
+            raise _problems([(tuple(err["loc"]), _message(err)) for err in e.errors()]) from None
         return {"type": name, "options": options}
 
     @model_serializer
@@ -227,6 +264,19 @@ class Spec(_Model):
             raise PydanticCustomError("keyword", "must not be a Python keyword")
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_module_name(cls, v: str) -> str:
+        # the generated file is `<name>.py`: a name like `torch` or `math` would shadow the module
+        # that file (or Python itself) imports, and the generated code could not run
+        if v in SHADOWED_MODULES:
+            raise PydanticCustomError(
+                "module_name",
+                "must not be the name of a Python module ({name}.py would shadow `import {name}`)",
+                {"name": v},
+            )
+        return v
+
     @field_validator("paper_name")
     @classmethod
     def _plain_text(cls, v: str | None) -> str | None:
@@ -239,12 +289,12 @@ class Spec(_Model):
 
     @model_validator(mode="after")
     def _semantics(self) -> Spec:
-        problems: list[tuple[str, str]] = []
+        problems: list[tuple[Loc, str]] = []
         for i, lvl in enumerate(self.levels):
             if i < 2 and not isinstance(lvl, ConvLevel):
                 problems.append(
                     (
-                        f"levels[{i}]",
+                        ("levels", i),
                         "Levels 1 and 2 are conv levels "
                         "{channels, convs}; `depth` is only for Levels 3 and up",
                     )
@@ -252,7 +302,7 @@ class Spec(_Model):
             if i >= 2 and not isinstance(lvl, TreeLevel):
                 problems.append(
                     (
-                        f"levels[{i}]",
+                        ("levels", i),
                         "Levels 3 and up are HDA trees and need `depth` (got a conv level)",
                     )
                 )
@@ -260,7 +310,7 @@ class Spec(_Model):
         if len(self.levels) - 2 > MAX_TREE_LEVELS:
             problems.append(
                 (
-                    "levels",
+                    ("levels",),
                     f"at most {MAX_TREE_LEVELS} tree levels are allowed "
                     f"(got {len(self.levels) - 2})",
                 )
@@ -269,29 +319,32 @@ class Spec(_Model):
         bt = get_block_type(self.block.type)
         for i, lvl in trees:
             problems += [
-                (f"levels[{i}].channels", m) for m in bt.check(lvl.channels, self.block.options)
+                (("levels", i, "channels"), m) for m in bt.check(lvl.channels, self.block.options)
             ]
         if isinstance(self.head, FeaturesHead):
             n = len(self.levels)
             for j, idx in enumerate(self.head.out_indices):
                 if not 0 <= idx < n:
                     problems.append(
-                        (f"head.out_indices[{j}]", f"level index {idx} is out of range 0..{n - 1}")
+                        (
+                            ("head", "out_indices", j),
+                            f"level index {idx} is out of range 0..{n - 1}",
+                        )
                     )
             if len(set(self.head.out_indices)) != len(self.head.out_indices):
-                problems.append(("head.out_indices", "indices must be unique"))
+                problems.append((("head", "out_indices"), "indices must be unique"))
         problems += self._head_problems(bt)
         if problems:
             raise _problems(problems)
         return self
 
-    def _head_problems(self, bt: Any) -> list[tuple[str, str]]:
+    def _head_problems(self, bt: Any) -> list[tuple[Loc, str]]:
         n_trees = len(self.levels) - 2
         if isinstance(self.head, SegmentationHead) and self.head.dilation:
             if n_trees < 3:
                 return [
                     (
-                        "head.dilation",
+                        ("head", "dilation"),
                         f"dilating the last two levels needs at least 3 tree "
                         f"levels (got {n_trees})",
                     )
@@ -299,7 +352,7 @@ class Spec(_Model):
             if not bt.dilation:
                 return [
                     (
-                        "head.dilation",
+                        ("head", "dilation"),
                         f"block type {self.block.type!r} does not take a `dilation` argument",
                     )
                 ]
@@ -308,7 +361,7 @@ class Spec(_Model):
             if first >= len(self.levels) - 1:
                 return [
                     (
-                        "head.down_ratio",
+                        ("head", "down_ratio"),
                         f"down_ratio {self.head.down_ratio} starts at level "
                         f"{first}, which leaves fewer than two levels to aggregate",
                     )
@@ -316,7 +369,7 @@ class Spec(_Model):
         return []
 
     @staticmethod
-    def _size_problems(trees: list[tuple[int, TreeLevel]]) -> list[tuple[str, str]]:
+    def _size_problems(trees: list[tuple[int, TreeLevel]]) -> list[tuple[Loc, str]]:
         # Checked before anything is expanded: 2**depth itself must not be computed for huge depths.
         cap = int(math.log2(MAX_BLOCKS))
         total = 0
@@ -324,7 +377,7 @@ class Spec(_Model):
             if lvl.depth > cap:
                 return [
                     (
-                        f"levels[{i}].depth",
+                        ("levels", i, "depth"),
                         f"depth {lvl.depth} would expand to 2^{lvl.depth} "
                         f"blocks; a network may hold at most {MAX_BLOCKS:,} blocks",
                     )
@@ -333,7 +386,7 @@ class Spec(_Model):
         if total > MAX_BLOCKS:
             return [
                 (
-                    "levels",
+                    ("levels",),
                     f"the trees hold {total:,} blocks in all; a network may hold at "
                     f"most {MAX_BLOCKS:,}",
                 )

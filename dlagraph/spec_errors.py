@@ -1,8 +1,10 @@
 """Turning pydantic validation errors into dlagraph's one-line problems.
 
 ``('levels', 3, 'tree', 'channels')`` becomes ``levels[3].channels`` (union tags dropped), and the
-message is rephrased with the offending value: ``must be greater than 0 (got -3)``. Validators that
-find several problems at once raise :func:`_problems`, whose entries are expanded here.
+message is rephrased with the offending value, cut to a few dozen characters: ``must be greater
+than 0 (got -3)``. Validators that find several problems at once raise :func:`_problems`, whose
+entries (paths relative to the model, as tuples) are expanded here. Paths stay tuples until they are
+printed, so the YAML line of any key, dashed or quoted, can be looked up exactly.
 """
 
 from __future__ import annotations
@@ -12,42 +14,53 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-__all__ = ["flatten_errors", "PROBLEMS"]
+from .errors import clip, safe_repr
+
+__all__ = ["flatten_errors", "problem_message", "format_loc", "PROBLEMS", "Loc"]
 
 PROBLEMS = "dlagraph_problems"  # error type carrying several (relative path, message) problems
 
+Loc = tuple[Any, ...]
 
-def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
+
+def _problems(problems: list[tuple[Loc, str]]) -> PydanticCustomError:
     """A pydantic error that carries several problems, each with a path relative to the model."""
     return PydanticCustomError(
         PROBLEMS, "{count} problems", {"problems": problems, "count": len(problems)}
     )
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    """``('levels', 3, 'tree', 'channels')`` -> ``levels[3].channels`` (union tags dropped)."""
+# union tags pydantic puts into `loc`; they are not keys of the user's YAML
+LEVEL_TAGS = frozenset({"conv", "tree"})
+HEAD_TAGS = frozenset({"classifier", "features", "segmentation", "dla_up", "centernet"})
+
+
+def strip_tags(loc: Loc) -> Loc:
+    """``('levels', 3, 'tree', 'channels')`` -> ``('levels', 3, 'channels')``: the path in the YAML.
+
+    Only the positions where pydantic inserts a union tag are looked at, so a user's key that
+    happens to equal a tag name is kept.
+    """
+    out = list(loc)
+    if len(out) >= 3 and out[0] == "levels" and isinstance(out[1], int) and out[2] in LEVEL_TAGS:
+        del out[2]
+    if len(out) >= 2 and out[0] == "head" and out[1] in HEAD_TAGS:
+        del out[1]
+    return tuple(out)
+
+
+def format_loc(loc: Loc) -> str:
+    """``('levels', 3, 'channels')`` -> ``levels[3].channels``; odd keys are quoted and cut."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
-        elif part in _TAGS:
-            continue
-        elif not str(part).isidentifier() or len(str(part)) > 40:  # quoted, bounded, one line
-            text = repr(str(part))
-            out += f"[{text[:40] + '…' if len(text) > 40 else text}]"
-        else:
-            out += f".{part}" if out else str(part)
+        elif isinstance(part, str) and part.isidentifier() and len(part) <= 40:
+            out += f".{part}" if out else part
+        else:  # quoted, bounded, one line
+            out += f"[{clip(repr(str(part)), 40)}]"
     return out
 
-
-_TAGS = {
-    "conv",
-    "tree",
-    "classifier",
-    "features",
-    "segmentation",
-    "dla_up",
-}
 
 _MESSAGES = {
     "missing": "missing required key",
@@ -60,12 +73,13 @@ _MESSAGES = {
     "int_parsing": "must be an integer",
     "int_from_float": "must be an integer",
     "float_type": "must be a number",
+    "finite_number": "must be a finite number",
     "bool_type": "must be true or false",
     "string_type": "must be a string",
     "string_too_long": "must be at most {max_length} characters",
     "string_pattern_mismatch": "must match {pattern}",
     "literal_error": "must be one of {expected}",
-    "union_tag_invalid": "unknown type '{tag}'; expected one of {expected_tags}",
+    "union_tag_invalid": "unknown type {tag}; expected one of {expected_tags}",
     "union_tag_not_found": "missing required key `type`",
     "dict_type": "must be a mapping",
     "model_type": "must be a mapping",
@@ -74,6 +88,7 @@ _MESSAGES = {
     "list_type": "must be a list",
     "too_short": "must have at least {min_length} items",
     "too_long": "must have at most {max_length} items",
+    "recursion_loop": "is nested too deeply (or refers to itself)",
 }
 
 
@@ -81,38 +96,47 @@ def _message(err: dict[str, Any]) -> str:
     """One pydantic error -> a short message in dlagraph's voice, with the offending value."""
     template = _MESSAGES.get(err["type"])
     if template is not None:
+        ctx = dict(err.get("ctx", {}))
+        if "tag" in ctx:  # an echoed value: quoted and cut
+            ctx["tag"] = safe_repr(ctx["tag"])
         try:
-            msg = template.format(**err.get("ctx", {}))
+            msg = template.format(**ctx)
         except (KeyError, IndexError):
             msg = template
     else:
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = str(err["msg"]).removeprefix("Value error, ")
         msg = msg[:1].lower() + msg[1:]
     if err["type"] not in ("missing", "extra_forbidden", "union_tag_not_found") and "input" in err:
         value = err["input"]
         if not isinstance(value, (dict, list, tuple)):
-            text = repr(value)
-            msg += f" (got {text[:60] + '…' if len(text) > 60 else text})"
-    return msg
+            msg += f" (got {safe_repr(value)})"
+    return clip(msg, 300)
 
 
-def flatten_errors(e: ValidationError) -> list[tuple[str, str]]:
-    """Every problem in a ValidationError as ``(dotted path, message)``, in document order."""
-    out: list[tuple[str, str]] = []
-    errors = e.errors()
+def flatten_errors(e: ValidationError) -> list[tuple[Loc, Any]]:
+    """Every problem in a ValidationError as ``(path tuple, problem)``, tags stripped.
+
+    ``problem`` is a message, or a pydantic error whose message :func:`problem_message` makes:
+    with tens of thousands of errors, only the ones shown are worded.
+    """
+    out: list[tuple[Loc, Any]] = []
+    errors = e.errors(include_url=False)
+    shorts = [err["loc"] for err in errors if err["type"] == "too_short"]
+    failed_items = {err["loc"][:-1] for err in errors if len(err["loc"]) > 1} if shorts else set()
     for err in errors:
-        base = _loc(err["loc"])
+        base = tuple(err["loc"])
         if err["type"] == "too_short" and any(
-            len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"]
-            for o in errors
+            base == prefix[: len(base)] for prefix in failed_items if len(prefix) >= len(base)
         ):
             continue  # pydantic also counts the items that failed: their own errors say enough
         if err["type"] == PROBLEMS:
             for rel, msg in err["ctx"]["problems"]:
-                if base and rel.startswith("["):
-                    out.append((base + rel, msg))
-                else:
-                    out.append((f"{base}.{rel}" if base and rel else base or rel, msg))
+                out.append((strip_tags(base + tuple(rel)), msg))
         else:
-            out.append((base, _message(err)))
+            out.append((strip_tags(base), err))
     return out
+
+
+def problem_message(problem: Any) -> str:
+    """The message of an entry of :func:`flatten_errors`."""
+    return problem if isinstance(problem, str) else _message(problem)

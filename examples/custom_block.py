@@ -9,6 +9,7 @@ parameter and MAC counts (``layers``), and the call convention ``block(x, shortc
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,4 +93,8 @@ def main() -> dlagraph.Summary:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except dlagraph.DlagraphError as e:  # a bad spec or checkpoint: its message, no traceback
+        print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
+        sys.exit(2)

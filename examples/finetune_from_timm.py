@@ -12,6 +12,8 @@ the new task (scikit-learn's digits, upscaled to 64x64 RGB, 10 classes) and the 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,6 +21,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import dlagraph
+
+# the repository's presets, found from this file (the examples run from any folder)
+SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def digits_rgb(size: int) -> tuple[TensorDataset, TensorDataset]:
@@ -43,7 +48,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
 
 def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--spec", default="specs/dla36.yaml")
+    ap.add_argument("--spec", default=str(SPECS / "dla36.yaml"))
     ap.add_argument("--checkpoint", required=True, help=".pth/.pt state dict or .safetensors")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -89,4 +94,8 @@ def main(argv: list[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except dlagraph.DlagraphError as e:  # a bad spec or checkpoint: its message, no traceback
+        print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
+        sys.exit(2)

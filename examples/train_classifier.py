@@ -30,6 +30,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 
 import dlagraph
 
+# the repository's presets, found from this file (the examples run from any folder)
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
 
 def digits(image_size: int = 32, seed: int = 0) -> tuple[Dataset, Dataset, int, int]:
     """scikit-learn's digits, upscaled and standardised; a fixed 80/20 split."""
@@ -123,7 +126,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> floa
 
 def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--spec", default="specs/dla_tiny_digits.yaml")
+    ap.add_argument("--spec", default=str(SPECS / "dla_tiny_digits.yaml"))
     ap.add_argument("--dataset", default="digits", help="digits | folder:PATH")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=64, help="per process")
@@ -254,4 +257,8 @@ def main(argv: list[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except dlagraph.DlagraphError as e:  # a bad spec or checkpoint: its message, no traceback
+        print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
+        sys.exit(2)

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 import dlagraph
+
+# the repository's presets, found from this file (the examples run from any folder)
+SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 CLASSES = ("background", "circle", "rectangle", "triangle")
 
@@ -72,7 +77,7 @@ def mean_iou(pred: torch.Tensor, target: torch.Tensor, k: int) -> float:
 
 def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--spec", default="specs/dla_tiny_seg.yaml")
+    ap.add_argument("--spec", default=str(SPECS / "dla_tiny_seg.yaml"))
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--train", type=int, default=1500, help="training images")
     ap.add_argument("--test", type=int, default=300, help="held-out images")
@@ -128,4 +133,8 @@ def main(argv: list[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except dlagraph.DlagraphError as e:  # a bad spec or checkpoint: its message, no traceback
+        print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
+        sys.exit(2)

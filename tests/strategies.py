@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import keyword
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import nn
 
 import dlagraph
 from dlagraph import Layer
+from dlagraph.spec import SHADOWED_MODULES
 
 TEST_BLOCK = "dw_test"
 
@@ -93,7 +95,11 @@ def valid_specs(draw: st.DrawFn, max_tree_levels: int = 8, max_depth: int = 4) -
     return {
         "name": draw(
             st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(
-                lambda s: not keyword.iskeyword(s) and not keyword.issoftkeyword(s)
+                lambda s: (
+                    not keyword.iskeyword(s)
+                    and not keyword.issoftkeyword(s)
+                    and s not in SHADOWED_MODULES
+                )
             )
         ),
         "block": block,
@@ -180,3 +186,35 @@ def mutated_specs(draw: st.DrawFn) -> dict[str, Any]:
         elif kind == "absurd":
             parent[key] = draw(st.sampled_from([0, -1, 2**31, 10**18, 40, 4096]))
     return spec
+
+
+@st.composite
+def hostile_yaml(draw: st.DrawFn) -> str:
+    """A valid spec as YAML text, then edited the way careless or hostile users edit files:
+    dashed or cased keys, deep nesting, integers of thousands of digits, merge keys and anchors."""
+    import yaml
+
+    spec = draw(valid_specs(max_tree_levels=3, max_depth=2))
+    lines = yaml.safe_dump(spec, sort_keys=False).splitlines()
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["dashed", "nest", "bigint", "merge", "alias"]))
+        if kind == "dashed":
+            key = draw(
+                st.sampled_from(["num-classes", "Paper-Name", "in channels", "a.b", "x" * 50])
+            )
+            lines.append(f"{key}: {draw(st.integers(0, 9))}")
+        elif kind == "nest":
+            n = draw(st.integers(20, 800))
+            lines.append(f"deep: {'[' * n}{']' * n}")
+        elif kind == "bigint":
+            digits = draw(st.integers(5, 6000))
+            i = draw(st.integers(0, len(lines) - 1))
+            lines[i] = re.sub(r"\b\d+\b", "9" * digits, lines[i], count=1)
+        elif kind == "merge":
+            lines.insert(0, "x-defaults: &d {channels: 64, depth: 1}")
+            lines.append(f"extra_level: {{<<: *d, {draw(st.sampled_from(['depth', 'bad']))}: 2}}")
+        else:
+            lines.insert(0, "x-a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]")
+            lines.append("bomb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]")
+            lines.append("bomb2: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]")
+    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ def bench_module() -> ModuleType:
     return import_file(ROOT / "benchmarks" / "bench.py", "_bench")
 
 
+@pytest.mark.slow  # trains or benchmarks: see the README's test commands
 def test_quick_benchmark_prints_ratios(capsys: pytest.CaptureFixture) -> None:
     assert bench_module().main(["--quick", "--no-write"]) == 0
     out = capsys.readouterr().out
@@ -25,6 +26,7 @@ def test_quick_benchmark_prints_ratios(capsys: pytest.CaptureFixture) -> None:
     assert len(re.findall(r"\| \d+\.\d{3} ", row)) == 3  # interpreter, generated, folded ratios
 
 
+@pytest.mark.slow  # trains or benchmarks: see the README's test commands
 def test_accelerator_path_runs_on_cpu() -> None:
     """The GPU tables' code, run on the CPU with tiny sizes, so it is exercised in CI."""
     lines = bench_module().bench_gpu(["dla36"], 1, torch.device("cpu"), (2, 2), 32, (False,))

@@ -39,7 +39,8 @@ def test_build_default_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyP
     spec = Path("specs/dla36.yaml").resolve()
     monkeypatch.chdir(tmp_path)
     assert main(["build", str(spec)]) == 0
-    assert (tmp_path / "build" / "dla36" / "dla36.graph.json").exists()
+    assert (tmp_path / "dlagraph-out" / "dla36" / "dla36.graph.json").exists()
+    assert not (tmp_path / "build").exists()  # build/ belongs to setuptools and `pip wheel`
 
 
 def test_bad_spec_exit_2_one_line_per_problem_nothing_written(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ def test_segmentation_example_reaches_08_mean_iou(tmp_path: Path) -> None:
     assert seg.main(["--threads", "2"]) >= 0.8
 
 
+@pytest.mark.slow  # trains or benchmarks: see the README's test commands
 def test_digits_classifier_reaches_95_percent(tmp_path: Path) -> None:
     clf = example("train_classifier")
     acc = clf.main(["--threads", "2", "--out", str(tmp_path / "run")])
@@ -40,6 +41,7 @@ def test_digits_classifier_reaches_95_percent(tmp_path: Path) -> None:
     assert ckpt["epoch"] == 8 and not list(tmp_path.glob("run/.*.tmp"))
 
 
+@pytest.mark.slow  # trains or benchmarks: see the README's test commands
 def test_resume_continues_from_the_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -51,6 +53,7 @@ def test_resume_continues_from_the_checkpoint(
     assert "resumed from" in text and "epoch 3/3" in text and "epoch 1/3" not in text
 
 
+@pytest.mark.slow  # trains or benchmarks: see the README's test commands
 def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     import os
     import socket
@@ -93,6 +96,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> Non
     assert "2 process(es)" in r.stdout and (tmp_path / "last.pt").exists()
 
 
+@pytest.mark.slow  # trains or benchmarks: see the README's test commands
 def test_finetune_from_a_timm_checkpoint_file(tmp_path: Path) -> None:
     timm = pytest.importorskip("timm")
     ckpt = tmp_path / "dla46_c.pth"

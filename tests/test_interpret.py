@@ -261,7 +261,7 @@ def test_random_timm_architectures_are_equal(
         **kwargs,
     ).eval()
     spec = {
-        "name": "random",
+        "name": "random_arch",
         "block": block_spec,
         "levels": [{"channels": 8, "convs": 1}, {"channels": 16, "convs": 1}]
         + [{"channels": c, "depth": d} for c, d in zip(channels[2:], depths, strict=True)],

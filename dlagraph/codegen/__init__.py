@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import enum
 import hashlib
 import inspect
+import math
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from .. import __version__
 from ..blocks import get_block_type
 from ..compile import compile_spec
 from ..errors import CodegenError
-from ..graph import inputs, topo_order
+from ..graph import check, inputs, topo_order
 from ..io import MARKER
 from ..load import load_spec, spec_to_yaml
 from ..names import class_name, var_name
@@ -53,6 +55,30 @@ _HELPERS = (
     "_fold_pair",
 )
 _ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
+
+
+def _literal(value: Any) -> str:
+    """Python source for an option value: a literal that evaluates back to it (``float("nan")``
+    for non-finite floats, the value of an Enum), or a CodegenError."""
+    if isinstance(value, enum.Enum):
+        return _literal(value.value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value)
+        return f'float("{value}")' if value == value else 'float("nan")'
+    if isinstance(value, (list, tuple)):
+        items = [_literal(v) for v in value]
+        if isinstance(value, list):
+            return f"[{', '.join(items)}]"
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.items()) + "}"
+    raise CodegenError(
+        f"a block option of type {type(value).__name__} cannot be written into generated "
+        f"source; use numbers, strings, booleans, enums, or lists and mappings of them"
+    )
 
 
 def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list[str]]:
@@ -105,7 +131,10 @@ def _module_expr(a: dict[str, Any], classes: dict[str, type]) -> tuple[str, list
             a["in_channels"], a["out_channels"], a["stride"], a.get("dilation", 1), opts
         )
         pos = [repr(kw.pop("in_channels")), repr(kw.pop("out_channels"))]
-        return cls.__name__, pos + [f"{k}={v!r}" for k, v in kw.items()]
+        bad = [k for k in kw if not (isinstance(k, str) and k.isidentifier())]
+        if bad:
+            raise CodegenError(f"block {a['block']!r}: argument names {bad} are not identifiers")
+        return cls.__name__, pos + [f"{k}={_literal(v)}" for k, v in kw.items()]
     raise CodegenError(f"op {op!r} has no module")
 
 
@@ -310,12 +339,16 @@ def _free_names(src: str) -> set[str]:
     return loaded - bound
 
 
+def _one_line(text: str) -> str:
+    """A path shown in a comment line: never a raw newline or control character."""
+    return text if text.isprintable() else repr(text)
+
+
 def _origin(source: Any, spec: Spec) -> tuple[str, str]:
     if isinstance(source, (str, Path)) and Path(source).exists():
         p = Path(source)
-        shown = p.as_posix()  # a path reaches a comment line: never a raw newline or control char
         return (
-            shown if shown.isprintable() else repr(shown),
+            _one_line(p.as_posix()),
             hashlib.sha256(p.read_bytes()).hexdigest()[:12],
         )
     return "a spec mapping", hashlib.sha256(spec_to_yaml(spec).encode()).hexdigest()[:12]
@@ -345,9 +378,10 @@ def generate_source(
         True
     """
     if isinstance(spec, nx.DiGraph):
+        check(spec)  # a graph from elsewhere (a reloaded .graph.json) is linted, not trusted
         g, sp = spec, Spec.model_validate(spec.graph["spec"])
         origin = (
-            source_path or "a compiled graph",
+            _one_line(source_path or "a compiled graph"),
             hashlib.sha256(spec_to_yaml(sp).encode()).hexdigest()[:12],
         )
     else:
@@ -355,9 +389,16 @@ def generate_source(
         g = compile_spec(sp)
         origin = _origin(spec, sp)
         if source_path:
-            origin = (source_path, origin[1])
+            origin = (_one_line(source_path), origin[1])
     classes: dict[str, type] = {}
     init_lines = _init_lines(g, classes)
+    clash = sorted(set(classes) & (set(_HELPERS) | _ALLOWED_GLOBALS))
+    if clash:
+        raise CodegenError(
+            f"registered block class {clash[0]!r} has the name of a helper or import of the "
+            f"generated file; rename the class"
+        )
+    model_class = class_name(sp.name, taken=set(classes))
     forward_lines, return_type = _forward_lines(g)
     from ..analysis import summarize
 
@@ -405,7 +446,7 @@ def generate_source(
             + ".\n"
         ),
         imports=imports,
-        class_name=class_name(sp.name),
+        class_name=model_class,
         sources=[s.rstrip("\n") for s in sources],
         class_doc=(f"{title}. Input sides must be multiples of {sp.total_stride}."),
         init_args=init_args,

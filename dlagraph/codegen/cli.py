@@ -17,17 +17,27 @@ def cmd_codegen(args: argparse.Namespace) -> int:
     if not specs:
         raise cli.DlagraphError("no spec files given (or none in the folders given)")
     files: dict[Path, str | bytes] = {}
+    origin: dict[Path, Path] = {}
     for p in specs:  # everything is generated before anything is written
         spec = load_spec(p)
-        files[Path(args.output) / f"{spec.name}.py"] = generate_source(p, fold_bn=args.fold_bn)
+        target = Path(args.output) / f"{spec.name}.py"
+        if target in origin:
+            raise cli.DlagraphError(
+                f"{origin[target]} and {p} both have name {spec.name!r} and would both write "
+                f"{target}; give one of them another name"
+            )
+        origin[target] = p
+        files[target] = generate_source(p, fold_bn=args.fold_bn)
     write_outputs(files, force=args.force)
     for p in files:
         print(f"wrote {p}")
     return 0
 
 
-def _register(sub: Any) -> None:
-    c = sub.add_parser("codegen", help="write the standalone PyTorch source of specs")
+def _register(sub: Any, common: list[Any]) -> None:
+    c = sub.add_parser(
+        "codegen", parents=common, help="write the standalone PyTorch source of specs"
+    )
     c.add_argument("specs", nargs="+", help="spec files, or folders of them")
     c.add_argument("-o", "--output", required=True, help="output folder")
     c.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")

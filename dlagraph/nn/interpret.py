@@ -9,8 +9,10 @@ with ``torch.compile``, TorchScript and ONNX export.
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -20,7 +22,8 @@ from torch.nn import functional as F
 
 from ..blocks import get_block_type
 from ..compile import compile_spec
-from ..graph import describe, inputs, topo_order
+from ..errors import DlagraphError
+from ..graph import check, describe, inputs, topo_order
 from ..names import class_name
 from ..spec import Spec
 from .blocks import (
@@ -177,8 +180,8 @@ class DLAModule(fx.GraphModule):
         type(self)._wrapped_call = _NodeContextCall(type(self))  # type: ignore[attr-defined]
         from ..analysis import feature_info
 
-        taps = set(inputs(g, "output"))
-        self.feature_info = [f for f in feature_info(g) if f["node"] in taps]
+        levels = {f["node"]: f for f in feature_info(g)}  # in output order, as forward returns
+        self.feature_info = [levels[t] for t in inputs(g, "output") if t in levels]
 
     def _node_of(self, e: BaseException) -> str | None:
         for frame in reversed(traceback.extract_tb(e.__traceback__)):
@@ -215,13 +218,64 @@ def build_module(spec: Spec | str | dict[str, Any] | nx.DiGraph, *, init: bool =
         >>> model(torch.randn(1, 3, 64, 64)).shape
         torch.Size([1, 1000])
     """
-    g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
+    if isinstance(spec, nx.DiGraph):
+        check(spec)  # a graph from elsewhere is linted, not trusted
+        g = spec
+    else:
+        g = compile_spec(spec)
+    _check_memory(g)
     root = nn.Module()
     for n in g.graph["modules"]:
         _set(root, g.nodes[n].get("module", n), make_module(g.nodes[n]))
     if init:
         init_weights(root)
     return DLAModule(g, root)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process could still allocate (Linux: MemAvailable, bounded by a cgroup
+    limit; elsewhere the physical memory), or None when the platform does not say."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+        for limit, usage in (
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+            (
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+            ),
+        ):
+            try:
+                cap, used = Path(limit).read_text().strip(), int(Path(usage).read_text())
+            except (OSError, ValueError):
+                continue
+            if cap.isdigit() and int(cap) < 1 << 60:
+                found.append(int(cap) - used)
+    except (OSError, ValueError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return max(0, min(found))
+
+
+def _check_memory(g: nx.DiGraph) -> None:
+    """Refuse, before allocating, a network whose parameters alone exceed the free memory (a
+    wide spec validates, but torch's allocator would fail deep inside, or the OOM killer strike)."""
+    from ..analysis import static_params
+
+    need = 4 * static_params(g)  # float32 parameters; buffers and activations come on top
+    free = available_memory()
+    if free is not None and need > free:
+        raise DlagraphError(
+            f"{g.graph['name']}: its {need // 4:,} parameters need {need / 2**30:,.1f} GiB of "
+            f"float32 memory, but only {free / 2**30:,.1f} GiB is available; use fewer channels"
+        )
 
 
 def fold_bn(model: nn.Module) -> nn.Module:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..compile import compile_spec
-from ..errors import WeightsError
+from ..errors import WeightsError, clip, safe_repr
 
 __all__ = ["load_weights", "LoadReport", "read_state_dict"]
 
@@ -33,10 +33,12 @@ class LoadReport:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # official-only unused projections
     kept: list[str] = field(default_factory=list)  # official-layout keys the checkpoint lacked
+    unfit: list[str] = field(default_factory=list)  # sparse, meta, quantized or complex tensors
+    converted: list[tuple[str, str, str]] = field(default_factory=list)  # key, from, to dtype
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
+        return not (self.missing or self.unexpected or self.mismatched or self.unfit)
 
     def by_level(self) -> dict[str, dict[str, int]]:
         """Counts per top-level module (``base_layer``, ``level0`` … ``fc``)."""
@@ -48,6 +50,8 @@ class LoadReport:
             "mismatched": [k for k, _, _ in self.mismatched],
             "dropped": self.dropped,
             "kept": self.kept,
+            "unfit": [k.split(":")[0] for k in self.unfit],
+            "converted": [k for k, _, _ in self.converted],
         }
         for kind, keys in groups.items():
             for k in keys:
@@ -61,6 +65,8 @@ class LoadReport:
             f"{len(self.unexpected)}, shape-mismatched {len(self.mismatched)}"
             + (f", dropped {len(self.dropped)} unused official projections" if self.dropped else "")
             + (f", kept {len(self.kept)} model values for unused projections" if self.kept else "")
+            + (f", unusable {len(self.unfit)}" if self.unfit else "")
+            + (f", dtype-converted {len(self.converted)}" if self.converted else "")
         ]
         for level, row in self.by_level().items():
             bad = {k: v for k, v in row.items() if v and k != "matched"}
@@ -72,7 +78,36 @@ class LoadReport:
             lines.append(f"  unexpected: {k}")
         for k, a, b in self.mismatched[:20]:
             lines.append(f"  shape: {k}: checkpoint {list(a)}, model {list(b)}")
+        for why in self.unfit[:20]:
+            lines.append(f"  unusable: {why}")
+        for k, a, b in self.converted[:20]:
+            lines.append(f"  dtype: {k}: checkpoint {a}, model {b} (converted)")
         return "\n".join(lines)
+
+
+def _read_file(path: Path) -> Any:
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder, not a checkpoint file")
+    if not path.exists():
+        raise WeightsError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        except Exception as e:  # SafetensorError, OSError: truncated, garbage or empty files
+            raise WeightsError(
+                f"{path}: not a readable safetensors file ({type(e).__name__}: "
+                f"{clip(str(e).splitlines()[0] if str(e) else '', 120)})"
+            ) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError, EOFError, IndexError on empty files …
+        raise WeightsError(
+            f"{path}: not loaded: it is not a plain tensor checkpoint ({type(e).__name__}: "
+            f"{clip(str(e).splitlines()[0] if str(e) else 'empty or truncated', 120)}); "
+            f"dlagraph never unpickles code"
+        ) from None
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -80,33 +115,41 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
 
     ``torch.load`` runs with ``weights_only=True``: a file that needs pickled code is refused.
     Common wrappers (``{"state_dict": …}``, ``{"model": …}``, DDP's ``module.`` prefix) are undone.
-    """
-    if isinstance(source, Mapping):
-        sd: Any = dict(source)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise WeightsError(f"{path}: no such checkpoint file")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
 
-            sd = load_file(str(path))
-        else:
-            try:
-                sd = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # pickle.UnpicklingError and friends
-                raise WeightsError(
-                    f"{path}: not loaded: it is not a plain tensor checkpoint ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0][:200]}); dlagraph never unpickles code"
-                ) from None
+    Raises:
+        WeightsError: for anything that is not a mapping of string names to tensors.
+    """
+    sd: Any = dict(source) if isinstance(source, Mapping) else _read_file(Path(source))
     for key in ("state_dict", "model", "model_state"):
         if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
             sd = sd[key]
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError("checkpoint is not a mapping of names to tensors")
+    if not isinstance(sd, Mapping):
+        raise WeightsError(
+            f"checkpoint is not a mapping of names to tensors (got {type(sd).__name__})"
+        )
+    for k, v in sd.items():
+        if not isinstance(k, str):
+            raise WeightsError(f"checkpoint key {safe_repr(k)} is not a string")
+        if not isinstance(v, torch.Tensor):
+            raise WeightsError(
+                f"checkpoint entry {safe_repr(k)} is a {type(v).__name__}, not a tensor"
+            )
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
+
+
+def _unfit(k: str, v: torch.Tensor, own: torch.Tensor) -> str | None:
+    """Why checkpoint tensor ``v`` cannot be copied into the model's ``own``, or None."""
+    if v.layout != torch.strided:
+        return f"{k}: checkpoint tensor is {str(v.layout).removeprefix('torch.')}, not dense"
+    if v.is_meta:
+        return f"{k}: checkpoint tensor has no data (meta device)"
+    if v.is_quantized:
+        return f"{k}: checkpoint tensor is quantized"
+    if v.is_complex() and not own.is_complex():
+        return f"{k}: checkpoint tensor is complex ({v.dtype}), the model's is {own.dtype}"
+    return None
 
 
 def _unused_projection_keys(model: nn.Module) -> set[str]:
@@ -164,19 +207,34 @@ def load_weights(
             report.kept.append(k)
             sd[k] = own[k]
     usable = {}
-    for k, v in sd.items():
+    for k, v in sd.items():  # everything is checked before anything is copied
         if k not in own:
             report.unexpected.append(k)
+        elif (why := _unfit(k, v, own[k])) is not None:
+            report.unfit.append(why)
         elif tuple(v.shape) != tuple(own[k].shape):
             report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
         else:
+            if v.dtype != own[k].dtype:
+                report.converted.append((k, _dtype(v.dtype), _dtype(own[k].dtype)))
             usable[k] = v
             if k not in report.kept:
                 report.matched.append(k)
     report.missing = [k for k in own if k not in sd]
     if strict and not report.ok:
         raise WeightsError(f"checkpoint does not fit the model:\n{report}")
+    try:  # converted up front: the copies below cannot fail half-way
+        ready = {
+            prefix + k: v.detach().to(device=own[k].device, dtype=own[k].dtype)
+            for k, v in usable.items()
+        }
+    except (RuntimeError, TypeError) as e:
+        raise WeightsError(f"checkpoint tensors cannot be converted: {clip(str(e), 200)}") from None
     merged = dict(full)  # the model keeps its own tensors wherever the checkpoint has none
-    merged.update({prefix + k: v for k, v in usable.items()})
+    merged.update(ready)
     model.load_state_dict(merged, strict=True)
     return report
+
+
+def _dtype(d: torch.dtype) -> str:
+    return str(d).removeprefix("torch.")
