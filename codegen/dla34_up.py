@@ -210,195 +210,195 @@ class Dla34Up(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        base_layer = self.base.base_layer(x)  # 3 -> 16 ch, stride 1 (levels[0])
-        level0 = self.base.level0(base_layer)  # 16 -> 16 ch, stride 1 (levels[0])
+        base_layer = self.base.base_layer(x)  # 3 -> 16 ch, reduction 1 (levels[0])
+        level0 = self.base.level0(base_layer)  # 16 -> 16 ch, reduction 1 (levels[0])
         del base_layer
-        level1 = self.base.level1(level0)  # 16 -> 32 ch, stride 2 (levels[1])
+        level1 = self.base.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
         del level0
-        # 2x2 max pool to stride 4 (levels[2], for the shortcut)
+        # 2x2 max pool to reduction 4 (levels[2], for the shortcut)
         level2_downsample = self.base.level2.downsample(level1)
         # shortcut: 32 -> 64 ch (levels[2])
         level2_project = self.base.level2.project(level2_downsample)
         del level2_downsample
-        # L1 block: 32 -> 64 ch, stride 4 (levels[2])
+        # L1 block: 32 -> 64 ch, reduction 4 (levels[2])
         level2_tree1 = self.base.level2.tree1(level1, level2_project)
         del level2_project
-        # L2 block: 64 -> 64 ch, stride 4 (levels[2]), identity shortcut
+        # L2 block: 64 -> 64 ch, reduction 4 (levels[2]), identity shortcut
         level2_tree2 = self.base.level2.tree2(level2_tree1, level2_tree1)
         # N: 128 -> 64 ch (levels[2], eq. 2)
         level2_root = self.base.level2.root([level2_tree2, level2_tree1])
         del level2_tree1, level2_tree2
-        # 2x2 max pool to stride 8 (levels[3], S(x), eq. 5)
+        # 2x2 max pool to reduction 8 (levels[3], S(x), eq. 5)
         level3_downsample = self.base.level3.downsample(level2_root)
-        # 2x2 max pool to stride 8 (levels[3], for the shortcut)
+        # 2x2 max pool to reduction 8 (levels[3], for the shortcut)
         level3_tree1_downsample = self.base.level3.tree1.downsample(level2_root)
         # shortcut: 64 -> 128 ch (levels[3])
         level3_tree1_project = self.base.level3.tree1.project(level3_tree1_downsample)
         del level3_tree1_downsample
-        # L1 block: 64 -> 128 ch, stride 8 (levels[3])
+        # L1 block: 64 -> 128 ch, reduction 8 (levels[3])
         level3_tree1_tree1 = self.base.level3.tree1.tree1(level2_root, level3_tree1_project)
         del level3_tree1_project
-        # L2 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L2 block: 128 -> 128 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree1_tree2 = self.base.level3.tree1.tree2(level3_tree1_tree1, level3_tree1_tree1)
         # N: 256 -> 128 ch (levels[3], eq. 2)
         level3_tree1_root = self.base.level3.tree1.root([level3_tree1_tree2, level3_tree1_tree1])
         del level3_tree1_tree1, level3_tree1_tree2
-        # L1 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L1 block: 128 -> 128 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree2_tree1 = self.base.level3.tree2.tree1(level3_tree1_root, level3_tree1_root)
-        # L2 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L2 block: 128 -> 128 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree2_tree2 = self.base.level3.tree2.tree2(level3_tree2_tree1, level3_tree2_tree1)
         # N: 448 -> 128 ch (levels[3], eq. 5)
         level3_tree2_root = self.base.level3.tree2.root(
             [level3_tree2_tree2, level3_tree2_tree1, level3_downsample, level3_tree1_root]
         )
         del level3_tree1_root, level3_tree2_tree1, level3_tree2_tree2, level3_downsample
-        # 2x2 max pool to stride 16 (levels[4], S(x), eq. 5)
+        # 2x2 max pool to reduction 16 (levels[4], S(x), eq. 5)
         level4_downsample = self.base.level4.downsample(level3_tree2_root)
-        # 2x2 max pool to stride 16 (levels[4], for the shortcut)
+        # 2x2 max pool to reduction 16 (levels[4], for the shortcut)
         level4_tree1_downsample = self.base.level4.tree1.downsample(level3_tree2_root)
         # shortcut: 128 -> 256 ch (levels[4])
         level4_tree1_project = self.base.level4.tree1.project(level4_tree1_downsample)
         del level4_tree1_downsample
-        # L1 block: 128 -> 256 ch, stride 16 (levels[4])
+        # L1 block: 128 -> 256 ch, reduction 16 (levels[4])
         level4_tree1_tree1 = self.base.level4.tree1.tree1(level3_tree2_root, level4_tree1_project)
         del level4_tree1_project
-        # L2 block: 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
+        # L2 block: 256 -> 256 ch, reduction 16 (levels[4]), identity shortcut
         level4_tree1_tree2 = self.base.level4.tree1.tree2(level4_tree1_tree1, level4_tree1_tree1)
         # N: 512 -> 256 ch (levels[4], eq. 2)
         level4_tree1_root = self.base.level4.tree1.root([level4_tree1_tree2, level4_tree1_tree1])
         del level4_tree1_tree1, level4_tree1_tree2
-        # L1 block: 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
+        # L1 block: 256 -> 256 ch, reduction 16 (levels[4]), identity shortcut
         level4_tree2_tree1 = self.base.level4.tree2.tree1(level4_tree1_root, level4_tree1_root)
-        # L2 block: 256 -> 256 ch, stride 16 (levels[4]), identity shortcut
+        # L2 block: 256 -> 256 ch, reduction 16 (levels[4]), identity shortcut
         level4_tree2_tree2 = self.base.level4.tree2.tree2(level4_tree2_tree1, level4_tree2_tree1)
         # N: 896 -> 256 ch (levels[4], eq. 5)
         level4_tree2_root = self.base.level4.tree2.root(
             [level4_tree2_tree2, level4_tree2_tree1, level4_downsample, level4_tree1_root]
         )
         del level4_tree1_root, level4_tree2_tree1, level4_tree2_tree2, level4_downsample
-        # 2x2 max pool to stride 32 (levels[5], S(x), eq. 5)
+        # 2x2 max pool to reduction 32 (levels[5], S(x), eq. 5)
         level5_downsample = self.base.level5.downsample(level4_tree2_root)
         # shortcut: 256 -> 512 ch (levels[5])
         level5_project = self.base.level5.project(level5_downsample)
-        # L1 block: 256 -> 512 ch, stride 32 (levels[5])
+        # L1 block: 256 -> 512 ch, reduction 32 (levels[5])
         level5_tree1 = self.base.level5.tree1(level4_tree2_root, level5_project)
         del level5_project
-        # L2 block: 512 -> 512 ch, stride 32 (levels[5]), identity shortcut
+        # L2 block: 512 -> 512 ch, reduction 32 (levels[5]), identity shortcut
         level5_tree2 = self.base.level5.tree2(level5_tree1, level5_tree1)
         # N: 1280 -> 512 ch (levels[5], eq. 5)
         level5_root = self.base.level5.root([level5_tree2, level5_tree1, level5_downsample])
         del level5_downsample, level5_tree1, level5_tree2
-        # 512 -> 256 ch, stride 32 (head.down_ratio)
+        # P: 512 -> 256 ch, reduction 32 (head.down_ratio, eq. 1)
         dla_up_ida_0_proj_1 = self.dla_up.ida_0.proj_1(level5_root)
         del level5_root
-        # 256 -> 256 ch, stride 16 (head.down_ratio)
+        # U: x2 bilinear-initialised, 256 ch (head.down_ratio, eq. 1)
         dla_up_ida_0_up_1 = self.dla_up.ida_0.up_1(dla_up_ida_0_proj_1)
         del dla_up_ida_0_proj_1
-        # N: 512 -> 256 ch (head.down_ratio, )
+        # N: 512 -> 256 ch (head.down_ratio, eq. 1)
         dla_up_ida_0_node_1 = self.dla_up.ida_0.node_1(
             torch.cat([level4_tree2_root, dla_up_ida_0_up_1], 1)
         )
         del dla_up_ida_0_up_1
-        # 256 -> 128 ch, stride 16 (head.down_ratio)
+        # P: 256 -> 128 ch, reduction 16 (head.down_ratio, eq. 1)
         dla_up_ida_1_proj_1 = self.dla_up.ida_1.proj_1(level4_tree2_root)
         del level4_tree2_root
-        # 128 -> 128 ch, stride 8 (head.down_ratio)
+        # U: x2 bilinear-initialised, 128 ch (head.down_ratio, eq. 1)
         dla_up_ida_1_up_1 = self.dla_up.ida_1.up_1(dla_up_ida_1_proj_1)
         del dla_up_ida_1_proj_1
-        # 256 -> 128 ch, stride 16 (head.down_ratio)
+        # P: 256 -> 128 ch, reduction 16 (head.down_ratio, eq. 1)
         dla_up_ida_1_proj_2 = self.dla_up.ida_1.proj_2(dla_up_ida_0_node_1)
         del dla_up_ida_0_node_1
-        # 128 -> 128 ch, stride 8 (head.down_ratio)
+        # U: x2 bilinear-initialised, 128 ch (head.down_ratio, eq. 1)
         dla_up_ida_1_up_2 = self.dla_up.ida_1.up_2(dla_up_ida_1_proj_2)
         del dla_up_ida_1_proj_2
-        # N: 256 -> 128 ch (head.down_ratio, )
+        # N: 256 -> 128 ch (head.down_ratio, eq. 1)
         dla_up_ida_1_node_1 = self.dla_up.ida_1.node_1(
             torch.cat([level3_tree2_root, dla_up_ida_1_up_1], 1)
         )
         del dla_up_ida_1_up_1
-        # N: 256 -> 128 ch (head.down_ratio, )
+        # N: 256 -> 128 ch (head.down_ratio, eq. 1)
         dla_up_ida_1_node_2 = self.dla_up.ida_1.node_2(
             torch.cat([dla_up_ida_1_node_1, dla_up_ida_1_up_2], 1)
         )
         del dla_up_ida_1_up_2
-        # 128 -> 64 ch, stride 8 (head.down_ratio)
+        # P: 128 -> 64 ch, reduction 8 (head.down_ratio, eq. 1)
         dla_up_ida_2_proj_1 = self.dla_up.ida_2.proj_1(level3_tree2_root)
         del level3_tree2_root
-        # 64 -> 64 ch, stride 4 (head.down_ratio)
+        # U: x2 bilinear-initialised, 64 ch (head.down_ratio, eq. 1)
         dla_up_ida_2_up_1 = self.dla_up.ida_2.up_1(dla_up_ida_2_proj_1)
         del dla_up_ida_2_proj_1
-        # 128 -> 64 ch, stride 8 (head.down_ratio)
+        # P: 128 -> 64 ch, reduction 8 (head.down_ratio, eq. 1)
         dla_up_ida_2_proj_2 = self.dla_up.ida_2.proj_2(dla_up_ida_1_node_1)
         del dla_up_ida_1_node_1
-        # 64 -> 64 ch, stride 4 (head.down_ratio)
+        # U: x2 bilinear-initialised, 64 ch (head.down_ratio, eq. 1)
         dla_up_ida_2_up_2 = self.dla_up.ida_2.up_2(dla_up_ida_2_proj_2)
         del dla_up_ida_2_proj_2
-        # 128 -> 64 ch, stride 8 (head.down_ratio)
+        # P: 128 -> 64 ch, reduction 8 (head.down_ratio, eq. 1)
         dla_up_ida_2_proj_3 = self.dla_up.ida_2.proj_3(dla_up_ida_1_node_2)
         del dla_up_ida_1_node_2
-        # 64 -> 64 ch, stride 4 (head.down_ratio)
+        # U: x2 bilinear-initialised, 64 ch (head.down_ratio, eq. 1)
         dla_up_ida_2_up_3 = self.dla_up.ida_2.up_3(dla_up_ida_2_proj_3)
         del dla_up_ida_2_proj_3
-        # N: 128 -> 64 ch (head.down_ratio, )
+        # N: 128 -> 64 ch (head.down_ratio, eq. 1)
         dla_up_ida_2_node_1 = self.dla_up.ida_2.node_1(
             torch.cat([level2_root, dla_up_ida_2_up_1], 1)
         )
         del dla_up_ida_2_up_1
-        # N: 128 -> 64 ch (head.down_ratio, )
+        # N: 128 -> 64 ch (head.down_ratio, eq. 1)
         dla_up_ida_2_node_2 = self.dla_up.ida_2.node_2(
             torch.cat([dla_up_ida_2_node_1, dla_up_ida_2_up_2], 1)
         )
         del dla_up_ida_2_up_2
-        # N: 128 -> 64 ch (head.down_ratio, )
+        # N: 128 -> 64 ch (head.down_ratio, eq. 1)
         dla_up_ida_2_node_3 = self.dla_up.ida_2.node_3(
             torch.cat([dla_up_ida_2_node_2, dla_up_ida_2_up_3], 1)
         )
         del dla_up_ida_2_up_3
-        # 64 -> 32 ch, stride 4 (head.down_ratio)
+        # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
         dla_up_ida_3_proj_1 = self.dla_up.ida_3.proj_1(level2_root)
         del level2_root
-        # 32 -> 32 ch, stride 2 (head.down_ratio)
+        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_up_1 = self.dla_up.ida_3.up_1(dla_up_ida_3_proj_1)
         del dla_up_ida_3_proj_1
-        # 64 -> 32 ch, stride 4 (head.down_ratio)
+        # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
         dla_up_ida_3_proj_2 = self.dla_up.ida_3.proj_2(dla_up_ida_2_node_1)
         del dla_up_ida_2_node_1
-        # 32 -> 32 ch, stride 2 (head.down_ratio)
+        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_up_2 = self.dla_up.ida_3.up_2(dla_up_ida_3_proj_2)
         del dla_up_ida_3_proj_2
-        # 64 -> 32 ch, stride 4 (head.down_ratio)
+        # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
         dla_up_ida_3_proj_3 = self.dla_up.ida_3.proj_3(dla_up_ida_2_node_2)
         del dla_up_ida_2_node_2
-        # 32 -> 32 ch, stride 2 (head.down_ratio)
+        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_up_3 = self.dla_up.ida_3.up_3(dla_up_ida_3_proj_3)
         del dla_up_ida_3_proj_3
-        # 64 -> 32 ch, stride 4 (head.down_ratio)
+        # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
         dla_up_ida_3_proj_4 = self.dla_up.ida_3.proj_4(dla_up_ida_2_node_3)
         del dla_up_ida_2_node_3
-        # 32 -> 32 ch, stride 2 (head.down_ratio)
+        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_up_4 = self.dla_up.ida_3.up_4(dla_up_ida_3_proj_4)
         del dla_up_ida_3_proj_4
-        # N: 64 -> 32 ch (head.down_ratio, )
+        # N: 64 -> 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_node_1 = self.dla_up.ida_3.node_1(torch.cat([level1, dla_up_ida_3_up_1], 1))
         del level1, dla_up_ida_3_up_1
-        # N: 64 -> 32 ch (head.down_ratio, )
+        # N: 64 -> 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_node_2 = self.dla_up.ida_3.node_2(
             torch.cat([dla_up_ida_3_node_1, dla_up_ida_3_up_2], 1)
         )
         del dla_up_ida_3_node_1, dla_up_ida_3_up_2
-        # N: 64 -> 32 ch (head.down_ratio, )
+        # N: 64 -> 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_node_3 = self.dla_up.ida_3.node_3(
             torch.cat([dla_up_ida_3_node_2, dla_up_ida_3_up_3], 1)
         )
         del dla_up_ida_3_node_2, dla_up_ida_3_up_3
-        # N: 64 -> 32 ch (head.down_ratio, )
+        # N: 64 -> 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_node_4 = self.dla_up.ida_3.node_4(
             torch.cat([dla_up_ida_3_node_3, dla_up_ida_3_up_4], 1)
         )
         del dla_up_ida_3_node_3, dla_up_ida_3_up_4
-        fc = self.fc(dla_up_ida_3_node_4)  # 32 -> 19 ch, stride 2 (head.num_classes)
+        fc = self.fc(dla_up_ida_3_node_4)  # 32 ch -> num_classes class logits (head.num_classes)
         del dla_up_ida_3_node_4
-        up = self.up(fc)  # 19 -> 19 ch, stride 1 (head.down_ratio)
-        softmax = self.softmax(up)  # 19 -> 19 ch, stride 1 (head)
+        up = self.up(fc)  # U: x2 bilinear-initialised, num_classes ch, frozen (head.down_ratio)
+        softmax = self.softmax(up)  # log-probabilities over the classes (head)
         del up
         return softmax, fc

@@ -170,41 +170,41 @@ class Dla36SegCityscapes(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base_layer = self.base_layer(x)  # 3 -> 16 ch, stride 1 (levels[0])
-        level0 = self.level0(base_layer)  # 16 -> 16 ch, stride 1 (levels[0])
+        base_layer = self.base_layer(x)  # 3 -> 16 ch, reduction 1 (levels[0])
+        level0 = self.level0(base_layer)  # 16 -> 16 ch, reduction 1 (levels[0])
         del base_layer
-        level1 = self.level1(level0)  # 16 -> 32 ch, stride 2 (levels[1])
+        level1 = self.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
         del level0
-        # 2x2 max pool to stride 4 (levels[2], for the shortcut)
+        # 2x2 max pool to reduction 4 (levels[2], for the shortcut)
         level2_downsample = self.level2.downsample(level1)
         level2_project = self.level2.project(level2_downsample)  # shortcut: 32 -> 64 ch (levels[2])
         del level2_downsample
-        # L1 block: 32 -> 64 ch, stride 4 (levels[2])
+        # L1 block: 32 -> 64 ch, reduction 4 (levels[2])
         level2_tree1 = self.level2.tree1(level1, level2_project)
         del level2_project
-        # L2 block: 64 -> 64 ch, stride 4 (levels[2]), identity shortcut
+        # L2 block: 64 -> 64 ch, reduction 4 (levels[2]), identity shortcut
         level2_tree2 = self.level2.tree2(level2_tree1, level2_tree1)
         # N: 128 -> 64 ch (levels[2], eq. 2)
         level2_root = self.level2.root([level2_tree2, level2_tree1])
         del level2_tree1, level2_tree2
-        # 2x2 max pool to stride 8 (levels[3], S(x), eq. 5)
+        # 2x2 max pool to reduction 8 (levels[3], S(x), eq. 5)
         level3_downsample = self.level3.downsample(level2_root)
-        # 2x2 max pool to stride 8 (levels[3], for the shortcut)
+        # 2x2 max pool to reduction 8 (levels[3], for the shortcut)
         level3_tree1_downsample = self.level3.tree1.downsample(level2_root)
         # shortcut: 64 -> 128 ch (levels[3])
         level3_tree1_project = self.level3.tree1.project(level3_tree1_downsample)
         del level3_tree1_downsample
-        # L1 block: 64 -> 128 ch, stride 8 (levels[3])
+        # L1 block: 64 -> 128 ch, reduction 8 (levels[3])
         level3_tree1_tree1 = self.level3.tree1.tree1(level2_root, level3_tree1_project)
         del level3_tree1_project
-        # L2 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L2 block: 128 -> 128 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree1_tree2 = self.level3.tree1.tree2(level3_tree1_tree1, level3_tree1_tree1)
         # N: 256 -> 128 ch (levels[3], eq. 2)
         level3_tree1_root = self.level3.tree1.root([level3_tree1_tree2, level3_tree1_tree1])
         del level3_tree1_tree1, level3_tree1_tree2
-        # L1 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L1 block: 128 -> 128 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree2_tree1 = self.level3.tree2.tree1(level3_tree1_root, level3_tree1_root)
-        # L2 block: 128 -> 128 ch, stride 8 (levels[3]), identity shortcut
+        # L2 block: 128 -> 128 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree2_tree2 = self.level3.tree2.tree2(level3_tree2_tree1, level3_tree2_tree1)
         # N: 448 -> 128 ch (levels[3], eq. 5)
         level3_tree2_root = self.level3.tree2.root(
@@ -213,17 +213,17 @@ class Dla36SegCityscapes(nn.Module):
         del level3_tree1_root, level3_tree2_tree1, level3_tree2_tree2, level3_downsample
         # shortcut: 128 -> 256 ch (levels[4])
         level4_tree1_project = self.level4.tree1.project(level3_tree2_root)
-        # L1 block: 128 -> 256 ch, stride 8 (levels[4])
+        # L1 block: 128 -> 256 ch, reduction 8 (levels[4])
         level4_tree1_tree1 = self.level4.tree1.tree1(level3_tree2_root, level4_tree1_project)
         del level4_tree1_project
-        # L2 block: 256 -> 256 ch, stride 8 (levels[4]), identity shortcut
+        # L2 block: 256 -> 256 ch, reduction 8 (levels[4]), identity shortcut
         level4_tree1_tree2 = self.level4.tree1.tree2(level4_tree1_tree1, level4_tree1_tree1)
         # N: 512 -> 256 ch (levels[4], eq. 2)
         level4_tree1_root = self.level4.tree1.root([level4_tree1_tree2, level4_tree1_tree1])
         del level4_tree1_tree1, level4_tree1_tree2
-        # L1 block: 256 -> 256 ch, stride 8 (levels[4]), identity shortcut
+        # L1 block: 256 -> 256 ch, reduction 8 (levels[4]), identity shortcut
         level4_tree2_tree1 = self.level4.tree2.tree1(level4_tree1_root, level4_tree1_root)
-        # L2 block: 256 -> 256 ch, stride 8 (levels[4]), identity shortcut
+        # L2 block: 256 -> 256 ch, reduction 8 (levels[4]), identity shortcut
         level4_tree2_tree2 = self.level4.tree2.tree2(level4_tree2_tree1, level4_tree2_tree1)
         # N: 896 -> 256 ch (levels[4], eq. 5)
         level4_tree2_root = self.level4.tree2.root(
@@ -232,46 +232,51 @@ class Dla36SegCityscapes(nn.Module):
         del level4_tree1_root, level4_tree2_tree1, level4_tree2_tree2
         # shortcut: 256 -> 512 ch (levels[5])
         level5_project = self.level5.project(level4_tree2_root)
-        # L1 block: 256 -> 512 ch, stride 8 (levels[5])
+        # L1 block: 256 -> 512 ch, reduction 8 (levels[5])
         level5_tree1 = self.level5.tree1(level4_tree2_root, level5_project)
         del level5_project
-        # L2 block: 512 -> 512 ch, stride 8 (levels[5]), identity shortcut
+        # L2 block: 512 -> 512 ch, reduction 8 (levels[5]), identity shortcut
         level5_tree2 = self.level5.tree2(level5_tree1, level5_tree1)
         # N: 1280 -> 512 ch (levels[5], eq. 5)
         level5_root = self.level5.root([level5_tree2, level5_tree1, level4_tree2_root])
         del level5_tree1, level5_tree2
-        ida_up_proj_1 = self.ida_up.proj_1(level2_root)  # 64 -> 32 ch, stride 4 (head.ida_channels)
+        # P: 64 -> 32 ch, reduction 4 (head.ida_channels, eq. 1)
+        ida_up_proj_1 = self.ida_up.proj_1(level2_root)
         del level2_root
-        ida_up_up_1 = self.ida_up.up_1(ida_up_proj_1)  # 32 -> 32 ch, stride 2 (head.ida_channels)
+        # U: x2 bilinear-initialised, 32 ch (head.ida_channels, eq. 1)
+        ida_up_up_1 = self.ida_up.up_1(ida_up_proj_1)
         del ida_up_proj_1
-        # 128 -> 32 ch, stride 8 (head.ida_channels)
+        # P: 128 -> 32 ch, reduction 8 (head.ida_channels, eq. 1)
         ida_up_proj_2 = self.ida_up.proj_2(level3_tree2_root)
         del level3_tree2_root
-        ida_up_up_2 = self.ida_up.up_2(ida_up_proj_2)  # 32 -> 32 ch, stride 2 (head.ida_channels)
+        # U: x4 bilinear-initialised, 32 ch (head.ida_channels, eq. 1)
+        ida_up_up_2 = self.ida_up.up_2(ida_up_proj_2)
         del ida_up_proj_2
-        # 256 -> 32 ch, stride 8 (head.ida_channels)
+        # P: 256 -> 32 ch, reduction 8 (head.ida_channels, eq. 1)
         ida_up_proj_3 = self.ida_up.proj_3(level4_tree2_root)
         del level4_tree2_root
-        ida_up_up_3 = self.ida_up.up_3(ida_up_proj_3)  # 32 -> 32 ch, stride 2 (head.ida_channels)
+        # U: x4 bilinear-initialised, 32 ch (head.ida_channels, eq. 1)
+        ida_up_up_3 = self.ida_up.up_3(ida_up_proj_3)
         del ida_up_proj_3
-        # 512 -> 32 ch, stride 8 (head.ida_channels)
+        # P: 512 -> 32 ch, reduction 8 (head.ida_channels, eq. 1)
         ida_up_proj_4 = self.ida_up.proj_4(level5_root)
         del level5_root
-        ida_up_up_4 = self.ida_up.up_4(ida_up_proj_4)  # 32 -> 32 ch, stride 2 (head.ida_channels)
+        # U: x4 bilinear-initialised, 32 ch (head.ida_channels, eq. 1)
+        ida_up_up_4 = self.ida_up.up_4(ida_up_proj_4)
         del ida_up_proj_4
-        # N: 64 -> 32 ch (head.upsample, )
+        # N: 64 -> 32 ch (head.upsample, eq. 1)
         ida_up_node_1 = self.ida_up.node_1([level1, ida_up_up_1])
         del level1, ida_up_up_1
-        # N: 64 -> 32 ch (head.upsample, )
+        # N: 64 -> 32 ch (head.upsample, eq. 1)
         ida_up_node_2 = self.ida_up.node_2([ida_up_node_1, ida_up_up_2])
         del ida_up_node_1, ida_up_up_2
-        # N: 64 -> 32 ch (head.upsample, )
+        # N: 64 -> 32 ch (head.upsample, eq. 1)
         ida_up_node_3 = self.ida_up.node_3([ida_up_node_2, ida_up_up_3])
         del ida_up_node_2, ida_up_up_3
-        # N: 64 -> 32 ch (head.upsample, )
+        # N: 64 -> 32 ch (head.upsample, eq. 1)
         ida_up_node_4 = self.ida_up.node_4([ida_up_node_3, ida_up_up_4])
         del ida_up_node_3, ida_up_up_4
-        fc = self.fc(ida_up_node_4)  # 32 -> 19 ch, stride 2 (head.num_classes)
+        fc = self.fc(ida_up_node_4)  # 32 ch -> num_classes class logits (head.num_classes)
         del ida_up_node_4
         # fixed bilinear x2 (head.upsample)
         final_up = F.interpolate(fc, scale_factor=2.0, mode="bilinear", align_corners=False)

@@ -154,82 +154,83 @@ class Dla48BS(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base_layer = self.base_layer(x)  # 3 -> 16 ch, stride 1 (levels[0])
-        level0 = self.level0(base_layer)  # 16 -> 16 ch, stride 1 (levels[0])
+        base_layer = self.base_layer(x)  # 3 -> 16 ch, reduction 1 (levels[0])
+        level0 = self.level0(base_layer)  # 16 -> 16 ch, reduction 1 (levels[0])
         del base_layer
-        level1 = self.level1(level0)  # 16 -> 32 ch, stride 2 (levels[1])
+        level1 = self.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
         del level0
-        # 2x2 max pool to stride 4 (levels[2], for the shortcut)
+        # 2x2 max pool to reduction 4 (levels[2], for the shortcut)
         level2_downsample = self.level2.downsample(level1)
         level2_project = self.level2.project(level2_downsample)  # shortcut: 32 -> 64 ch (levels[2])
         del level2_downsample
-        # L1 block: 32 -> 64 ch, stride 4 (levels[2])
+        # L1 block: 32 -> 64 ch, reduction 4 (levels[2])
         level2_tree1 = self.level2.tree1(level1, level2_project)
         del level1, level2_project
-        # L2 block: 64 -> 64 ch, stride 4 (levels[2]), identity shortcut
+        # L2 block: 64 -> 64 ch, reduction 4 (levels[2]), identity shortcut
         level2_tree2 = self.level2.tree2(level2_tree1, level2_tree1)
         # N: 128 -> 64 ch (levels[2], eq. 2)
         level2_root = self.level2.root([level2_tree2, level2_tree1])
         del level2_tree1, level2_tree2
-        # 2x2 max pool to stride 8 (levels[3], S(x), eq. 5)
+        # 2x2 max pool to reduction 8 (levels[3], S(x), eq. 5)
         level3_downsample = self.level3.downsample(level2_root)
-        # 2x2 max pool to stride 8 (levels[3], for the shortcut)
+        # 2x2 max pool to reduction 8 (levels[3], for the shortcut)
         level3_tree1_downsample = self.level3.tree1.downsample(level2_root)
-        # L1 block: 64 -> 64 ch, stride 8 (levels[3])
+        # L1 block: 64 -> 64 ch, reduction 8 (levels[3])
         level3_tree1_tree1 = self.level3.tree1.tree1(level2_root, level3_tree1_downsample)
         del level2_root, level3_tree1_downsample
-        # L2 block: 64 -> 64 ch, stride 8 (levels[3]), identity shortcut
+        # L2 block: 64 -> 64 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree1_tree2 = self.level3.tree1.tree2(level3_tree1_tree1, level3_tree1_tree1)
         # N: 128 -> 64 ch (levels[3], eq. 2)
         level3_tree1_root = self.level3.tree1.root([level3_tree1_tree2, level3_tree1_tree1])
         del level3_tree1_tree1, level3_tree1_tree2
-        # L1 block: 64 -> 64 ch, stride 8 (levels[3]), identity shortcut
+        # L1 block: 64 -> 64 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree2_tree1 = self.level3.tree2.tree1(level3_tree1_root, level3_tree1_root)
-        # L2 block: 64 -> 64 ch, stride 8 (levels[3]), identity shortcut
+        # L2 block: 64 -> 64 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree2_tree2 = self.level3.tree2.tree2(level3_tree2_tree1, level3_tree2_tree1)
         # N: 256 -> 64 ch (levels[3], eq. 5)
         level3_tree2_root = self.level3.tree2.root(
             [level3_tree2_tree2, level3_tree2_tree1, level3_downsample, level3_tree1_root]
         )
         del level3_tree1_root, level3_tree2_tree1, level3_tree2_tree2, level3_downsample
-        # 2x2 max pool to stride 16 (levels[4], S(x), eq. 5)
+        # 2x2 max pool to reduction 16 (levels[4], S(x), eq. 5)
         level4_downsample = self.level4.downsample(level3_tree2_root)
-        # 2x2 max pool to stride 16 (levels[4], for the shortcut)
+        # 2x2 max pool to reduction 16 (levels[4], for the shortcut)
         level4_tree1_downsample = self.level4.tree1.downsample(level3_tree2_root)
         # shortcut: 64 -> 128 ch (levels[4])
         level4_tree1_project = self.level4.tree1.project(level4_tree1_downsample)
         del level4_tree1_downsample
-        # L1 block: 64 -> 128 ch, stride 16 (levels[4])
+        # L1 block: 64 -> 128 ch, reduction 16 (levels[4])
         level4_tree1_tree1 = self.level4.tree1.tree1(level3_tree2_root, level4_tree1_project)
         del level3_tree2_root, level4_tree1_project
-        # L2 block: 128 -> 128 ch, stride 16 (levels[4]), identity shortcut
+        # L2 block: 128 -> 128 ch, reduction 16 (levels[4]), identity shortcut
         level4_tree1_tree2 = self.level4.tree1.tree2(level4_tree1_tree1, level4_tree1_tree1)
         # N: 256 -> 128 ch (levels[4], eq. 2)
         level4_tree1_root = self.level4.tree1.root([level4_tree1_tree2, level4_tree1_tree1])
         del level4_tree1_tree1, level4_tree1_tree2
-        # L1 block: 128 -> 128 ch, stride 16 (levels[4]), identity shortcut
+        # L1 block: 128 -> 128 ch, reduction 16 (levels[4]), identity shortcut
         level4_tree2_tree1 = self.level4.tree2.tree1(level4_tree1_root, level4_tree1_root)
-        # L2 block: 128 -> 128 ch, stride 16 (levels[4]), identity shortcut
+        # L2 block: 128 -> 128 ch, reduction 16 (levels[4]), identity shortcut
         level4_tree2_tree2 = self.level4.tree2.tree2(level4_tree2_tree1, level4_tree2_tree1)
         # N: 448 -> 128 ch (levels[4], eq. 5)
         level4_tree2_root = self.level4.tree2.root(
             [level4_tree2_tree2, level4_tree2_tree1, level4_downsample, level4_tree1_root]
         )
         del level4_tree1_root, level4_tree2_tree1, level4_tree2_tree2, level4_downsample
-        # 2x2 max pool to stride 32 (levels[5], S(x), eq. 5)
+        # 2x2 max pool to reduction 32 (levels[5], S(x), eq. 5)
         level5_downsample = self.level5.downsample(level4_tree2_root)
         # shortcut: 128 -> 256 ch (levels[5])
         level5_project = self.level5.project(level5_downsample)
-        # L1 block: 128 -> 256 ch, stride 32 (levels[5])
+        # L1 block: 128 -> 256 ch, reduction 32 (levels[5])
         level5_tree1 = self.level5.tree1(level4_tree2_root, level5_project)
         del level4_tree2_root, level5_project
-        # L2 block: 256 -> 256 ch, stride 32 (levels[5]), identity shortcut
+        # L2 block: 256 -> 256 ch, reduction 32 (levels[5]), identity shortcut
         level5_tree2 = self.level5.tree2(level5_tree1, level5_tree1)
         # N: 640 -> 256 ch (levels[5], eq. 5)
         level5_root = self.level5.root([level5_tree2, level5_tree1, level5_downsample])
         del level5_downsample, level5_tree1, level5_tree2
-        global_pool = self.global_pool(level5_root)  # 256 -> 256 ch, stride 32 (head)
+        global_pool = self.global_pool(level5_root)  # global average pool: 256 ch (head)
         del level5_root
-        fc = torch.flatten(self.fc(global_pool), 1)  # 256 -> num_classes logits
+        # 256 ch -> num_classes class logits (head.num_classes)
+        fc = torch.flatten(self.fc(global_pool), 1)
         del global_pool
         return fc

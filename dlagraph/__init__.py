@@ -11,37 +11,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analysis import Summary as Summary
-from .analysis import summarize as summarize
+from ._version import __version__ as __version__
 from .blocks import Layer as Layer
 from .blocks import register_block as register_block
 from .blocks import registered_blocks as registered_blocks
 from .blocks import unregister_block as unregister_block
-from .compile import compile_spec as compile_spec
 from .errors import CodegenError as CodegenError
 from .errors import DlagraphError as DlagraphError
 from .errors import GraphError as GraphError
+from .errors import InputSizeError as InputSizeError
+from .errors import RegistryError as RegistryError
 from .errors import SpecError as SpecError
 from .errors import WeightsError as WeightsError
-from .load import load_spec as load_spec
-from .load import spec_to_yaml as spec_to_yaml
+from .ir import Summary as Summary
+from .ir import compile_spec as compile_spec
+from .ir import summarize as summarize
 from .spec import Spec as Spec
-
-__version__ = "0.1.0"
+from .spec import load_spec as load_spec
+from .spec import spec_to_yaml as spec_to_yaml
 
 _LAZY = {
-    "build_module": ("dlagraph.nn.interpret", "build_module"),
-    "fold_bn": ("dlagraph.nn.interpret", "fold_bn"),
-    "load_weights": ("dlagraph.nn.weights", "load_weights"),
-    "generate_source": ("dlagraph.codegen", "generate_source"),
-    "draw": ("dlagraph.diagram", "draw"),
+    "build_module": ("dlagraph.backends.torch.interpret", "build_module"),
+    "fold_bn": ("dlagraph.backends.torch.interpret", "fold_bn"),
+    "load_weights": ("dlagraph.backends.torch.weights", "load_weights"),
+    "generate_source": ("dlagraph.backends.codegen", "generate_source"),
+    "draw": ("dlagraph.backends.diagram", "draw"),
 }
 
 __all__ = [
     "CodegenError",
     "DlagraphError",
     "GraphError",
+    "InputSizeError",
     "Layer",
+    "RegistryError",
     "Spec",
     "SpecError",
     "Summary",

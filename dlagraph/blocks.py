@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import SpecError, safe_repr
+from .errors import RegistryError, safe_repr
 
 __all__ = [
     "Layer",
@@ -63,6 +63,15 @@ class Layer:
             return 2 * self.out_channels
         weights = self.out_channels * (self.in_channels // self.groups) * self.kernel_size**2
         return weights + (self.out_channels if self.bias else 0)
+
+    def describe(self) -> str:
+        """``3x3 64→128 g32 /2`` or ``BN``: one row of a layer-level diagram."""
+        if self.kind == "bn":
+            return "BN"
+        g = f" g{self.groups}" if self.groups > 1 else ""
+        s = f" /{self.stride}" if self.stride > 1 else ""
+        k = self.kernel_size
+        return f"{k}x{k} {self.in_channels}→{self.out_channels}{g}{s}"
 
     def macs(self, h: int, w: int) -> int:
         """Multiply-accumulates for an input of ``h x w`` at the block input."""
@@ -135,18 +144,32 @@ class BlockType:
             return None
         return self.layers(cin, cout, stride, dilation, options)
 
+    def count_params(
+        self, cin: int, cout: int, stride: int, dilation: int, options: BaseModel
+    ) -> int:
+        """Parameters of one block: from ``layers`` when declared, else from a meta-device
+        instance (the block is a torch class, so torch is already there; nothing is allocated)."""
+        layers = self.static_layers(cin, cout, stride, dilation, options)
+        if layers is not None:
+            return sum(layer.params for layer in layers)
+        import torch
+
+        with torch.device("meta"):
+            m = self.resolve()(**self.module_args(cin, cout, stride, dilation, options))
+        return sum(p.numel() for p in m.parameters())
+
 
 _REGISTRY: dict[str, BlockType] = {}
 
 
 def _add(bt: BlockType, replace: bool = False) -> BlockType:
     if not _NAME.match(bt.name):
-        raise SpecError(f"block type name {bt.name!r} must match [a-z_][a-z0-9_]*")
+        raise RegistryError(f"block type name {bt.name!r} must match [a-z_][a-z0-9_]*")
     old = _REGISTRY.get(bt.name)
     if old is not None and not replace:
         if old.builtin:
-            raise SpecError(f"block type {bt.name!r} is built in and cannot be replaced")
-        raise SpecError(f"block type {bt.name!r} is already registered (pass replace=True)")
+            raise RegistryError(f"block type {bt.name!r} is built in and cannot be replaced")
+        raise RegistryError(f"block type {bt.name!r} is already registered (pass replace=True)")
     _REGISTRY[bt.name] = bt
     return bt
 
@@ -187,9 +210,9 @@ def register_block(
     def deco(cls: type) -> type:
         opts = options or getattr(cls, "Options", None) or NoOptions
         if not (isinstance(opts, type) and issubclass(opts, BaseModel)):
-            raise SpecError(f"block type {name!r}: options must be a pydantic model class")
+            raise RegistryError(f"block type {name!r}: options must be a pydantic model class")
         if opts.model_config.get("extra") != "forbid":
-            raise SpecError(f"block type {name!r}: its options model must set extra='forbid'")
+            raise RegistryError(f"block type {name!r}: its options model must set extra='forbid'")
         lay = layers or getattr(cls, "layers", None)
         try:
             takes_dilation = "dilation" in inspect.signature(cls).parameters
@@ -216,7 +239,7 @@ def unregister_block(name: str) -> None:
     """Remove a user-registered block type (built-in types stay)."""
     bt = _REGISTRY.get(name)
     if bt is not None and bt.builtin:
-        raise SpecError(f"block type {name!r} is built in and cannot be removed")
+        raise RegistryError(f"block type {name!r} is built in and cannot be removed")
     _REGISTRY.pop(name, None)
 
 
@@ -224,7 +247,7 @@ def get_block_type(name: str) -> BlockType:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise SpecError(
+        raise RegistryError(
             f"unknown block type {safe_repr(name)}; registered: {', '.join(registered_blocks())}"
         ) from None
 
@@ -288,8 +311,7 @@ def _res2_width(cout: int, o: Res2NetOptions) -> int:
     return (cout * o.base_width // 64) * o.cardinality // 2
 
 
-def _res2_layers(cin: int, cout: int, s: int, d: int, o: BaseModel) -> list[Layer]:
-    assert isinstance(o, Res2NetOptions)
+def _res2_layers(cin: int, cout: int, s: int, d: int, o: Any) -> list[Layer]:
     w = _res2_width(cout, o)
     out = [
         Layer("conv1", "conv", cin, w * o.scale, 1),
@@ -303,8 +325,7 @@ def _res2_layers(cin: int, cout: int, s: int, d: int, o: BaseModel) -> list[Laye
     return out + conv("3", w * o.scale, cout, 1, div=s)
 
 
-def _res2_check(cout: int, o: BaseModel) -> list[str]:
-    assert isinstance(o, Res2NetOptions)
+def _res2_check(cout: int, o: Any) -> list[str]:
     w = _res2_width(cout, o)
     if w == 0 or w % o.cardinality:
         return [
@@ -315,65 +336,45 @@ def _res2_check(cout: int, o: BaseModel) -> list[str]:
     return []
 
 
-def _builtin(bt: BlockType) -> None:
-    _add(bt)
+def _builtin(name: str, cls: str, description: str, **contract: Any) -> None:
+    factory = f"dlagraph.backends.torch.modules:{cls}"
+    _add(BlockType(name, factory, description=description, builtin=True, **contract))
+
+
+def _split_args(cin: int, cout: int, s: int, d: int, o: Any) -> dict[str, Any]:
+    args = _default_module_args(cin, cout, s, d, NoOptions())
+    return args | {"mid_channels": _split_mid(cout, o.cardinality), "groups": o.cardinality}
 
 
 _builtin(
-    BlockType(
-        name="basic",
-        factory="dlagraph.nn.blocks:DlaBasic",
-        layers=_basic_layers,
-        module_args=_default_module_args,
-        description="two 3x3 convs with a residual add (paper Fig. 3a)",
-        builtin=True,
-    )
+    "basic", "DlaBasic", "two 3x3 convs with a residual add (paper Fig. 3a)", layers=_basic_layers
 )
 _builtin(
-    BlockType(
-        name="bottleneck",
-        factory="dlagraph.nn.blocks:DlaBottleneck",
-        layers=lambda cin, cout, s, d, o: _bottleneck_layers(cout // 2, 1, cin, cout, s, d),
-        check=lambda cout, o: (
-            [] if cout >= 2 else [f"a bottleneck needs >= 2 channels (got {cout})"]
-        ),
-        module_args=lambda cin, cout, s, d, o: (
-            _default_module_args(cin, cout, s, d, o) | {"mid_channels": cout // 2}
-        ),
-        description="1x1 -> 3x3 -> 1x1 with middle width out/2 (paper Fig. 3b)",
-        builtin=True,
-    )
+    "bottleneck",
+    "DlaBottleneck",
+    "1x1 -> 3x3 -> 1x1 with middle width out/2 (paper Fig. 3b)",
+    layers=lambda cin, cout, s, d, o: _bottleneck_layers(cout // 2, 1, cin, cout, s, d),
+    check=lambda cout, o: [] if cout >= 2 else [f"a bottleneck needs >= 2 channels (got {cout})"],
+    module_args=lambda cin, cout, s, d, o: (
+        _default_module_args(cin, cout, s, d, o) | {"mid_channels": cout // 2}
+    ),
 )
 _builtin(
-    BlockType(
-        name="split",
-        factory="dlagraph.nn.blocks:DlaBottleneck",
-        options=SplitOptions,
-        layers=lambda cin, cout, s, d, o: _bottleneck_layers(
-            _split_mid(cout, o.cardinality), o.cardinality, cin, cout, s, d
-        ),
-        check=_split_check,
-        module_args=lambda cin, cout, s, d, o: {
-            "in_channels": cin,
-            "out_channels": cout,
-            "stride": s,
-            **({"dilation": d} if d != 1 else {}),
-            "mid_channels": _split_mid(cout, o.cardinality),
-            "groups": o.cardinality,
-        },
-        description="ResNeXt split block, middle width out*cardinality/32 (paper Fig. 3c)",
-        builtin=True,
-    )
+    "split",
+    "DlaBottleneck",
+    "ResNeXt split block, middle width out*cardinality/32 (paper Fig. 3c)",
+    options=SplitOptions,
+    layers=lambda cin, cout, s, d, o: _bottleneck_layers(
+        _split_mid(cout, o.cardinality), o.cardinality, cin, cout, s, d
+    ),
+    check=_split_check,
+    module_args=_split_args,
 )
 _builtin(
-    BlockType(
-        name="res2net",
-        factory="dlagraph.nn.blocks:DlaBottle2neck",
-        options=Res2NetOptions,
-        layers=_res2_layers,
-        check=_res2_check,
-        module_args=lambda cin, cout, s, d, o: _default_module_args(cin, cout, s, d, o),
-        description="Res2Net bottleneck with hierarchical splits (timm DlaBottle2neck)",
-        builtin=True,
-    )
+    "res2net",
+    "DlaBottle2neck",
+    "Res2Net bottleneck with hierarchical splits (timm DlaBottle2neck)",
+    options=Res2NetOptions,
+    layers=_res2_layers,
+    check=_res2_check,
 )

@@ -10,6 +10,8 @@ from typing import Any
 __all__ = [
     "DlagraphError",
     "SpecError",
+    "RegistryError",
+    "InputSizeError",
     "GraphError",
     "CodegenError",
     "WeightsError",
@@ -31,6 +33,14 @@ class SpecError(DlagraphError, ValueError):
         self.problems: list[str] = list(problems)
         self.source = source
         super().__init__("\n".join(self.problems))
+
+
+class RegistryError(DlagraphError, ValueError):
+    """A block type was registered, replaced or removed in a way the registry does not allow."""
+
+
+class InputSizeError(DlagraphError, ValueError):
+    """An input size the network cannot take (sides must be multiples of its total stride)."""
 
 
 class GraphError(DlagraphError):

@@ -14,7 +14,7 @@ from torch import nn
 
 import dlagraph
 from dlagraph import Layer
-from dlagraph.spec import SHADOWED_MODULES
+from dlagraph.spec.schema import SHADOWED_MODULES
 
 TEST_BLOCK = "dw_test"
 

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from dlagraph import SpecError, load_spec, summarize
+from dlagraph import InputSizeError, load_spec, summarize
 
 from .conftest import SPEC_PATHS, spec_ids
 
@@ -106,7 +106,7 @@ def test_shapes_equal_traced_shapes() -> None:
 
 @pytest.mark.parametrize("size", [(200, 224), (224, 230), (0, 32), (31, 32)])
 def test_bad_input_sizes_are_refused_early(size: tuple[int, int]) -> None:
-    with pytest.raises(SpecError, match="multiples of the total stride 32"):
+    with pytest.raises(InputSizeError, match="multiples of the total stride 32"):
         summarize("specs/dla36.yaml", size)
 
 
@@ -122,7 +122,7 @@ def test_aggregation_depth_grows_with_log2_blocks() -> None:
         spec["levels"][3]["depth"] = depth
         lv = summarize(spec).levels[4]
         assert lv.blocks == 2**depth
-        assert lv.aggregation_depth == depth
+        assert lv.aggregations_to_root == depth
 
 
 def test_unused_nodes_are_reported() -> None:

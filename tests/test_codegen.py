@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,11 +13,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dlagraph import CodegenError, build_module, generate_source, load_spec
+from dlagraph import (
+    CodegenError,
+    InputSizeError,
+    build_module,
+    generate_source,
+    load_spec,
+    summarize,
+)
 from dlagraph.cli import main
 
 from .conftest import ROOT, SPEC_PATHS, spec_ids
-from .helpers import exec_generated, import_file
+from .helpers import TINY, exec_generated, import_file
 
 torch = pytest.importorskip("torch")
 
@@ -256,3 +264,25 @@ def test_random_specs_generated_equals_interpreter(
         else (torch.cat([t.flatten() for t in a]), torch.cat([t.flatten() for t in b]))
     )
     assert torch.equal(a, b)
+
+
+def test_every_generated_comment_says_something() -> None:
+    """No comment of a golden is empty or has an empty slot, like `(head.down_ratio, )`."""
+    for path in sorted((ROOT / "codegen").glob("*.py")):
+        for line in path.read_text().splitlines():
+            if "  # " not in line and not line.lstrip().startswith("# "):
+                continue
+            comment = line.split("# ", 1)[1]
+            assert comment.strip() and ", )" not in comment and "()" not in comment, (
+                f"{path.name}: {line.strip()}"
+            )
+            assert not re.search(r"\bstride \d", comment), f"{path.name}: reduction, not stride"
+
+
+def test_pruned_features_head_documents_the_stride_summarize_accepts() -> None:
+    spec = {**TINY, "head": {"type": "features", "out_indices": [1, 2]}}
+    src = generate_source(spec)
+    assert "Input sides must be multiples of 4." in src
+    assert summarize(spec, (4, 8)).input_size == (4, 8)
+    with pytest.raises(InputSizeError, match="multiples of the total stride 4"):
+        summarize(spec, (6, 8))

@@ -8,7 +8,7 @@ import networkx as nx
 import pytest
 
 from dlagraph import GraphError, compile_spec
-from dlagraph.graph import check, inputs, paper_inputs, topo_order
+from dlagraph.ir.graph import check, inputs, paper_inputs, topo_order
 
 from .conftest import SPEC_PATHS, spec_ids
 from .helpers import TINY
@@ -24,9 +24,14 @@ def test_eq2_depth_one_tree() -> None:
     assert inputs(g, "level2.tree2") == ["level2.tree1"]  # identity shortcut
     assert inputs(g, "level2.root") == ["level2.tree2", "level2.tree1"]
     assert paper_inputs(g, "level2.root") == ["level2.tree1", "level2.tree2"]
-    assert g.nodes["level2.root"]["in_channels"] == 64
-    assert g.nodes["level2.root"]["eq"] == "eq2"  # Level 3 does not aggregate S(x) by default
-    assert g.nodes["level2.tree1"]["stride"] == 2 and g.nodes["level2.tree2"]["stride"] == 1
+    assert g.nodes["level2.root"]["rec"]["in_channels"] == 64
+    assert (
+        g.nodes["level2.root"]["meta"]["eq"] == "eq2"
+    )  # Level 3 does not aggregate S(x) by default
+    assert (
+        g.nodes["level2.tree1"]["rec"]["stride"] == 2
+        and g.nodes["level2.tree2"]["rec"]["stride"] == 1
+    )
 
 
 def test_eq5_depth_two_level_root() -> None:
@@ -48,9 +53,9 @@ def test_eq5_depth_two_level_root() -> None:
     ]
     # R_1 feeds the next subtree's first block (Fig. 1e), not the level input
     assert inputs(g, "level3.tree2.tree1") == ["level3.tree1.root"]
-    assert g.nodes["level3.tree2.root"]["in_channels"] == 64 + 64 + 32 + 64
-    assert g.nodes["level3.tree2.root"]["eq"] == "eq5"
-    assert g.nodes["level3.downsample"]["role"] == "S"
+    assert g.nodes["level3.tree2.root"]["rec"]["in_channels"] == 64 + 64 + 32 + 64
+    assert g.nodes["level3.tree2.root"]["meta"]["eq"] == "eq5"
+    assert g.nodes["level3.downsample"]["meta"]["role"] == "S"
 
 
 def test_eq5_switch_adds_or_removes_s() -> None:
@@ -60,7 +65,7 @@ def test_eq5_switch_adds_or_removes_s() -> None:
     g = compile_spec(spec)
     assert "level3.downsample" not in inputs(g, "level3.tree2.root")
     assert inputs(g, "level2.root") == ["level2.tree2", "level2.tree1", "level2.downsample"]
-    assert g.nodes["level2.root"]["in_channels"] == 32 + 32 + 16
+    assert g.nodes["level2.root"]["rec"]["in_channels"] == 32 + 32 + 16
 
 
 def test_eq1_levels_form_an_iterative_chain() -> None:
@@ -121,7 +126,7 @@ MEASURED_ROOTS = {
 @pytest.mark.parametrize("name", sorted(MEASURED_ROOTS))
 def test_root_channels_match_the_official_models(name: str) -> None:
     g = compile_spec(f"specs/{name}.yaml")
-    got = {n: g.nodes[n]["in_channels"] for n in MEASURED_ROOTS[name]}
+    got = {n: g.nodes[n]["rec"]["in_channels"] for n in MEASURED_ROOTS[name]}
     assert got == MEASURED_ROOTS[name]
 
 
@@ -130,7 +135,7 @@ def test_official_layout_keeps_and_marks_dead_projections() -> None:
     spec["layout"] = "official"
     g = compile_spec(spec)
     assert g.graph["unused"] == ["level3.project"]
-    assert g.nodes["level3.project"]["unused"] and g.out_degree("level3.project") == 0
+    assert g.nodes["level3.project"]["layout"]["unused"] and g.out_degree("level3.project") == 0
     timm = compile_spec(TINY)
     assert "level3.project" not in timm
     # official registration order: tree1, tree2, root, then downsample, project
@@ -183,7 +188,7 @@ def test_lint_port_gap(g: nx.DiGraph) -> None:
 
 
 def test_lint_channel_sum(g: nx.DiGraph) -> None:
-    g.nodes["level3.tree2.root"]["in_channels"] = 100
+    g.nodes["level3.tree2.root"]["rec"]["in_channels"] = 100
     with pytest.raises(
         GraphError,
         match=r"'level3.tree2.root' \(from levels\[3\]\): expects 100 "
@@ -193,14 +198,21 @@ def test_lint_channel_sum(g: nx.DiGraph) -> None:
 
 
 def test_lint_unreachable_and_dead(g: nx.DiGraph) -> None:
-    g.add_node("stray", op="conv", index=999, in_channels=1, out_channels=1, reduction=1)
+    g.add_node(
+        "stray",
+        op="project",
+        index=999,
+        rec={"in_channels": 1, "out_channels": 1},
+        meta={"reduction": 1},
+        layout={"module": "stray"},
+    )
     g.graph["modules"].append("stray")
     with pytest.raises(GraphError, match="'stray': not reachable from the input"):
         check(g)
 
 
 def test_lint_unused_must_not_reach_output(g: nx.DiGraph) -> None:
-    g.nodes["level2.project"]["unused"] = True
+    g.nodes["level2.project"]["layout"]["unused"] = True
     with pytest.raises(
         GraphError, match="'level2.project' \\(from levels\\[2\\]\\): marked unused"
     ):
@@ -212,13 +224,15 @@ def test_lint_unknown_op_and_two_outputs(g: nx.DiGraph) -> None:
     with pytest.raises(GraphError, match="unknown op 'magic'"):
         check(g)
     g.nodes["level2.tree1"]["op"] = "block"
-    g.add_node("out2", op="output", index=1000, reduction=1)
+    g.add_node(
+        "out2", op="output", index=1000, rec={"kind": "tensor"}, meta={"reduction": 1}, layout={}
+    )
     g.add_edge("fc", "out2", port=0)
     with pytest.raises(GraphError, match="exactly one input and one output"):
         check(g)
 
 
 def test_lint_shortcut_shape(g: nx.DiGraph) -> None:
-    g.nodes["level2.project"]["out_channels"] = 8
+    g.nodes["level2.project"]["rec"]["out_channels"] = 8
     with pytest.raises(GraphError, match="shortcut 'level2.project' is 8 ch"):
         check(g)

@@ -28,7 +28,7 @@ def dot_nodes(source: str) -> list[str]:
 @pytest.mark.parametrize("path", SPEC_PATHS, ids=spec_ids())
 def test_one_dot_node_per_dag_node(path: Path) -> None:
     g = compile_spec(path)
-    live = [n for n in g.nodes if not g.nodes[n].get("unused")]
+    live = [n for n in g.nodes if not g.nodes[n]["layout"].get("unused")]
     nodes = dot_nodes(draw(g).source)
     assert sorted(nodes) == sorted(n.replace(".", "_") for n in live)
     aggs = [n for n in g.nodes if g.nodes[n]["op"] == "aggregate"]
@@ -69,7 +69,7 @@ def test_collapse_depth_groups_subtrees_with_counts() -> None:
     assert "16 blocks, 8 N" in src  # Fig. 1(f): only depth-1 subtrees own a node
     deeper = dot_nodes(draw(g, collapse_depth=2, legend=False).source)
     assert "level4_tree1_tree1_tree1" in deeper and "level4_tree1_tree1_tree1_root" not in deeper
-    total = len([n for n in g.nodes if not g.nodes[n].get("unused")])
+    total = len([n for n in g.nodes if not g.nodes[n]["layout"].get("unused")])
     assert len(deeper) < total
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import dlagraph
-from dlagraph import build_module, generate_source, load_spec
+from dlagraph import DlagraphError, build_module, fold_bn, generate_source, load_spec
 
 from .helpers import exec_generated
 
@@ -59,10 +59,8 @@ def test_folded_generated_code_is_close(name: str) -> None:
 
 
 def test_fold_requires_eval_mode() -> None:
-    from dlagraph.nn.blocks import fold_batchnorm
-
-    with pytest.raises(RuntimeError, match="call model.eval"):
-        fold_batchnorm(build_module("specs/dla36.yaml").train())
+    with pytest.raises(DlagraphError, match="call model.eval"):
+        fold_bn(build_module("specs/dla36.yaml").train())
 
 
 def test_generated_code_compiles_without_graph_breaks() -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 import dlagraph
-from dlagraph import SpecError, build_module, load_spec, summarize
+from dlagraph import RegistryError, SpecError, build_module, load_spec, summarize
 
 from .conftest import SPEC_PATHS, spec_ids
 from .helpers import TINY
@@ -221,7 +221,7 @@ def test_unknown_block_lists_registered_types(inverted: object) -> None:
 
 
 def test_builtin_blocks_cannot_be_replaced() -> None:
-    with pytest.raises(SpecError, match="built in"):
+    with pytest.raises(RegistryError, match="built in"):
         dlagraph.register_block("basic")(_InvertedResidual)
 
 

@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dlagraph import build_module, compile_spec, generate_source, load_spec, spec_to_yaml, summarize
-from dlagraph.analysis import level_aggregation_depth
-from dlagraph.graph import inputs, paper_inputs, topo_order
+from dlagraph.ir.analysis import aggregations_to_root
+from dlagraph.ir.graph import channels, inputs, paper_inputs, topo_order
+from dlagraph.names import var_name
 
 from .helpers import exec_generated
 from .strategies import valid_specs, with_test_block
@@ -39,7 +40,7 @@ def test_one_input_and_one_output(spec: dict) -> None:
     with with_test_block():
         g = compile_spec(spec)
     assert [n for n in g if g.in_degree(n) == 0] == ["input"]
-    sinks = [n for n in g if g.out_degree(n) == 0 and not g.nodes[n].get("unused")]
+    sinks = [n for n in g if g.out_degree(n) == 0 and not g.nodes[n]["layout"].get("unused")]
     assert sinks == ["output"]
 
 
@@ -70,7 +71,7 @@ def test_channel_conservation_at_aggregation_nodes(spec: dict) -> None:
         g = compile_spec(spec)
     for n, a in g.nodes(data=True):
         if a["op"] == "aggregate":
-            assert a["in_channels"] == sum(g.nodes[u]["out_channels"] for u in inputs(g, n))
+            assert a["rec"]["in_channels"] == sum(channels(g, u) for u in inputs(g, n))
 
 
 @given(valid_specs())
@@ -93,7 +94,7 @@ def test_aggregation_depth_grows_with_log2_of_blocks(spec: dict) -> None:
     for i in tree_levels(spec):
         blocks = [n for n in g if n.startswith(f"level{i}.") and g.nodes[n]["op"] == "block"]
         if blocks:
-            assert level_aggregation_depth(g, i) == math.log2(len(blocks))
+            assert aggregations_to_root(g, i) == math.log2(len(blocks))
 
 
 def _blocks_upstream(g: nx.DiGraph, n: str, prefix: str) -> int:
@@ -137,15 +138,16 @@ def test_static_shapes_equal_traced_shapes(spec: dict) -> None:
     from torch.fx.passes.shape_prop import ShapeProp
 
     with with_test_block():
-        stride = 2 ** (len(spec["levels"]) - 1)
+        stride = compile_spec(spec).graph["total_stride"]
         size = (stride, 2 * stride)
         static = {ni.name: ni.shape for ni in summarize(spec, size).nodes}
         with torch.device("meta"):
             model = build_module(spec, init=False)
         ShapeProp(model).propagate(torch.empty(1, spec["in_channels"], *size, device="meta"))
     for node in model.graph.nodes:
-        dag = model._fx_names.get(node.name)
-        if dag is not None and "tensor_meta" in node.meta:
+        # fx nodes are named like the DAG's variables: level3.tree1.root -> level3_tree1_root
+        dag = next((n for n in static if var_name(n) == node.name), None)
+        if dag is not None and node.op != "output" and "tensor_meta" in node.meta:
             assert tuple(node.meta["tensor_meta"].shape[1:]) == static[dag], dag
 
 

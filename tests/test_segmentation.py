@@ -39,10 +39,11 @@ def test_dilation_keeps_level_4_resolution() -> None:
     assert shapes["level4"] == (256, 32, 32) and shapes["level5"] == (512, 32, 32)  # 1/8
     g = compile_spec("specs/dla36_seg_camvid.yaml")
     assert (
-        g.nodes["level5.tree1"]["dilation"] == 4 and g.nodes["level4.tree1.tree1"]["dilation"] == 2
+        g.nodes["level5.tree1"]["rec"]["dilation"] == 4
+        and g.nodes["level4.tree1.tree1"]["rec"]["dilation"] == 2
     )
     assert "level5.downsample" not in g  # no S(x) pooling in a dilated level
-    assert load_spec("specs/dla36_seg_camvid.yaml").total_stride == 8
+    assert g.graph["total_stride"] == 8
     model = build_module("specs/dla36_seg_camvid.yaml")
     conv = model.level5.tree1.conv1
     assert conv.dilation == (4, 4) and conv.stride == (1, 1) and conv.padding == (4, 4)
@@ -102,7 +103,7 @@ def test_paper_table_7_parameter_counts() -> None:
 
 
 def test_bilinear_transposed_conv_equals_interpolation_inside() -> None:
-    from dlagraph.nn.blocks import bilinear_up
+    from dlagraph.backends.torch.modules import bilinear_up
 
     for f in (2, 4, 8):
         up = bilinear_up(3, f)
@@ -115,7 +116,7 @@ def test_bilinear_transposed_conv_equals_interpolation_inside() -> None:
 
 
 def test_bilinear_init_survives_weight_init() -> None:
-    from dlagraph.nn.blocks import bilinear_up
+    from dlagraph.backends.torch.modules import bilinear_up
 
     torch.manual_seed(0)
     model = build_module("specs/dla36_seg_camvid.yaml")
@@ -127,12 +128,14 @@ def test_bilinear_init_survives_weight_init() -> None:
 
 def test_ida_upsampling_dag_holds_both_idas() -> None:
     g = compile_spec("specs/dla36_seg_camvid.yaml")
-    eq1 = [n for n, a in g.nodes(data=True) if a.get("eq") == "eq1" and a["op"] == "aggregate"]
+    eq1 = [
+        n for n, a in g.nodes(data=True) if a["meta"].get("eq") == "eq1" and a["op"] == "aggregate"
+    ]
     assert eq1 == [f"ida_up.node_{j}" for j in range(1, 5)]  # Level 2 .. Level 6
     assert [g.nodes[u]["op"] for u in ("ida_up.proj_1", "ida_up.up_1")] == ["conv", "upsample"]
-    assert g.nodes["ida_up.node_1"]["kernel_size"] == 3
-    assert g.nodes["final_up"]["scale"] == 2  # upsample x4 by IDA, then 2x bilinear
-    level_roots = [n for n, a in g.nodes(data=True) if a.get("eq") == "eq5"]
+    assert g.nodes["ida_up.node_1"]["rec"]["kernel_size"] == 3
+    assert g.nodes["final_up"]["rec"]["scale"] == 2  # upsample x4 by IDA, then 2x bilinear
+    level_roots = [n for n, a in g.nodes(data=True) if a["meta"].get("eq") == "eq5"]
     assert level_roots  # the classification IDA is still there
 
 

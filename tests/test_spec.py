@@ -11,7 +11,7 @@ import yaml
 
 import dlagraph
 from dlagraph import SpecError, load_spec, spec_to_yaml
-from dlagraph.schema import json_schema
+from dlagraph.spec import json_schema
 
 from .conftest import SPEC_PATHS, spec_ids
 from .helpers import TINY

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .blocks import get_block_type, registered_blocks
-from .spec import Spec
+from ..blocks import get_block_type, registered_blocks
+from .schema import Spec
 
 __all__ = ["json_schema"]
 

@@ -213,10 +213,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     In every dlagraph module a ``BatchNorm2d`` directly follows the conv it normalises (``conv1,
     bn1``, ``conv, bn``, ``Sequential(conv, bn, ...)``, ``convs[i], bns[i]``), so each pair becomes
     one conv with ``w * g / sqrt(v + eps)`` and bias ``b - m * g / sqrt(v + eps)``, and the BN an
-    ``nn.Identity``. Returns ``model``, changed in place.
+    ``nn.Identity``. Returns ``model``, changed in place. It uses the running statistics: call it
+    on a model in eval mode.
     """
-    if model.training:
-        raise RuntimeError("fold_batchnorm folds running statistics: call model.eval() first")
     for parent in list(model.modules()):
         children = list(parent.named_children())
         for (_, conv), (bn_name, bn) in zip(children, children[1:]):  # noqa: B905

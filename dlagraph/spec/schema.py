@@ -33,9 +33,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .blocks import get_block_type, registered_blocks
-from .errors import clip
-from .spec_errors import Loc, _message, _problems
+from ..blocks import get_block_type, registered_blocks
+from ..errors import RegistryError, clip
+from .errors import Loc, _message, _problems
 
 __all__ = [
     "Spec",
@@ -149,7 +149,7 @@ class BlockSpec(BaseModel):
             raise _problems([(("type",), "must be a string")])
         try:
             bt = get_block_type(name)
-        except ValueError as e:
+        except RegistryError as e:
             raise _problems([(("type",), str(e))]) from None
         opts = {k: x for k, x in v.items() if k != "type"}
         try:
@@ -290,131 +290,76 @@ class Spec(_Model):
     @model_validator(mode="after")
     def _semantics(self) -> Spec:
         problems: list[tuple[Loc, str]] = []
+
+        def bad(loc: Loc, msg: str) -> None:
+            problems.append((loc, msg))
+
         for i, lvl in enumerate(self.levels):
             if i < 2 and not isinstance(lvl, ConvLevel):
-                problems.append(
-                    (
-                        ("levels", i),
-                        "Levels 1 and 2 are conv levels "
-                        "{channels, convs}; `depth` is only for Levels 3 and up",
-                    )
-                )
+                bad(("levels", i), "Levels 1 and 2 are conv levels {channels, convs}; `depth` is "
+                    "only for Levels 3 and up")  # fmt: skip
             if i >= 2 and not isinstance(lvl, TreeLevel):
-                problems.append(
-                    (
-                        ("levels", i),
-                        "Levels 3 and up are HDA trees and need `depth` (got a conv level)",
-                    )
+                bad(
+                    ("levels", i),
+                    "Levels 3 and up are HDA trees and need `depth` (got a conv level)",
                 )
         trees = [(i, lvl) for i, lvl in enumerate(self.levels) if isinstance(lvl, TreeLevel)]
         if len(self.levels) - 2 > MAX_TREE_LEVELS:
-            problems.append(
-                (
-                    ("levels",),
-                    f"at most {MAX_TREE_LEVELS} tree levels are allowed "
-                    f"(got {len(self.levels) - 2})",
-                )
-            )
-        problems += self._size_problems(trees)
+            bad(("levels",), f"at most {MAX_TREE_LEVELS} tree levels are allowed "
+                f"(got {len(self.levels) - 2})")  # fmt: skip
+        self._size_problems(trees, bad)
         bt = get_block_type(self.block.type)
         for i, lvl in trees:
-            problems += [
-                (("levels", i, "channels"), m) for m in bt.check(lvl.channels, self.block.options)
-            ]
+            for m in bt.check(lvl.channels, self.block.options):
+                bad(("levels", i, "channels"), m)
         if isinstance(self.head, FeaturesHead):
             n = len(self.levels)
             for j, idx in enumerate(self.head.out_indices):
                 if not 0 <= idx < n:
-                    problems.append(
-                        (
-                            ("head", "out_indices", j),
-                            f"level index {idx} is out of range 0..{n - 1}",
-                        )
-                    )
+                    bad(("head", "out_indices", j), f"level index {idx} is out of range 0..{n - 1}")
             if len(set(self.head.out_indices)) != len(self.head.out_indices):
-                problems.append((("head", "out_indices"), "indices must be unique"))
-        problems += self._head_problems(bt)
+                bad(("head", "out_indices"), "indices must be unique")
+        self._head_problems(bt, bad)
         if problems:
             raise _problems(problems)
         return self
 
-    def _head_problems(self, bt: Any) -> list[tuple[Loc, str]]:
-        n_trees = len(self.levels) - 2
-        if isinstance(self.head, SegmentationHead) and self.head.dilation:
-            if n_trees < 3:
-                return [
-                    (
-                        ("head", "dilation"),
-                        f"dilating the last two levels needs at least 3 tree "
-                        f"levels (got {n_trees})",
-                    )
-                ]
-            if not bt.dilation:
-                return [
-                    (
-                        ("head", "dilation"),
-                        f"block type {self.block.type!r} does not take a `dilation` argument",
-                    )
-                ]
-        if isinstance(self.head, DlaUpHead):
-            first = int(math.log2(self.head.down_ratio))
-            if first >= len(self.levels) - 1:
-                return [
-                    (
-                        ("head", "down_ratio"),
-                        f"down_ratio {self.head.down_ratio} starts at level "
-                        f"{first}, which leaves fewer than two levels to aggregate",
-                    )
-                ]
-        return []
+    def _head_problems(self, bt: Any, bad: Any) -> None:
+        n_trees, head = len(self.levels) - 2, self.head
+        if isinstance(head, SegmentationHead) and head.dilation and n_trees < 3:
+            bad(("head", "dilation"), f"dilating the last two levels needs at least 3 tree "
+                f"levels (got {n_trees})")  # fmt: skip
+        elif isinstance(head, SegmentationHead) and head.dilation and not bt.dilation:
+            bad(("head", "dilation"), f"block type {self.block.type!r} does not take a "
+                "`dilation` argument")  # fmt: skip
+        if isinstance(head, DlaUpHead) and int(math.log2(head.down_ratio)) >= len(self.levels) - 1:
+            bad(("head", "down_ratio"), f"down_ratio {head.down_ratio} starts at level "
+                f"{int(math.log2(head.down_ratio))}, which leaves fewer than two levels to "
+                "aggregate")  # fmt: skip
 
     @staticmethod
-    def _size_problems(trees: list[tuple[int, TreeLevel]]) -> list[tuple[Loc, str]]:
+    def _size_problems(trees: list[tuple[int, TreeLevel]], bad: Any) -> None:
         # Checked before anything is expanded: 2**depth itself must not be computed for huge depths.
         cap = int(math.log2(MAX_BLOCKS))
         total = 0
         for i, lvl in trees:
             if lvl.depth > cap:
-                return [
-                    (
-                        ("levels", i, "depth"),
-                        f"depth {lvl.depth} would expand to 2^{lvl.depth} "
-                        f"blocks; a network may hold at most {MAX_BLOCKS:,} blocks",
-                    )
-                ]
+                bad(("levels", i, "depth"), f"depth {lvl.depth} would expand to 2^{lvl.depth} "
+                    f"blocks; a network may hold at most {MAX_BLOCKS:,} blocks")  # fmt: skip
+                return
             total += 2**lvl.depth
         if total > MAX_BLOCKS:
-            return [
-                (
-                    ("levels",),
-                    f"the trees hold {total:,} blocks in all; a network may hold at "
-                    f"most {MAX_BLOCKS:,}",
-                )
-            ]
-        return []
+            bad(("levels",), f"the trees hold {total:,} blocks in all; a network may hold at "
+                f"most {MAX_BLOCKS:,}")  # fmt: skip
 
     # ---- derived views ----------------------------------------------------------------------
 
     def aggregates_input(self, index: int) -> bool:
         """Whether tree level ``levels[index]`` aggregates S(x) at its root (eq. 5), defaults applied."""
         lvl = self.levels[index]
-        assert isinstance(lvl, TreeLevel)
-        if lvl.aggregate_input is not None:
+        if isinstance(lvl, TreeLevel) and lvl.aggregate_input is not None:
             return lvl.aggregate_input
         return index > 2
-
-    @property
-    def dilated(self) -> dict[int, int]:
-        """``{level index: dilation}`` for the levels a segmentation head dilates."""
-        if isinstance(self.head, SegmentationHead) and self.head.dilation:
-            n = len(self.levels)
-            return {n - 2: 2, n - 1: 4}
-        return {}
-
-    @property
-    def total_stride(self) -> int:
-        """The input size divisor: 2 per strided level (dilated levels do not stride)."""
-        return 2 ** (len(self.levels) - 1 - len(self.dilated))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, defaults included and unset optionals left out (round-trips through YAML)."""

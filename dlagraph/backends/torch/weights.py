@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compile import compile_spec
-from ..errors import WeightsError, clip, safe_repr
+from ...errors import WeightsError, clip, safe_repr
 
 __all__ = ["load_weights", "LoadReport", "read_state_dict"]
 
@@ -152,29 +151,23 @@ def _unfit(k: str, v: torch.Tensor, own: torch.Tensor) -> str | None:
     return None
 
 
+_PROJECTION_KEYS = (
+    "0.weight",
+    "1.weight",
+    "1.bias",
+    "1.running_mean",
+    "1.running_var",
+    "1.num_batches_tracked",
+)
+
+
 def _unused_projection_keys(model: nn.Module) -> set[str]:
-    """The official layout's unused projection keys for this model's spec."""
-    spec = getattr(model, "spec", None)
-    if spec is None:
+    """The keys of the projections official checkpoints hold and never use (the IR records where
+    they are, in either layout)."""
+    dag = getattr(model, "dag", None)
+    if dag is None:
         return set()
-    official = compile_spec(spec.model_copy(update={"layout": "official"}))
-    prefixes = [
-        official.nodes[n].get("module", n)
-        for n in official.graph["unused"]
-        if official.nodes[n]["op"] == "project"
-    ]
-    return {
-        f"{p}.{s}"
-        for p in prefixes
-        for s in (
-            "0.weight",
-            "1.weight",
-            "1.bias",
-            "1.running_mean",
-            "1.running_var",
-            "1.num_batches_tracked",
-        )
-    }
+    return {f"{p}.{s}" for p in dag.graph["official_only"] for s in _PROJECTION_KEYS}
 
 
 def load_weights(
@@ -197,7 +190,7 @@ def load_weights(
     own = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
     report = LoadReport()
     dead = {k[len(prefix) :] for k in _unused_projection_keys(model) if k.startswith(prefix)}
-    layout = getattr(getattr(model, "spec", None), "layout", None)
+    layout = getattr(model, "dag", None) and model.dag.graph["layout"]
     for k in list(sd):
         if k not in own and k in dead and layout == "timm":
             report.dropped.append(k)

@@ -10,6 +10,7 @@ recursion), the digits of an integer, and the number of problems reported (the f
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .blocks import get_block_type, registered_blocks
-from .errors import SpecError, clip, safe_repr
-from .spec import (
+from ..blocks import get_block_type, registered_blocks
+from ..errors import SpecError, clip, safe_repr
+from .errors import Loc, flatten_errors, format_loc, problem_message
+from .schema import (
     Aggregation,
     ClassifierHead,
     ConvLevel,
@@ -29,9 +31,15 @@ from .spec import (
     Spec,
     TreeLevel,
 )
-from .spec_errors import Loc, flatten_errors, format_loc, problem_message
 
-__all__ = ["load_spec", "spec_to_yaml", "MAX_PROBLEMS", "MAX_NESTING"]
+__all__ = [
+    "load_spec",
+    "spec_to_yaml",
+    "presets",
+    "resolve_spec_path",
+    "MAX_PROBLEMS",
+    "MAX_NESTING",
+]
 
 MAX_SPEC_BYTES = 1 << 18  # a spec is a few hundred bytes; 256 KiB is refused before parsing
 MAX_NESTING = 32  # a spec nests 4 deep; deeper input is refused before it is composed
@@ -294,8 +302,38 @@ def _unknown_key_message(data: Any, loc: Loc) -> str:
     return f"unknown key; {takes}"
 
 
+def presets() -> dict[str, Path]:
+    """The packaged presets, ``{name: file}`` (``specs/`` in a checkout, ``dlagraph/presets`` in
+    a wheel)."""
+    folder = Path(str(importlib.resources.files("dlagraph.presets")))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_spec_path(source: str | Path) -> Path:
+    """The file a spec argument names: an existing path, else a packaged preset of that name (a
+    path wins when both exist: ``dla36`` is the preset unless a file ``./dla36`` exists).
+
+    Raises:
+        SpecError: when it is neither.
+    """
+    path = Path(source)
+    if path.exists():
+        return path
+    text = str(source)
+    found = presets().get(text)
+    if found is not None:
+        return found
+    names = ", ".join(presets())
+    shown = text if text.isprintable() else repr(text)
+    raise SpecError(
+        f"{clip(shown, 120)}: no such spec file, and no preset of that name (presets: {names})",
+        source=shown,
+    )
+
+
 def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
-    """Load and validate a spec from a YAML file path, a mapping, or a :class:`Spec`.
+    """Load and validate a spec from a YAML file path, a preset name (``"dla104_s"``, see
+    :func:`presets`), a mapping, or a :class:`Spec`.
 
     Raises:
         SpecError: listing every problem (the first :data:`MAX_PROBLEMS`, then a count), one line
@@ -316,8 +354,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
         name = "<spec>"
         _check_nesting_data(data, name)
     else:
-        path = Path(source)
-        data, root = _read(path)
+        data, root = _read(resolve_spec_path(source))
         name = str(source) if str(source).isprintable() else repr(str(source))
     if not isinstance(data, dict):
         raise SpecError(

@@ -11,33 +11,23 @@ No torch here, and no Graphviz binary is needed to build the DOT source.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import graphviz
 import networkx as nx
 
-from . import __version__
-from .analysis import node_layers, summarize
-from .compile import compile_spec
-from .graph import inputs, topo_order
-from .io import MARKER
+from .._version import __version__
+from ..io import MARKER
+from ..ir.analysis import summarize
+from ..ir.compile import compile_spec
+from ..ir.graph import channels, inputs, op, topo_order
+from ..ir.ops import box
 
 __all__ = ["draw", "DrawOptions"]
 
 IDA_COLOR = "#c0392b"
-COLORS = {
-    "block": "#dbe9f6",
-    "aggregate": "#f8c471",
-    "downsample": "#d5f5e3",
-    "project": "#ebdef0",
-    "conv": "#eeeeee",
-    "pool": "#eeeeee",
-    "dropout": "#eeeeee",
-    "classifier": "#eeeeee",
-    "collapsed": "#d6eaf8",
-}
+_IDA = {"color": IDA_COLOR, "penwidth": "2", "fontcolor": IDA_COLOR}
 
 
 @dataclass(frozen=True)
@@ -58,23 +48,14 @@ def _level_of(n: str) -> str:
 
 
 def _level_title(g: nx.DiGraph, top: str) -> str:
-    if top.startswith("level"):
-        i = int(top[5:])
-        lv = g.graph["spec"]["levels"][i]
-        paper = f"Level {i + 1}"
-        if "depth" in lv:
-            dil = max(
-                (
-                    a.get("dilation", 1)
-                    for n, a in g.nodes(data=True)
-                    if n.startswith(top + ".") and a["op"] == "block"
-                ),
-                default=1,
-            )
-            extra = f", dilation {dil}" if dil > 1 else ""
-            return f"{paper}: HDA depth {lv['depth']}, {lv['channels']} ch{extra} ({top})"
-        return f"{paper}: {lv['channels']} ch ({top})"
-    return "head"
+    lv = next((lv for lv in g.graph["levels"] if lv["module"] == top), None)
+    if lv is None:
+        return "head"
+    paper = f"Level {lv['index'] + 1}"
+    if lv["kind"] == "tree":
+        extra = f", dilation {lv['dilation']}" if lv["dilation"] > 1 else ""
+        return f"{paper}: HDA depth {lv['depth']}, {lv['channels']} ch{extra} ({top})"
+    return f"{paper}: {lv['channels']} ch ({top})"
 
 
 def _collapse_key(n: str, depth: int | None) -> str:
@@ -87,109 +68,21 @@ def _collapse_key(n: str, depth: int | None) -> str:
 
 def _node_attrs(g: nx.DiGraph, n: str, opts: DrawOptions) -> dict[str, str]:
     a = g.nodes[n]
-    op = a["op"]
-    short = n.split(".")[-1]
-    cin, cout = a.get("in_channels"), a.get("out_channels")
-    ir = f"\n{n}\n({a.get('spec_path', '')})" if opts.ir else ""
-    style = {"style": "filled", "fillcolor": COLORS.get(op, "white"), "fontsize": "10"}
-    if op == "input":
-        return {"label": f"input\n{cout} ch", "shape": "oval", "fontsize": "10"}
-    if op == "output":
-        return {"label": "output", "shape": "oval", "fontsize": "10"}
-    if op == "aggregate":
-        extra = "+" if a.get("residual") else ""
-        return {
-            **style,
-            "label": f"N{extra}",
-            "shape": "circle",
-            "width": "0.35",
-            "fixedsize": "true",
-            "xlabel": f"{cin}→{cout}{ir}",
-            "fontsize": "11",
-        }
-    if op == "downsample":
-        if any(g.nodes[u]["op"] == "aggregate" for u in g.successors(n)):
-            return {**style, "label": f"S{ir}", "shape": "invtrapezium", "height": "0.3"}
-        return {
-            **style,
-            "label": f"pool{ir}",
-            "shape": "invtrapezium",
-            "height": "0.25",
-            "fillcolor": "#f4f6f6",
-            "fontsize": "8",
-        }
-    if op == "project":
-        return {**style, "label": f"P {cin}→{cout}{ir}", "shape": "box", "height": "0.3"}
-    if op == "block":
-        head = f"{a.get('role', '')} {a['block']} {cin}→{cout}" + (
-            f" /{a['stride']}" if a["stride"] > 1 else ""
-        )
-        if opts.detail == "layers":
-            rows = "".join(
-                f"<TR><TD ALIGN='LEFT'>{html.escape(layer.name)}</TD><TD ALIGN='LEFT'>"
-                f"{_layer_text(layer)}</TD></TR>"
-                for layer in node_layers(a)
-            )
-            return {
-                **style,
-                "shape": "plain",
-                "label": (
-                    f"<<TABLE BORDER='1' CELLBORDER='0' CELLSPACING='0' BGCOLOR='{COLORS['block']}'>"
-                    f"<TR><TD COLSPAN='2'><B>{html.escape(head)}</B></TD></TR>{rows}</TABLE>>"
-                ),
-            }
-        return {**style, "label": head + ir, "shape": "box", "style": "filled,rounded"}
-    if op == "conv" and a.get("eq") == "eq1":  # an IDA projection
-        return {
-            **style,
-            "label": f"P {cin}→{cout}{ir}",
-            "shape": "box",
-            "height": "0.3",
-            "fillcolor": COLORS["project"],
-        }
-    if op == "conv":
-        label = f"{short}: {a['convs']}x conv{a['kernel_size']}x{a['kernel_size']} {cin}→{cout}"
-        if a["stride"] > 1:
-            label += f" /{a['stride']}"
-        return {**style, "label": label + ir, "shape": "box"}
-    if op == "upsample":
-        frozen = "" if a.get("trainable", True) else ", frozen"
-        return {
-            **style,
-            "label": f"U x{a['factor']}{frozen}{ir}",
-            "shape": "house",
-            "fillcolor": "#fadbd8",
-            "height": "0.3",
-        }
-    names = {
-        "pool": "global avg pool",
-        "dropout": f"dropout {a.get('p')}",
-        "classifier": f"fc 1x1 {cin}→{cout}",
-        "interpolate": f"bilinear x{a.get('scale')}",
-        "log_softmax": "log-softmax",
-    }
-    return {**style, "label": names.get(op, op) + ir, "shape": "box"}
+    attrs = op(g, n).look(a["rec"], a["meta"], n, opts.detail)
+    if opts.ir and not attrs["label"].startswith("<"):
+        attrs["label"] += f"\n{n}\n({a['meta'].get('spec_path', '')})"
+    return attrs
 
 
-def _layer_text(layer: Any) -> str:
-    if layer.kind == "bn":
-        return "BN"
-    g = f" g{layer.groups}" if layer.groups > 1 else ""
-    s = f" /{layer.stride}" if layer.stride > 1 else ""
-    return f"{layer.kernel_size}x{layer.kernel_size} {layer.in_channels}→{layer.out_channels}{g}{s}"
+def _role(g: nx.DiGraph, n: str) -> str:
+    return g.nodes[n]["meta"].get("role", "")
 
 
 def _collapsed_attrs(g: nx.DiGraph, key: str, members: list[str]) -> dict[str, str]:
-    blocks = sum(g.nodes[m]["op"] == "block" for m in members)
-    aggs = sum(g.nodes[m]["op"] == "aggregate" for m in members)
-    out = g.nodes[members[-1]].get("out_channels")
-    return {
-        "label": f"{key.split('.', 1)[-1]}\n{blocks} blocks, {aggs} N\n→{out} ch",
-        "shape": "box3d",
-        "style": "filled",
-        "fillcolor": COLORS["collapsed"],
-        "fontsize": "10",
-    }
+    blocks = sum(_role(g, m) in ("L1", "L2") for m in members)
+    aggs = sum(_role(g, m) == "N" for m in members)
+    label = f"{key.split('.', 1)[-1]}\n{blocks} blocks, {aggs} N\n→{channels(g, members[-1])} ch"
+    return box(label, "collapsed", "box3d")
 
 
 def _edge_label(g: nx.DiGraph, u: str, opts: DrawOptions, shapes: dict[str, Any]) -> str:
@@ -197,16 +90,16 @@ def _edge_label(g: nx.DiGraph, u: str, opts: DrawOptions, shapes: dict[str, Any]
         return ""
     if opts.labels == "shapes":
         return "x".join(map(str, shapes[u]))
-    return f"{g.nodes[u].get('out_channels')}"
+    return f"{channels(g, u)}"
 
 
 def _is_ida(g: nx.DiGraph, u: str, v: str) -> bool:
     lu, lv = _level_of(u), _level_of(v)
-    if g.nodes[v]["op"] == "output" or g.nodes[u]["op"] == "input":
+    if v == g.graph["output"] or u == g.graph["input"]:
         return False
     cross = lu != lv and lu.startswith("level") and lv.startswith("level")
-    s_input = g.nodes[u]["op"] == "downsample" and g.nodes[v]["op"] == "aggregate"
-    upsampling_ida = "eq1" in (g.nodes[u].get("eq"), g.nodes[v].get("eq"))
+    s_input = _role(g, u) == "S" and _role(g, v) == "N"
+    upsampling_ida = "eq1" in (g.nodes[u]["meta"].get("eq"), g.nodes[v]["meta"].get("eq"))
     return cross or s_input or upsampling_ida
 
 
@@ -218,7 +111,7 @@ def draw(spec: Any, **options: Any) -> graphviz.Digraph:
     ``input_size``, ``legend``, ``ir``. The DOT source is deterministic.
 
     Example:
-        >>> dot = draw("specs/dla36.yaml", collapse_depth=0)
+        >>> dot = draw("dla36", collapse_depth=0)
         >>> "cluster_level3" in dot.source
         True
     """
@@ -237,13 +130,13 @@ def draw(spec: Any, **options: Any) -> graphviz.Digraph:
         ranksep="0.35",
         comment=f"{MARKER} {__version__}",
         label=f"{g.graph['name']}"
-        + (f" ({g.graph['spec'].get('paper_name')})" if g.graph["spec"].get("paper_name") else ""),
+        + (f" ({g.graph['paper_name']})" if g.graph["paper_name"] else ""),
         labelloc="t",
         fontsize="16",
     )
     dot.attr("node", fontname="Helvetica")
     dot.attr("edge", fontname="Helvetica", fontsize="8", arrowsize="0.6")
-    order = [n for n in topo_order(g) if not g.nodes[n].get("unused") or opts.ir]
+    order = [n for n in topo_order(g) if not g.nodes[n]["layout"].get("unused") or opts.ir]
     drawn: dict[str, list[str]] = {}
     for n in order:
         drawn.setdefault(_collapse_key(n, opts.collapse_depth), []).append(n)
@@ -256,20 +149,20 @@ def draw(spec: Any, **options: Any) -> graphviz.Digraph:
             u: g.edges[u, n].get("paper_port" if opts.paper_order else "port", 0) for u in ins
         }
         for u in ins:
-            if u not in g or (g.nodes[u].get("unused") and not opts.ir):
+            if u not in g or (g.nodes[u]["layout"].get("unused") and not opts.ir):
                 continue
             du = _collapse_key(u, opts.collapse_depth)
             if du == dv or (du, dv) in seen:
                 continue
             seen.add((du, dv))
             attrs = {"label": _edge_label(g, u, opts, shapes)}
-            if g.nodes[n]["op"] == "aggregate" and dv == n:
+            if _role(g, n) == "N" and dv == n:
                 # the argument position, 1-based, in the edge label: head labels collide at
                 # nodes with many inputs
                 attrs["label"] = f"[{positions[u] + 1}] {attrs['label']}".strip()
             if _is_ida(g, u, n):
-                attrs.update(color=IDA_COLOR, penwidth="2", fontcolor=IDA_COLOR)
-            if g.nodes[n]["op"] == "block" and len(ins) == 2 and u == ins[1]:
+                attrs.update(_IDA)
+            if _role(g, n) in ("L1", "L2") and len(ins) == 2 and u == ins[1]:
                 attrs.update(style="dashed")  # the shortcut
             dot.edge(_id(du), _id(dv), **{k: v for k, v in attrs.items() if v != ""})
     if opts.legend:
@@ -289,8 +182,7 @@ def _clusters(
     for key in drawn:
         parts = key.split(".")
         top = _level_of(key)
-        op = g.nodes[drawn[key][0]]["op"]
-        if op in ("input", "output"):
+        if drawn[key][0] in (g.graph["input"], g.graph["output"]):
             dot.node(_id(key), **_attrs_for(g, key, drawn, opts))
             continue
         if top.startswith("level"):
@@ -343,40 +235,13 @@ def _attrs_for(
 def _legend(dot: graphviz.Digraph) -> None:
     with dot.subgraph(name="cluster_legend") as c:
         c.attr(label="legend", fontsize="11", style="rounded", color="#bdc3c7")
-        c.node(
-            "legend_block",
-            "block B (L1/L2)",
-            shape="box",
-            style="filled,rounded",
-            fillcolor=COLORS["block"],
-            fontsize="9",
-        )
-        c.node(
-            "legend_n",
-            "N",
-            shape="circle",
-            style="filled",
-            fillcolor=COLORS["aggregate"],
-            fixedsize="true",
-            width="0.35",
-            fontsize="10",
-        )
-        c.node(
-            "legend_s",
-            "S(x) 2x2 pool",
-            shape="invtrapezium",
-            style="filled",
-            fillcolor=COLORS["downsample"],
-            fontsize="9",
-        )
-        c.node(
-            "legend_p",
-            "P shortcut proj.",
-            shape="box",
-            style="filled",
-            fillcolor=COLORS["project"],
-            fontsize="9",
-        )
+        for name, attrs in (
+            ("legend_block", box("block B (L1/L2)", "block", style="filled,rounded", fontsize="9")),
+            ("legend_n", box("N", "aggregate", "circle", fixedsize="true", width="0.35")),
+            ("legend_s", box("S(x) 2x2 pool", "downsample", "invtrapezium", fontsize="9")),
+            ("legend_p", box("P shortcut proj.", "project", fontsize="9")),
+        ):
+            c.node(name, **attrs)
         c.node(
             "legend_text",
             "N+ = residual node (eq. 4)\\l[k] = argument k of N\\l"
@@ -384,8 +249,6 @@ def _legend(dot: graphviz.Digraph) -> None:
             shape="note",
             fontsize="9",
         )
-        c.edge(
-            "legend_s", "legend_n", color=IDA_COLOR, penwidth="2", label="[1]", fontcolor=IDA_COLOR
-        )
+        c.edge("legend_s", "legend_n", label="[1]", **_IDA)
         c.edge("legend_block", "legend_n", label="[2]")
         c.edge("legend_p", "legend_block", style="dashed")

@@ -1,0 +1,226 @@
+"""DAG -> readable, standalone PyTorch source (one ``.py`` file that imports only torch).
+
+It prints the op definitions of :mod:`dlagraph.ir.ops`, as fx's codegen prints its graph: ``__init__``
+constructs every node's ``module`` expression in the IR's registration order (same state_dict keys
+and order, same init under the same seed as the interpreter), and ``forward`` has one statement per
+DAG node in topological order: its ``call`` expression, inputs in port order, with the op's comment.
+The template (``templates/module.py.j2``) holds layout only; block classes and helpers are copied
+from the module library the interpreter runs (:mod:`.sources`). No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import networkx as nx
+import yaml
+
+from ..._version import __version__
+from ...errors import CodegenError, SpecError
+from ...io import MARKER
+from ...ir.analysis import static_params
+from ...ir.compile import compile_spec
+from ...ir.graph import check, inputs, op, topo_order
+from ...ir.ops import Expr
+from ...names import class_name, var_name
+from ...spec import Spec, resolve_spec_path
+from .layout import call_parts, del_lines, source, wrap_statement
+from .sources import ALLOWED_GLOBALS, HELPERS, block_source, builtin_source
+
+__all__ = ["generate_source"]
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("dlagraph.backends.codegen", "templates"),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+
+
+def _callees(value: Any) -> list[Expr]:
+    """Every call in a module expression (nested ones too)."""
+    if isinstance(value, Expr):
+        return [value] + [
+            c for a in (*value.args, *(v for _, v in value.kwargs)) for c in _callees(a)
+        ]
+    return []
+
+
+def _init_lines(g: nx.DiGraph, classes: dict[str, Any], helpers: set[str]) -> list[str]:
+    lines: list[str] = []
+    made: set[str] = set()
+    for n in g.graph["modules"]:
+        a = g.nodes[n]
+        path = a["layout"]["module"]
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in made:
+                lines.append(f"self.{parent} = nn.Module()")
+                made.add(parent)
+        expr = op(g, n).module(a["rec"], a["layout"].get("symbols", {}))
+        for call in _callees(expr):
+            if call.source is not None:
+                classes.setdefault(call.fn, call.source)
+            elif "." not in call.fn:
+                helpers.add(call.fn)
+        lines += wrap_statement(f"self.{path}", *call_parts(expr, [], None))
+        made.add(path)
+    return lines
+
+
+def _last_uses(g: nx.DiGraph, order: list[str]) -> dict[str, list[str]]:
+    """``{node: [variables read for the last time there]}``; the graph input and values the output
+    returns are not freed."""
+    pos = {n: i for i, n in enumerate(order)}
+    last: dict[str, str] = {}
+    for n in order:
+        for u in inputs(g, n):
+            if u != g.graph["input"] and (u not in last or pos[n] > pos[last[u]]):
+                last[u] = n
+    out: dict[str, list[str]] = {}
+    for u, n in last.items():
+        if n != g.graph["output"]:
+            out.setdefault(n, []).append(var_name(u))
+    return out
+
+
+def _forward_lines(g: nx.DiGraph) -> tuple[list[str], str]:
+    lines: list[str] = []
+    order = [n for n in topo_order(g) if not g.nodes[n]["layout"].get("unused")]
+    frees = _last_uses(g, order)
+    ret = ""
+    for n in order:
+        if n == g.graph["input"]:
+            continue
+        a, definition = g.nodes[n], op(g, n)
+        ins = [var_name(u) if u != g.graph["input"] else "x" for u in inputs(g, n)]
+        call = definition.call(a["rec"], len(ins))
+        if n == g.graph["output"]:
+            ret = f"return {source(call, ins, None)}"
+            continue
+        comment = definition.comment(a["rec"], a["meta"], len(ins), a["layout"].get("symbols", {}))
+        module = a["layout"].get("module")
+        lines += wrap_statement(var_name(n), *call_parts(call, ins, module), comment)
+        if n in frees:
+            lines += del_lines(frees[n])
+    out = g.graph["output"]
+    kind = op(g, out).return_type(g.nodes[out]["rec"], len(inputs(g, out)))  # type: ignore[attr-defined]
+    return lines + [ret], kind
+
+
+def _one_line(text: str) -> str:
+    """A path shown in a comment line: never a raw newline or control character."""
+    return text if text.isprintable() else repr(text)
+
+
+def _spec_hash(data: dict[str, Any]) -> str:
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _origin(source_: Any, g: nx.DiGraph) -> tuple[str, str, str]:
+    """``(what the header names, sha256 prefix, the spec argument to regenerate with)``."""
+    if isinstance(source_, (str, Path)):
+        try:
+            p = resolve_spec_path(source_)
+        except SpecError:
+            p = None
+        if p is not None and p.is_file():
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+            if Path(source_).exists():
+                shown = _one_line(p.as_posix())
+                return shown, digest, shown
+            return f"preset {source_}", digest, str(source_)
+    if isinstance(source_, (str, Path)):  # a label given by the caller
+        return _one_line(str(source_)), _spec_hash(g.graph["spec"]), "SPEC"
+    what = "a compiled graph" if isinstance(source_, nx.DiGraph) else "a spec mapping"
+    return what, _spec_hash(g.graph["spec"]), "SPEC"
+
+
+def generate_source(
+    spec: Spec | str | Path | dict[str, Any] | nx.DiGraph,
+    *,
+    source_path: str | None = None,
+    fold_bn: bool = False,
+) -> str:
+    """Render the standalone PyTorch source of a spec (or compiled DAG).
+
+    The file defines the block classes it needs and one model class named after the spec
+    (``dla104_s`` -> ``Dla104S``) that constructs with no arguments and accepts ``num_classes``
+    (classifier heads) and ``in_chans``. Output is byte-identical across runs and hash seeds.
+    With ``fold_bn`` the class also gets ``fold_bn()``: after loading weights, it folds every
+    BatchNorm into its conv and switches to channels_last, for inference.
+
+    Raises:
+        SpecError: for an invalid spec.
+        GraphError: for a graph given directly that does not pass the lint.
+        CodegenError: if a registered block's source cannot be copied.
+
+    Example:
+        >>> src = generate_source("dla36")
+        >>> "class Dla36(nn.Module):" in src
+        True
+    """
+    if isinstance(spec, nx.DiGraph):
+        check(spec)  # a graph from elsewhere (a reloaded .graph.json) is linted, not trusted
+        g = spec
+    else:
+        g = compile_spec(spec)
+    origin = _origin(source_path if source_path else spec, g)
+    facts = g.graph
+    classes: dict[str, Any] = {}
+    helpers = {"init_weights"} | ({"fold_batchnorm", "_fold_pair"} if fold_bn else set())
+    init_lines = _init_lines(g, classes, helpers)
+    clash = sorted(set(classes) & (set(HELPERS) | ALLOWED_GLOBALS))
+    if clash:
+        raise CodegenError(
+            f"registered block class {clash[0]!r} has the name of a helper or import of the "
+            f"generated file; rename the class"
+        )
+    forward_lines, return_type = _forward_lines(g)
+    sources = [block_source(bt) for bt in classes.values()]
+    sources += [builtin_source(h) for h in HELPERS if h in helpers]
+    body = "\n".join(sources + forward_lines)
+    typing = [t for t in ("List", "Tuple") if f"{t}[" in body]  # a registered block's choice
+    imports = ["import math"] if "math." in body else []
+    if typing:
+        imports.append(f"from typing import {', '.join(typing)}")
+    imports += ["", "import torch", "from torch import nn"]
+    if "F." in body:
+        imports.append("from torch.nn import functional as F")
+    if imports[0] == "":
+        imports = imports[1:]
+    init_args = (
+        "" if facts["num_classes"] is None else f", num_classes: int = {facts['num_classes']}"
+    )
+    init_args += f", in_chans: int = {facts['in_channels']}"
+    title = f"{facts['paper_name']} ({facts['name']})" if facts["paper_name"] else facts["name"]
+    fold = " --fold-bn" if fold_bn else ""
+    return _ENV.get_template("module.py.j2").render(
+        header=(
+            f"# {MARKER} {__version__} from {origin[0]} (sha256 {origin[1]}).\n"
+            f"# Do not edit; regenerate with `dlagraph codegen {origin[2]}{fold} -o DIR`."
+        ),
+        docstring=(
+            f"{title}: Deep Layer Aggregation (Yu, Wang, Darrell).\n\n"
+            f"Paper: https://arxiv.org/abs/1707.06484\n"
+            f"{static_params(g):,} parameters with the spec's defaults; layout {facts['layout']}"
+            + (f", equals {facts['reference']}" if facts["reference"] else "")
+            + ".\n"
+        ),
+        imports=imports,
+        class_name=class_name(facts["name"], taken=set(classes)),
+        sources=[s.rstrip("\n") for s in sources],
+        class_doc=f"{title}. Input sides must be multiples of {facts['total_stride']}.",
+        init_args=init_args,
+        init_lines=init_lines,
+        forward_lines=forward_lines,
+        fold_bn=fold_bn,
+        return_type=return_type,
+    )

@@ -1,0 +1,115 @@
+"""The classes and helpers a generated file copies: the same source the interpreter runs.
+
+Built-in blocks and helpers are read from ``backends/torch/modules.py`` as text (parsed with
+``ast``, so code generation never imports torch); a registered block's class is copied with
+``inspect`` and stripped of its dlagraph contract (decorator, ``Options``, ``layers``).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import inspect
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from ...errors import CodegenError
+
+__all__ = ["HELPERS", "ALLOWED_GLOBALS", "builtin_source", "block_source"]
+
+# helpers a generated file may need, in the order they are written
+HELPERS = (
+    "DlaRoot",
+    "conv_bn_relu",
+    "project",
+    "ida_node",
+    "bilinear_up",
+    "init_weights",
+    "fold_batchnorm",
+    "_fold_pair",
+)
+ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
+_MODULES = Path(__file__).resolve().parent.parent / "torch" / "modules.py"
+
+
+@functools.cache
+def _library() -> dict[str, str]:
+    text = _MODULES.read_text()
+    tree = ast.parse(text)
+    return {
+        node.name: ast.get_source_segment(text, node) or ""
+        for node in tree.body
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+    }
+
+
+def builtin_source(name: str) -> str:
+    """The source of a class or helper of ``backends/torch/modules.py``."""
+    try:
+        return _library()[name].rstrip() + "\n"
+    except KeyError:
+        raise CodegenError(f"{name!r} is not in dlagraph's module library") from None
+
+
+def block_source(block_type: Any) -> str:
+    """The source of a block type's class, checked to need nothing a generated file lacks."""
+    if isinstance(block_type.factory, str):
+        return builtin_source(block_type.factory.rpartition(":")[2])
+    obj = block_type.factory
+    try:
+        src = textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError) as e:
+        raise CodegenError(f"cannot copy the source of {obj!r} into generated code: {e}") from None
+    src = _strip_contract(src)
+    free = _free_names(src) - ALLOWED_GLOBALS - set(HELPERS)
+    if free:
+        raise CodegenError(
+            f"{getattr(obj, '__qualname__', obj)} uses names a standalone file cannot import: "
+            f"{', '.join(sorted(free))}; a registered block may use only torch, nn, F, math, List"
+        )
+    return src.rstrip() + "\n"
+
+
+def _strip_contract(src: str) -> str:
+    """Drop what only dlagraph needs from a block class: its registration decorator and the
+    ``Options`` / ``layers`` contract members (they use pydantic and dlagraph, not torch)."""
+    tree = ast.parse(src)
+    top = tree.body[0]
+    lines = src.splitlines()
+    drop: set[int] = set()
+    if isinstance(top, (ast.ClassDef, ast.FunctionDef)):
+        drop |= set(range(0, top.lineno - 1))  # decorators
+    if isinstance(top, ast.ClassDef):
+        for node in top.body:
+            named = getattr(node, "name", None)
+            if named in ("Options", "layers"):
+                first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+                drop |= set(range(first - 1, node.end_lineno or node.lineno))
+    kept = [line for i, line in enumerate(lines) if i not in drop]
+    out, blank = [], 0
+    for line in kept:  # no runs of blank lines where members were removed
+        blank = blank + 1 if not line.strip() else 0
+        if blank <= 1:
+            out.append(line)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _free_names(src: str) -> set[str]:
+    tree = ast.parse(src)
+    loaded = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    bound = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        if isinstance(node, ast.arguments):
+            bound |= {a.arg for a in node.args + node.kwonlyargs + node.posonlyargs}
+            bound |= {a.arg for a in (node.vararg, node.kwarg) if a is not None}
+        if isinstance(node, ast.comprehension):
+            bound |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+    return loaded - bound

@@ -1,0 +1,97 @@
+"""The dlagraph command line: build, codegen, draw, presets, schema.
+
+User errors (bad specs, refused overwrites) print one ``error:`` line per problem on stderr and exit
+with code 2, without a traceback (``--debug`` shows it). Nothing is written unless every output
+could be produced. The subcommands are a static table, :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .._version import __version__
+from ..errors import DlagraphError
+from . import build, codegen, draw
+
+__all__ = ["main", "parser", "COMMANDS"]
+
+# name -> (help, description, add_arguments, run)
+COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = {
+    "build": (
+        "validate, compile and summarise a spec; write its outputs",
+        "Validate and compile a spec, print its parameters, MACs and per-level table, and write "
+        "the graph, the generated source and the diagram.",
+        build.add_arguments,
+        build.run,
+    ),
+    "codegen": (
+        "write the standalone PyTorch source of specs",
+        "Write one standalone .py file per spec; it imports only torch.",
+        codegen.add_arguments,
+        codegen.run,
+    ),
+    "draw": (
+        "draw the aggregation tree (svg, png, pdf or dot)",
+        "Draw the aggregation tree of a spec in the style of the paper's figures.",
+        draw.add_arguments,
+        draw.run,
+    ),
+    "presets": (
+        "list the specs of a folder with their parameter counts",
+        "List the specs of a folder with their paper names, references and parameter counts.",
+        build.add_preset_arguments,
+        build.run_presets,
+    ),
+    "schema": (
+        "print the spec's JSON Schema (for editor completion)",
+        "Print the JSON Schema of a spec file, for editors and validators.",
+        lambda p: None,
+        build.run_schema,
+    ),
+}
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every subcommand also takes after its name (``dlagraph build x.yaml --debug``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show error tracebacks"
+    )
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="dlagraph",
+        description="A declarative graph compiler for Deep Layer Aggregation networks: "
+        "YAML spec -> DAG -> PyTorch module, generated source and diagrams.",
+    )
+    ap.add_argument("--version", action="version", version=f"dlagraph {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show error tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [_common()]
+    for name, (help_, description, add_arguments, run) in COMMANDS.items():
+        p = sub.add_parser(name, parents=common, help=help_, description=description)
+        add_arguments(p)
+        p.set_defaults(func=run)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DlagraphError as e:
+        if args.debug:
+            raise
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

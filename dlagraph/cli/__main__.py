@@ -1,0 +1,7 @@
+"""`python -m dlagraph.cli`."""
+
+import sys
+
+from dlagraph.cli import main
+
+sys.exit(main())

@@ -1,0 +1,157 @@
+"""``dlagraph build`` (validate, compile, summarise, write every output), ``presets``, ``schema``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import networkx as nx
+
+from .._version import __version__
+from ..backends.codegen import generate_source
+from ..backends.diagram import draw
+from ..backends.render import INSTALL_HINT, render
+from ..errors import DlagraphError
+from ..io import MARKER, write_outputs
+from ..ir.analysis import default_input_size, summarize
+from ..ir.compile import compile_spec
+from ..ir.graph import node_table
+from ..spec import json_schema, load_spec
+from .common import DEFAULT_OUTPUT, add_timeout_option, spec_paths
+
+__all__ = ["add_arguments", "run", "add_preset_arguments", "run_presets", "run_schema"]
+
+
+def _graph_json(g: nx.DiGraph) -> str:
+    data = nx.node_link_data(g, edges="edges")
+    data["graph"] = {"generator": f"{MARKER} {__version__}", **data["graph"]}
+    return json.dumps(data, indent=1) + "\n"
+
+
+def _diagram(g: nx.DiGraph, out: Path, args: argparse.Namespace, notes: list[str]) -> dict:
+    name = g.graph["name"]
+    dot = draw(g)
+    files: dict[Path, str | bytes] = {out / f"{name}.dot": dot.source}
+    try:
+        svg = render(dot, "svg", args.diagram_timeout)
+    except DlagraphError as e:
+        notes.append(f"note: no {name}.svg: {e}")
+        return files
+    if svg is None:
+        notes.append(f"note: no {name}.svg: {INSTALL_HINT}")
+    else:
+        files[out / f"{name}.svg"] = svg
+    return files
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    g = compile_spec(spec)
+    size = tuple(args.input_size) if args.input_size else default_input_size(g)
+    s = summarize(g, size)
+    out = Path(args.output or Path(DEFAULT_OUTPUT) / spec.name)
+    files: dict[Path, str | bytes] = {out / f"{spec.name}.graph.json": _graph_json(g)}
+    files[out / f"{spec.name}.py"] = generate_source(
+        g, source_path=str(args.spec), fold_bn=args.fold_bn
+    )
+    notes: list[str] = []
+    if not args.no_diagram:
+        files.update(_diagram(g, out, args, notes))
+    write_outputs(files, force=args.force)
+    title = spec.name + (f" ({spec.paper_name})" if spec.paper_name else "")
+    ref = f", equals {spec.reference}" if spec.reference else ""
+    print(f"{title}: layout {spec.layout}{ref}")
+    print(f"parameters: {s.params:,}")
+    why = ""
+    if not args.input_size and size != (224, 224):
+        why = f" (the smallest input from 224 that the total stride {g.graph['total_stride']} divides)"
+    print(f"MACs at {size[0]}x{size[1]}: {s.macs:,} ({s.macs / 1e9:.2f} G){why}")
+    print(f"aggregation nodes: {s.aggregation_nodes}")
+    if s.unused:
+        print(
+            f"unused nodes ({s.unused_params:,} params; in the reference module tree, never read):"
+            f" {', '.join(s.unused)}"
+        )
+    print()
+    print(s.table())
+    print()
+    if args.print_graph:
+        _print_graph(g)
+    for p in files:
+        print(f"wrote {p}")
+    for note in notes:
+        print(note)
+    return 0
+
+
+def _print_graph(g: nx.DiGraph) -> None:
+    """One row per DAG node (torch.fx ``print_tabular`` style)."""
+    rows = [("node", "op", "inputs (port order)", "channels", "reduction", "from")]
+    rows += [
+        (
+            r["name"],
+            r["op"],
+            ", ".join(r["inputs"]),
+            r["channels"],
+            str(r["reduction"]),
+            r["source"],
+        )
+        for r in node_table(g)
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print()
+
+
+def add_arguments(b: argparse.ArgumentParser) -> None:
+    b.add_argument("spec", help="a spec file (YAML)")
+    b.add_argument("-o", "--output", help=f"output folder (default: {DEFAULT_OUTPUT}/<name>/)")
+    b.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input height and width for MACs and shapes (default: 224x224, or the smallest "
+        "larger size the network's total stride divides)",
+    )
+    b.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
+    b.add_argument("--print-graph", action="store_true", help="print one row per DAG node")
+    b.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="generated source gets fold_bn(): BatchNorm folded into convs, channels_last",
+    )
+    b.add_argument("--no-diagram", action="store_true", help="write no .dot or .svg")
+    add_timeout_option(b)
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise DlagraphError(f"{folder}: no such folder of specs")
+    rows = [("spec", "paper name", "reference", "params")]
+    for p in spec_paths([args.dir]):
+        spec = load_spec(p)
+        rows.append(
+            (p.name, spec.paper_name or "-", spec.reference or "-", f"{summarize(spec).params:,}")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print(
+            "  ".join(
+                c.rjust(w) if i == 3 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
+    return 0
+
+
+def add_preset_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", nargs="?", default="specs", help="a folder of specs (default: specs)")
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0

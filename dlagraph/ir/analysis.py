@@ -1,0 +1,283 @@
+"""Static analysis of a compiled DLA: exact parameters, MACs and shapes, without torch.
+
+Every number comes from the op definitions (:mod:`dlagraph.ir.ops`): shapes follow PyTorch's
+formulas op by op (conv: floor((H + 2p - k) / s) + 1, 2x2 max pool: floor((H - 2) / 2) + 1), so an
+input size the network cannot take is reported here, before a tensor exists, instead of as a size
+mismatch deep inside ``forward`` (official code: any side that is not a multiple of 32). MACs count
+the multiply-accumulates of every conv, transposed conv and classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from ..errors import InputSizeError
+from ..spec import Spec
+from .compile import compile_spec
+from .graph import feature_info, inputs, op, topo_order
+
+__all__ = [
+    "summarize",
+    "Summary",
+    "NodeInfo",
+    "LevelInfo",
+    "default_input_size",
+    "static_params",
+    "aggregations_to_root",
+]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    op: str
+    out_channels: int
+    shape: tuple[int, ...]  # output shape without the batch dimension
+    params: int
+    macs: int
+    unused: bool = False
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    module: str  # top-level module (base_layer, level0 … level5, fc)
+    paper_level: str  # "Level 1" … or "head"
+    spec_path: str
+    channels: int
+    depth: int | None
+    blocks: int
+    aggregations: int
+    aggregations_to_root: int  # max over blocks of N on the *shortest* path to the level root
+    params: int
+    macs: int
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Summary:
+    """Static facts about a network; ``params`` is the exact parameter count."""
+
+    name: str
+    paper_name: str | None
+    layout: str
+    input_size: tuple[int, int]
+    params: int
+    macs: int
+    output_shape: tuple[int, ...] | list[tuple[int, ...]]
+    nodes: list[NodeInfo]
+    levels: list[LevelInfo]
+    aggregation_nodes: int
+    aggregations_to_output: dict[str, int]  # block -> N on its *longest* path to the output
+    unused: list[str]
+    unused_params: int
+    feature_info: list[dict[str, Any]] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> Any:  # mapping-style access: summary["params"]
+        return getattr(self, key)
+
+    def table(self) -> str:
+        """The per-level table ``dlagraph build`` prints."""
+        head = (
+            "module",
+            "paper",
+            "channels",
+            "depth",
+            "blocks",
+            "aggs",
+            "params",
+            "MACs",
+            "output",
+        )
+        rows = [head] + [
+            (
+                lv.module,
+                lv.paper_level,
+                str(lv.channels),
+                "" if lv.depth is None else str(lv.depth),
+                str(lv.blocks) if lv.blocks else "",
+                str(lv.aggregations) if lv.aggregations else "",
+                f"{lv.params:,}",
+                _si(lv.macs),
+                "x".join(map(str, lv.shape)),
+            )
+            for lv in self.levels
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        out = []
+        for j, r in enumerate(rows):
+            cells = [
+                c.rjust(w) if 2 <= i <= 7 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ]
+            out.append("  ".join(cells).rstrip())
+            if j == 0:
+                out.append("  ".join("-" * w for w in widths))
+        return "\n".join(out)
+
+
+def _si(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def static_params(g: nx.DiGraph) -> int:
+    """The exact parameter count of a compiled network, without shapes (no input size needed)."""
+    return sum(op(g, n).params(a["rec"]) for n, a in g.nodes(data=True))
+
+
+def default_input_size(g: nx.DiGraph, at_least: int = 224) -> tuple[int, int]:
+    """The smallest square input of at least ``at_least`` pixels the network takes (sides a
+    multiple of the total stride): 224 for the paper's networks, 256 with a sixth tree level."""
+    s = g.graph["total_stride"]
+    side = -(-at_least // s) * s
+    return side, side
+
+
+def summarize(
+    spec: Spec | str | Path | dict[str, Any] | nx.DiGraph,
+    input_size: tuple[int, int] | None = None,
+) -> Summary:
+    """Exact parameter count, MACs, per-node shapes and a per-level table, computed statically.
+
+    ``input_size`` defaults to :func:`default_input_size` (224x224 for the paper's networks).
+
+    Raises:
+        SpecError: for an invalid spec.
+        InputSizeError: for an ``input_size`` the network cannot take.
+
+    Example:
+        >>> s = summarize("dla104_s")  # a preset name, or a spec file, mapping or compiled graph
+        >>> f"{s.params:,}", s.input_size  # timm's dla102x has 26,309,272 parameters
+        ('26,309,272', (224, 224))
+    """
+    g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
+    stride = g.graph["total_stride"]
+    h, w = input_size or default_input_size(g)
+    if h <= 0 or w <= 0 or h % stride or w % stride:
+        raise InputSizeError(
+            f"input size {h}x{w}: both sides must be positive multiples of the total stride "
+            f"{stride} (2x2 max pooling floors where the strided convs round up, so the shortcut "
+            f"and the block output would differ)"
+        )
+    hw: dict[str, tuple[int, int]] = {}
+    nodes: list[NodeInfo] = []
+    unused = set(g.graph["unused"])
+    for n in topo_order(g):
+        a, definition = g.nodes[n], op(g, n)
+        ins = inputs(g, n)
+        in_hw = [hw[u] for u in ins] or [(h, w)]
+        shape = definition.shape(a["rec"], in_hw)
+        hw[n] = tuple(shape[1:3]) if len(shape) == 3 else (1, 1)  # type: ignore[assignment]
+        problem = definition.join_problem(a["rec"], in_hw, shape)
+        if problem is not None:
+            raise InputSizeError(
+                f"input size {h}x{w} does not fit this network: at {n} {problem}; use sides "
+                f"that are multiples of {stride}"
+            )
+        nodes.append(
+            NodeInfo(
+                n,
+                a["op"],
+                definition.channels(a["rec"]),
+                shape,
+                definition.params(a["rec"]),
+                definition.macs(a["rec"], in_hw[0]),
+                n in unused,
+            )
+        )
+    info = {ni.name: ni for ni in nodes}
+    output_shape: Any = [info[u].shape for u in inputs(g, g.graph["output"])]
+    if len(output_shape) == 1 and g.nodes[g.graph["output"]]["rec"]["kind"] == "tensor":
+        output_shape = output_shape[0]
+    to_output = _aggregations_on_paths(g)
+    return Summary(
+        name=g.graph["name"],
+        paper_name=g.graph["paper_name"],
+        layout=g.graph["layout"],
+        input_size=(h, w),
+        params=sum(ni.params for ni in nodes),
+        macs=sum(ni.macs for ni in nodes if not ni.unused),
+        output_shape=output_shape,
+        nodes=nodes,
+        levels=_levels(g, nodes),
+        aggregation_nodes=sum(1 for n in g if _is_aggregation(g, n)),
+        aggregations_to_output={n: d for n, d in to_output.items() if _is_block(g, n)},
+        unused=sorted(unused, key=lambda n: g.nodes[n]["index"]),
+        unused_params=sum(ni.params for ni in nodes if ni.unused),
+        feature_info=feature_info(g),
+    )
+
+
+def _is_aggregation(g: nx.DiGraph, n: str) -> bool:
+    return g.nodes[n]["meta"].get("role") == "N"
+
+
+def _is_block(g: nx.DiGraph, n: str) -> bool:
+    return g.nodes[n]["meta"].get("role") in ("L1", "L2")
+
+
+def _aggregations_on_paths(
+    g: nx.DiGraph, target: str | None = None, within: str | None = None, pick: Any = max
+) -> dict[str, int]:
+    """Aggregation nodes on the longest (``pick=max``) or shortest (``pick=min``) path from each
+    node to ``target`` (default: the output), optionally through nodes under ``within`` only."""
+    target = target or g.graph["output"]
+    depth: dict[str, int] = {}
+    for n in reversed(topo_order(g)):
+        if n == target:
+            depth[n] = 0
+            continue
+        options = [
+            depth[s] + _is_aggregation(g, s)
+            for s in g.successors(n)
+            if s in depth and (within is None or s.startswith(within))
+        ]
+        if options:
+            depth[n] = pick(options)
+    return depth
+
+
+def aggregations_to_root(g: nx.DiGraph, i: int) -> int:
+    """The paper's HDA depth claim (§3): the shortest path from any block of ``levels[i]`` to the
+    level's root passes at most ``depth`` aggregation nodes, i.e. log2 of the number of blocks.
+    Returns the largest such shortest-path count over the level's blocks."""
+    lv = next(lv for lv in g.graph["levels"] if lv["index"] == i)
+    prefix = lv["module"] + "."
+    d = _aggregations_on_paths(g, lv["output"], within=prefix, pick=min)
+    return max(d[b] for b in d if _is_block(g, b))
+
+
+def _levels(g: nx.DiGraph, nodes: list[NodeInfo]) -> list[LevelInfo]:
+    facts = {lv["module"]: lv for lv in g.graph["levels"]}
+    groups: dict[str, list[NodeInfo]] = {}
+    for ni in nodes:
+        if ni.name not in (g.graph["input"], g.graph["output"]):
+            groups.setdefault(ni.name.split(".")[0], []).append(ni)
+    out = []
+    for mod, members in groups.items():
+        meta = g.nodes[members[0].name]["meta"]
+        lv = facts.get(mod)
+        tree = lv is not None and lv["kind"] == "tree"
+        last = ([m for m in members if not m.unused] or members)[-1]
+        out.append(
+            LevelInfo(
+                module=mod,
+                paper_level=f"Level {meta['level']}" if "level" in meta else "head",
+                spec_path=meta.get("spec_path", ""),
+                channels=last.out_channels,
+                depth=lv["depth"] if tree else None,
+                blocks=sum(_is_block(g, m.name) for m in members),
+                aggregations=sum(_is_aggregation(g, m.name) for m in members),
+                aggregations_to_root=aggregations_to_root(g, lv["index"]) if tree else 0,
+                params=sum(m.params for m in members),
+                macs=sum(m.macs for m in members if not m.unused),
+                shape=last.shape,
+            )
+        )
+    return out

@@ -1,0 +1,78 @@
+"""Building the DAG: the one way nodes enter it, shared by the backbone and the heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from ..errors import GraphError
+from ..spec import Spec
+from .graph import channels, reduction
+from .ops import op_of
+
+__all__ = ["Builder"]
+
+
+@dataclass
+class Builder:
+    """A DAG under construction, with what the compiler tracks besides the nodes.
+
+    ``modules`` is the layout's registration order (the state_dict order), ``prefix`` the module
+    path prefix of backbone nodes (the official DLASeg nests them under ``base.``),
+    ``level_outputs`` maps ``levels[i]`` to the node producing its output, and ``official_only``
+    lists the module paths of projections the official layout holds but never runs.
+    """
+
+    spec: Spec
+    g: nx.DiGraph = field(default_factory=nx.DiGraph)
+    modules: list[str] = field(default_factory=list)
+    prefix: str = ""
+    level_outputs: dict[int, str] = field(default_factory=dict)
+    official_only: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        node: str,
+        op: str,
+        ins: list[str],
+        rec: dict[str, Any],
+        *,
+        register: bool = True,
+        unused: bool = False,
+        symbols: dict[str, str] | None = None,
+        **meta: Any,
+    ) -> str:
+        """Add node ``node`` computing ``op`` over ``ins`` (in port order) and return its id.
+
+        ``meta`` holds provenance (``spec_path``, ``level``, ``role``, ``eq``…); the node's
+        ``reduction`` is derived from its inputs by the op.
+        """
+        if node in self.g:
+            raise GraphError(f"duplicate node id {node!r}")
+        definition = op_of(op)
+        meta["reduction"] = definition.reduction(rec, [self.reduction(u) for u in ins])
+        layout: dict[str, Any] = {}
+        if definition.owns_module:
+            layout["module"] = self.prefix + node
+            if register:
+                self.modules.append(node)
+        if unused:
+            layout["unused"] = True
+        if symbols:
+            layout["symbols"] = symbols
+        index = self.g.number_of_nodes()
+        self.g.add_node(node, op=op, index=index, rec=rec, meta=meta, layout=layout)
+        for port, u in enumerate(ins):
+            self.g.add_edge(u, node, port=port)
+        return node
+
+    def channels(self, n: str) -> int:
+        return channels(self.g, n)
+
+    def reduction(self, n: str) -> int:
+        return reduction(self.g, n)
+
+    def mark_unused(self, n: str) -> None:
+        self.g.nodes[n]["layout"]["unused"] = True

@@ -1,0 +1,284 @@
+"""The DAG IR: a ``networkx.DiGraph`` whose node ids are dotted module paths (``level3.tree1.root``).
+
+A node holds four things (README "The IR"):
+
+* ``op`` -- a name in :data:`~dlagraph.ir.ops.OPS`, which defines everything about it;
+* ``rec`` -- its semantic fields, a plain dict typed by the op's record (``channels``, ``kernel_size``…);
+* ``meta`` -- provenance and static facts: ``spec_path``, paper ``level``, ``role`` (``L1``, ``L2``,
+  ``N``, ``S``, ``P``, ``U``…), ``eq``, and ``reduction`` (the resolution divisor);
+* ``layout`` -- backend details: the ``module`` path, ``unused`` (checkpoint-only), ``symbols``
+  (record fields that are constructor arguments of generated classes: ``in_chans``, ``num_classes``).
+
+Every edge carries ``port``, the argument position at its consumer; read inputs only through
+:func:`inputs`, never through ``G.predecessors`` (whose order networkx does not promise). Edges into
+aggregation nodes also carry ``paper_port`` (eq. 2 / eq. 5 order). :func:`topo_order` breaks ties
+with each node's creation ``index``. Graph attributes hold the facts computed once at compile time
+(``total_stride``, ``levels``, ``modules`` in registration order, ``unused``, …).
+
+:func:`check` is the lint: together with :mod:`dlagraph.ir.ops` it is the only code that looks at
+op names. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from ..errors import GraphError, clip
+from .ops import OPS, Op, op_of
+
+__all__ = [
+    "IR_VERSION",
+    "Meta",
+    "Layout",
+    "inputs",
+    "paper_inputs",
+    "topo_order",
+    "check",
+    "describe",
+    "node_table",
+    "channels",
+    "reduction",
+    "op",
+    "feature_info",
+    "is_path",
+]
+
+IR_VERSION = 2
+
+
+class Meta(TypedDict, total=False):
+    """Provenance and static facts of a node (README "The IR")."""
+
+    reduction: int
+    spec_path: str
+    level: int  # paper level (1 = the stem's level); absent for head nodes
+    role: str
+    eq: str
+    arg_roles: list[str]
+
+
+class Layout(TypedDict, total=False):
+    """Backend details of a node."""
+
+    module: str
+    unused: bool
+    symbols: dict[str, str]
+
+
+SYMBOLS = frozenset({"in_chans", "num_classes"})
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+
+
+def _adapter(t: type) -> TypeAdapter[Any]:
+    if t not in _ADAPTERS:
+        t.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+        _ADAPTERS[t] = TypeAdapter(t)
+    return _ADAPTERS[t]
+
+
+def op(g: nx.DiGraph, n: str) -> Op:
+    """The op definition of node ``n``."""
+    return op_of(g.nodes[n]["op"])
+
+
+def channels(g: nx.DiGraph, n: str) -> int:
+    """Output channels of node ``n``."""
+    return op(g, n).channels(g.nodes[n]["rec"])
+
+
+def reduction(g: nx.DiGraph, n: str) -> int:
+    """Resolution divisor of node ``n``'s output (its cumulative stride)."""
+    return int(g.nodes[n]["meta"]["reduction"])
+
+
+def inputs(g: nx.DiGraph, n: str) -> list[str]:
+    """The inputs of node ``n`` in argument (``port``) order."""
+    return [u for u, _, _ in sorted(g.in_edges(n, data="port"), key=lambda e: e[2])]
+
+
+def paper_inputs(g: nx.DiGraph, n: str) -> list[str]:
+    """The inputs of an aggregation node in the paper's argument order (eq. 2 / eq. 5)."""
+    edges = g.in_edges(n, data=True)
+    return [u for u, _, d in sorted(edges, key=lambda e: e[2].get("paper_port", e[2]["port"]))]
+
+
+def topo_order(g: nx.DiGraph) -> list[str]:
+    """A deterministic topological order: ties are broken by creation index."""
+    return list(nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["index"]))
+
+
+def describe(g: nx.DiGraph, n: str) -> str:
+    """``'level3.tree1.root' (from levels[3])``: how errors name a node."""
+    src = g.nodes[n].get("meta", {}).get("spec_path")
+    return f"{clip(repr(n))} (from {src})" if src else clip(repr(n))
+
+
+def is_path(text: object) -> bool:
+    """A dotted module path of identifiers (what may reach generated source as ``self.<path>``)."""
+    return (
+        isinstance(text, str)
+        and _PATH.fullmatch(text) is not None
+        and not any(keyword.iskeyword(part) for part in text.split("."))
+    )
+
+
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _fail(problems: list[str]) -> None:
+    if problems:
+        raise GraphError("graph check failed:\n  " + "\n  ".join(problems))
+
+
+def _check_node(g: nx.DiGraph, n: str) -> list[str]:
+    """The node's op, record, meta and layout have their declared types: a graph reloaded from
+    JSON cannot smuggle code or nonsense into a backend."""
+    a = g.nodes[n]
+    shown = clip(repr(n))
+    if a.get("op") not in OPS:
+        return [f"node {shown}: unknown op {clip(repr(a.get('op')))}"]
+    problems = []
+    if not is_path(n):
+        problems.append(f"node {shown}: ids must be dotted identifiers")
+    if type(a.get("index")) is not int:
+        problems.append(f"node {shown}: `index` must be an int")
+    definition = OPS[a["op"]]
+    for key, t in (("rec", definition.record), ("meta", Meta), ("layout", Layout)):
+        try:
+            _adapter(t).validate_python(a.get(key), strict=True)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(map(str, err["loc"]))
+            problems.append(f"node {shown}: `{key}.{where}`: {clip(err['msg'], 80)}".rstrip("."))
+    if problems:
+        return problems
+    rec, layout = a["rec"], a["layout"]
+    ints = [v for v in rec.values() if type(v) is int]
+    if any(not 0 <= v <= 10**7 for v in ints):
+        problems.append(f"node {shown}: record values must be non-negative and at most 10^7")
+    if definition.owns_module:
+        mod = layout.get("module", "")
+        if not is_path(mod) or not (mod == n or mod.endswith("." + n)):
+            problems.append(
+                f"node {shown}: `layout.module` {clip(repr(mod))} is not the node's module path "
+                f"(its id, or its id under a prefix)"
+            )
+    for field, name in layout.get("symbols", {}).items():
+        if name not in SYMBOLS or field not in rec:
+            problems.append(f"node {shown}: symbol {clip(repr(name))} for {clip(repr(field))}")
+    try:
+        definition.layers(rec)  # a block's type and options are validated by the registry here
+    except Exception as e:
+        problems.append(f"node {shown}: {a['op']}: {clip(str(e), 120)}")
+    return problems
+
+
+def _check_ports(g: nx.DiGraph, problems: list[str]) -> None:
+    for n in g.nodes:
+        for key in ("port", "paper_port"):
+            ports = [d[key] for _, _, d in g.in_edges(n, data=True) if key in d]
+            if key == "port" and len(ports) != g.in_degree(n):
+                problems.append(f"node {describe(g, n)}: an input edge has no `port`")
+            if ports and sorted(ports) != list(range(len(ports))):
+                problems.append(
+                    f"node {describe(g, n)}: `{key}`s are {sorted(ports)}, expected 0..{len(ports) - 1}"
+                )
+
+
+def check(g: nx.DiGraph) -> list[str]:
+    """Lint the IR; return the ids of the unused (checkpoint-only) nodes.
+
+    Checks: every node's record, meta and layout against its op's declared types; acyclic; ports
+    contiguous from 0; one input and one output; the op's own channel rules (sums at aggregation
+    nodes, agreement on every other edge and shortcut); every node reachable from the input and
+    reaching the output, except nodes marked ``unused``, which must *not* reach it; every
+    module-owning node registered exactly once.
+
+    Raises:
+        GraphError: naming each offending node and the spec path that produced it.
+    """
+    problems = [p for n in g.nodes for p in _check_node(g, n)]
+    _fail(problems)
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = nx.find_cycle(g)
+        _fail([f"graph has a cycle: {' -> '.join(u for u, _ in cycle)}"])
+    _check_ports(g, problems)
+    ins = [n for n, a in g.nodes(data=True) if a["op"] == "input"]
+    outs = [n for n, a in g.nodes(data=True) if a["op"] == "output"]
+    if len(ins) != 1 or len(outs) != 1:
+        _fail([f"graph needs exactly one input and one output node (got {ins} and {outs})"])
+    src, dst = ins[0], outs[0]
+    for n in g.nodes:
+        ups = inputs(g, n)
+        found = op(g, n).lint(
+            g.nodes[n]["rec"], ups, [channels(g, u) for u in ups], [reduction(g, u) for u in ups]
+        )
+        problems += [f"node {describe(g, n)}: {p}" for p in found]
+    reach = nx.descendants(g, src) | {src}
+    live = nx.ancestors(g, dst) | {dst}
+    unused = []
+    for n, a in g.nodes(data=True):
+        if n not in reach:
+            problems.append(f"node {describe(g, n)}: not reachable from the input")
+        if a["layout"].get("unused"):
+            unused.append(n)
+            if n in live:
+                problems.append(f"node {describe(g, n)}: marked unused but reaches the output")
+        elif n not in live:
+            problems.append(f"node {describe(g, n)}: does not reach the output")
+    modules = g.graph.get("modules", [])
+    owners = [n for n, a in g.nodes(data=True) if OPS[a["op"]].owns_module]
+    if sorted(modules) != sorted(owners):
+        missing = sorted(set(owners) - set(modules))
+        extra = sorted(set(modules) - set(owners))
+        dup = sorted({m for m in modules if modules.count(m) > 1})
+        problems.append(
+            f"graph['modules'] does not list each module node once "
+            f"(missing {missing}, extra {extra}, repeated {dup})"
+        )
+    _fail(problems)
+    return sorted(unused, key=lambda n: g.nodes[n]["index"])
+
+
+def feature_info(g: nx.DiGraph) -> list[dict[str, Any]]:
+    """timm-style ``feature_info`` of every level still in the graph: index, channels, reduction,
+    module and node (the level's output)."""
+    return [
+        {
+            "index": lv["index"],
+            "num_chs": channels(g, lv["output"]),
+            "reduction": reduction(g, lv["output"]),
+            "module": lv["module"],
+            "node": lv["output"],
+        }
+        for lv in g.graph["levels"]
+        if lv["output"] in g
+    ]
+
+
+def node_table(g: nx.DiGraph, nodes: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """One row per node (fx ``print_tabular`` style): name, op, inputs, channels, reduction,
+    source."""
+    rows = []
+    for n in nodes if nodes is not None else topo_order(g):
+        a = g.nodes[n]
+        rec = a["rec"]
+        cin = rec.get("in_channels", rec.get("channels", ""))
+        rows.append(
+            {
+                "name": n,
+                "op": a["op"],
+                "inputs": inputs(g, n),
+                "channels": f"{cin}->{channels(g, n) or ''}",
+                "reduction": reduction(g, n),
+                "source": a["meta"].get("spec_path", ""),
+            }
+        )
+    return rows

@@ -1,0 +1,146 @@
+"""The heads: classifier, multi-scale features, the paper's segmentation network (§4.2), and the
+official ``dla_up.py`` DLASeg head. Each adds its nodes after the backbone and ends in ``output``.
+
+IDA upsampling is eq. 1 again, now across resolutions: I(x1, …, xn) = I(N(x1, x2), x3, …, xn), with
+the deeper inputs projected and upsampled (learned, bilinear-initialised transposed convs) to the
+resolution of the shallowest before each 3x3 aggregation node.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..spec import ClassifierHead, DlaUpHead, FeaturesHead, SegmentationHead
+from .builder import Builder
+from .ops import ClassifierRec, ConvRec, UpsampleRec
+
+__all__ = ["build_head"]
+
+
+def build_head(b: Builder, x: str) -> None:
+    """Add the spec's head after backbone output ``x``."""
+    head = b.spec.head
+    if isinstance(head, ClassifierHead):
+        _classifier(b, x, head)
+    elif isinstance(head, FeaturesHead):
+        _features(b, head)
+    elif isinstance(head, SegmentationHead):
+        _segmentation(b, head)
+    elif isinstance(head, DlaUpHead):
+        _dla_up(b, head)
+    else:
+        raise TypeError(f"no head builder for {type(head).__name__}")
+
+
+def _fc(b: Builder, node: str, x: str, classes: int, src: str, **kw: Any) -> str:
+    """A 1x1-conv classifier; its width is the generated class's ``num_classes`` unless unused."""
+    flatten, sequential, unused = (kw.pop(k, False) for k in ("flatten", "sequential", "unused"))
+    rec = ClassifierRec(
+        in_channels=b.channels(x), out_channels=classes, flatten=flatten, sequential=sequential
+    )
+    syms = None if unused else {"out_channels": "num_classes"}
+    return b.add(node, "classifier", [x], dict(rec), symbols=syms, unused=unused, spec_path=src)
+
+
+def _classifier(b: Builder, x: str, head: ClassifierHead) -> None:
+    c = b.channels(x)
+    x = b.add("global_pool", "pool", [x], {"channels": c}, spec_path="head")
+    if head.dropout > 0:
+        rec = {"channels": c, "p": head.dropout}
+        x = b.add("head_drop", "dropout", [x], rec, spec_path="head.dropout")
+    x = _fc(b, "fc", x, head.num_classes, "head.num_classes", flatten=True)
+    b.add("output", "output", [x], {"kind": "tensor"}, spec_path="head")
+
+
+def _features(b: Builder, head: FeaturesHead) -> None:
+    taps = [b.level_outputs[i] for i in head.out_indices]
+    b.add("output", "output", taps, {"kind": "list"}, spec_path="head.out_indices")
+    keep = max(head.out_indices)
+    # like timm's prune_intermediate_layers: levels after the last tap are not built at all
+    drop = {n for n, m in b.g.nodes(data="meta") if m.get("level", 0) > keep + 1}
+    b.g.remove_nodes_from(drop)
+    b.modules[:] = [m for m in b.modules if m not in drop]
+    b.level_outputs = {i: n for i, n in b.level_outputs.items() if n not in drop}
+
+
+def _proj_up(b: Builder, path: str, idx: int, x: str, out_dim: int, factor: int, src: str) -> str:
+    """IDAUp's per-input step: a 1x1 conv-BN-ReLU projection when the width differs, then a
+    learned depthwise transposed conv, initialised as bilinear upsampling, when ``factor > 1``."""
+    meta = {"spec_path": src, "eq": "eq1"}
+    if b.channels(x) != out_dim:
+        rec = ConvRec(in_channels=b.channels(x), out_channels=out_dim, kernel_size=1, convs=1,
+                      stride=1)  # fmt: skip
+        x = b.add(f"{path}.proj_{idx}", "conv", [x], dict(rec), role="P", **meta)
+    if factor > 1:
+        rec = UpsampleRec(channels=out_dim, factor=factor, trainable=True)
+        x = b.add(f"{path}.up_{idx}", "upsample", [x], dict(rec), role="U", **meta)
+    return x
+
+
+def _ida_node(b: Builder, node: str, a: str, c: str, op: str, src: str, **extra: Any) -> str:
+    """An IDA aggregation node N(x, layer) (eq. 1): [running x, new layer] -> 3x3 conv."""
+    cin, cout = b.channels(a) + b.channels(c), b.channels(a)
+    rec = {"in_channels": cin, "out_channels": cout, "kernel_size": 3, **extra}
+    n = b.add(node, op, [a, c], rec, eq="eq1", role="N", arg_roles=["I", "I"], spec_path=src)
+    for port, u in enumerate((a, c)):
+        b.g.edges[u, n]["paper_port"] = port
+    return n
+
+
+def _segmentation(b: Builder, head: SegmentationHead) -> None:
+    x = b.level_outputs[len(b.spec.levels) - 1]
+    if head.upsample == "ida":
+        # eq. 1 over Level 2 .. the last level, every input brought to Level 2's resolution
+        taps = [b.level_outputs[i] for i in range(1, len(b.spec.levels))]
+        width, base = head.ida_channels, b.reduction(taps[0])
+        layers = [
+            _proj_up(b, "ida_up", j, t, width, b.reduction(t) // base, "head.ida_channels")
+            for j, t in enumerate(taps)
+        ]
+        x = layers[0]
+        for j in range(1, len(layers)):
+            node = f"ida_up.node_{j}"
+            x = _ida_node(b, node, x, layers[j], "aggregate", "head.upsample", residual=False)
+    x = _fc(b, "fc", x, head.num_classes, "head.num_classes")
+    rec = {"channels": head.num_classes, "scale": b.reduction(x)}
+    x = b.add("final_up", "interpolate", [x], rec, spec_path="head.upsample")
+    b.add("output", "output", [x], {"kind": "tensor"}, spec_path="head")
+
+
+def _dla_up(b: Builder, head: DlaUpHead) -> None:
+    """The official DLASeg (dla_up.py): DLAUp's IDAUp stages, ``fc``, frozen ``up``, log-softmax."""
+    last = len(b.spec.levels) - 1
+    if head.base_classes:  # the base network keeps its ImageNet classifier, never run
+        top = b.level_outputs[last]
+        src = "head.base_classes"
+        pool = b.add("base.avgpool", "pool", [top], {"channels": b.channels(top)}, unused=True,
+                     spec_path=src)  # fmt: skip
+        _fc(b, "base.fc", pool, head.base_classes, src, unused=True)
+    first = int(math.log2(head.down_ratio))
+    layers = [b.level_outputs[i] for i in range(first, last + 1)]
+    channels = [b.channels(t) for t in layers]
+    scales = [2**i for i in range(len(layers))]
+    x = layers[-1]
+    for i in range(len(layers) - 1):  # DLAUp.__init__ and DLAUp.forward, step by step
+        j = len(layers) - i - 2
+        path = f"dla_up.ida_{i}"
+        ups = [s // scales[j] for s in scales[j:]]
+        stage = [
+            _proj_up(b, path, idx, t, channels[j], f, "head.down_ratio")
+            for idx, (t, f) in enumerate(zip(layers[j:], ups, strict=True))
+        ]
+        x, ys = stage[0], []
+        for idx in range(1, len(stage)):
+            x = _ida_node(b, f"{path}.node_{idx}", x, stage[idx], "ida_node", "head.down_ratio")
+            ys.append(x)
+        layers[j + 1 :] = ys
+        scales[j + 1 :] = [scales[j]] * (len(scales) - j - 1)
+    k = head.num_classes
+    logits = _fc(b, "fc", x, k, "head.num_classes", sequential=True)
+    rec = UpsampleRec(channels=k, factor=head.down_ratio, trainable=False)
+    syms = {"channels": "num_classes"}
+    up = b.add("up", "upsample", [logits], dict(rec), symbols=syms, spec_path="head.down_ratio",
+               role="U")  # fmt: skip
+    probs = b.add("softmax", "log_softmax", [up], {"channels": k}, spec_path="head")
+    b.add("output", "output", [probs, logits], {"kind": "tuple"}, spec_path="head")

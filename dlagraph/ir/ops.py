@@ -1,0 +1,657 @@
+"""The IR's ops, each defined once: its record, module, call, static shape, cost, comment and look.
+
+This is dlagraph's one lowering layer (the role torch.fx's node semantics play for its interpreter
+and its codegen). A node of the DAG is ``{"op": name, "rec": record, "meta": provenance, "layout":
+backend details}``; its op, looked up in :data:`OPS`, says everything a backend needs:
+
+* ``module(rec, syms)`` -- the torch module the node owns, as a constructor :class:`Expr` over
+  helper and torch names (``conv_bn_relu(16, 32, 3, stride=2)``); symbolic arguments (``in_chans``,
+  ``num_classes``) are :class:`Sym` values;
+* ``call(rec, n_inputs)`` -- how the inputs become the call in ``forward``, an :class:`Expr` whose
+  leaves are :class:`In` (the k-th input, in port order);
+* ``channels`` / ``reduction`` / ``shape`` -- static output facts;
+* ``layers`` / ``params`` / ``macs`` -- parameter and MAC counts;
+* ``lint`` / ``join_problem`` -- what the graph check and the shape analysis verify at the node;
+* ``comment`` / ``look`` -- the generated-code comment and the diagram node.
+
+The interpreter evaluates these expressions into an fx graph, the code generator prints them, the
+analysis sums them and the diagram draws them; none of them switches on op names. To add an op,
+subclass :class:`Op`, give it a record and register it with :func:`register_op` (README "How to add
+an op"). No torch here.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from typing_extensions import TypedDict
+
+from ..blocks import Layer, get_block_type
+from ..errors import GraphError
+
+__all__ = ["Expr", "In", "Sym", "Op", "OPS", "register_op", "op_of", "COLORS", "box"]
+
+D = dict[str, Any]
+HW = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class In:
+    """The ``port``-th input of the node."""
+
+    port: int
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A constructor argument of the generated class (``in_chans``, ``num_classes``); the
+    interpreter uses ``value``, the code generator prints ``name``."""
+
+    name: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A call ``fn(*args, **kwargs)``: ``fn`` is ``"self"`` (the node's own module), a torch name
+    (``torch.cat``, ``nn.Conv2d``, ``F.interpolate``), a helper of ``backends/torch/modules.py``
+    (``conv_bn_relu``), or a registered block class, whose block type is ``source``."""
+
+    fn: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    source: Any = None
+
+
+COLORS = {
+    "block": "#dbe9f6",
+    "aggregate": "#f8c471",
+    "downsample": "#d5f5e3",
+    "project": "#ebdef0",
+    "plain": "#eeeeee",
+    "upsample": "#fadbd8",
+    "collapsed": "#d6eaf8",
+}
+_EQ = {"eq1": "eq. 1", "eq2": "eq. 2", "eq5": "eq. 5"}
+
+
+def _sym(rec: D, syms: D, key: str) -> Any:
+    return Sym(syms[key], rec[key]) if key in syms else rec[key]
+
+
+def _chans(rec: D) -> str:
+    return f"{rec['in_channels']} -> {rec['out_channels']} ch"
+
+
+def _where(meta: D, *extra: str) -> str:
+    parts = [p for p in (meta.get("spec_path"), *extra) if p]
+    return f"({', '.join(parts)})" if parts else ""
+
+
+def box(label: str, kind: str = "plain", shape: str = "box", **extra: str) -> dict[str, str]:
+    """A diagram node: filled with ``kind``'s colour."""
+    style = {"style": "filled", "fillcolor": COLORS[kind], "fontsize": "10"}
+    return {"label": label, "shape": shape, **style, **extra}
+
+
+def _conv(name: str, cin: int, cout: int, k: int, s: int = 1, div: int = 1, **kw: Any) -> Layer:
+    return Layer(name, "conv", cin, cout, k, s, out_div=div, **kw)
+
+
+def _bn(name: str, c: int, div: int = 1) -> Layer:
+    return Layer(name, "bn", c, c, out_div=div)
+
+
+class Op:
+    """The default semantics of an op: one input, same resolution, no module, no parameters."""
+
+    name: ClassVar[str]
+    record: ClassVar[type]  # a TypedDict of the op's semantic fields
+    owns_module: ClassVar[bool] = True
+
+    def channels(self, rec: D) -> int:
+        return rec["out_channels"] if "out_channels" in rec else rec["channels"]
+
+    def reduction(self, rec: D, ins: list[int]) -> int:
+        """The node's resolution divisor (cumulative stride), from its inputs'."""
+        return ins[0] * rec.get("stride", 1)
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        """The output shape without the batch dimension, from the inputs' H x W."""
+        return (self.channels(rec), *ins[0])
+
+    def join_problem(self, rec: D, ins: list[HW], out: tuple[int, ...]) -> str | None:
+        """Why maps joined at this node would differ in size, or None."""
+        return None
+
+    def layers(self, rec: D) -> list[Layer]:
+        """The parametrised layers (names relative to the node's module)."""
+        return []
+
+    def params(self, rec: D) -> int:
+        return sum(layer.params for layer in self.layers(rec))
+
+    def macs(self, rec: D, hw: HW) -> int:
+        """Multiply-accumulates for input ``hw`` at port 0."""
+        return sum(layer.macs(*hw) for layer in self.layers(rec))
+
+    def module(self, rec: D, syms: D) -> Expr | None:
+        return None
+
+    def call(self, rec: D, n_inputs: int) -> Any:
+        return Expr("self", (In(0),))
+
+    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+        """Channel problems at the node, given its inputs, their channels and reductions."""
+        want = rec.get("in_channels", rec.get("channels"))
+        if chans and want is not None and chans[0] != want:
+            return [f"expects {want} input channels, input {ins[0]!r} provides {chans[0]}"]
+        return []
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        return f"{_chans(rec)}, reduction {meta['reduction']} {_where(meta)}".strip()
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box(self.name)
+
+
+OPS: dict[str, Op] = {}
+
+
+def register_op(cls: type[Op]) -> type[Op]:
+    """Make ``cls`` an op of the IR (``OPS[cls.name]``); every backend picks it up."""
+    OPS[cls.name] = cls()
+    return cls
+
+
+def op_of(name: Any) -> Op:
+    try:
+        return OPS[name]
+    except (KeyError, TypeError):
+        raise GraphError(f"unknown op {name!r}") from None
+
+
+# ---- records and ops ----------------------------------------------------------------------------
+
+
+class ChannelsRec(TypedDict):
+    channels: int
+
+
+@register_op
+class Input(Op):
+    """The image."""
+
+    name, record, owns_module = "input", ChannelsRec, False
+
+    def reduction(self, rec: D, ins: list[int]) -> int:
+        return 1
+
+    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+        return []
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return {"label": f"input\n{rec['channels']} ch", "shape": "oval", "fontsize": "10"}
+
+
+class OutputRec(TypedDict):
+    kind: str  # "tensor" | "list" | "tuple"
+
+
+@register_op
+class Output(Op):
+    """The network's result: one input (a tensor), or several (a list or a tuple)."""
+
+    name, record, owns_module = "output", OutputRec, False
+
+    def channels(self, rec: D) -> int:
+        return 0
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        return ()
+
+    def call(self, rec: D, n_inputs: int) -> Any:
+        ins = [In(i) for i in range(n_inputs)]
+        return {"tensor": In(0), "list": ins, "tuple": tuple(ins)}[rec["kind"]]
+
+    def return_type(self, rec: D, n_inputs: int) -> str:
+        """The annotation of ``forward``'s result in generated code."""
+        if rec["kind"] == "tuple":
+            return f"tuple[{', '.join(['torch.Tensor'] * n_inputs)}]"
+        return "list[torch.Tensor]" if rec["kind"] == "list" else "torch.Tensor"
+
+    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+        if rec["kind"] not in ("tensor", "list", "tuple"):
+            return [f"output kind {rec['kind']!r} is not tensor, list or tuple"]
+        if rec["kind"] == "tensor" and len(chans) != 1:
+            return [f"a tensor output takes one input, not {len(chans)}"]
+        return []
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return {"label": "output", "shape": "oval", "fontsize": "10"}
+
+
+class ConvRec(TypedDict):
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    convs: int
+    stride: int
+
+
+@register_op
+class Conv(Op):
+    """``convs`` x (conv-BN-ReLU), the first strided: the stem, the conv levels (Levels 1-2) and
+    IDA's 1x1 projections."""
+
+    name, record = "conv", ConvRec
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        k, s = rec["kernel_size"], rec["stride"]
+        return (rec["out_channels"], *((x + 2 * (k // 2) - k) // s + 1 for x in ins[0]))
+
+    def layers(self, rec: D) -> list[Layer]:
+        cin, cout, k, s = rec["in_channels"], rec["out_channels"], rec["kernel_size"], rec["stride"]
+        out: list[Layer] = []
+        for j in range(rec["convs"]):
+            out += [_conv(str(3 * j), cout if j else cin, cout, k, 1 if j else s, s)]
+            out += [_bn(str(3 * j + 1), cout, s)]
+        return out
+
+    def module(self, rec: D, syms: D) -> Expr:
+        kw = tuple((k, rec[k]) for k in ("convs", "stride") if rec[k] != 1)
+        args = (_sym(rec, syms, "in_channels"), rec["out_channels"], rec["kernel_size"])
+        return Expr("conv_bn_relu", args, kw)
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        if meta.get("role") == "P":  # IDA's projection to the aggregation width
+            return f"P: {_chans(rec)}, reduction {meta['reduction']} {_where(meta, 'eq. 1')}"
+        return super().comment(rec, meta, n_inputs, syms)
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        arrow = f"{rec['in_channels']}→{rec['out_channels']}"
+        if meta.get("role") == "P":
+            return box(f"P {arrow}", "project", height="0.3")
+        k, s = rec["kernel_size"], rec["stride"]
+        label = f"{node.rsplit('.', 1)[-1]}: {rec['convs']}x conv{k}x{k} {arrow}"
+        return box(label + (f" /{s}" if s > 1 else ""))
+
+
+class PoolRec(TypedDict):
+    channels: int
+    stride: int
+
+
+@register_op
+class Downsample(Op):
+    """S(x) of eq. 5, or the pooled input of a first block's shortcut: 2x2 max pooling."""
+
+    name, record = "downsample", PoolRec
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        s = rec["stride"]
+        return (rec["channels"], *((x - s) // s + 1 for x in ins[0]))
+
+    def module(self, rec: D, syms: D) -> Expr:
+        return Expr("nn.MaxPool2d", (rec["stride"],), (("stride", rec["stride"]),))
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        what = "S(x), eq. 5" if meta.get("role") == "S" else "for the shortcut"
+        return f"2x2 max pool to reduction {meta['reduction']} {_where(meta, what)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        if meta.get("role") == "S":
+            return box("S", "downsample", "invtrapezium", height="0.3")
+        small = {"height": "0.25", "fillcolor": "#f4f6f6", "fontsize": "8"}
+        return box("pool", "downsample", "invtrapezium", **small)
+
+
+class ProjectRec(TypedDict):
+    in_channels: int
+    out_channels: int
+
+
+@register_op
+class Project(Op):
+    """The first block's shortcut projection: 1x1 conv + BN, no ReLU."""
+
+    name, record = "project", ProjectRec
+
+    def layers(self, rec: D) -> list[Layer]:
+        return [
+            _conv("0", rec["in_channels"], rec["out_channels"], 1),
+            _bn("1", rec["out_channels"]),
+        ]
+
+    def module(self, rec: D, syms: D) -> Expr:
+        return Expr("project", (rec["in_channels"], rec["out_channels"]))
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        return f"shortcut: {_chans(rec)} {_where(meta)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box(f"P {rec['in_channels']}→{rec['out_channels']}", "project", height="0.3")
+
+
+class BlockRec(TypedDict):
+    block: str
+    options: D
+    in_channels: int
+    out_channels: int
+    stride: int
+    dilation: int  # fmt: skip
+
+
+@register_op
+class Block(Op):
+    """B of eq. 2, from the block registry, called as ``block(x, shortcut)``."""
+
+    name, record = "block", BlockRec
+
+    def _args(self, rec: D) -> tuple[Any, tuple[Any, ...]]:
+        bt = get_block_type(rec["block"])
+        opts = bt.options.model_validate(rec["options"])
+        return bt, (rec["in_channels"], rec["out_channels"], rec["stride"], rec["dilation"], opts)
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        return (rec["out_channels"], *((x - 1) // rec["stride"] + 1 for x in ins[0]))
+
+    def join_problem(self, rec: D, ins: list[HW], out: tuple[int, ...]) -> str | None:
+        if len(ins) == 2 and tuple(ins[1]) != tuple(out[1:]):
+            return f"the block gives {out[1]}x{out[2]}, its shortcut {ins[1][0]}x{ins[1][1]}"
+        return None
+
+    def layers(self, rec: D) -> list[Layer]:
+        bt, args = self._args(rec)
+        return bt.static_layers(*args) or []
+
+    def params(self, rec: D) -> int:
+        bt, args = self._args(rec)
+        return bt.count_params(*args)
+
+    def module(self, rec: D, syms: D) -> Expr:
+        bt, args = self._args(rec)
+        kw = bt.module_args(*args)
+        pos = (kw.pop("in_channels"), kw.pop("out_channels"))
+        name = bt.factory.rpartition(":")[2] if isinstance(bt.factory, str) else None
+        return Expr(name or bt.factory.__name__, pos, tuple(kw.items()), source=bt)
+
+    def call(self, rec: D, n_inputs: int) -> Expr:
+        return Expr("self", (In(0), In(1) if n_inputs == 2 else In(0)))  # identity shortcut
+
+    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+        out = super().lint(rec, ins, chans, reds)
+        gives = (rec["out_channels"], reds[0] * rec["stride"])
+        if len(chans) == 2 and (chans[1], reds[1]) != gives:
+            out.append(
+                f"shortcut {ins[1]!r} is {chans[1]} ch at reduction {reds[1]}, the block gives "
+                f"{gives[0]} ch at reduction {gives[1]}"
+            )
+        return out
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        text = f"{meta.get('role', '')} block: {_chans(rec)}, reduction {meta['reduction']}"
+        text = f"{text} {_where(meta)}".strip()
+        return text + ("" if n_inputs == 2 else ", identity shortcut")
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        head = f"{meta.get('role', '')} {rec['block']} {rec['in_channels']}→{rec['out_channels']}"
+        head += f" /{rec['stride']}" if rec["stride"] > 1 else ""
+        if detail != "layers":
+            return box(head, "block", style="filled,rounded")
+        rows = "".join(
+            f"<TR><TD ALIGN='LEFT'>{html.escape(layer.name)}</TD><TD ALIGN='LEFT'>"
+            f"{html.escape(layer.describe())}</TD></TR>"
+            for layer in self.layers(rec)
+        )
+        table = f"<TABLE BORDER='1' CELLBORDER='0' CELLSPACING='0' BGCOLOR='{COLORS['block']}'>"
+        title = f"<TR><TD COLSPAN='2'><B>{html.escape(head)}</B></TD></TR>"
+        return {"shape": "plain", "fontsize": "10", "label": f"<{table}{title}{rows}</TABLE>>"}
+
+
+class _Aggregation(Op):
+    """What every aggregation node N shares: channels concatenated, maps joined."""
+
+    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+        out = []
+        if sum(chans) != rec["in_channels"]:
+            parts = " + ".join(map(str, chans))
+            out.append(
+                f"expects {rec['in_channels']} input channels, its inputs {ins} provide "
+                f"{sum(chans)} ({parts})"
+            )
+        if rec.get("residual") and chans and chans[0] != rec["out_channels"]:
+            out.append(
+                f"residual input {ins[0]!r} has {chans[0]} channels, the node outputs "
+                f"{rec['out_channels']}"
+            )
+        if len(set(reds)) > 1:
+            out.append(f"inputs have different reductions {sorted(set(reds))}")
+        return out
+
+    def join_problem(self, rec: D, ins: list[HW], out: tuple[int, ...]) -> str | None:
+        if len({tuple(x) for x in ins}) > 1:
+            return "the joined feature maps differ (" + ", ".join(f"{h}x{w}" for h, w in ins) + ")"
+        return None
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        res = "residual" if rec.get("residual") else ""
+        return f"N: {_chans(rec)} {_where(meta, _EQ.get(meta.get('eq') or '', ''), res)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        xlabel = f"{rec['in_channels']}→{rec['out_channels']}"
+        label = "N+" if rec.get("residual") else "N"
+        size = {"width": "0.35", "fixedsize": "true", "fontsize": "11"}
+        return box(label, "aggregate", "circle", xlabel=xlabel, **size)
+
+
+class AggregateRec(TypedDict):
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    residual: bool
+
+
+@register_op
+class Aggregate(_Aggregation):
+    """N of eq. 1-5 (``DlaRoot``): concat in argument order -> conv -> BN (-> + input 0) -> ReLU."""
+
+    name, record = "aggregate", AggregateRec
+
+    def layers(self, rec: D) -> list[Layer]:
+        cin, cout = rec["in_channels"], rec["out_channels"]
+        return [_conv("conv", cin, cout, rec["kernel_size"]), _bn("bn", cout)]
+
+    def module(self, rec: D, syms: D) -> Expr:
+        kw = (("kernel_size", rec["kernel_size"]), ("residual", rec["residual"]))
+        return Expr("DlaRoot", (rec["in_channels"], rec["out_channels"]), kw)
+
+    def call(self, rec: D, n_inputs: int) -> Expr:
+        return Expr("self", ([In(i) for i in range(n_inputs)],))
+
+
+class IdaNodeRec(TypedDict):
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+
+
+@register_op
+class IdaNode(_Aggregation):
+    """The official ``dla_up.py`` IDAUp node: ``Sequential(conv, BN, ReLU)`` on the concatenation."""
+
+    name, record = "ida_node", IdaNodeRec
+
+    def layers(self, rec: D) -> list[Layer]:
+        cin, cout = rec["in_channels"], rec["out_channels"]
+        return [_conv("0", cin, cout, rec["kernel_size"]), _bn("1", cout)]
+
+    def module(self, rec: D, syms: D) -> Expr:
+        return Expr("ida_node", (rec["in_channels"], rec["out_channels"], rec["kernel_size"]))
+
+    def call(self, rec: D, n_inputs: int) -> Expr:
+        return Expr("self", (Expr("torch.cat", ([In(i) for i in range(n_inputs)], 1)),))
+
+
+@register_op
+class GlobalPool(Op):
+    """Global average pooling."""
+
+    name, record = "pool", ChannelsRec
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        return (rec["channels"], 1, 1)
+
+    def module(self, rec: D, syms: D) -> Expr:
+        return Expr("nn.AdaptiveAvgPool2d", (1,))
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        return f"global average pool: {rec['channels']} ch {_where(meta)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box("global avg pool")
+
+
+class DropoutRec(TypedDict):
+    channels: int
+    p: float
+
+
+@register_op
+class Dropout(Op):
+    name, record = "dropout", DropoutRec
+
+    def module(self, rec: D, syms: D) -> Expr:
+        return Expr("nn.Dropout", (rec["p"],))
+
+    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+        ok = 0.0 <= rec["p"] < 1.0
+        return super().lint(rec, ins, chans, reds) + ([] if ok else ["`p` must be in [0, 1)"])
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        return f"dropout p={rec['p']} {_where(meta)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box(f"dropout {rec['p']}")
+
+
+class ClassifierRec(TypedDict):
+    in_channels: int
+    out_channels: int
+    flatten: bool  # image classification: (N, C, 1, 1) -> (N, C)
+    sequential: bool  # the official DLASeg holds it as Sequential(conv)
+
+
+@register_op
+class Classifier(Op):
+    """A 1x1 conv with bias (timm's and the official ``fc``)."""
+
+    name, record = "classifier", ClassifierRec
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        return (rec["out_channels"],) if rec["flatten"] else (rec["out_channels"], *ins[0])
+
+    def layers(self, rec: D) -> list[Layer]:
+        name = "0" if rec["sequential"] else ""
+        return [_conv(name, rec["in_channels"], rec["out_channels"], 1, bias=True)]
+
+    def module(self, rec: D, syms: D) -> Expr:
+        args = (rec["in_channels"], _sym(rec, syms, "out_channels"), 1)
+        conv = Expr("nn.Conv2d", args, (("bias", True),))
+        return Expr("nn.Sequential", (conv,)) if rec["sequential"] else conv
+
+    def call(self, rec: D, n_inputs: int) -> Expr:
+        own = Expr("self", (In(0),))
+        return Expr("torch.flatten", (own, 1)) if rec["flatten"] else own
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        classes = syms.get("out_channels", rec["out_channels"])
+        return f"{rec['in_channels']} ch -> {classes} class logits {_where(meta)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box(f"fc 1x1 {rec['in_channels']}→{rec['out_channels']}")
+
+
+class UpsampleRec(TypedDict):
+    channels: int
+    factor: int
+    trainable: bool
+
+
+@register_op
+class Upsample(Op):
+    """A depthwise transposed conv (kernel 2f, stride f) initialised as bilinear upsampling."""
+
+    name, record = "upsample", UpsampleRec
+
+    def reduction(self, rec: D, ins: list[int]) -> int:
+        return max(1, ins[0] // rec["factor"])
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        f = rec["factor"]  # ConvTranspose2d(k=2f, s=f, p=f//2): (H-1)f - 2(f//2) + 2f
+        return (rec["channels"], *((x - 1) * f - 2 * (f // 2) + 2 * f for x in ins[0]))
+
+    def layers(self, rec: D) -> list[Layer]:
+        c, f = rec["channels"], rec["factor"]
+        return [Layer("", "conv", c, c, 2 * f, f, groups=c)]
+
+    def macs(self, rec: D, hw: HW) -> int:
+        # a transposed conv scatters each input pixel over its k x k kernel
+        return hw[0] * hw[1] * rec["channels"] * (2 * rec["factor"]) ** 2
+
+    def module(self, rec: D, syms: D) -> Expr:
+        kw = () if rec["trainable"] else (("trainable", False),)
+        return Expr("bilinear_up", (_sym(rec, syms, "channels"), rec["factor"]), kw)
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        what = f"U: x{rec['factor']} bilinear-initialised, {syms.get('channels', rec['channels'])}"
+        what += " ch" + ("" if rec["trainable"] else ", frozen")
+        return f"{what} {_where(meta, 'eq. 1' if meta.get('eq') == 'eq1' else '')}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        frozen = "" if rec["trainable"] else ", frozen"
+        return box(f"U x{rec['factor']}{frozen}", "upsample", "house", height="0.3")
+
+
+class InterpolateRec(TypedDict):
+    channels: int
+    scale: int
+
+
+@register_op
+class Interpolate(Op):
+    """A fixed bilinear resize by ``scale`` (no parameters, no module)."""
+
+    name, record, owns_module = "interpolate", InterpolateRec, False
+
+    def reduction(self, rec: D, ins: list[int]) -> int:
+        return max(1, ins[0] // rec["scale"])
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        return (rec["channels"], *(x * rec["scale"] for x in ins[0]))
+
+    def call(self, rec: D, n_inputs: int) -> Expr:
+        kw = (("scale_factor", float(rec["scale"])), ("mode", "bilinear"), ("align_corners", False))
+        return Expr("F.interpolate", (In(0),), kw)
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        return f"fixed bilinear x{rec['scale']} {_where(meta)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box(f"bilinear x{rec['scale']}")
+
+
+@register_op
+class LogSoftmax(Op):
+    name, record = "log_softmax", ChannelsRec
+
+    def module(self, rec: D, syms: D) -> Expr:
+        return Expr("nn.LogSoftmax", (), (("dim", 1),))
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        return f"log-probabilities over the classes {_where(meta)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box("log-softmax")

@@ -1,1 +1,0 @@
-"""The torch backend: block modules, the interpreter and checkpoint loading."""

@@ -1,0 +1,213 @@
+"""The shape of the code: layers, no import cycles, one definition per op (README "Architecture")."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pytest
+import torch
+from typing_extensions import TypedDict
+
+import dlagraph
+from dlagraph import build_module, compile_spec, generate_source, summarize
+from dlagraph.ir.graph import check
+from dlagraph.ir.ops import OPS, Expr, In, Op, register_op
+
+from .helpers import TINY, exec_generated
+
+PKG = Path(dlagraph.__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> nx.DiGraph:
+    """module -> dlagraph modules it imports, anywhere in its body (functions included)."""
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    g = nx.DiGraph()
+    g.add_nodes_from(modules)
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                if node.level:
+                    base = base[: len(base) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                # `from pkg import sub` imports the submodule sub; `from mod import name` mod
+                subs = [f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in modules]
+                targets = subs or [mod]
+            for t in targets:
+                while t and t not in modules:
+                    t = t.rpartition(".")[0]  # `import dlagraph.x.y` -> the deepest module known
+                if t and t != name:
+                    g.add_edge(name, t)
+    return g
+
+
+def test_no_import_cycles_function_level_imports_included() -> None:
+    g = _imports()
+    cycles = list(nx.simple_cycles(g))
+    assert not cycles, f"import cycles: {cycles[:5]}"
+
+
+# what each layer may import (README "Architecture"); the package root re-exports everything
+LAYERS = {
+    "dlagraph._version": set(),
+    "dlagraph.errors": set(),
+    "dlagraph.names": set(),
+    "dlagraph.io": {"dlagraph.errors"},
+    "dlagraph.blocks": {"dlagraph.errors"},
+    "dlagraph.spec": {"dlagraph.errors", "dlagraph.blocks", "dlagraph.spec"},
+    "dlagraph.ir": {"dlagraph.errors", "dlagraph.blocks", "dlagraph.spec", "dlagraph.ir"},
+    "dlagraph.backends": {
+        "dlagraph.errors",
+        "dlagraph.blocks",
+        "dlagraph.spec",
+        "dlagraph.ir",
+        "dlagraph.names",
+        "dlagraph.io",
+        "dlagraph._version",
+        "dlagraph.backends",
+    },
+}
+
+
+def _layer(module: str) -> str:
+    for layer in sorted(LAYERS, key=len, reverse=True):
+        if module == layer or module.startswith(layer + "."):
+            return layer
+    return module
+
+
+def test_each_layer_imports_only_the_layers_below() -> None:
+    g = _imports()
+    for a, b in g.edges:
+        la, lb = _layer(a), _layer(b)
+        if la in LAYERS and la != lb:
+            assert lb in LAYERS[la], f"{a} (layer {la}) imports {b} (layer {lb})"
+
+
+def test_spec_ir_codegen_diagram_and_cli_do_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "import dlagraph, dlagraph.cli, dlagraph.backends.codegen, dlagraph.backends.diagram\n"
+        "dlagraph.generate_source('dla36'); dlagraph.draw('dla34_up'); dlagraph.summarize('dla169')\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+OP_NAMES = set(OPS)
+ALLOWED = {PKG / "ir" / "ops.py", PKG / "ir" / "graph.py"}
+
+
+def test_at_most_two_files_switch_on_op_names() -> None:
+    """Only the op definitions and the graph lint compare anything with op names."""
+    offenders = []
+    for path in sorted(PKG.rglob("*.py")):
+        if path in ALLOWED:
+            continue
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.Compare):
+                continue
+            consts = {
+                c.value
+                for part in [node.left, *node.comparators]
+                for c in ast.walk(part)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            }
+            segment = ast.get_source_segment(text, node) or ""
+            if consts & OP_NAMES and "op" in segment.replace("output", "").replace("input", ""):
+                offenders.append(f"{path.relative_to(PKG)}:{node.lineno}: {segment}")
+    assert not offenders, offenders
+
+
+# ---- README "How to add an op": a toy op, defined once, picked up by every backend -------------
+
+
+class ChannelAffineRec(TypedDict):
+    channels: int
+
+
+@register_op
+class ChannelAffine(Op):
+    """A learned per-channel scale and shift (a depthwise 1x1 conv with bias)."""
+
+    name = "channel_affine_test"
+    record = ChannelAffineRec
+
+    def layers(self, rec: dict[str, Any]) -> list[dlagraph.Layer]:
+        c = rec["channels"]
+        return [dlagraph.Layer("", "conv", c, c, 1, groups=c, bias=True)]
+
+    def module(self, rec: dict[str, Any], syms: dict[str, str]) -> Expr:
+        c = rec["channels"]
+        return Expr("nn.Conv2d", (c, c, 1), (("groups", c), ("bias", True)))
+
+    def call(self, rec: dict[str, Any], n_inputs: int) -> Expr:
+        return Expr("torch.relu", (Expr("self", (In(0),)),))
+
+    def comment(self, rec: dict[str, Any], meta: dict[str, Any], n: int, syms: dict) -> str:
+        return f"affine + ReLU on {rec['channels']} ch"
+
+    def look(self, rec: dict[str, Any], meta: dict[str, Any], node: str, detail: str) -> dict:
+        return {"label": f"affine {rec['channels']}", "shape": "box"}
+
+
+@pytest.fixture
+def with_affine() -> nx.DiGraph:
+    """TINY with the toy op inserted between the global pool and the classifier."""
+    g = compile_spec(TINY)
+    g.remove_edge("global_pool", "fc")
+    c = g.nodes["global_pool"]["rec"]["channels"]
+    g.add_node(
+        "affine",
+        op="channel_affine_test",
+        index=len(g),
+        rec={"channels": c},
+        meta={"reduction": 8, "spec_path": "head"},
+        layout={"module": "affine"},
+    )
+    g.add_edge("global_pool", "affine", port=0)
+    g.add_edge("affine", "fc", port=0)
+    g.graph["modules"].insert(g.graph["modules"].index("fc"), "affine")
+    check(g)
+    yield g
+    OPS.pop("channel_affine_test", None)
+    register_op(ChannelAffine)  # the next test's fixture finds it registered again
+
+
+def test_a_new_op_is_picked_up_by_every_backend(with_affine: nx.DiGraph) -> None:
+    g = with_affine
+    torch.manual_seed(0)
+    model = build_module(g).eval()
+    assert "affine = torch.relu(affine_out)" in model.code.replace("self.affine(", "affine_out(")
+    src = generate_source(g)
+    assert "self.affine = nn.Conv2d(64, 64, 1, groups=64, bias=True)" in src
+    assert "affine = torch.relu(self.affine(global_pool))  # affine + ReLU on 64 ch" in src
+    torch.manual_seed(0)
+    gen = exec_generated(src)().eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), gen(x))
+    s = summarize(g, (32, 32))
+    assert s.params == sum(p.numel() for p in model.parameters())
+    assert next(n for n in s.nodes if n.name == "affine").params == 2 * 64
+    assert "affine 64" in dlagraph.draw(g).source
