@@ -244,6 +244,71 @@ def bench_gpu(
     return lines
 
 
+def _centernet_models(dev: torch.device) -> dict[str, torch.nn.Module]:
+    """centernet_dla34 three ways, with the same weights: dlagraph's two backends, and a plain
+    nn.Module written from the published pose_dla_dcn.py (tests/reference_centernet.py)."""
+    path = ROOT / "tests" / "reference_centernet.py"
+    mod_spec = importlib.util.spec_from_file_location("reference_centernet", path)
+    ref_mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(ref_mod)  # type: ignore[union-attr]
+    ref = ref_mod.DLASeg({"hm": 80, "wh": 2, "reg": 2})
+    interp = dlagraph.build_module("centernet_dla34")
+    gen = generated_class(str(ROOT / "specs" / "centernet_dla34.yaml"))()
+    for m in (interp, gen):
+        m.load_state_dict(ref.state_dict())
+    return {k: m.to(dev).eval() for k, m in (("reference", ref), ("interp", interp), ("gen", gen))}
+
+
+def _dcn_share(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """The share of forward time spent in torchvision::deform_conv2d (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = x.device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.inference_mode(), profile(activities=acts) as prof:
+        model(x)
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events)
+    dcn = sum(getattr(e, attr) for e in events if "deform_conv2d" in e.key)
+    return dcn / total if total else float("nan")
+
+
+def bench_centernet(dev: torch.device, batch: int, runs: int, bf16: bool = False) -> list[str]:
+    """centernet_dla34 at 512x512: the interpreter and the generated code against the reference."""
+    size = 512
+    models = _centernet_models(dev)
+    x = torch.randn(batch, 3, size, size, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+        for _ in range(2):
+            for m in models.values():
+                m(x)
+        for _ in range(runs):
+            for k, m in models.items():
+                sync()
+                t = time.perf_counter()
+                m(x)
+                sync()
+                times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    share = _dcn_share(models["interp"], x)
+    where = torch.cuda.get_device_name() if dev.type == "cuda" else "CPU, 2 threads"
+    return [
+        f"### centernet_dla34, {size}x{size}, batch {batch}, {'bf16 autocast' if bf16 else 'fp32'}"
+        f" ({where}; median of {runs})",
+        "",
+        "| model | ms | vs reference |",
+        "|---|---:|---:|",
+        *(f"| {k} | {v:.1f} | {v / med['reference']:.3f} |" for k, v in med.items()),
+        "",
+        f"Share of the interpreter's forward time in `torchvision::deform_conv2d`: {share:.0%}.",
+    ]
+
+
 def targets() -> list[str]:
     """The performance targets against what this run measured."""
     m = METRICS
@@ -291,8 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     out = ["# dlagraph benchmarks", "", *machine(), ""]
     out += bench_build(3 if args.quick else 5) + [""]
     out += bench_cpu(["dla36"] if args.quick else ["dla36", "dla104_s"], 8, runs) + [""]
+    if not args.quick:
+        out += bench_centernet(torch.device("cpu"), 1, 7) + [""]
     if torch.cuda.is_available() and not args.quick:
         out += bench_gpu(["dla36", "dla62_s_s", "dla104_s", "dla169"], 20) + [""]
+        for bf16 in (False, True):
+            out += bench_centernet(torch.device("cuda"), 16, 20, bf16) + [""]
     else:
         out += ["GPU: not measured in this run (no CUDA device, or --quick).", ""]
     out += targets()

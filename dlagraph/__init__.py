@@ -36,6 +36,7 @@ _LAZY = {
     "load_weights": ("dlagraph.backends.torch.weights", "load_weights"),
     "generate_source": ("dlagraph.backends.codegen", "generate_source"),
     "draw": ("dlagraph.backends.diagram", "draw"),
+    "centernet_decode": ("dlagraph.backends.torch.decode", "centernet_decode"),
 }
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Summary",
     "WeightsError",
     "build_module",
+    "centernet_decode",
     "compile_spec",
     "draw",
     "fold_bn",

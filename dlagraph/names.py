@@ -38,6 +38,12 @@ def class_name(name: str, taken: set[str] | frozenset[str] = frozenset()) -> str
     return camel
 
 
+# names a local variable of `forward` must not take: its arguments and the imported modules
+_LOCALS = frozenset({"self", "x", "torch", "nn", "F", "math"}) | frozenset(dir(builtins))
+
+
 def var_name(node: str) -> str:
-    """The local variable of a DAG node in ``forward``: its module path with ``.`` -> ``_``."""
-    return node.replace(".", "_")
+    """The local variable of a DAG node in ``forward``: its module path with ``.`` -> ``_``, and
+    ``_`` appended where that would shadow a builtin or an argument (a head called ``id``)."""
+    name = node.replace(".", "_")
+    return name + "_" if name in _LOCALS or keyword.iskeyword(name) else name

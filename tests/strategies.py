@@ -85,8 +85,21 @@ def valid_specs(draw: st.DrawFn, max_tree_levels: int = 8, max_depth: int = 4) -
         if agg is not None:
             lvl["aggregate_input"] = agg
         levels.append(lvl)
-    if draw(st.booleans()):
-        head: dict[str, Any] = {"type": "classifier", "num_classes": draw(st.integers(1, 10))}
+    head: dict[str, Any]
+    kind = draw(st.sampled_from(["classifier", "classifier", "features", "features", "centernet"]))
+    if kind == "centernet" and len(levels) >= 3:  # DLAUp from level log2(down_ratio) on
+        ratio = draw(st.sampled_from([r for r in (2, 4, 8, 16) if r.bit_length() - 1 < n + 1]))
+        first = ratio.bit_length() - 1
+        head = {
+            "type": "centernet",
+            "heads": {"hm": draw(st.integers(1, 3)), "wh": 2},
+            "head_conv": draw(st.sampled_from([0, 8])),
+            "down_ratio": ratio,
+            "last_level": draw(st.integers(first + 1, n + 1)),
+            "node": draw(st.sampled_from(["dcn", "conv"])),
+        }
+    elif kind != "features":
+        head = {"type": "classifier", "num_classes": draw(st.integers(1, 10))}
         if draw(st.booleans()):
             head["dropout"] = 0.1
     else:

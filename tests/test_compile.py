@@ -225,7 +225,12 @@ def test_lint_unknown_op_and_two_outputs(g: nx.DiGraph) -> None:
         check(g)
     g.nodes["level2.tree1"]["op"] = "block"
     g.add_node(
-        "out2", op="output", index=1000, rec={"kind": "tensor"}, meta={"reduction": 1}, layout={}
+        "out2",
+        op="output",
+        index=1000,
+        rec={"kind": "tensor", "names": []},
+        meta={"reduction": 1},
+        layout={},
     )
     g.add_edge("fc", "out2", port=0)
     with pytest.raises(GraphError, match="exactly one input and one output"):

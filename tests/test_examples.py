@@ -138,3 +138,22 @@ def test_custom_block_example_builds_runs_and_trains() -> None:
         assert summary.params > 0 and summary.name == "dla_inverted"
     finally:
         dlagraph.unregister_block("inverted_residual")
+
+
+@pytest.mark.slow  # trains a CenterNet for about a minute
+def test_detection_example_reaches_07_map50() -> None:
+    pytest.importorskip("torchmetrics")
+    mod = example("train_detection")
+    assert mod.main([]) >= 0.7
+
+
+def test_detection_data_boxes_enclose_their_shapes() -> None:
+    mod = example("train_detection")
+    images, targets = mod.make_detection_data(8, 64, seed=3)
+    assert images.shape == (8, 3, 64, 64) and all(1 <= len(t) <= 4 for t in targets)
+    for boxes in targets:
+        for cls, x1, y1, x2, y2 in boxes:
+            assert cls in (0, 1, 2) and 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
+    enc = mod.encode(targets, 3, 16, 4)
+    assert int(enc["mask"].sum()) == sum(len(t) for t in targets)
+    assert torch.all(enc["hm"].amax(dim=(2, 3)) <= 1)

@@ -7,7 +7,7 @@ from typing import Any
 
 import networkx as nx
 
-from ..spec import DlaUpHead, FeaturesHead, Spec, TreeLevel, load_spec
+from ..spec import CenterNetHead, DlaUpHead, Spec, TreeLevel, load_spec
 from .backbone import conv_levels, ida, level_dilations
 from .builder import Builder
 from .graph import IR_VERSION, check, reduction
@@ -21,7 +21,8 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path) -> nx.DiGraph:
 
     Returns a ``networkx.DiGraph``. Its graph attributes are the facts every backend reads, computed
     once here: ``name``, ``paper_name``, ``reference``, ``layout``, ``in_channels``,
-    ``num_classes`` (None for a features head), ``total_stride`` (the input side divisor),
+    ``num_classes`` (None for features and CenterNet heads), ``init`` (``dla``: the official
+    normal init; ``pytorch``: PyTorch's defaults, as CenterNet's code), ``total_stride`` (the input side divisor),
     ``levels`` (one entry per level still built: index, kind, channels, depth, dilation, module,
     output node), ``modules`` (registration order), ``unused`` (checkpoint-only nodes),
     ``official_only`` (projections official checkpoints hold and never use), ``input``/``output``
@@ -43,8 +44,8 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path) -> nx.DiGraph:
     spec = load_spec(spec)
     b = Builder(spec)
     x = b.add("input", "input", [], {"channels": spec.in_channels}, spec_path="in_channels")
-    if isinstance(spec.head, DlaUpHead):
-        b.prefix = "base."  # the official DLASeg holds the classification network as `base`
+    if isinstance(spec.head, (DlaUpHead, CenterNetHead)):
+        b.prefix = "base."  # the official DLASegs hold the classification network as `base`
     x = conv_levels(b, x)
     x = ida(b, x)
     b.prefix = ""
@@ -58,7 +59,10 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path) -> nx.DiGraph:
         reference=spec.reference,
         layout=spec.layout,
         in_channels=spec.in_channels,
-        num_classes=None if isinstance(spec.head, FeaturesHead) else spec.head.num_classes,
+        num_classes=getattr(spec.head, "num_classes", None),
+        # CenterNet's pose_dla_dcn.py leaves its base at PyTorch's default init (it loads ImageNet
+        # weights); the DCNs and heads initialise themselves. Everything else: the official init.
+        init="pytorch" if isinstance(spec.head, CenterNetHead) else "dla",
         levels=[
             {
                 "index": i,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..spec import ClassifierHead, DlaUpHead, FeaturesHead, SegmentationHead
+from ..spec import CenterNetHead, ClassifierHead, DlaUpHead, FeaturesHead, SegmentationHead
 from .builder import Builder
-from .ops import ClassifierRec, ConvRec, UpsampleRec
+from .ops import ClassifierRec, ConvRec, DeformConvRec, HeadBranchRec, SumNodeRec, UpsampleRec
 
 __all__ = ["build_head"]
 
@@ -29,6 +29,8 @@ def build_head(b: Builder, x: str) -> None:
         _segmentation(b, head)
     elif isinstance(head, DlaUpHead):
         _dla_up(b, head)
+    elif isinstance(head, CenterNetHead):
+        _centernet(b, head)
     else:
         raise TypeError(f"no head builder for {type(head).__name__}")
 
@@ -50,12 +52,12 @@ def _classifier(b: Builder, x: str, head: ClassifierHead) -> None:
         rec = {"channels": c, "p": head.dropout}
         x = b.add("head_drop", "dropout", [x], rec, spec_path="head.dropout")
     x = _fc(b, "fc", x, head.num_classes, "head.num_classes", flatten=True)
-    b.add("output", "output", [x], {"kind": "tensor"}, spec_path="head")
+    b.add("output", "output", [x], {"kind": "tensor", "names": []}, spec_path="head")
 
 
 def _features(b: Builder, head: FeaturesHead) -> None:
     taps = [b.level_outputs[i] for i in head.out_indices]
-    b.add("output", "output", taps, {"kind": "list"}, spec_path="head.out_indices")
+    b.add("output", "output", taps, {"kind": "list", "names": []}, spec_path="head.out_indices")
     keep = max(head.out_indices)
     # like timm's prune_intermediate_layers: levels after the last tap are not built at all
     drop = {n for n, m in b.g.nodes(data="meta") if m.get("level", 0) > keep + 1}
@@ -105,7 +107,7 @@ def _segmentation(b: Builder, head: SegmentationHead) -> None:
     x = _fc(b, "fc", x, head.num_classes, "head.num_classes")
     rec = {"channels": head.num_classes, "scale": b.reduction(x)}
     x = b.add("final_up", "interpolate", [x], rec, spec_path="head.upsample")
-    b.add("output", "output", [x], {"kind": "tensor"}, spec_path="head")
+    b.add("output", "output", [x], {"kind": "tensor", "names": []}, spec_path="head")
 
 
 def _dla_up(b: Builder, head: DlaUpHead) -> None:
@@ -143,4 +145,50 @@ def _dla_up(b: Builder, head: DlaUpHead) -> None:
     up = b.add("up", "upsample", [logits], dict(rec), symbols=syms, spec_path="head.down_ratio",
                role="U")  # fmt: skip
     probs = b.add("softmax", "log_softmax", [up], {"channels": k}, spec_path="head")
-    b.add("output", "output", [probs, logits], {"kind": "tuple"}, spec_path="head")
+    b.add("output", "output", [probs, logits], {"kind": "tuple", "names": []}, spec_path="head")
+
+
+def _ida_up_dcn(
+    b: Builder, path: str, layers: list[str], startp: int, o: int, ups: list[int], dcn: bool
+) -> None:
+    """CenterNet's IDAUp over ``layers[startp:]`` (in place, as its forward does): for each later
+    layer, ``node(up(proj(layer)) + previous)``, where proj and node are DeformConvs and up a
+    bilinear-initialised depthwise transposed conv."""
+    meta = {"spec_path": "head.node", "eq": "eq1"}
+    for t in range(startp + 1, len(layers)):
+        k = t - startp
+        proj = DeformConvRec(in_channels=b.channels(layers[t]), out_channels=o, deformable=dcn)
+        x = b.add(f"{path}.proj_{k}", "deform_conv", [layers[t]], dict(proj), role="P", **meta)
+        up = UpsampleRec(channels=o, factor=ups[k], trainable=True)
+        x = b.add(f"{path}.up_{k}", "upsample", [x], dict(up), role="U", **meta)
+        node = SumNodeRec(channels=o, deformable=dcn)
+        n = b.add(f"{path}.node_{k}", "sum_node", [x, layers[t - 1]], dict(node), role="N",
+                  arg_roles=["I", "I"], **meta)  # fmt: skip
+        for port, u in enumerate((x, layers[t - 1])):
+            b.g.edges[u, n]["paper_port"] = 1 - port  # eq. 1: N(previous, new)
+        layers[t] = n
+
+
+def _centernet(b: Builder, head: CenterNetHead) -> None:
+    """CenterNet / FairMOT's DLASeg (pose_dla_dcn.py): DLAUp, then IDAUp, then the task heads."""
+    first, dcn = int(math.log2(head.down_ratio)), head.node == "dcn"
+    last_level = head.last_level or len(b.spec.levels) - 1
+    layers = [b.level_outputs[i] for i in range(first, len(b.spec.levels))]
+    channels = [b.channels(t) for t in layers]
+    scales, n = [2**i for i in range(len(layers))], len(layers)
+    out = [layers[-1]]
+    for i in range(n - 1):  # DLAUp.__init__ and DLAUp.forward, step by step
+        j = n - i - 2
+        ups = [s // scales[j] for s in scales[j:]]
+        _ida_up_dcn(b, f"dla_up.ida_{i}", layers, j, channels[j], ups, dcn)
+        scales[j + 1 :] = [scales[j]] * (n - j - 1)
+        out.insert(0, layers[-1])
+    y = out[: last_level - first]
+    _ida_up_dcn(b, "ida_up", y, 0, channels[0], [2**i for i in range(len(y))], dcn)
+    for name, classes in head.heads.items():
+        rec = HeadBranchRec(in_channels=b.channels(y[-1]), head_conv=head.head_conv,
+                            out_channels=classes, final_kernel=head.final_kernel,
+                            heatmap="hm" in name)  # fmt: skip
+        b.add(name, "head_branch", [y[-1]], dict(rec), spec_path=f"head.heads.{name}")
+    names = list(head.heads)
+    b.add("output", "output", names, {"kind": "dict", "names": names}, spec_path="head.heads")

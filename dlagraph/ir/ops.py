@@ -23,6 +23,7 @@ an op"). No torch here.
 from __future__ import annotations
 
 import html
+import keyword
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -75,6 +76,11 @@ COLORS = {
     "collapsed": "#d6eaf8",
 }
 _EQ = {"eq1": "eq. 1", "eq2": "eq. 2", "eq5": "eq. 5"}
+
+
+def is_name(text: object) -> bool:
+    """A Python identifier that is not a keyword (what may reach generated source as a name)."""
+    return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text)
 
 
 def _sym(rec: D, syms: D, key: str) -> Any:
@@ -197,12 +203,14 @@ class Input(Op):
 
 
 class OutputRec(TypedDict):
-    kind: str  # "tensor" | "list" | "tuple"
+    kind: str  # "tensor" | "list" | "tuple" | "dict"
+    names: list[str]  # the keys of a dict output, one per input
 
 
 @register_op
 class Output(Op):
-    """The network's result: one input (a tensor), or several (a list or a tuple)."""
+    """The network's result: one input (a tensor), or several (a list, a tuple, or a dict with
+    ``names`` as keys)."""
 
     name, record, owns_module = "output", OutputRec, False
 
@@ -214,19 +222,24 @@ class Output(Op):
 
     def call(self, rec: D, n_inputs: int) -> Any:
         ins = [In(i) for i in range(n_inputs)]
-        return {"tensor": In(0), "list": ins, "tuple": tuple(ins)}[rec["kind"]]
+        named = dict(zip(rec["names"], ins, strict=False))
+        return {"tensor": In(0), "list": ins, "tuple": tuple(ins), "dict": named}[rec["kind"]]
 
     def return_type(self, rec: D, n_inputs: int) -> str:
         """The annotation of ``forward``'s result in generated code."""
         if rec["kind"] == "tuple":
             return f"tuple[{', '.join(['torch.Tensor'] * n_inputs)}]"
-        return "list[torch.Tensor]" if rec["kind"] == "list" else "torch.Tensor"
+        kinds = {"list": "list[torch.Tensor]", "dict": "dict[str, torch.Tensor]"}
+        return kinds.get(rec["kind"], "torch.Tensor")
 
     def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
-        if rec["kind"] not in ("tensor", "list", "tuple"):
-            return [f"output kind {rec['kind']!r} is not tensor, list or tuple"]
+        if rec["kind"] not in ("tensor", "list", "tuple", "dict"):
+            return [f"output kind {rec['kind']!r} is not tensor, list, tuple or dict"]
         if rec["kind"] == "tensor" and len(chans) != 1:
             return [f"a tensor output takes one input, not {len(chans)}"]
+        named = rec["kind"] == "dict"
+        if len(rec["names"]) != (len(chans) if named else 0) or not all(map(is_name, rec["names"])):
+            return ["a dict output needs one identifier name per input, other outputs none"]
         return []
 
     def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
@@ -655,3 +668,121 @@ class LogSoftmax(Op):
 
     def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
         return box("log-softmax")
+
+
+class DeformConvRec(TypedDict):
+    in_channels: int
+    out_channels: int
+    deformable: bool  # DCNv2 (CenterNet's DeformConv), or a plain 3x3 conv (FairMOT's conv variant)
+
+
+def _dcn_layers(rec: D, cin: int, cout: int) -> list[Layer]:
+    if not rec["deformable"]:
+        return [_conv("conv", cin, cout, 3), _bn("actf.0", cout)]
+    offsets = _conv("conv.conv_offset_mask", cin, 27, 3, bias=True)  # 3 x 3x3: dy, dx, mask
+    return [_conv("conv", cin, cout, 3, bias=True), offsets, _bn("actf.0", cout)]
+
+
+def _dcn_comment(rec: D) -> str:
+    return "DCNv2 3x3" if rec["deformable"] else "3x3 conv"
+
+
+@register_op
+class DeformConv(Op):
+    """CenterNet's ``DeformConv``: a modulated deformable 3x3 conv (DCNv2: offsets and a sigmoid
+    mask from ``conv_offset_mask``, computed by ``torchvision.ops.deform_conv2d``) -> BN -> ReLU.
+
+    MACs count the conv of the same shape plus the offset conv; the bilinear sampling and the
+    modulation (about 5 multiply-adds per input channel, kernel tap and output pixel) are left out,
+    as FLOP counters leave out elementwise work.
+    """
+
+    name, record = "deform_conv", DeformConvRec
+
+    def layers(self, rec: D) -> list[Layer]:
+        return _dcn_layers(rec, rec["in_channels"], rec["out_channels"])
+
+    def module(self, rec: D, syms: D) -> Expr:
+        args = (rec["in_channels"], rec["out_channels"])
+        return Expr("DeformConv", args, () if rec["deformable"] else (("deformable", False),))
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        what = f"P: {_dcn_comment(rec)}, {_chans(rec)}, reduction {meta['reduction']}"
+        return f"{what} {_where(meta, 'eq. 1')}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        kind = "DCN" if rec["deformable"] else "conv"
+        return box(f"P {kind} {rec['in_channels']}→{rec['out_channels']}", "project", height="0.3")
+
+
+class SumNodeRec(TypedDict):
+    channels: int
+    deformable: bool
+
+
+@register_op
+class SumNode(_Aggregation):
+    """CenterNet's IDAUp aggregation node: N(new, previous) = DeformConv(new + previous) (eq. 1 by
+    summation instead of concatenation)."""
+
+    name, record = "sum_node", SumNodeRec
+
+    def layers(self, rec: D) -> list[Layer]:
+        return _dcn_layers(rec, rec["channels"], rec["channels"])
+
+    def module(self, rec: D, syms: D) -> Expr:
+        args = (rec["channels"], rec["channels"])
+        return Expr("DeformConv", args, () if rec["deformable"] else (("deformable", False),))
+
+    def call(self, rec: D, n_inputs: int) -> Expr:
+        return Expr("self", (Expr("torch.add", (In(0), In(1))),))
+
+    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+        bad = [f"sums 2 inputs of {rec['channels']} ch, got {chans}"]
+        return (bad if chans != [rec["channels"]] * 2 else []) + (
+            [f"inputs have different reductions {reds}"] if len(set(reds)) > 1 else []
+        )
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        what = f"N: sum -> {_dcn_comment(rec)}, {rec['channels']} ch"
+        return f"{what} {_where(meta, 'eq. 1')}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        size = {"width": "0.35", "fixedsize": "true", "fontsize": "11"}
+        xlabel = f"Σ {'DCN' if rec['deformable'] else 'conv'} {rec['channels']}"
+        return box("N", "aggregate", "circle", xlabel=xlabel, **size)
+
+
+class HeadBranchRec(TypedDict):
+    in_channels: int
+    head_conv: int  # hidden width; 0: a single conv
+    out_channels: int
+    final_kernel: int
+    heatmap: bool  # a center heatmap: its last bias starts at -2.19 (focal-loss prior 0.1)
+
+
+@register_op
+class HeadBranch(Op):
+    """A CenterNet task head: 3x3 conv (bias) -> ReLU -> ``final_kernel`` conv (bias), or one conv
+    when ``head_conv`` is 0; initialised like the published code."""
+
+    name, record = "head_branch", HeadBranchRec
+
+    def layers(self, rec: D) -> list[Layer]:
+        cin, hidden, cout, k = (rec[f] for f in ("in_channels", "head_conv", "out_channels",
+                                                 "final_kernel"))  # fmt: skip
+        if not hidden:
+            return [_conv("", cin, cout, k, bias=True)]
+        return [_conv("0", cin, hidden, 3, bias=True), _conv("2", hidden, cout, k, bias=True)]
+
+    def module(self, rec: D, syms: D) -> Expr:
+        args = (rec["in_channels"], rec["head_conv"], rec["out_channels"])
+        kw = (("final_kernel", rec["final_kernel"]), ("heatmap", rec["heatmap"]))
+        return Expr("centernet_head", args, kw)
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        hidden = f" via {rec['head_conv']}" if rec["head_conv"] else ""
+        return f"head: {rec['in_channels']}{hidden} -> {rec['out_channels']} ch {_where(meta)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box(f"{node} {rec['in_channels']}→{rec['out_channels']}", "block")

@@ -14,6 +14,9 @@ from .schema import (
     Aggregation as Aggregation,
 )
 from .schema import (
+    CenterNetHead as CenterNetHead,
+)
+from .schema import (
     ClassifierHead as ClassifierHead,
 )
 from .schema import (
@@ -37,6 +40,7 @@ from .schema import (
 
 __all__ = [
     "Aggregation",
+    "CenterNetHead",
     "ClassifierHead",
     "ConvLevel",
     "DlaUpHead",

@@ -99,6 +99,8 @@ def _message(err: dict[str, Any]) -> str:
         ctx = dict(err.get("ctx", {}))
         if "tag" in ctx:  # an echoed value: quoted and cut
             ctx["tag"] = safe_repr(ctx["tag"])
+        if err["type"] == "too_short" and ctx.get("min_length") == 1:
+            template = "must not be empty"
         try:
             msg = template.format(**ctx)
         except (KeyError, IndexError):

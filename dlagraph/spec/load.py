@@ -23,6 +23,7 @@ from ..errors import SpecError, clip, safe_repr
 from .errors import Loc, flatten_errors, format_loc, problem_message
 from .schema import (
     Aggregation,
+    CenterNetHead,
     ClassifierHead,
     ConvLevel,
     DlaUpHead,
@@ -231,6 +232,7 @@ _HEADS: dict[str, type[BaseModel]] = {
     "features": FeaturesHead,
     "segmentation": SegmentationHead,
     "dla_up": DlaUpHead,
+    "centernet": CenterNetHead,
 }
 
 

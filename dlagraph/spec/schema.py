@@ -34,13 +34,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..blocks import get_block_type, registered_blocks
-from ..errors import RegistryError, clip
+from ..errors import RegistryError, clip, safe_repr
 from .errors import Loc, _message, _problems
 
 __all__ = [
     "Spec",
     "SegmentationHead",
     "DlaUpHead",
+    "CenterNetHead",
     "ConvLevel",
     "TreeLevel",
     "BlockSpec",
@@ -232,8 +233,57 @@ class DlaUpHead(_Model):
     )
 
 
+# module names of the CenterNet DLASeg: a head may not take one of them
+CENTERNET_MODULES = frozenset({"base", "dla_up", "ida_up"})
+
+
+class CenterNetHead(_Model):
+    """CenterNet / FairMOT's DLASeg (``pose_dla_dcn.py``): DLAUp over the levels from
+    ``log2(down_ratio)`` on, IDAUp over the first ``last_level - log2(down_ratio)`` of its outputs,
+    aggregation by sum -> 3x3 deformable (``node: dcn``) or plain (``node: conv``) conv-BN-ReLU,
+    then one branch per task head. The network returns ``{head name: map}`` at 1/``down_ratio``."""
+
+    type: Literal["centernet"]
+    heads: dict[str, Annotated[int, Field(gt=0, le=100_000)]] = Field(
+        min_length=1, max_length=64, description="task heads in output order, name -> channels"
+    )
+    head_conv: int = Field(
+        256, ge=0, le=MAX_CHANNELS, description="hidden width of each head (0: one conv)"
+    )
+    down_ratio: Literal[2, 4, 8, 16] = 4
+    last_level: int | None = Field(
+        None, ge=1, description="levels before it feed the final IDAUp (default: the last level)"
+    )
+    node: Literal["dcn", "conv"] = "dcn"
+    final_kernel: int = Field(1, ge=1, le=7, description="kernel of each head's last conv (odd)")
+
+    @field_validator("heads")
+    @classmethod
+    def _head_names(cls, v: dict[str, int]) -> dict[str, int]:
+        for name in v:
+            if not re.fullmatch(_IDENT, name) or keyword.iskeyword(name):
+                raise PydanticCustomError(
+                    "head_name", "head names must be identifiers like hm or wh (got {name})",
+                    {"name": safe_repr(name)},
+                )  # fmt: skip
+            if name in CENTERNET_MODULES:
+                raise PydanticCustomError(
+                    "head_name", "head name {name} is taken by the network's own module",
+                    {"name": repr(name)},
+                )  # fmt: skip
+        return v
+
+    @field_validator("final_kernel")
+    @classmethod
+    def _odd(cls, k: int) -> int:
+        if k % 2 == 0:
+            raise PydanticCustomError("odd", "must be odd, so the head keeps the resolution")
+        return k
+
+
 Head = Annotated[
-    ClassifierHead | FeaturesHead | SegmentationHead | DlaUpHead, Field(discriminator="type")
+    ClassifierHead | FeaturesHead | SegmentationHead | DlaUpHead | CenterNetHead,
+    Field(discriminator="type"),
 ]
 
 
@@ -332,10 +382,21 @@ class Spec(_Model):
         elif isinstance(head, SegmentationHead) and head.dilation and not bt.dilation:
             bad(("head", "dilation"), f"block type {self.block.type!r} does not take a "
                 "`dilation` argument")  # fmt: skip
+        if isinstance(head, CenterNetHead):
+            self._centernet_problems(head, bad)
         if isinstance(head, DlaUpHead) and int(math.log2(head.down_ratio)) >= len(self.levels) - 1:
             bad(("head", "down_ratio"), f"down_ratio {head.down_ratio} starts at level "
                 f"{int(math.log2(head.down_ratio))}, which leaves fewer than two levels to "
                 "aggregate")  # fmt: skip
+
+    def _centernet_problems(self, head: CenterNetHead, bad: Any) -> None:
+        first, last = int(math.log2(head.down_ratio)), len(self.levels) - 1
+        if first >= last:
+            bad(("head", "down_ratio"), f"down_ratio {head.down_ratio} starts DLAUp at level index "
+                f"{first}, which leaves fewer than two levels to aggregate (the last is {last})")  # fmt: skip
+        elif head.last_level is not None and not first < head.last_level <= last:
+            bad(("head", "last_level"), f"last_level must be above log2(down_ratio) = {first} and "
+                f"at most the last level index {last} (got {head.last_level})")  # fmt: skip
 
     @staticmethod
     def _size_problems(trees: list[tuple[int, TreeLevel]], bad: Any) -> None:

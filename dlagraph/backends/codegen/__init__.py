@@ -28,7 +28,7 @@ from ...ir.ops import Expr
 from ...names import class_name, var_name
 from ...spec import Spec, resolve_spec_path
 from .layout import call_parts, del_lines, source, wrap_statement
-from .sources import ALLOWED_GLOBALS, HELPERS, block_source, builtin_source
+from .sources import ALLOWED_GLOBALS, HELPERS, block_source, builtin_source, with_dependencies
 
 __all__ = ["generate_source"]
 
@@ -175,7 +175,8 @@ def generate_source(
     origin = _origin(source_path if source_path else spec, g)
     facts = g.graph
     classes: dict[str, Any] = {}
-    helpers = {"init_weights"} | ({"fold_batchnorm", "_fold_pair"} if fold_bn else set())
+    helpers = {"init_weights"} if facts["init"] == "dla" else set()
+    helpers |= {"fold_batchnorm", "_fold_pair"} if fold_bn else set()
     init_lines = _init_lines(g, classes, helpers)
     clash = sorted(set(classes) & (set(HELPERS) | ALLOWED_GLOBALS))
     if clash:
@@ -185,6 +186,7 @@ def generate_source(
         )
     forward_lines, return_type = _forward_lines(g)
     sources = [block_source(bt) for bt in classes.values()]
+    helpers = with_dependencies(helpers, sources)
     sources += [builtin_source(h) for h in HELPERS if h in helpers]
     body = "\n".join(sources + forward_lines)
     typing = [t for t in ("List", "Tuple") if f"{t}[" in body]  # a registered block's choice
@@ -222,5 +224,6 @@ def generate_source(
         init_lines=init_lines,
         forward_lines=forward_lines,
         fold_bn=fold_bn,
+        dla_init=facts["init"] == "dla",
         return_type=return_type,
     )

@@ -55,6 +55,9 @@ def source(value: Any, ins: list[str], module: str | None) -> str:
     if isinstance(value, tuple):
         items = [source(v, ins, module) for v in value]
         return f"({items[0]},)" if len(items) == 1 else ", ".join(items)
+    if isinstance(value, dict):
+        items = [f"{literal(k)}: {source(v, ins, module)}" for k, v in value.items()]
+        return "{" + ", ".join(items) + "}"
     return literal(value)
 
 

@@ -17,10 +17,19 @@ from typing import Any
 
 from ...errors import CodegenError
 
-__all__ = ["HELPERS", "ALLOWED_GLOBALS", "builtin_source", "block_source"]
+__all__ = [
+    "HELPERS",
+    "ALLOWED_GLOBALS",
+    "builtin_source",
+    "block_source",
+    "with_dependencies",
+]
 
 # helpers a generated file may need, in the order they are written
 HELPERS = (
+    "DCN",
+    "DeformConv",
+    "centernet_head",
     "DlaRoot",
     "conv_bn_relu",
     "project",
@@ -31,6 +40,8 @@ HELPERS = (
     "_fold_pair",
 )
 ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
+# library classes a registered block may use too (the generated file then copies them)
+BLOCK_HELPERS = {"DCN", "DeformConv"}
 _MODULES = Path(__file__).resolve().parent.parent / "torch" / "modules.py"
 
 
@@ -43,6 +54,17 @@ def _library() -> dict[str, str]:
         for node in tree.body
         if isinstance(node, (ast.ClassDef, ast.FunctionDef))
     }
+
+
+def with_dependencies(names: set[str], sources: list[str]) -> set[str]:
+    """``names`` plus every library helper the given sources (and those helpers) refer to."""
+    todo = [src for src in sources] + [builtin_source(n) for n in names]
+    out = set(names)
+    while todo:
+        for dep in (_free_names(todo.pop()) & set(HELPERS)) - out:
+            out.add(dep)
+            todo.append(builtin_source(dep))
+    return out
 
 
 def builtin_source(name: str) -> str:
@@ -63,7 +85,7 @@ def block_source(block_type: Any) -> str:
     except (OSError, TypeError) as e:
         raise CodegenError(f"cannot copy the source of {obj!r} into generated code: {e}") from None
     src = _strip_contract(src)
-    free = _free_names(src) - ALLOWED_GLOBALS - set(HELPERS)
+    free = _free_names(src) - ALLOWED_GLOBALS - BLOCK_HELPERS
     if free:
         raise CodegenError(
             f"{getattr(obj, '__qualname__', obj)} uses names a standalone file cannot import: "

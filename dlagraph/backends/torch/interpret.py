@@ -90,6 +90,8 @@ def _fx_graph(g: nx.DiGraph) -> fx.Graph:
             return [emit(v, n, ins, None) for v in value]
         if isinstance(value, tuple):
             return tuple(emit(v, n, ins, None) for v in value)
+        if isinstance(value, dict):
+            return {k: emit(v, n, ins, None) for k, v in value.items()}
         if not isinstance(value, Expr):
             return value
         args = tuple(
@@ -213,7 +215,7 @@ def build_module(
     root = nn.Module()
     for n in g.graph["modules"]:
         _set(root, g.nodes[n]["layout"]["module"], make_module(g, n))
-    if init:
+    if init and g.graph["init"] == "dla":
         init_weights(root)
     return DLAModule(g, root)
 

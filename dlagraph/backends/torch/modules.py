@@ -15,7 +15,17 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["DlaBasic", "DlaBottleneck", "DlaBottle2neck", "DlaRoot", "conv_bn_relu", "project"]
+__all__ = [
+    "DlaBasic",
+    "DlaBottleneck",
+    "DlaBottle2neck",
+    "DlaRoot",
+    "DCN",
+    "DeformConv",
+    "centernet_head",
+    "conv_bn_relu",
+    "project",
+]
 
 
 class DlaBasic(nn.Module):
@@ -205,6 +215,79 @@ def ida_node(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Se
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+class DCN(nn.Module):
+    """DCNv2's modulated deformable convolution, without a compiled extension.
+
+    ``conv_offset_mask`` predicts 3 x k*k channels: the first two thirds are the (dy, dx) offsets
+    of each kernel tap, the last third the mask (through a sigmoid). It starts at zero, so an
+    untrained DCN is a plain conv with every tap weighted 0.5. The deformable conv itself is
+    ``torchvision::deform_conv2d``; parameter names, their order and the init (weight uniform
+    +-1/sqrt(fan_in), bias 0) equal DCNv2's, so its checkpoints load as they are.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+        padding: int = 1, dilation: int = 1,
+    ):  # fmt: skip
+        super().__init__()
+        import torchvision  # noqa: F401 - registers torchvision::deform_conv2d (a 1 s import)
+
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        k = kernel_size
+        bound = 1.0 / math.sqrt(in_channels * k * k)
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, k, k).uniform_(-bound, bound)
+        )
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.conv_offset_mask = nn.Conv2d(in_channels, 3 * k * k, k, stride, padding, bias=True)
+        nn.init.zeros_(self.conv_offset_mask.weight)
+        nn.init.zeros_(self.conv_offset_mask.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o1, o2, mask = torch.chunk(self.conv_offset_mask(x), 3, dim=1)
+        offset = torch.cat((o1, o2), dim=1)
+        s, p, d = self.stride, self.padding, self.dilation
+        return torch.ops.torchvision.deform_conv2d(
+            x, self.weight, offset, torch.sigmoid(mask), self.bias, s, s, p, p, d, d, 1, 1, True
+        )
+
+
+class DeformConv(nn.Module):
+    """CenterNet's ``DeformConv``: a 3x3 DCN (or, with ``deformable=False``, FairMOT's plain 3x3
+    conv without bias) -> BN -> ReLU. ``actf`` is registered first, as in the published code."""
+
+    def __init__(self, in_channels: int, out_channels: int, deformable: bool = True):
+        super().__init__()
+        self.actf = nn.Sequential(nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        self.conv = (
+            DCN(in_channels, out_channels)
+            if deformable
+            else nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.actf(self.conv(x))
+
+
+def centernet_head(
+    in_channels: int, head_conv: int, out_channels: int, final_kernel: int = 1,
+    heatmap: bool = False,
+) -> nn.Module:  # fmt: skip
+    """A CenterNet task head, initialised like the published code: a heatmap's last bias is
+    -2.19 (a focal-loss prior of 0.1), every bias of the other heads 0, weights PyTorch's."""
+    first = nn.Conv2d(in_channels, head_conv, 3, padding=1, bias=True) if head_conv else None
+    last = nn.Conv2d(head_conv or in_channels, out_channels, final_kernel,
+                     padding=final_kernel // 2, bias=True)  # fmt: skip
+    head: nn.Module = nn.Sequential(first, nn.ReLU(inplace=True), last) if first else last
+    with torch.no_grad():
+        for m in head.modules():
+            if isinstance(m, nn.Conv2d) and not heatmap:
+                m.bias.zero_()
+        if heatmap:
+            last.bias.fill_(-2.19)
+    return head
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
