@@ -276,9 +276,10 @@ def _dcn_share(model: torch.nn.Module, x: torch.Tensor) -> float:
     return dcn / total if total else float("nan")
 
 
-def bench_centernet(dev: torch.device, batch: int, runs: int, bf16: bool = False) -> list[str]:
+def bench_centernet(
+    dev: torch.device, batch: int, runs: int, bf16: bool = False, size: int = 512
+) -> list[str]:
     """centernet_dla34 at 512x512: the interpreter and the generated code against the reference."""
-    size = 512
     models = _centernet_models(dev)
     x = torch.randn(batch, 3, size, size, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -346,12 +347,40 @@ def machine() -> list[str]:
     ]
 
 
+def gpu_only(out: Path) -> int:
+    """The GPU tables alone, written as they come (a run cut short keeps what it measured)."""
+    if not torch.cuda.is_available():
+        print("no CUDA device")
+        return 1
+    dev = torch.device("cuda")
+    out.write_text("\n".join(["# dlagraph benchmarks (GPU)", "", *machine(), ""]) + "\n")
+
+    def emit(lines: list[str]) -> None:
+        with out.open("a") as f:
+            f.write("\n".join(lines) + "\n\n")
+        print("\n".join(lines), flush=True)
+
+    emit(bench_gpu(["dla36", "dla104_s"], 20, dev, compiled_modes=(False,)))
+    for bf16 in (False, True):
+        emit(bench_centernet(dev, 16, 20, bf16))
+    emit(bench_gpu(["dla36"], 20, dev, compiled_modes=(True,)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="CPU only, dla36 only, fewer runs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="only the GPU tables, each appended to --out as soon as it is measured (for a lent "
+        "accelerator with a time budget: compiled rows for dla36 only)",
+    )
     args = ap.parse_args(argv)
+    if args.gpu_only:
+        return gpu_only(Path(args.out))
     runs = 5 if args.quick else 21
     out = ["# dlagraph benchmarks", "", *machine(), ""]
     out += bench_build(3 if args.quick else 5) + [""]

@@ -35,3 +35,10 @@ def test_accelerator_path_runs_on_cpu() -> None:
         "infer, generated + fold_bn",
         "train",
     ]
+
+
+@pytest.mark.slow  # benchmarks: see the README's test commands
+def test_centernet_benchmark_runs_on_cpu() -> None:
+    lines = bench_module().bench_centernet(torch.device("cpu"), 1, 1, size=64)
+    assert [line.split(" | ")[0] for line in lines[4:7]] == ["| reference", "| interp", "| gen"]
+    assert re.search(r"deform_conv2d`: \d+%", lines[-1])

@@ -307,7 +307,10 @@ def _unknown_key_message(data: Any, loc: Loc) -> str:
 def presets() -> dict[str, Path]:
     """The packaged presets, ``{name: file}`` (``specs/`` in a checkout, ``dlagraph/presets`` in
     a wheel)."""
-    folder = Path(str(importlib.resources.files("dlagraph.presets")))
+    try:
+        folder = Path(str(importlib.resources.files("dlagraph.presets")))
+    except ModuleNotFoundError:  # a source checkout on sys.path, not installed: its specs/
+        folder = Path(__file__).resolve().parents[2] / "specs"
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
