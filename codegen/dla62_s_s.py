@@ -9,6 +9,7 @@ Paper: https://arxiv.org/abs/1707.06484
 import math
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 __all__ = ["Dla62SS"]
@@ -96,8 +97,11 @@ def project(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def init_weights(model: nn.Module) -> None:
-    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0."""
+    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0.
+    Tensors on the meta device (a model about to be loaded) have nothing to initialise."""
     for m in model.modules():
+        if getattr(m, "weight", None) is not None and m.weight.is_meta:
+            continue
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
             m.weight.data.normal_(0, math.sqrt(2.0 / n))
@@ -106,7 +110,187 @@ def init_weights(model: nn.Module) -> None:
             m.bias.data.zero_()
 
 
-class Dla62SS(nn.Module):
+def read_weights(source: str | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a ``.safetensors`` file or a ``torch.save`` file (read with
+    ``weights_only=True``), unwrapped from ``{"state_dict": …}`` / ``{"model": …}`` and DDP's
+    ``module.`` prefix."""
+    if isinstance(source, dict):
+        sd = source
+    elif str(source).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        sd = load_file(str(source))
+    else:
+        try:  # memory-mapped: read once, while the model copies it
+            sd = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files from before torch 1.6 cannot be mapped
+            sd = torch.load(source, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def assign_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Make ``state``'s tensors the parameters and buffers of ``model`` (built on the meta device),
+    in the model's dtypes; names and shapes must match exactly. The caller gives tensors the model
+    may own (not views of a memory-mapped file, nor of another model's)."""
+    own = model.state_dict(keep_vars=True)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise RuntimeError(
+            f"checkpoint does not fit {type(model).__name__}: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, other shapes {shapes[:5]}"
+        )
+    owners = dict(model.named_modules())
+    for key, value in state.items():
+        path, _, name = key.rpartition(".")
+        owner, old = owners[path], own[key]
+        if name in owner._parameters:
+            owner._parameters[name] = nn.Parameter(value.to(old.dtype), old.requires_grad)
+        else:
+            owner._buffers[name] = value.to(old.dtype)
+
+
+def feature_take_indices(num: int, indices: int | list[int] | tuple[int, ...] | None = None
+                         ) -> tuple[list[int], int]:  # fmt: skip
+    """timm's rule: None takes all ``num`` features, an int ``n`` the last ``n``, a sequence those
+    indices (negative ones from the end). Returns the indices and the largest."""
+    if indices is None:
+        indices = num
+    if isinstance(indices, int):
+        if not 0 < indices <= num:
+            raise ValueError(f"take the last 1 to {num} features, not {indices}")
+        take = list(range(num - indices, num))
+    else:
+        take = [num + i if i < 0 else i for i in indices]
+        if not all(0 <= i < num for i in take):
+            raise ValueError(f"feature indices {list(indices)} are out of range for {num} levels")
+    return take, max(take)
+
+
+class TimmModelAPI:
+    """timm's model API, as timm's own ``dla.py`` implements it, over hooks the model provides:
+    ``_steps()`` (the backbone as ``(level index, callable)`` pairs, the stem at -1) and
+    ``_prune_after(last)``; the classifier is ``global_pool``, ``head_drop``, ``fc``,
+    ``flatten``. Attributes: ``num_classes``, ``num_features``, ``head_hidden_size``,
+    ``in_chans``, ``feature_info``, ``pretrained_cfg``, ``grad_checkpointing``."""
+
+    def _steps(self) -> list:
+        raise NotImplementedError
+
+    def _prune_after(self, last: int) -> None:
+        raise NotImplementedError
+
+    def _set_checkpointing(self, enable: bool) -> None:
+        pass
+
+    @torch.jit.unused
+    def _run(self, step, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(step, x, use_reentrant=False)
+        return step(x)
+
+    @torch.jit.unused
+    def _forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        for _, step in self._steps():
+            x = self._run(step, x)
+        return x
+
+    @torch.jit.unused
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's output (the last level, unpooled)."""
+        return self._forward_steps(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        if pre_logits:
+            return self.flatten(x)
+        return self.flatten(self.fc(x))
+
+    @torch.jit.unused
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+        """The outputs of the levels ``indices`` (0 = Level 1, at full resolution; timm's rule)
+        and, unless ``intermediates_only``, the final features. DLA has no final norm."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (got {output_fmt!r})")
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        out = []
+        for index, step in self._steps():
+            if stop_early and index > last:
+                break
+            x = self._run(step, x)
+            if index in take:
+                out.append(x)
+        return out if intermediates_only else (x, out)
+
+    @torch.jit.unused
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:  # fmt: skip
+        """Drop the levels after the last of ``indices`` (and the classifier with them, or when
+        asked); returns the indices kept."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        self._prune_after(last)
+        pruned = last < len(self.feature_info) - 1
+        if pruned:
+            self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
+        if prune_head or pruned:
+            self.reset_classifier(0, "")
+        return take
+
+    @torch.jit.unused
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    @torch.jit.unused
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new ``fc`` for ``num_classes`` (0: none, the pooled features come out) on the
+        model's device and dtype; ``global_pool`` "avg", "max" or "" (no pooling: the maps come
+        out) replaces the pooling, None keeps it."""
+        ref = next(iter(self.parameters()), None)
+        kw = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+        if global_pool is not None:
+            if global_pool not in ("avg", "max", ""):
+                raise ValueError(f"global_pool must be 'avg', 'max' or '' (got {global_pool!r})")
+            pool = nn.AdaptiveMaxPool2d(1) if global_pool == "max" else nn.AdaptiveAvgPool2d(1)
+            self.global_pool = pool if global_pool else nn.Identity()
+            self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
+        self.fc = (
+            nn.Conv2d(self.num_features, num_classes, 1, **kw) if num_classes else nn.Identity()
+        )
+        for m in (self.global_pool, self.fc, self.flatten):
+            m.train(self.training)
+        self.num_classes = num_classes
+
+    @torch.jit.unused
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for layer-wise learning-rate decay, as timm's DLA defines them."""
+        blocks = r"^level(\d+)" if coarse else [
+            (r"^level(\d+)\.tree(\d+)", None),
+            (r"^level(\d+)\.root", (2,)),
+            (r"^level(\d+)", (1,)),
+        ]  # fmt: skip
+        return {"stem": r"^base_layer", "blocks": blocks}
+
+    @torch.jit.unused
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per backbone step (the stem, each level): recomputed in the
+        backward pass instead of stored."""
+        self.grad_checkpointing = enable
+        self._set_checkpointing(enable)
+
+
+class Dla62SS(TimmModelAPI, nn.Module):
     """DLA-62-S-s (dla62_s_s). Input sides must be multiples of 32."""
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3) -> None:
@@ -177,34 +361,72 @@ class Dla62SS(nn.Module):
         self.level5.tree2 = DlaBottleneck(256, 256, stride=1, mid_channels=256, groups=32)
         self.level5.root = DlaRoot(640, 256, kernel_size=1, residual=False)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(0.0)
         self.fc = nn.Conv2d(256, num_classes, 1, bias=True)
+        self.flatten = nn.Flatten(1)
         init_weights(self)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = 256
+        self.grad_checkpointing = False
+        self.num_levels = 6  # levels kept (prune_intermediate_layers lowers it)
+        self.feature_info = [
+            {"num_chs": 16, "reduction": 1, "module": "level0"},
+            {"num_chs": 32, "reduction": 2, "module": "level1"},
+            {"num_chs": 64, "reduction": 4, "module": "level2"},
+            {"num_chs": 64, "reduction": 8, "module": "level3"},
+            {"num_chs": 128, "reduction": 16, "module": "level4"},
+            {"num_chs": 256, "reduction": 32, "module": "level5"},
+        ]
+        self.pretrained_cfg = {
+            "url": "",
+            "num_classes": num_classes,
+            "input_size": [in_chans, 224, 224],
+            "pool_size": [7, 7],
+            "crop_pct": 0.875,
+            "interpolation": "bilinear",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "first_conv": "base_layer.0",
+            "classifier": "fc",
+        }
+        self.default_cfg = self.pretrained_cfg
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base_layer = self.base_layer(x)  # 3 -> 16 ch, reduction 1 (levels[0])
-        level0 = self.level0(base_layer)  # 16 -> 16 ch, reduction 1 (levels[0])
-        del base_layer
-        level1 = self.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
-        del level0
+    @classmethod
+    def from_weights(cls, weights: str | dict, **kwargs: int) -> "Dla62SS":
+        """Build without the random init and load ``weights`` strictly: a state dict, or a .pth /
+        .safetensors file. The model owns its tensors (nothing is shared with ``weights``)."""
+        with torch.device("meta"):  # modules without memory: their init costs nothing
+            model = cls(**kwargs)
+        state = read_weights(weights)  # copied: the model owns its memory
+        assign_state(model, {k: v.to("cpu", copy=True) for k, v in state.items()})
+        return model
+
+    def forward_level2(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 3: an HDA tree of depth 1, 64 ch (eq. 2)."""
         # 2x2 max pool to reduction 4 (levels[2], for the shortcut)
-        level2_downsample = self.level2.downsample(level1)
+        level2_downsample = self.level2.downsample(x)
         level2_project = self.level2.project(level2_downsample)  # shortcut: 32 -> 64 ch (levels[2])
         del level2_downsample
         # L1 block: 32 -> 64 ch, reduction 4 (levels[2])
-        level2_tree1 = self.level2.tree1(level1, level2_project)
-        del level1, level2_project
+        level2_tree1 = self.level2.tree1(x, level2_project)
+        del level2_project
         # L2 block: 64 -> 64 ch, reduction 4 (levels[2]), identity shortcut
         level2_tree2 = self.level2.tree2(level2_tree1, level2_tree1)
         # N: 128 -> 64 ch (levels[2], eq. 2)
         level2_root = self.level2.root([level2_tree2, level2_tree1])
         del level2_tree1, level2_tree2
+        return level2_root
+
+    def forward_level3(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 4: an HDA tree of depth 2, 64 ch (eq. 2; its root also takes S(x), eq. 5)."""
         # 2x2 max pool to reduction 8 (levels[3], S(x), eq. 5)
-        level3_downsample = self.level3.downsample(level2_root)
+        level3_downsample = self.level3.downsample(x)
         # 2x2 max pool to reduction 8 (levels[3], for the shortcut)
-        level3_tree1_downsample = self.level3.tree1.downsample(level2_root)
+        level3_tree1_downsample = self.level3.tree1.downsample(x)
         # L1 block: 64 -> 64 ch, reduction 8 (levels[3])
-        level3_tree1_tree1 = self.level3.tree1.tree1(level2_root, level3_tree1_downsample)
-        del level2_root, level3_tree1_downsample
+        level3_tree1_tree1 = self.level3.tree1.tree1(x, level3_tree1_downsample)
+        del level3_tree1_downsample
         # L2 block: 64 -> 64 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree1_tree2 = self.level3.tree1.tree2(level3_tree1_tree1, level3_tree1_tree1)
         # N: 128 -> 64 ch (levels[3], eq. 2)
@@ -219,18 +441,20 @@ class Dla62SS(nn.Module):
             [level3_tree2_tree2, level3_tree2_tree1, level3_downsample, level3_tree1_root]
         )
         del level3_tree1_root, level3_tree2_tree1, level3_tree2_tree2, level3_downsample
+        return level3_tree2_root
+
+    def forward_level4(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 5: an HDA tree of depth 3, 128 ch (eq. 2; its root also takes S(x), eq. 5)."""
         # 2x2 max pool to reduction 16 (levels[4], S(x), eq. 5)
-        level4_downsample = self.level4.downsample(level3_tree2_root)
+        level4_downsample = self.level4.downsample(x)
         # 2x2 max pool to reduction 16 (levels[4], for the shortcut)
-        level4_tree1_tree1_downsample = self.level4.tree1.tree1.downsample(level3_tree2_root)
+        level4_tree1_tree1_downsample = self.level4.tree1.tree1.downsample(x)
         # shortcut: 64 -> 128 ch (levels[4])
         level4_tree1_tree1_project = self.level4.tree1.tree1.project(level4_tree1_tree1_downsample)
         del level4_tree1_tree1_downsample
         # L1 block: 64 -> 128 ch, reduction 16 (levels[4])
-        level4_tree1_tree1_tree1 = self.level4.tree1.tree1.tree1(
-            level3_tree2_root, level4_tree1_tree1_project
-        )
-        del level3_tree2_root, level4_tree1_tree1_project
+        level4_tree1_tree1_tree1 = self.level4.tree1.tree1.tree1(x, level4_tree1_tree1_project)
+        del level4_tree1_tree1_project
         # L2 block: 128 -> 128 ch, reduction 16 (levels[4]), identity shortcut
         level4_tree1_tree1_tree2 = self.level4.tree1.tree1.tree2(
             level4_tree1_tree1_tree1, level4_tree1_tree1_tree1
@@ -286,21 +510,68 @@ class Dla62SS(nn.Module):
         )
         del level4_tree1_tree2_root, level4_tree2_tree1_root, level4_tree2_tree2_tree1
         del level4_tree2_tree2_tree2, level4_downsample
+        return level4_tree2_tree2_root
+
+    def forward_level5(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 6: an HDA tree of depth 1, 256 ch (eq. 2; its root also takes S(x), eq. 5)."""
         # 2x2 max pool to reduction 32 (levels[5], S(x), eq. 5)
-        level5_downsample = self.level5.downsample(level4_tree2_tree2_root)
+        level5_downsample = self.level5.downsample(x)
         # shortcut: 128 -> 256 ch (levels[5])
         level5_project = self.level5.project(level5_downsample)
         # L1 block: 128 -> 256 ch, reduction 32 (levels[5])
-        level5_tree1 = self.level5.tree1(level4_tree2_tree2_root, level5_project)
-        del level4_tree2_tree2_root, level5_project
+        level5_tree1 = self.level5.tree1(x, level5_project)
+        del level5_project
         # L2 block: 256 -> 256 ch, reduction 32 (levels[5]), identity shortcut
         level5_tree2 = self.level5.tree2(level5_tree1, level5_tree1)
         # N: 640 -> 256 ch (levels[5], eq. 5)
         level5_root = self.level5.root([level5_tree2, level5_tree1, level5_downsample])
         del level5_downsample, level5_tree1, level5_tree2
-        global_pool = self.global_pool(level5_root)  # global average pool: 256 ch (head)
-        del level5_root
-        # 256 ch -> num_classes class logits (head.num_classes)
-        fc = torch.flatten(self.fc(global_pool), 1)
-        del global_pool
-        return fc
+        return level5_root
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's output (the last level, unpooled)."""
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_steps(x)
+        x = self.base_layer(x)
+        x = self.level0(x)
+        if self.num_levels > 1:
+            x = self.level1(x)
+        if self.num_levels > 2:
+            x = self.forward_level2(x)
+        if self.num_levels > 3:
+            x = self.forward_level3(x)
+        if self.num_levels > 4:
+            x = self.forward_level4(x)
+        if self.num_levels > 5:
+            x = self.forward_level5(x)
+        return x
+
+    @torch.jit.unused
+    def _steps(self) -> list:
+        steps = [
+            (-1, self.base_layer),
+            (0, self.level0),
+            (1, self.level1),
+            (2, self.forward_level2),
+            (3, self.forward_level3),
+            (4, self.forward_level4),
+            (5, self.forward_level5),
+        ]
+        return [(index, step) for index, step in steps if index < self.num_levels]
+
+    @torch.jit.unused
+    def _prune_after(self, last: int) -> None:
+        if last < 1:
+            self.level1 = nn.Identity()
+        if last < 2:
+            self.level2 = nn.Identity()
+        if last < 3:
+            self.level3 = nn.Identity()
+        if last < 4:
+            self.level4 = nn.Identity()
+        if last < 5:
+            self.level5 = nn.Identity()
+        self.num_levels = last + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -115,14 +115,63 @@ def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTr
 
 
 def init_weights(model: nn.Module) -> None:
-    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0."""
+    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0.
+    Tensors on the meta device (a model about to be loaded) have nothing to initialise."""
     for m in model.modules():
+        if getattr(m, "weight", None) is not None and m.weight.is_meta:
+            continue
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
             m.weight.data.normal_(0, math.sqrt(2.0 / n))
         elif isinstance(m, nn.BatchNorm2d):
             m.weight.data.fill_(1)
             m.bias.data.zero_()
+
+
+def read_weights(source: str | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a ``.safetensors`` file or a ``torch.save`` file (read with
+    ``weights_only=True``), unwrapped from ``{"state_dict": …}`` / ``{"model": …}`` and DDP's
+    ``module.`` prefix."""
+    if isinstance(source, dict):
+        sd = source
+    elif str(source).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        sd = load_file(str(source))
+    else:
+        try:  # memory-mapped: read once, while the model copies it
+            sd = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files from before torch 1.6 cannot be mapped
+            sd = torch.load(source, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def assign_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Make ``state``'s tensors the parameters and buffers of ``model`` (built on the meta device),
+    in the model's dtypes; names and shapes must match exactly. The caller gives tensors the model
+    may own (not views of a memory-mapped file, nor of another model's)."""
+    own = model.state_dict(keep_vars=True)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise RuntimeError(
+            f"checkpoint does not fit {type(model).__name__}: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, other shapes {shapes[:5]}"
+        )
+    owners = dict(model.named_modules())
+    for key, value in state.items():
+        path, _, name = key.rpartition(".")
+        owner, old = owners[path], own[key]
+        if name in owner._parameters:
+            owner._parameters[name] = nn.Parameter(value.to(old.dtype), old.requires_grad)
+        else:
+            owner._buffers[name] = value.to(old.dtype)
 
 
 class Dla62SSSegCamvid(nn.Module):
@@ -211,30 +260,40 @@ class Dla62SSSegCamvid(nn.Module):
         self.fc = nn.Conv2d(32, num_classes, 1, bias=True)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base_layer = self.base_layer(x)  # 3 -> 16 ch, reduction 1 (levels[0])
-        level0 = self.level0(base_layer)  # 16 -> 16 ch, reduction 1 (levels[0])
-        del base_layer
-        level1 = self.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
-        del level0
+    @classmethod
+    def from_weights(cls, weights: str | dict, **kwargs: int) -> "Dla62SSSegCamvid":
+        """Build without the random init and load ``weights`` strictly: a state dict, or a .pth /
+        .safetensors file. The model owns its tensors (nothing is shared with ``weights``)."""
+        with torch.device("meta"):  # modules without memory: their init costs nothing
+            model = cls(**kwargs)
+        state = read_weights(weights)  # copied: the model owns its memory
+        assign_state(model, {k: v.to("cpu", copy=True) for k, v in state.items()})
+        return model
+
+    def forward_level2(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 3: an HDA tree of depth 1, 64 ch (eq. 2)."""
         # 2x2 max pool to reduction 4 (levels[2], for the shortcut)
-        level2_downsample = self.level2.downsample(level1)
+        level2_downsample = self.level2.downsample(x)
         level2_project = self.level2.project(level2_downsample)  # shortcut: 32 -> 64 ch (levels[2])
         del level2_downsample
         # L1 block: 32 -> 64 ch, reduction 4 (levels[2])
-        level2_tree1 = self.level2.tree1(level1, level2_project)
+        level2_tree1 = self.level2.tree1(x, level2_project)
         del level2_project
         # L2 block: 64 -> 64 ch, reduction 4 (levels[2]), identity shortcut
         level2_tree2 = self.level2.tree2(level2_tree1, level2_tree1)
         # N: 128 -> 64 ch (levels[2], eq. 2)
         level2_root = self.level2.root([level2_tree2, level2_tree1])
         del level2_tree1, level2_tree2
+        return level2_root
+
+    def forward_level3(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 4: an HDA tree of depth 2, 64 ch (eq. 2; its root also takes S(x), eq. 5)."""
         # 2x2 max pool to reduction 8 (levels[3], S(x), eq. 5)
-        level3_downsample = self.level3.downsample(level2_root)
+        level3_downsample = self.level3.downsample(x)
         # 2x2 max pool to reduction 8 (levels[3], for the shortcut)
-        level3_tree1_downsample = self.level3.tree1.downsample(level2_root)
+        level3_tree1_downsample = self.level3.tree1.downsample(x)
         # L1 block: 64 -> 64 ch, reduction 8 (levels[3])
-        level3_tree1_tree1 = self.level3.tree1.tree1(level2_root, level3_tree1_downsample)
+        level3_tree1_tree1 = self.level3.tree1.tree1(x, level3_tree1_downsample)
         del level3_tree1_downsample
         # L2 block: 64 -> 64 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree1_tree2 = self.level3.tree1.tree2(level3_tree1_tree1, level3_tree1_tree1)
@@ -250,12 +309,14 @@ class Dla62SSSegCamvid(nn.Module):
             [level3_tree2_tree2, level3_tree2_tree1, level3_downsample, level3_tree1_root]
         )
         del level3_tree1_root, level3_tree2_tree1, level3_tree2_tree2, level3_downsample
+        return level3_tree2_root
+
+    def forward_level4(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 5: an HDA tree of depth 3, 128 ch (eq. 2; its root also takes S(x), eq. 5)."""
         # shortcut: 64 -> 128 ch (levels[4])
-        level4_tree1_tree1_project = self.level4.tree1.tree1.project(level3_tree2_root)
+        level4_tree1_tree1_project = self.level4.tree1.tree1.project(x)
         # L1 block: 64 -> 128 ch, reduction 8 (levels[4])
-        level4_tree1_tree1_tree1 = self.level4.tree1.tree1.tree1(
-            level3_tree2_root, level4_tree1_tree1_project
-        )
+        level4_tree1_tree1_tree1 = self.level4.tree1.tree1.tree1(x, level4_tree1_tree1_project)
         del level4_tree1_tree1_project
         # L2 block: 128 -> 128 ch, reduction 8 (levels[4]), identity shortcut
         level4_tree1_tree1_tree2 = self.level4.tree1.tree1.tree2(
@@ -305,23 +366,38 @@ class Dla62SSSegCamvid(nn.Module):
             [
                 level4_tree2_tree2_tree2,
                 level4_tree2_tree2_tree1,
-                level3_tree2_root,
+                x,
                 level4_tree1_tree2_root,
                 level4_tree2_tree1_root,
             ]
         )
         del level4_tree1_tree2_root, level4_tree2_tree1_root, level4_tree2_tree2_tree1
         del level4_tree2_tree2_tree2
-        # shortcut: 128 -> 256 ch (levels[5])
-        level5_project = self.level5.project(level4_tree2_tree2_root)
+        return level4_tree2_tree2_root
+
+    def forward_level5(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 6: an HDA tree of depth 1, 256 ch (eq. 2; its root also takes S(x), eq. 5)."""
+        level5_project = self.level5.project(x)  # shortcut: 128 -> 256 ch (levels[5])
         # L1 block: 128 -> 256 ch, reduction 8 (levels[5])
-        level5_tree1 = self.level5.tree1(level4_tree2_tree2_root, level5_project)
+        level5_tree1 = self.level5.tree1(x, level5_project)
         del level5_project
         # L2 block: 256 -> 256 ch, reduction 8 (levels[5]), identity shortcut
         level5_tree2 = self.level5.tree2(level5_tree1, level5_tree1)
         # N: 640 -> 256 ch (levels[5], eq. 5)
-        level5_root = self.level5.root([level5_tree2, level5_tree1, level4_tree2_tree2_root])
+        level5_root = self.level5.root([level5_tree2, level5_tree1, x])
         del level5_tree1, level5_tree2
+        return level5_root
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base_layer = self.base_layer(x)  # 3 -> 16 ch, reduction 1 (levels[0])
+        level0 = self.level0(base_layer)  # 16 -> 16 ch, reduction 1 (levels[0])
+        del base_layer
+        level1 = self.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
+        del level0
+        level2_root = self.forward_level2(level1)
+        level3_tree2_root = self.forward_level3(level2_root)
+        level4_tree2_tree2_root = self.forward_level4(level3_tree2_root)
+        level5_root = self.forward_level5(level4_tree2_tree2_root)
         # P: 64 -> 32 ch, reduction 4 (head.ida_channels, eq. 1)
         ida_up_proj_1 = self.ida_up.proj_1(level2_root)
         del level2_root

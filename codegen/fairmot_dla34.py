@@ -173,6 +173,52 @@ def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTr
     return up
 
 
+def read_weights(source: str | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a ``.safetensors`` file or a ``torch.save`` file (read with
+    ``weights_only=True``), unwrapped from ``{"state_dict": …}`` / ``{"model": …}`` and DDP's
+    ``module.`` prefix."""
+    if isinstance(source, dict):
+        sd = source
+    elif str(source).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        sd = load_file(str(source))
+    else:
+        try:  # memory-mapped: read once, while the model copies it
+            sd = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files from before torch 1.6 cannot be mapped
+            sd = torch.load(source, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def assign_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Make ``state``'s tensors the parameters and buffers of ``model`` (built on the meta device),
+    in the model's dtypes; names and shapes must match exactly. The caller gives tensors the model
+    may own (not views of a memory-mapped file, nor of another model's)."""
+    own = model.state_dict(keep_vars=True)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise RuntimeError(
+            f"checkpoint does not fit {type(model).__name__}: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, other shapes {shapes[:5]}"
+        )
+    owners = dict(model.named_modules())
+    for key, value in state.items():
+        path, _, name = key.rpartition(".")
+        owner, old = owners[path], own[key]
+        if name in owner._parameters:
+            owner._parameters[name] = nn.Parameter(value.to(old.dtype), old.requires_grad)
+        else:
+            owner._buffers[name] = value.to(old.dtype)
+
+
 class FairmotDla34(nn.Module):
     """FairMOT DLA-34 (fairmot_dla34). Input sides must be multiples of 32."""
 
@@ -254,34 +300,44 @@ class FairmotDla34(nn.Module):
         self.id = centernet_head(64, 256, 128, final_kernel=1, heatmap=False)
         self.reg = centernet_head(64, 256, 2, final_kernel=1, heatmap=False)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        base_layer = self.base.base_layer(x)  # 3 -> 16 ch, reduction 1 (levels[0])
-        level0 = self.base.level0(base_layer)  # 16 -> 16 ch, reduction 1 (levels[0])
-        del base_layer
-        level1 = self.base.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
-        del level0
+    @classmethod
+    def from_weights(cls, weights: str | dict, **kwargs: int) -> "FairmotDla34":
+        """Build without the random init and load ``weights`` strictly: a state dict, or a .pth /
+        .safetensors file. The model owns its tensors (nothing is shared with ``weights``)."""
+        with torch.device("meta"):  # modules without memory: their init costs nothing
+            model = cls(**kwargs)
+        state = read_weights(weights)  # copied: the model owns its memory
+        assign_state(model, {k: v.to("cpu", copy=True) for k, v in state.items()})
+        return model
+
+    def forward_level2(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 3: an HDA tree of depth 1, 64 ch (eq. 2)."""
         # 2x2 max pool to reduction 4 (levels[2], for the shortcut)
-        level2_downsample = self.base.level2.downsample(level1)
+        level2_downsample = self.base.level2.downsample(x)
         # shortcut: 32 -> 64 ch (levels[2])
         level2_project = self.base.level2.project(level2_downsample)
         del level2_downsample
         # L1 block: 32 -> 64 ch, reduction 4 (levels[2])
-        level2_tree1 = self.base.level2.tree1(level1, level2_project)
-        del level1, level2_project
+        level2_tree1 = self.base.level2.tree1(x, level2_project)
+        del level2_project
         # L2 block: 64 -> 64 ch, reduction 4 (levels[2]), identity shortcut
         level2_tree2 = self.base.level2.tree2(level2_tree1, level2_tree1)
         # N: 128 -> 64 ch (levels[2], eq. 2)
         level2_root = self.base.level2.root([level2_tree2, level2_tree1])
         del level2_tree1, level2_tree2
+        return level2_root
+
+    def forward_level3(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 4: an HDA tree of depth 2, 128 ch (eq. 2; its root also takes S(x), eq. 5)."""
         # 2x2 max pool to reduction 8 (levels[3], S(x), eq. 5)
-        level3_downsample = self.base.level3.downsample(level2_root)
+        level3_downsample = self.base.level3.downsample(x)
         # 2x2 max pool to reduction 8 (levels[3], for the shortcut)
-        level3_tree1_downsample = self.base.level3.tree1.downsample(level2_root)
+        level3_tree1_downsample = self.base.level3.tree1.downsample(x)
         # shortcut: 64 -> 128 ch (levels[3])
         level3_tree1_project = self.base.level3.tree1.project(level3_tree1_downsample)
         del level3_tree1_downsample
         # L1 block: 64 -> 128 ch, reduction 8 (levels[3])
-        level3_tree1_tree1 = self.base.level3.tree1.tree1(level2_root, level3_tree1_project)
+        level3_tree1_tree1 = self.base.level3.tree1.tree1(x, level3_tree1_project)
         del level3_tree1_project
         # L2 block: 128 -> 128 ch, reduction 8 (levels[3]), identity shortcut
         level3_tree1_tree2 = self.base.level3.tree1.tree2(level3_tree1_tree1, level3_tree1_tree1)
@@ -297,15 +353,19 @@ class FairmotDla34(nn.Module):
             [level3_tree2_tree2, level3_tree2_tree1, level3_downsample, level3_tree1_root]
         )
         del level3_tree1_root, level3_tree2_tree1, level3_tree2_tree2, level3_downsample
+        return level3_tree2_root
+
+    def forward_level4(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 5: an HDA tree of depth 2, 256 ch (eq. 2; its root also takes S(x), eq. 5)."""
         # 2x2 max pool to reduction 16 (levels[4], S(x), eq. 5)
-        level4_downsample = self.base.level4.downsample(level3_tree2_root)
+        level4_downsample = self.base.level4.downsample(x)
         # 2x2 max pool to reduction 16 (levels[4], for the shortcut)
-        level4_tree1_downsample = self.base.level4.tree1.downsample(level3_tree2_root)
+        level4_tree1_downsample = self.base.level4.tree1.downsample(x)
         # shortcut: 128 -> 256 ch (levels[4])
         level4_tree1_project = self.base.level4.tree1.project(level4_tree1_downsample)
         del level4_tree1_downsample
         # L1 block: 128 -> 256 ch, reduction 16 (levels[4])
-        level4_tree1_tree1 = self.base.level4.tree1.tree1(level3_tree2_root, level4_tree1_project)
+        level4_tree1_tree1 = self.base.level4.tree1.tree1(x, level4_tree1_project)
         del level4_tree1_project
         # L2 block: 256 -> 256 ch, reduction 16 (levels[4]), identity shortcut
         level4_tree1_tree2 = self.base.level4.tree1.tree2(level4_tree1_tree1, level4_tree1_tree1)
@@ -321,18 +381,35 @@ class FairmotDla34(nn.Module):
             [level4_tree2_tree2, level4_tree2_tree1, level4_downsample, level4_tree1_root]
         )
         del level4_tree1_root, level4_tree2_tree1, level4_tree2_tree2, level4_downsample
+        return level4_tree2_root
+
+    def forward_level5(self, x: torch.Tensor) -> torch.Tensor:
+        """Level 6: an HDA tree of depth 1, 512 ch (eq. 2; its root also takes S(x), eq. 5)."""
         # 2x2 max pool to reduction 32 (levels[5], S(x), eq. 5)
-        level5_downsample = self.base.level5.downsample(level4_tree2_root)
+        level5_downsample = self.base.level5.downsample(x)
         # shortcut: 256 -> 512 ch (levels[5])
         level5_project = self.base.level5.project(level5_downsample)
         # L1 block: 256 -> 512 ch, reduction 32 (levels[5])
-        level5_tree1 = self.base.level5.tree1(level4_tree2_root, level5_project)
+        level5_tree1 = self.base.level5.tree1(x, level5_project)
         del level5_project
         # L2 block: 512 -> 512 ch, reduction 32 (levels[5]), identity shortcut
         level5_tree2 = self.base.level5.tree2(level5_tree1, level5_tree1)
         # N: 1280 -> 512 ch (levels[5], eq. 5)
         level5_root = self.base.level5.root([level5_tree2, level5_tree1, level5_downsample])
         del level5_downsample, level5_tree1, level5_tree2
+        return level5_root
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        base_layer = self.base.base_layer(x)  # 3 -> 16 ch, reduction 1 (levels[0])
+        level0 = self.base.level0(base_layer)  # 16 -> 16 ch, reduction 1 (levels[0])
+        del base_layer
+        level1 = self.base.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
+        del level0
+        level2_root = self.forward_level2(level1)
+        del level1
+        level3_tree2_root = self.forward_level3(level2_root)
+        level4_tree2_root = self.forward_level4(level3_tree2_root)
+        level5_root = self.forward_level5(level4_tree2_root)
         # P: DCNv2 3x3, 512 -> 256 ch, reduction 32 (head.node, eq. 1)
         dla_up_ida_0_proj_1 = self.dla_up.ida_0.proj_1(level5_root)
         del level5_root

@@ -37,6 +37,7 @@ _LAZY = {
     "generate_source": ("dlagraph.backends.codegen", "generate_source"),
     "draw": ("dlagraph.backends.diagram", "draw"),
     "centernet_decode": ("dlagraph.backends.torch.decode", "centernet_decode"),
+    "register_timm_models": ("dlagraph.backends.torch.dla", "register_timm_models"),
 }
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "load_spec",
     "load_weights",
     "register_block",
+    "register_timm_models",
     "registered_blocks",
     "spec_to_yaml",
     "summarize",

@@ -174,10 +174,11 @@ class ChannelAffine(Op):
 
 @pytest.fixture
 def with_affine() -> nx.DiGraph:
-    """TINY with the toy op inserted between the global pool and the classifier."""
-    g = compile_spec(TINY)
-    g.remove_edge("global_pool", "fc")
-    c = g.nodes["global_pool"]["rec"]["channels"]
+    """TINY with a features head, the toy op inserted between the last level and the output."""
+    g = compile_spec({**TINY, "head": {"type": "features", "out_indices": [3]}})
+    last = "level3.tree2.root"
+    g.remove_edge(last, "output")
+    c = g.nodes[last]["rec"]["out_channels"]
     g.add_node(
         "affine",
         op="channel_affine_test",
@@ -186,9 +187,9 @@ def with_affine() -> nx.DiGraph:
         meta={"reduction": 8, "spec_path": "head"},
         layout={"module": "affine"},
     )
-    g.add_edge("global_pool", "affine", port=0)
-    g.add_edge("affine", "fc", port=0)
-    g.graph["modules"].insert(g.graph["modules"].index("fc"), "affine")
+    g.add_edge(last, "affine", port=0)
+    g.add_edge("affine", "output", port=0)
+    g.graph["modules"].append("affine")
     check(g)
     yield g
     OPS.pop("channel_affine_test", None)
@@ -202,11 +203,12 @@ def test_a_new_op_is_picked_up_by_every_backend(with_affine: nx.DiGraph) -> None
     assert "affine = torch.relu(affine_out)" in model.code.replace("self.affine(", "affine_out(")
     src = generate_source(g)
     assert "self.affine = nn.Conv2d(64, 64, 1, groups=64, bias=True)" in src
-    assert "affine = torch.relu(self.affine(global_pool))  # affine + ReLU on 64 ch" in src
+    assert "affine = torch.relu(self.affine(level3_tree2_root))  # affine + ReLU on 64 ch" in src
     torch.manual_seed(0)
     gen = exec_generated(src)().eval()
     x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(model(x), gen(x))
+    (a,), (b,) = model(x), gen(x)
+    assert torch.equal(a, b)
     s = summarize(g, (32, 32))
     assert s.params == sum(p.numel() for p in model.parameters())
     assert next(n for n in s.nodes if n.name == "affine").params == 2 * 64

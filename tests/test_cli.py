@@ -13,6 +13,8 @@ import pytest
 from dlagraph import compile_spec
 from dlagraph.cli import main
 
+from .conftest import ROOT
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -73,10 +75,22 @@ def test_refuses_to_overwrite_foreign_files(tmp_path: Path) -> None:
     assert main(["build", "specs/dla36.yaml", "-o", str(tmp_path)]) == 0  # now it is ours
 
 
-def test_presets_lists_every_spec(capsys: pytest.CaptureFixture) -> None:
+def test_presets_lists_every_packaged_preset_from_any_folder(
+    capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     assert main(["presets"]) == 0
-    out = capsys.readouterr().out
-    assert "DLA-104-S" in out and "26,309,272" in out and "dla169.yaml" in out
+    rows = capsys.readouterr().out.splitlines()
+    names = [r.split()[0] for r in rows[2:]]
+    assert names == sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
+    assert any("DLA-104-S" in r and r.endswith("26,309,272") for r in rows)
+    assert main(["presets", str(ROOT / "specs")]) == 0  # a folder's specs, by file name
+    assert "dla169.yaml" in capsys.readouterr().out
+    for cmd in (["build", "dla36", "--no-diagram"], ["codegen", "dla36", "-o", "cg"],
+                ["draw", "dla36", "-o", "d.dot"]):  # fmt: skip
+        assert main(cmd) == 0
+    assert (tmp_path / "dlagraph-out" / "dla36" / "dla36.py").exists()
+    assert (tmp_path / "cg" / "dla36.py").exists() and (tmp_path / "d.dot").exists()
 
 
 def test_schema_is_json(capsys: pytest.CaptureFixture) -> None:

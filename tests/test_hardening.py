@@ -559,11 +559,16 @@ def test_presets_and_spec_folders_get_clear_messages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["presets"]) == 2
+    assert main(["presets", "specs"]) == 2
     assert "specs: no such folder of specs" in capsys.readouterr().err
     (tmp_path / "specs").mkdir()
     assert main(["build", "specs"]) == 2
     assert "specs: is a folder, not a spec file" in capsys.readouterr().err
+    (tmp_path / "dla36").mkdir()  # a folder named like a preset: the path wins, and says so
+    assert main(["build", "dla36"]) == 2
+    err = capsys.readouterr().err
+    assert "dla36: is a folder here, and a path wins over the preset of the same name" in err
+    assert err.count("\n") == 1 and err.rstrip().endswith("dla36.yaml")
 
 
 def test_examples_find_their_specs_from_any_folder(tmp_path: Path) -> None:

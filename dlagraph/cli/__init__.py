@@ -8,6 +8,7 @@ could be produced. The subcommands are a static table, :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -39,8 +40,10 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = 
         draw.run,
     ),
     "presets": (
-        "list the specs of a folder with their parameter counts",
-        "List the specs of a folder with their paper names, references and parameter counts.",
+        "list the packaged presets (or a folder's specs) with their parameter counts",
+        "List the presets that ship with dlagraph (or the specs of a folder) with their paper "
+        "names, references and parameter counts. A preset's name works wherever a spec file "
+        "does; a path wins when both exist.",
         build.add_preset_arguments,
         build.run_presets,
     ),
@@ -91,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `dlagraph build x | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ import networkx as nx
 from .._version import __version__
 from ..backends.codegen import generate_source
 from ..backends.diagram import draw
-from ..backends.render import INSTALL_HINT, render
+from ..backends.render import install_hint, render
 from ..errors import DlagraphError
 from ..io import MARKER, write_outputs
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import node_table
-from ..spec import json_schema, load_spec
+from ..spec import json_schema, load_spec, presets
 from .common import DEFAULT_OUTPUT, add_timeout_option, spec_paths
 
 __all__ = ["add_arguments", "run", "add_preset_arguments", "run_presets", "run_schema"]
@@ -39,7 +39,7 @@ def _diagram(g: nx.DiGraph, out: Path, args: argparse.Namespace, notes: list[str
         notes.append(f"note: no {name}.svg: {e}")
         return files
     if svg is None:
-        notes.append(f"note: no {name}.svg: {INSTALL_HINT}")
+        notes.append(f"note: no {name}.svg: {install_hint('svg')}")
     else:
         files[out / f"{name}.svg"] = svg
     return files
@@ -106,7 +106,7 @@ def _print_graph(g: nx.DiGraph) -> None:
 
 
 def add_arguments(b: argparse.ArgumentParser) -> None:
-    b.add_argument("spec", help="a spec file (YAML)")
+    b.add_argument("spec", help="a spec file (YAML) or a preset name (see `dlagraph presets`)")
     b.add_argument("-o", "--output", help=f"output folder (default: {DEFAULT_OUTPUT}/<name>/)")
     b.add_argument(
         "--input-size",
@@ -128,14 +128,19 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
 
 
 def run_presets(args: argparse.Namespace) -> int:
-    folder = Path(args.dir)
-    if not folder.is_dir():
-        raise DlagraphError(f"{folder}: no such folder of specs")
-    rows = [("spec", "paper name", "reference", "params")]
-    for p in spec_paths([args.dir]):
+    if args.dir is None:  # the presets that ship with dlagraph, usable by name anywhere
+        items = list(presets().items())
+        print(f"presets (give a name to build, draw or codegen; files in {_folder(items)}):")
+    else:
+        folder = Path(args.dir)
+        if not folder.is_dir():
+            raise DlagraphError(f"{folder}: no such folder of specs")
+        items = [(p.name, p) for p in spec_paths([args.dir])]
+    rows = [("preset" if args.dir is None else "spec", "paper name", "reference", "params")]
+    for name, p in items:
         spec = load_spec(p)
         rows.append(
-            (p.name, spec.paper_name or "-", spec.reference or "-", f"{summarize(spec).params:,}")
+            (name, spec.paper_name or "-", spec.reference or "-", f"{summarize(spec).params:,}")
         )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
@@ -148,8 +153,15 @@ def run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder(items: list[tuple[str, Path]]) -> str:
+    return str(items[0][1].parent) if items else "-"
+
+
 def add_preset_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", nargs="?", default="specs", help="a folder of specs (default: specs)")
+    p.add_argument(
+        "dir", nargs="?", default=None,
+        help="a folder of specs to list instead of the packaged presets",
+    )  # fmt: skip
 
 
 def run_schema(args: argparse.Namespace) -> int:

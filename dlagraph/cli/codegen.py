@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(c: argparse.ArgumentParser) -> None:
-    c.add_argument("specs", nargs="+", help="spec files, or folders of them")
+    c.add_argument("specs", nargs="+", help="spec files, folders of them, or preset names")
     c.add_argument("-o", "--output", required=True, help="output folder")
     c.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
     c.add_argument(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.diagram import draw
-from ..backends.render import FORMATS, INSTALL_HINT, render
+from ..backends.render import FORMATS, install_hint, render
 from ..errors import DlagraphError, clip
 from ..io import write_outputs
 from .common import add_timeout_option
@@ -48,14 +48,14 @@ def run(args: argparse.Namespace) -> int:
         dot_path = out.with_suffix(".dot")
         write_outputs({dot_path: dot.source}, force=args.force)
         print(f"wrote {dot_path}")
-        raise DlagraphError(f"{out}: not written: {INSTALL_HINT}")
+        raise DlagraphError(f"{out}: not written: {install_hint(fmt)}")
     write_outputs({out: data}, force=args.force)
     print(f"wrote {out}")
     return 0
 
 
 def add_arguments(d: argparse.ArgumentParser) -> None:
-    d.add_argument("spec", help="a spec file (YAML)")
+    d.add_argument("spec", help="a spec file (YAML) or a preset name")
     d.add_argument("-o", "--output", required=True, help="FILE.svg, .png, .pdf or .dot")
     d.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
     add_timeout_option(d)

@@ -28,6 +28,7 @@ __all__ = [
     "default_input_size",
     "static_params",
     "aggregations_to_root",
+    "default_cfg",
 ]
 
 
@@ -137,6 +138,30 @@ def default_input_size(g: nx.DiGraph, at_least: int = 224) -> tuple[int, int]:
     s = g.graph["total_stride"]
     side = -(-at_least // s) * s
     return side, side
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_cfg(g: nx.DiGraph) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` of a network, as timm's dla configs give it (no weights URL): the
+    smallest square input from 224, ImageNet statistics, crop 0.875, bilinear."""
+    stride = g.graph["total_stride"]
+    side = default_input_size(g)[0]
+    c = g.graph["in_channels"]
+    return {
+        "url": "",
+        "num_classes": g.graph["num_classes"] or 0,
+        "input_size": (c, side, side),
+        "pool_size": (side // stride, side // stride),
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "mean": IMAGENET_MEAN if c == 3 else (0.5,) * c,
+        "std": IMAGENET_STD if c == 3 else (0.5,) * c,
+        "first_conv": "base_layer.0",
+        "classifier": "fc",
+    }
 
 
 def summarize(

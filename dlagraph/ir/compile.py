@@ -51,6 +51,7 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path) -> nx.DiGraph:
     b.prefix = ""
     build_head(b, x)
     g = b.g
+    g.graph.setdefault("classifier", False)  # a classifier head: timm's model API applies
     dilations = level_dilations(b)
     g.graph.update(
         ir_version=IR_VERSION,

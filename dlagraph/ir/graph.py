@@ -47,6 +47,7 @@ __all__ = [
     "reduction",
     "op",
     "feature_info",
+    "stages",
     "is_path",
 ]
 
@@ -261,6 +262,28 @@ def feature_info(g: nx.DiGraph) -> list[dict[str, Any]]:
         for lv in g.graph["levels"]
         if lv["output"] in g
     ]
+
+
+def stages(g: nx.DiGraph) -> list[dict[str, Any]]:
+    """The backbone as a chain of callable steps, as timm's DLA runs it: the stem, the conv levels,
+    then one step per tree level (eq. 1 chains the levels, so each step reads only the previous
+    one's output). Each step: ``module`` (its module path), ``index`` (the level index, -1 for the
+    stem), ``nodes`` (topological order, unused ones included), ``input`` and ``output`` nodes."""
+    mods = {n: a["layout"].get("module") for n, a in g.nodes(data=True)}
+    order = topo_order(g)
+    out = []
+    stem = next((n for n in order if g.nodes[n]["meta"].get("role") == "stem"), None)
+    if stem is not None:
+        out.append({"module": mods[stem], "index": -1, "nodes": [stem], "input": g.graph["input"],
+                    "output": stem})  # fmt: skip
+    for lv in g.graph["levels"]:
+        prefix = mods[lv["output"]][: -len(lv["output"])]  # `base.` in a DLASeg
+        path = prefix + lv["module"]
+        nodes = [n for n in order if mods[n] == path or (mods[n] or "").startswith(path + ".")]
+        entry = [u for n in nodes for u in inputs(g, n) if u not in nodes]
+        out.append({"module": path, "index": lv["index"], "nodes": nodes, "input": entry[0],
+                    "output": lv["output"]})  # fmt: skip
+    return out
 
 
 def node_table(g: nx.DiGraph, nodes: Iterable[str] | None = None) -> list[dict[str, Any]]:

@@ -37,22 +37,24 @@ def build_head(b: Builder, x: str) -> None:
 
 def _fc(b: Builder, node: str, x: str, classes: int, src: str, **kw: Any) -> str:
     """A 1x1-conv classifier; its width is the generated class's ``num_classes`` unless unused."""
-    flatten, sequential, unused = (kw.pop(k, False) for k in ("flatten", "sequential", "unused"))
-    rec = ClassifierRec(
-        in_channels=b.channels(x), out_channels=classes, flatten=flatten, sequential=sequential
-    )
+    sequential, unused = (kw.pop(k, False) for k in ("sequential", "unused"))
+    rec = ClassifierRec(in_channels=b.channels(x), out_channels=classes, sequential=sequential)
     syms = None if unused else {"out_channels": "num_classes"}
     return b.add(node, "classifier", [x], dict(rec), symbols=syms, unused=unused, spec_path=src)
 
 
 def _classifier(b: Builder, x: str, head: ClassifierHead) -> None:
+    """timm's classifier: global_pool, head_drop (a no-op at rate 0), a 1x1-conv fc, flatten."""
     c = b.channels(x)
     x = b.add("global_pool", "pool", [x], {"channels": c}, spec_path="head")
-    if head.dropout > 0:
-        rec = {"channels": c, "p": head.dropout}
-        x = b.add("head_drop", "dropout", [x], rec, spec_path="head.dropout")
-    x = _fc(b, "fc", x, head.num_classes, "head.num_classes", flatten=True)
-    b.add("output", "output", [x], {"kind": "tensor", "names": []}, spec_path="head")
+    rec = {"channels": c, "p": head.dropout}
+    x = b.add("head_drop", "dropout", [x], rec, spec_path="head.dropout")
+    fc = _fc(b, "fc", x, head.num_classes, "head.num_classes")
+    syms = {"channels": "num_classes"}
+    flat = b.add("flatten", "flatten", [fc], {"channels": head.num_classes}, symbols=syms,
+                 spec_path="head")  # fmt: skip
+    b.add("output", "output", [flat], {"kind": "tensor", "names": []}, spec_path="head")
+    b.g.graph["classifier"] = True  # timm's model API: the head is global_pool .. flatten
 
 
 def _features(b: Builder, head: FeaturesHead) -> None:

@@ -553,7 +553,6 @@ class Dropout(Op):
 class ClassifierRec(TypedDict):
     in_channels: int
     out_channels: int
-    flatten: bool  # image classification: (N, C, 1, 1) -> (N, C)
     sequential: bool  # the official DLASeg holds it as Sequential(conv)
 
 
@@ -562,9 +561,6 @@ class Classifier(Op):
     """A 1x1 conv with bias (timm's and the official ``fc``)."""
 
     name, record = "classifier", ClassifierRec
-
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
-        return (rec["out_channels"],) if rec["flatten"] else (rec["out_channels"], *ins[0])
 
     def layers(self, rec: D) -> list[Layer]:
         name = "0" if rec["sequential"] else ""
@@ -575,16 +571,32 @@ class Classifier(Op):
         conv = Expr("nn.Conv2d", args, (("bias", True),))
         return Expr("nn.Sequential", (conv,)) if rec["sequential"] else conv
 
-    def call(self, rec: D, n_inputs: int) -> Expr:
-        own = Expr("self", (In(0),))
-        return Expr("torch.flatten", (own, 1)) if rec["flatten"] else own
-
     def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
         classes = syms.get("out_channels", rec["out_channels"])
         return f"{rec['in_channels']} ch -> {classes} class logits {_where(meta)}"
 
     def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
         return box(f"fc 1x1 {rec['in_channels']}→{rec['out_channels']}")
+
+
+@register_op
+class Flatten(Op):
+    """(N, C, 1, 1) -> (N, C) after a classifier: a module (``nn.Flatten``), so that timm's
+    ``reset_classifier(0, "")`` can swap it for an identity and keep the maps."""
+
+    name, record = "flatten", ChannelsRec
+
+    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+        return (rec["channels"],)
+
+    def module(self, rec: D, syms: D) -> Expr:
+        return Expr("nn.Flatten", (1,))
+
+    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
+        return f"logits as (N, {syms.get('channels', rec['channels'])}) {_where(meta)}"
+
+    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+        return box("flatten")
 
 
 class UpsampleRec(TypedDict):

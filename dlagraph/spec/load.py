@@ -322,10 +322,16 @@ def resolve_spec_path(source: str | Path) -> Path:
         SpecError: when it is neither.
     """
     path = Path(source)
-    if path.exists():
-        return path
     text = str(source)
     found = presets().get(text)
+    if path.exists():
+        if path.is_dir() and found is not None:  # the one collision a user meets: an output folder
+            raise SpecError(
+                f"{text}: is a folder here, and a path wins over the preset of the same name; "
+                f"to use the preset, give its file: {found}",
+                source=text,
+            )
+        return path
     if found is not None:
         return found
     names = ", ".join(presets())

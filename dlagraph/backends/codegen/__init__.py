@@ -21,13 +21,14 @@ import yaml
 from ..._version import __version__
 from ...errors import CodegenError, SpecError
 from ...io import MARKER
-from ...ir.analysis import static_params
+from ...ir.analysis import default_cfg, static_params
 from ...ir.compile import compile_spec
-from ...ir.graph import check, inputs, op, topo_order
-from ...ir.ops import Expr
-from ...names import class_name, var_name
+from ...ir.graph import check, feature_info, op
+from ...ir.ops import Expr, Sym
+from ...names import class_name
 from ...spec import Spec, resolve_spec_path
-from .layout import call_parts, del_lines, source, wrap_statement
+from .forward import bodies
+from .layout import call_parts, literal, source, wrap_statement
 from .sources import ALLOWED_GLOBALS, HELPERS, block_source, builtin_source, with_dependencies
 
 __all__ = ["generate_source"]
@@ -74,44 +75,37 @@ def _init_lines(g: nx.DiGraph, classes: dict[str, Any], helpers: set[str]) -> li
     return lines
 
 
-def _last_uses(g: nx.DiGraph, order: list[str]) -> dict[str, list[str]]:
-    """``{node: [variables read for the last time there]}``; the graph input and values the output
-    returns are not freed."""
-    pos = {n: i for i, n in enumerate(order)}
-    last: dict[str, str] = {}
-    for n in order:
-        for u in inputs(g, n):
-            if u != g.graph["input"] and (u not in last or pos[n] > pos[last[u]]):
-                last[u] = n
-    out: dict[str, list[str]] = {}
-    for u, n in last.items():
-        if n != g.graph["output"]:
-            out.setdefault(n, []).append(var_name(u))
-    return out
+def _timm_attributes(g: nx.DiGraph) -> list[str]:
+    """``__init__``'s last lines for a classifier: the attributes timm's model API reads."""
+    info = feature_info(g)
+    cfg: dict[str, Any] = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in default_cfg(g).items()
+    }
+    cfg["num_classes"] = Sym("num_classes", 0)
+    cfg["input_size"] = [Sym("in_chans", 0), *cfg["input_size"][1:]]
+    levels = [
+        f'    {{"num_chs": {f["num_chs"]}, "reduction": {f["reduction"]}, "module": "{f["module"]}"}},'
+        for f in info
+    ]
+    return [
+        "self.num_classes = num_classes",
+        "self.in_chans = in_chans",
+        f"self.num_features = self.head_hidden_size = {info[-1]['num_chs']}",
+        "self.grad_checkpointing = False",
+        f"self.num_levels = {len(info)}  # levels kept (prune_intermediate_layers lowers it)",
+        "self.feature_info = [",
+        *levels,
+        "]",
+        "self.pretrained_cfg = {",
+        *(f"    {literal(k)}: {source(v, [], None)}," for k, v in cfg.items()),
+        "}",
+        "self.default_cfg = self.pretrained_cfg",
+    ]
 
 
-def _forward_lines(g: nx.DiGraph) -> tuple[list[str], str]:
-    lines: list[str] = []
-    order = [n for n in topo_order(g) if not g.nodes[n]["layout"].get("unused")]
-    frees = _last_uses(g, order)
-    ret = ""
-    for n in order:
-        if n == g.graph["input"]:
-            continue
-        a, definition = g.nodes[n], op(g, n)
-        ins = [var_name(u) if u != g.graph["input"] else "x" for u in inputs(g, n)]
-        call = definition.call(a["rec"], len(ins))
-        if n == g.graph["output"]:
-            ret = f"return {source(call, ins, None)}"
-            continue
-        comment = definition.comment(a["rec"], a["meta"], len(ins), a["layout"].get("symbols", {}))
-        module = a["layout"].get("module")
-        lines += wrap_statement(var_name(n), *call_parts(call, ins, module), comment)
-        if n in frees:
-            lines += del_lines(frees[n])
-    out = g.graph["output"]
-    kind = op(g, out).return_type(g.nodes[out]["rec"], len(inputs(g, out)))  # type: ignore[attr-defined]
-    return lines + [ret], kind
+def _module_of(step: str) -> str:
+    """``self.forward_level3`` -> ``self.level3``: the module a backbone step runs."""
+    return step.replace("self.forward_", "self.", 1)
 
 
 def _one_line(text: str) -> str:
@@ -164,7 +158,7 @@ def generate_source(
 
     Example:
         >>> src = generate_source("dla36")
-        >>> "class Dla36(nn.Module):" in src
+        >>> "class Dla36(TimmModelAPI, nn.Module):" in src
         True
     """
     if isinstance(spec, nx.DiGraph):
@@ -184,18 +178,24 @@ def generate_source(
             f"registered block class {clash[0]!r} has the name of a helper or import of the "
             f"generated file; rename the class"
         )
-    forward_lines, return_type = _forward_lines(g)
+    body = bodies(g)
+    classifier = bool(facts["classifier"])
+    if classifier:
+        helpers |= {"TimmModelAPI", "feature_take_indices"}
+    helpers |= {"read_weights", "assign_state"}  # from_weights
     sources = [block_source(bt) for bt in classes.values()]
     helpers = with_dependencies(helpers, sources)
     sources += [builtin_source(h) for h in HELPERS if h in helpers]
-    body = "\n".join(sources + forward_lines)
-    typing = [t for t in ("List", "Tuple") if f"{t}[" in body]  # a registered block's choice
-    imports = ["import math"] if "math." in body else []
+    text = "\n".join(sources + body.forward + [ln for lv in body.levels for ln in lv["lines"]])
+    typing = [t for t in ("List", "Tuple") if f"{t}[" in text]  # a registered block's choice
+    imports = ["import math"] if "math." in text else []
     if typing:
         imports.append(f"from typing import {', '.join(typing)}")
     imports += ["", "import torch", "from torch import nn"]
-    if "F." in body:
+    if "F." in text:
         imports.append("from torch.nn import functional as F")
+    if "torch.utils.checkpoint" in text:
+        imports.insert(imports.index("import torch") + 1, "import torch.utils.checkpoint")
     if imports[0] == "":
         imports = imports[1:]
     init_args = (
@@ -222,8 +222,14 @@ def generate_source(
         class_doc=f"{title}. Input sides must be multiples of {facts['total_stride']}.",
         init_args=init_args,
         init_lines=init_lines,
-        forward_lines=forward_lines,
+        attr_lines=_timm_attributes(g) if classifier else [],
+        bases="TimmModelAPI, nn.Module" if classifier else "nn.Module",
+        levels=body.levels,
+        steps=body.steps,
+        prunable=[(i, _module_of(call)) for i, call in body.steps if i > 0],
+        forward_lines=body.forward,
+        classifier=classifier,
         fold_bn=fold_bn,
         dla_init=facts["init"] == "dla",
-        return_type=return_type,
+        return_type=body.return_type,
     )

@@ -38,6 +38,10 @@ HELPERS = (
     "init_weights",
     "fold_batchnorm",
     "_fold_pair",
+    "read_weights",
+    "assign_state",
+    "feature_take_indices",
+    "TimmModelAPI",
 )
 ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
 # library classes a registered block may use too (the generated file then copies them)

@@ -12,24 +12,31 @@ per node in topological order, inputs in port order, no per-call dispatch; it wo
 from __future__ import annotations
 
 import ast
+import contextlib
+import copy
+import gc
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import torch
+import torch.utils.checkpoint
 from torch import fx, nn
 from torch.nn import functional as F
 
 from ...errors import DlagraphError
 from ...ir.analysis import static_params
 from ...ir.compile import compile_spec
-from ...ir.graph import check, describe, feature_info, inputs, op, topo_order
+from ...ir.graph import check, describe, inputs, op, stages, topo_order
 from ...ir.ops import Expr, In, Sym
 from ...names import class_name, var_name
 from ...spec import Spec
 from . import modules
 from .modules import fold_batchnorm, init_weights
+from .timm_api import InterpreterTimmAPI, timm_attributes
+from .weights import assign_weights, read_owned
 
 __all__ = ["build_module", "fold_bn", "DLAModule", "make_module", "available_memory"]
 
@@ -77,55 +84,113 @@ def _short(e: Expr) -> str:
     return "out" if e.fn == "self" else e.fn.rpartition(".")[2]
 
 
-def _fx_graph(g: nx.DiGraph) -> fx.Graph:
-    graph = fx.Graph()
-    env: dict[str, fx.Node] = {}
+class _Emitter:
+    """Builds fx graphs from the op definitions: a node's ``call`` expression becomes fx nodes,
+    named like the DAG's variables (nested calls after them: ``fc_out``)."""
 
-    def emit(value: Any, n: str, ins: list[str], name: str | None) -> Any:
-        """fx nodes for an expression; ``name`` is the DAG variable for the outermost call, and
-        nested calls are named after it (``fc_out`` in ``fc = torch.flatten(fc_out, 1)``)."""
-        if isinstance(value, In):
-            return env[ins[value.port]]
-        if isinstance(value, list):
-            return [emit(v, n, ins, None) for v in value]
-        if isinstance(value, tuple):
-            return tuple(emit(v, n, ins, None) for v in value)
-        if isinstance(value, dict):
-            return {k: emit(v, n, ins, None) for k, v in value.items()}
-        if not isinstance(value, Expr):
-            return value
+    def __init__(self, g: nx.DiGraph, graph: fx.Graph, base: str = "") -> None:
+        self.g, self.graph, self.base, self.env = g, graph, base, {}
+
+    def value(self, v: Any, n: str, ins: list[str], name: str | None) -> Any:
+        if isinstance(v, In):
+            return self.env[ins[v.port]]
+        if isinstance(v, (list, tuple)):
+            return type(v)(self.value(x, n, ins, None) for x in v)
+        if isinstance(v, dict):
+            return {k: self.value(x, n, ins, None) for k, x in v.items()}
+        if not isinstance(v, Expr):
+            return v
         args = tuple(
-            emit(v, n, ins, f"{var_name(n)}_{_short(v)}" if isinstance(v, Expr) else None)
-            for v in value.args
+            self.value(x, n, ins, f"{var_name(n)}_{_short(x)}" if isinstance(x, Expr) else None)
+            for x in v.args
         )
-        kwargs = {k: emit(v, n, ins, None) for k, v in value.kwargs}
-        if value.fn == "self":
-            target = g.nodes[n]["layout"]["module"]
-            return graph.create_node("call_module", target, args, kwargs, name=name)
-        return graph.create_node("call_function", _resolve(value), args, kwargs, name=name)
+        kwargs = {k: self.value(x, n, ins, None) for k, x in v.kwargs}
+        if v.fn == "self":
+            target = self.g.nodes[n]["layout"]["module"].removeprefix(self.base)
+            return self.graph.create_node("call_module", target, args, kwargs, name=name)
+        return self.graph.create_node("call_function", _resolve(v), args, kwargs, name=name)
 
-    for n in topo_order(g):
-        a = g.nodes[n]
-        if a["layout"].get("unused"):
-            continue  # checkpoint-only (official projections) or never read (a dead 2x2 pool)
-        ins = inputs(g, n)
-        if n == g.graph["input"]:
-            env[n] = graph.placeholder("x")
-        elif n == g.graph["output"]:
-            graph.output(emit(op(g, n).call(a["rec"], len(ins)), n, ins, None))
-        else:
-            env[n] = emit(op(g, n).call(a["rec"], len(ins)), n, ins, var_name(n))
-            if env[n].name != var_name(n):
-                raise DlagraphError(f"fx renamed {var_name(n)!r} to {env[n].name!r}")
+    def node(self, n: str) -> Any:
+        a, ins = self.g.nodes[n], inputs(self.g, n)
+        result = self.value(op(self.g, n).call(a["rec"], len(ins)), n, ins, var_name(n))
+        if result.name != var_name(n):
+            raise DlagraphError(f"fx renamed {var_name(n)!r} to {result.name!r}")
+        self.env[n] = result
+        return result
+
+
+def _stage_graph(g: nx.DiGraph, stage: dict[str, Any]) -> fx.Graph:
+    """The fx graph of one tree level: its input -> its nodes -> its output."""
+    graph = fx.Graph()
+    em = _Emitter(g, graph, base=stage["module"] + ".")
+    em.env[stage["input"]] = graph.placeholder("x")
+    for n in stage["nodes"]:
+        if not g.nodes[n]["layout"].get("unused"):
+            em.node(n)
+    graph.output(em.env[stage["output"]])
     graph.lint()
     return graph
 
 
-class DLAModule(fx.GraphModule):
+def _checkpointed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A backbone step under activation checkpointing, when gradients are being recorded."""
+    if torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(module, x, use_reentrant=False)
+    return module(x)
+
+
+def _fx_graph(g: nx.DiGraph, checkpoint: bool = False) -> fx.Graph:
+    """The network's forward: the backbone as one call per step (stem, conv levels, one level
+    module per tree level), then the head's nodes. ``checkpoint`` wraps each step in activation
+    checkpointing (timm's ``set_grad_checkpointing``)."""
+    graph = fx.Graph()
+    em = _Emitter(g, graph)
+    em.env[g.graph["input"]] = graph.placeholder("x")
+    inside: set[str] = set()
+    for st in stages(g):
+        inside |= set(st["nodes"])
+        x = em.env[st["input"]]
+        name = var_name(st["output"])
+        if checkpoint:
+            mod = graph.create_node("get_attr", st["module"], name=f"{name}_module")
+            em.env[st["output"]] = graph.create_node("call_function", _checkpointed, (mod, x),
+                                                     name=name)  # fmt: skip
+        elif len(st["nodes"]) == 1:
+            em.node(st["output"])
+        else:
+            em.env[st["output"]] = graph.create_node("call_module", st["module"], (x,), name=name)
+    for n in topo_order(g):
+        if n in inside or n in em.env or g.nodes[n]["layout"].get("unused"):
+            continue  # the backbone ran above; unused nodes are checkpoint-only
+        if n == g.graph["output"]:
+            ins = inputs(g, n)
+            graph.output(em.value(op(g, n).call(g.nodes[n]["rec"], len(ins)), n, ins, None))
+        else:
+            em.node(n)
+    graph.lint()
+    return graph
+
+
+def _as_graph_module(container: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
+    """``container`` turned into a GraphModule running ``graph``, its children kept in order
+    (fx would otherwise copy only the called modules, in call order)."""
+    empty = fx.Graph()
+    empty.output(empty.placeholder("x"))
+    gm = fx.GraphModule(nn.Module(), empty, class_name=name)
+    for child_name, child in container.named_children():
+        gm.add_module(child_name, child)
+    gm.graph = graph
+    return gm
+
+
+class DLAModule(InterpreterTimmAPI, fx.GraphModule):
     """A compiled DLA: a ``torch.fx.GraphModule`` whose module tree follows the spec's layout.
 
-    Attributes: ``dag`` (the IR), ``feature_info`` (timm-style list of dicts with ``num_chs``,
-    ``reduction``, ``module`` for each output of a features head, in output order).
+    Each tree level is itself a GraphModule (``model.level3.code``), so the backbone runs as timm's
+    does, level by level, and the model has timm's API (:class:`~.modules.TimmModelAPI`).
+
+    Attributes: ``dag`` (the IR), ``feature_info`` (timm-style dicts with ``num_chs``,
+    ``reduction``, ``module``: every level, or a features head's outputs in output order).
     """
 
     def __init__(self, g: nx.DiGraph, root: nn.Module) -> None:
@@ -137,16 +202,28 @@ class DLAModule(fx.GraphModule):
         super().__init__(root, empty, class_name=class_name(g.graph["name"]))
         for name, child in root.named_children():
             self.add_module(name, child)
-        self.graph = _fx_graph(g)
         self.dag = g
-        levels = {f["node"]: f for f in feature_info(g)}  # in output order, as forward returns
-        self.feature_info = [levels[t] for t in inputs(g, g.graph["output"]) if t in levels]
+        for st in stages(g):
+            if len(st["nodes"]) > 1:  # a tree level: a container becomes a callable GraphModule
+                parent, _, leaf = st["module"].rpartition(".")
+                owner = self.get_submodule(parent) if parent else self
+                container = getattr(owner, leaf)
+                level = _as_graph_module(container, _stage_graph(g, st), f"Level{st['index']}")
+                level.train(container.training)
+                setattr(owner, leaf, level)
+        self.graph = _fx_graph(g)
+        for key, value in timm_attributes(g).items():
+            setattr(self, key, value)
+
+    def _set_checkpointing(self, enable: bool) -> None:
+        self.graph = _fx_graph(self.dag, checkpoint=enable)
+        self.recompile()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # fx wraps this call (GraphModule.recompile) and, for an error inside the generated
+        # fx wraps this call (GraphModule.recompile) and, for an error inside a generated
         # forward, prints that code around the failing line; the line assigns a DAG variable, so
         # the DAG node is named here too. fx offers no hook for the failing node, so the frame of
-        # its generated `forward` is found by its code object, and the line by `ast`.
+        # a generated `forward` is found by its code object, and the line by `ast`.
         try:
             return super().__call__(*args, **kwargs)
         except Exception as e:
@@ -160,34 +237,61 @@ class DLAModule(fx.GraphModule):
             raise
 
     def _failing_node(self, e: BaseException) -> str | None:
-        code = type(self).forward.__code__
-        tb, line = e.__traceback__, None
-        while tb is not None:
-            if tb.tb_frame.f_code is code:
-                line = tb.tb_lineno
+        codes = {
+            type(m).forward.__code__: m for m in self.modules() if isinstance(m, fx.GraphModule)
+        }
+        tb, found = e.__traceback__, None
+        while tb is not None:  # the innermost generated forward on the stack
+            if tb.tb_frame.f_code in codes:
+                found = (codes[tb.tb_frame.f_code], tb.tb_lineno)
             tb = tb.tb_next
-        if line is None:
+        if found is None:
             return None
-        names = {v: n for n in self.dag.nodes if (v := var_name(n))}
-        for stmt in ast.parse(self.code).body[0].body:  # type: ignore[attr-defined]
+        module, line = found
+        names = {var_name(n): n for n in self.dag.nodes}
+        for stmt in ast.parse(module.code).body[0].body:  # type: ignore[attr-defined]
             if stmt.lineno <= line <= (stmt.end_lineno or stmt.lineno):
                 targets = getattr(stmt, "targets", [])
                 if targets and isinstance(targets[0], ast.Name):
                     return names.get(targets[0].id)
         return None
 
-    def __reduce__(self) -> Any:  # pickles (and deepcopies) as the spec + state
-        return (_rebuild, (self.dag.graph["spec"], self.state_dict(), self.training))
+    def __deepcopy__(self, memo: dict[int, Any]) -> DLAModule:
+        # fx's copy keeps only the modules, parameters and buffers; the DAG and timm's attributes
+        # come along too (already copied into ``memo`` by fx, so they are not copied twice).
+        res = super().__deepcopy__(memo)
+        type(res).__name__ = type(self).__name__
+        for key, value in self.__dict__.items():
+            if key not in res.__dict__:
+                res.__dict__[key] = copy.deepcopy(value, memo)
+        return res
+
+    def __reduce__(self) -> Any:
+        # Pickles as the spec plus the module's state (its modules as they are now: a replaced
+        # classifier, pruned levels or folded BatchNorms survive); the forward is regenerated from
+        # the spec's DAG on load rather than re-traced from code, as fx would.
+        body = {k: v for k, v in self.__dict__.items() if k not in _NOT_PICKLED}
+        return (_restore, (self.dag.graph["spec"], body))
 
 
-def _rebuild(spec: dict[str, Any], state: dict[str, Any], training: bool) -> DLAModule:
-    m = build_module(spec, init=False)
-    m.load_state_dict(state)
-    return m.train(training)
+_NOT_PICKLED = frozenset({"_graph", "_code", "_lineno_map", "_prologue_start", "dag"})
+
+
+def _restore(spec: dict[str, Any], body: dict[str, Any]) -> DLAModule:
+    g = compile_spec(spec)
+    m = DLAModule.__new__(DLAModule)  # fx's per-instance class, not initialised
+    type(m).__name__ = class_name(g.graph["name"])
+    m.__dict__.update(body)
+    m.dag = g
+    m.graph = _fx_graph(g, checkpoint=body.get("grad_checkpointing", False))
+    return m
 
 
 def build_module(
-    spec: Spec | str | Path | dict[str, Any] | nx.DiGraph, *, init: bool = True
+    spec: Spec | str | Path | dict[str, Any] | nx.DiGraph,
+    *,
+    init: bool = True,
+    weights: str | Path | Mapping[str, Any] | None = None,
 ) -> DLAModule:
     """Build the network of a spec (or of a compiled DAG) as a torch module.
 
@@ -195,9 +299,15 @@ def build_module(
     code, so under the same ``torch.manual_seed`` a ``timm``-layout build equals
     ``timm.create_model`` weight for weight.
 
+    With ``weights`` (a ``.pth`` / ``.safetensors`` file or a state dict) the random init is
+    skipped: modules are created on the meta device, given uninitialised memory and loaded
+    strictly by :func:`~dlagraph.load_weights` (layout conversion included); its report is
+    ``model.load_report``. The model owns its tensors: nothing is shared with a state dict given.
+
     Raises:
         SpecError: if the spec is invalid.
         GraphError: if a graph given directly does not pass the lint.
+        WeightsError: if ``weights`` cannot be read or does not fit the model exactly.
         DlagraphError: if its parameters alone would not fit in the available memory.
 
     Example:
@@ -212,12 +322,48 @@ def build_module(
     else:
         g = compile_spec(spec)
     _check_memory(g)
+    with _gc_paused():
+        if weights is None:
+            root = _modules(g)
+            if init and g.graph["init"] == "dla":
+                init_weights(root)
+            return DLAModule(g, root)
+        owned = read_owned(weights)  # before the modules: a bad checkpoint fails fast
+        with torch.device("meta"):  # modules without memory: no init to pay for
+            root = _modules(g)
+        model = DLAModule(g, root)
+        report = assign_weights(model, owned)
+    for key in report.kept:  # unused official projections a timm checkpoint lacks: initialised
+        owner = model.get_submodule(key.rpartition(".")[0])
+        if next(owner.parameters(), torch.empty(0)).is_meta:
+            owner.to_empty(device="cpu")
+            if hasattr(owner, "reset_parameters"):
+                owner.reset_parameters()
+            if g.graph["init"] == "dla":
+                init_weights(owner)
+    model.load_report = report
+    return model
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building allocates some ten thousand objects (modules, tensors, fx nodes) that all survive:
+    Python's cyclic GC would scan them again and again for nothing (about 8% of a dla169 build)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _modules(g: nx.DiGraph) -> nn.Module:
+    """The layout's module tree, uninitialised beyond the modules' own constructors."""
     root = nn.Module()
     for n in g.graph["modules"]:
         _set(root, g.nodes[n]["layout"]["module"], make_module(g, n))
-    if init and g.graph["init"] == "dla":
-        init_weights(root)
-    return DLAModule(g, root)
+    return root
 
 
 def available_memory() -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 __all__ = [
@@ -180,8 +181,11 @@ def project(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def init_weights(model: nn.Module) -> None:
-    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0."""
+    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0.
+    Tensors on the meta device (a model about to be loaded) have nothing to initialise."""
     for m in model.modules():
+        if getattr(m, "weight", None) is not None and m.weight.is_meta:
+            continue
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
             m.weight.data.normal_(0, math.sqrt(2.0 / n))
@@ -288,6 +292,186 @@ def centernet_head(
         if heatmap:
             last.bias.fill_(-2.19)
     return head
+
+
+def read_weights(source: str | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a ``.safetensors`` file or a ``torch.save`` file (read with
+    ``weights_only=True``), unwrapped from ``{"state_dict": …}`` / ``{"model": …}`` and DDP's
+    ``module.`` prefix."""
+    if isinstance(source, dict):
+        sd = source
+    elif str(source).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        sd = load_file(str(source))
+    else:
+        try:  # memory-mapped: read once, while the model copies it
+            sd = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files from before torch 1.6 cannot be mapped
+            sd = torch.load(source, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def assign_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Make ``state``'s tensors the parameters and buffers of ``model`` (built on the meta device),
+    in the model's dtypes; names and shapes must match exactly. The caller gives tensors the model
+    may own (not views of a memory-mapped file, nor of another model's)."""
+    own = model.state_dict(keep_vars=True)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise RuntimeError(
+            f"checkpoint does not fit {type(model).__name__}: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, other shapes {shapes[:5]}"
+        )
+    owners = dict(model.named_modules())
+    for key, value in state.items():
+        path, _, name = key.rpartition(".")
+        owner, old = owners[path], own[key]
+        if name in owner._parameters:
+            owner._parameters[name] = nn.Parameter(value.to(old.dtype), old.requires_grad)
+        else:
+            owner._buffers[name] = value.to(old.dtype)
+
+
+def feature_take_indices(num: int, indices: int | list[int] | tuple[int, ...] | None = None
+                         ) -> tuple[list[int], int]:  # fmt: skip
+    """timm's rule: None takes all ``num`` features, an int ``n`` the last ``n``, a sequence those
+    indices (negative ones from the end). Returns the indices and the largest."""
+    if indices is None:
+        indices = num
+    if isinstance(indices, int):
+        if not 0 < indices <= num:
+            raise ValueError(f"take the last 1 to {num} features, not {indices}")
+        take = list(range(num - indices, num))
+    else:
+        take = [num + i if i < 0 else i for i in indices]
+        if not all(0 <= i < num for i in take):
+            raise ValueError(f"feature indices {list(indices)} are out of range for {num} levels")
+    return take, max(take)
+
+
+class TimmModelAPI:
+    """timm's model API, as timm's own ``dla.py`` implements it, over hooks the model provides:
+    ``_steps()`` (the backbone as ``(level index, callable)`` pairs, the stem at -1) and
+    ``_prune_after(last)``; the classifier is ``global_pool``, ``head_drop``, ``fc``,
+    ``flatten``. Attributes: ``num_classes``, ``num_features``, ``head_hidden_size``,
+    ``in_chans``, ``feature_info``, ``pretrained_cfg``, ``grad_checkpointing``."""
+
+    def _steps(self) -> list:
+        raise NotImplementedError
+
+    def _prune_after(self, last: int) -> None:
+        raise NotImplementedError
+
+    def _set_checkpointing(self, enable: bool) -> None:
+        pass
+
+    @torch.jit.unused
+    def _run(self, step, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(step, x, use_reentrant=False)
+        return step(x)
+
+    @torch.jit.unused
+    def _forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        for _, step in self._steps():
+            x = self._run(step, x)
+        return x
+
+    @torch.jit.unused
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's output (the last level, unpooled)."""
+        return self._forward_steps(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        if pre_logits:
+            return self.flatten(x)
+        return self.flatten(self.fc(x))
+
+    @torch.jit.unused
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+        """The outputs of the levels ``indices`` (0 = Level 1, at full resolution; timm's rule)
+        and, unless ``intermediates_only``, the final features. DLA has no final norm."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (got {output_fmt!r})")
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        out = []
+        for index, step in self._steps():
+            if stop_early and index > last:
+                break
+            x = self._run(step, x)
+            if index in take:
+                out.append(x)
+        return out if intermediates_only else (x, out)
+
+    @torch.jit.unused
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:  # fmt: skip
+        """Drop the levels after the last of ``indices`` (and the classifier with them, or when
+        asked); returns the indices kept."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        self._prune_after(last)
+        pruned = last < len(self.feature_info) - 1
+        if pruned:
+            self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
+        if prune_head or pruned:
+            self.reset_classifier(0, "")
+        return take
+
+    @torch.jit.unused
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    @torch.jit.unused
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new ``fc`` for ``num_classes`` (0: none, the pooled features come out) on the
+        model's device and dtype; ``global_pool`` "avg", "max" or "" (no pooling: the maps come
+        out) replaces the pooling, None keeps it."""
+        ref = next(iter(self.parameters()), None)
+        kw = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+        if global_pool is not None:
+            if global_pool not in ("avg", "max", ""):
+                raise ValueError(f"global_pool must be 'avg', 'max' or '' (got {global_pool!r})")
+            pool = nn.AdaptiveMaxPool2d(1) if global_pool == "max" else nn.AdaptiveAvgPool2d(1)
+            self.global_pool = pool if global_pool else nn.Identity()
+            self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
+        self.fc = (
+            nn.Conv2d(self.num_features, num_classes, 1, **kw) if num_classes else nn.Identity()
+        )
+        for m in (self.global_pool, self.fc, self.flatten):
+            m.train(self.training)
+        self.num_classes = num_classes
+
+    @torch.jit.unused
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for layer-wise learning-rate decay, as timm's DLA defines them."""
+        blocks = r"^level(\d+)" if coarse else [
+            (r"^level(\d+)\.tree(\d+)", None),
+            (r"^level(\d+)\.root", (2,)),
+            (r"^level(\d+)", (1,)),
+        ]  # fmt: skip
+        return {"stem": r"^base_layer", "blocks": blocks}
+
+    @torch.jit.unused
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per backbone step (the stem, each level): recomputed in the
+        backward pass instead of stored."""
+        self.grad_checkpointing = enable
+        self._set_checkpointing(enable)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

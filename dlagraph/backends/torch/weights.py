@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from ...errors import WeightsError, clip, safe_repr
+from .modules import assign_state
+from .safetensors_read import read_safetensors
 
-__all__ = ["load_weights", "LoadReport", "read_state_dict"]
+__all__ = ["load_weights", "assign_weights", "LoadReport", "read_owned", "read_state_dict"]
 
 
 @dataclass
@@ -91,16 +93,20 @@ def _read_file(path: Path) -> Any:
         raise WeightsError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
         try:
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        except Exception as e:  # SafetensorError, OSError: truncated, garbage or empty files
+            return read_safetensors(path)
+        except (ValueError, OSError) as e:  # truncated, garbage or empty files
             raise WeightsError(
                 f"{path}: not a readable safetensors file ({type(e).__name__}: "
                 f"{clip(str(e).splitlines()[0] if str(e) else '', 120)})"
             ) from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped (twice as fast): loading copies the tensors out of it
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # files from before torch 1.6 (the official DLA checkpoints) cannot be mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle.UnpicklingError, EOFError, IndexError on empty files …
         raise WeightsError(
             f"{path}: not loaded: it is not a plain tensor checkpoint ({type(e).__name__}: "
@@ -185,8 +191,55 @@ def load_weights(
     sub-tree: ``prefix="base."`` puts an ImageNet DLA checkpoint into a ``dla_up`` network's backbone
     (strictness then applies to that sub-tree).
     """
-    sd = read_state_dict(source)
     full = model.state_dict()
+    report, usable = _plan(model, full, read_state_dict(source), strict, prefix)
+    try:  # converted up front: the copies below cannot fail half-way
+        ready = {
+            prefix + k: v.detach().to(device=full[prefix + k].device, dtype=full[prefix + k].dtype)
+            for k, v in usable.items()
+        }
+    except (RuntimeError, TypeError) as e:
+        raise WeightsError(f"checkpoint tensors cannot be converted: {clip(str(e), 200)}") from None
+    merged = dict(full)  # the model keeps its own tensors wherever the checkpoint has none
+    merged.update(ready)
+    model.load_state_dict(merged, strict=True)
+    return report
+
+
+def read_owned(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """:func:`read_state_dict`, each tensor copied to memory of its own on the CPU (not a view of
+    a memory-mapped file, nor of a caller's state dict). Tensors that cannot be loaded are left as
+    they are, for the load's report to name."""
+    sd = read_state_dict(source)
+    if not isinstance(source, Mapping) and Path(source).suffix == ".safetensors":
+        return sd  # read into tensors of their own already
+    return {
+        k: v.detach().to("cpu", copy=True) if _unfit(k, v, v) is None else v for k, v in sd.items()
+    }
+
+
+def assign_weights(model: nn.Module, owned: dict[str, torch.Tensor]) -> LoadReport:
+    """Load ``owned`` (from :func:`read_owned`; its tensors become the model's) strictly into a
+    model built on the meta device: no init before, no second copy (unless a dtype differs). What
+    the checkpoint lacks (an official layout's unused projections) stays on the meta device for
+    the caller to initialise: the report's ``kept``."""
+    full = model.state_dict(keep_vars=True)
+    report, usable = _plan(model, full, owned, True, "")
+    try:
+        ready = {k: v.to(full[k].dtype) for k, v in usable.items()}
+    except (RuntimeError, TypeError) as e:
+        raise WeightsError(f"checkpoint tensors cannot be converted: {clip(str(e), 200)}") from None
+    # what the checkpoint lacks (the report's `kept`) stays as it is, on the meta device
+    assign_state(model, {**{k: full[k] for k in report.kept}, **ready})
+    return report
+
+
+def _plan(
+    model: nn.Module, full: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], strict: bool,
+    prefix: str,
+) -> tuple[LoadReport, dict[str, torch.Tensor]]:  # fmt: skip
+    """Match checkpoint ``sd`` against the model's state ``full`` (under ``prefix``): the report,
+    and the checkpoint tensors to load by key (without the prefix). Raises if strict and unfit."""
     own = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
     report = LoadReport()
     dead = {k[len(prefix) :] for k in _unused_projection_keys(model) if k.startswith(prefix)}
@@ -198,7 +251,6 @@ def load_weights(
     for k in own:
         if k not in sd and k in dead and layout == "official":
             report.kept.append(k)
-            sd[k] = own[k]
     usable = {}
     for k, v in sd.items():  # everything is checked before anything is copied
         if k not in own:
@@ -211,22 +263,11 @@ def load_weights(
             if v.dtype != own[k].dtype:
                 report.converted.append((k, _dtype(v.dtype), _dtype(own[k].dtype)))
             usable[k] = v
-            if k not in report.kept:
-                report.matched.append(k)
-    report.missing = [k for k in own if k not in sd]
+            report.matched.append(k)
+    report.missing = [k for k in own if k not in sd and k not in report.kept]
     if strict and not report.ok:
         raise WeightsError(f"checkpoint does not fit the model:\n{report}")
-    try:  # converted up front: the copies below cannot fail half-way
-        ready = {
-            prefix + k: v.detach().to(device=own[k].device, dtype=own[k].dtype)
-            for k, v in usable.items()
-        }
-    except (RuntimeError, TypeError) as e:
-        raise WeightsError(f"checkpoint tensors cannot be converted: {clip(str(e), 200)}") from None
-    merged = dict(full)  # the model keeps its own tensors wherever the checkpoint has none
-    merged.update(ready)
-    model.load_state_dict(merged, strict=True)
-    return report
+    return report, usable
 
 
 def _dtype(d: torch.dtype) -> str:

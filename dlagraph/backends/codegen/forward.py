@@ -1,0 +1,98 @@
+"""The statements of generated ``forward`` methods: one per DAG node, and a method per tree level.
+
+The backbone runs as timm's does, step by step (:func:`dlagraph.ir.graph.stages`): the stem and
+the conv levels are single calls, each tree level is a method ``forward_level<i>`` whose body has
+one statement per node. A ``del`` frees each activation after its last reader, so the flat bodies
+hold no more memory than timm's nested modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from ...ir.graph import inputs, op, stages
+from ...names import var_name
+from .layout import call_parts, del_lines, source, wrap_statement
+
+__all__ = ["Bodies", "bodies"]
+
+Item = tuple[list[str], str, list[str]]  # lines, the variable defined, the variables read
+
+
+def _statement(g: nx.DiGraph, n: str, var: dict[str, str]) -> Item:
+    a, definition = g.nodes[n], op(g, n)
+    ins = [var.get(u, var_name(u)) for u in inputs(g, n)]
+    call = definition.call(a["rec"], len(ins))
+    comment = definition.comment(a["rec"], a["meta"], len(ins), a["layout"].get("symbols", {}))
+    lines = wrap_statement(var_name(n), *call_parts(call, ins, a["layout"].get("module")), comment)
+    return lines, var_name(n), ins
+
+
+def _with_frees(items: list[Item], keep: set[str]) -> list[str]:
+    """The items' lines, each followed by ``del`` of the variables read there for the last time."""
+    last: dict[str, int] = {}
+    for i, (_, _, reads) in enumerate(items):
+        for v in reads:
+            last[v] = i
+    frees: dict[int, list[str]] = {}
+    for v, i in last.items():
+        if v not in keep and v != "x":
+            frees.setdefault(i, []).append(v)
+    out: list[str] = []
+    for i, (lines, _, _) in enumerate(items):
+        out += lines + (del_lines(frees[i]) if i in frees else [])
+    return out
+
+
+class Bodies:
+    """What the template prints: level methods, the backbone steps, and ``forward``'s body."""
+
+    def __init__(self) -> None:
+        self.levels: list[dict[str, Any]] = []  # {name, doc, lines}
+        self.steps: list[tuple[int, str]] = []  # (level index, callable), the stem first
+        self.forward: list[str] = []  # forward's body (networks without a classifier)
+        self.return_type = "torch.Tensor"
+
+
+def bodies(g: nx.DiGraph) -> Bodies:
+    out = Bodies()
+    facts = {lv["index"]: lv for lv in g.graph["levels"]}
+    top: list[Item] = []
+    var = {g.graph["input"]: "x"}
+    backbone: set[str] = set()
+    for st in stages(g):
+        backbone |= set(st["nodes"])
+        if len(st["nodes"]) == 1:
+            top.append(_statement(g, st["output"], var))
+            out.steps.append((st["index"], f"self.{g.nodes[st['output']]['layout']['module']}"))
+            continue
+        name = f"forward_level{st['index']}"
+        inner = {st["input"]: "x"}
+        items = [_statement(g, n, inner) for n in st["nodes"]
+                 if not g.nodes[n]["layout"].get("unused")]  # fmt: skip
+        ret = var_name(st["output"])
+        lv = facts[st["index"]]
+        eq5 = g.nodes[st["output"]]["meta"].get("eq") == "eq5"
+        out.levels.append({
+            "name": name,
+            "doc": f"Level {lv['index'] + 1}: an HDA tree of depth {lv['depth']}, "
+                   f"{lv['channels']} ch (eq. 2{'; its root also takes S(x), eq. 5' if eq5 else ''}).",
+            "lines": _with_frees(items, {ret}) + [f"return {ret}"],
+        })  # fmt: skip
+        out.steps.append((st["index"], f"self.{name}"))
+        read = var.get(st["input"], var_name(st["input"]))
+        top.append(([f"{ret} = self.{name}({read})"], ret, [read]))
+    output = g.graph["output"]
+    for n in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["index"]):
+        if n in backbone or n in (g.graph["input"], output) or g.nodes[n]["layout"].get("unused"):
+            continue
+        top.append(_statement(g, n, var))
+    ins = [var.get(u, var_name(u)) for u in inputs(g, output)]
+    ret = source(op(g, output).call(g.nodes[output]["rec"], len(ins)), ins, None)
+    top.append(([f"return {ret}"], "", ins))
+    out.forward = _with_frees(top, set(ins))
+    definition = op(g, output)
+    out.return_type = definition.return_type(g.nodes[output]["rec"], len(ins))  # type: ignore[attr-defined]
+    return out
