@@ -38,6 +38,8 @@ _LAZY = {
     "draw": ("dlagraph.backends.diagram", "draw"),
     "centernet_decode": ("dlagraph.backends.torch.decode", "centernet_decode"),
     "register_timm_models": ("dlagraph.backends.torch.dla", "register_timm_models"),
+    "infer_spec": ("dlagraph.backends.torch.infer", "infer_spec"),
+    "infer_checkpoint": ("dlagraph.backends.torch.infer", "infer_checkpoint"),
 }
 
 __all__ = [
@@ -57,6 +59,8 @@ __all__ = [
     "draw",
     "fold_bn",
     "generate_source",
+    "infer_checkpoint",
+    "infer_spec",
     "load_spec",
     "load_weights",
     "register_block",

@@ -1,4 +1,4 @@
-"""The dlagraph command line: build, codegen, draw, presets, schema.
+"""The dlagraph command line: build, codegen, draw, presets, infer, diff, schema.
 
 User errors (bad specs, refused overwrites) print one ``error:`` line per problem on stderr and exit
 with code 2, without a traceback (``--debug`` shows it). Nothing is written unless every output
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import DlagraphError
-from . import build, codegen, draw
+from . import build, codegen, draw, infer
 
 __all__ = ["main", "parser", "COMMANDS"]
 
@@ -46,6 +46,21 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = 
         "does; a path wins when both exist.",
         build.add_preset_arguments,
         build.run_presets,
+    ),
+    "infer": (
+        "recover the spec of a DLA checkpoint",
+        "Read a checkpoint's tensor names and shapes, and write the spec that reproduces every one "
+        "of them (layout, levels, block type, aggregation kernel, head). Fields the weights cannot "
+        "show are listed as assumptions; --set changes them.",
+        infer.add_infer_arguments,
+        infer.run_infer,
+    ),
+    "diff": (
+        "compare two networks: specs, presets or checkpoints",
+        "Compare two networks level by level (channels, depth, blocks, parameters, MACs) and "
+        "tensor by tensor (the same, renamed, reshaped, only in one).",
+        infer.add_diff_arguments,
+        infer.run_diff,
     ),
     "schema": (
         "print the spec's JSON Schema (for editor completion)",

@@ -36,6 +36,8 @@ class LoadReport:
     kept: list[str] = field(default_factory=list)  # official-layout keys the checkpoint lacked
     unfit: list[str] = field(default_factory=list)  # sparse, meta, quantized or complex tensors
     converted: list[tuple[str, str, str]] = field(default_factory=list)  # key, from, to dtype
+    transfer: bool = False  # a transfer load: what did not fit stays at init
+    modules: list[str] = field(default_factory=list)  # the model's top-level modules, in order
 
     @property
     def ok(self) -> bool:
@@ -60,7 +62,34 @@ class LoadReport:
                 row[kind] += 1
         return out
 
+    def transfer_table(self) -> list[str]:
+        """Per top-level module: tensors transferred, left at init (missing or reshaped) and
+        checkpoint tensors not used."""
+        rows = [("module", "transferred", "left at init", "unused from checkpoint")]
+        table = self.by_level()
+        order = [m for m in self.modules if m in table] + [
+            m for m in table if m not in self.modules
+        ]
+        for level in order:
+            row = table[level]
+            kept = row["missing"] + row["mismatched"]
+            unused = row["unexpected"] + row["mismatched"] + row["unfit"]
+            rows.append((level, str(row["matched"]), str(kept), str(unused)))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        return [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                      enumerate(zip(r, widths, strict=True)))
+            for r in rows
+        ]  # fmt: skip
+
     def __str__(self) -> str:
+        if self.transfer:
+            return "\n".join([
+                f"transferred {len(self.matched)} tensors; left at init {len(self.missing)} "
+                f"missing and {len(self.mismatched)} reshaped; {len(self.unexpected)} checkpoint "
+                f"tensors have no place in the model",
+                *self.transfer_table(),
+            ])  # fmt: skip
         lines = [
             f"matched {len(self.matched)}, missing {len(self.missing)}, unexpected "
             f"{len(self.unexpected)}, shape-mismatched {len(self.mismatched)}"
@@ -182,6 +211,7 @@ def load_weights(
     *,
     strict: bool = True,
     prefix: str = "",
+    transfer: bool = False,
 ) -> LoadReport:
     """Load a checkpoint into ``model`` by name, converting between official and timm layouts.
 
@@ -190,9 +220,15 @@ def load_weights(
     the matching tensors are loaded and the report says what was not. ``prefix`` loads into a
     sub-tree: ``prefix="base."`` puts an ImageNet DLA checkpoint into a ``dla_up`` network's backbone
     (strictness then applies to that sub-tree).
+
+    ``transfer=True`` seeds one network with another's weights (not strict): every tensor whose
+    module path and shape the model shares is loaded, the rest of the model stays at its init, and
+    the report gives, per level, what was transferred and what was left at init. Levels before the
+    first level that differs then compute exactly what they computed in the source network.
     """
     full = model.state_dict()
-    report, usable = _plan(model, full, read_state_dict(source), strict, prefix)
+    report, usable = _plan(model, full, read_state_dict(source), strict and not transfer, prefix)
+    report.transfer = transfer
     try:  # converted up front: the copies below cannot fail half-way
         ready = {
             prefix + k: v.detach().to(device=full[prefix + k].device, dtype=full[prefix + k].dtype)
@@ -241,7 +277,7 @@ def _plan(
     """Match checkpoint ``sd`` against the model's state ``full`` (under ``prefix``): the report,
     and the checkpoint tensors to load by key (without the prefix). Raises if strict and unfit."""
     own = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
-    report = LoadReport()
+    report = LoadReport(modules=list(dict.fromkeys(k.split(".")[0] for k in own)))
     dead = {k[len(prefix) :] for k in _unused_projection_keys(model) if k.startswith(prefix)}
     layout = getattr(model, "dag", None) and model.dag.graph["layout"]
     for k in list(sd):

@@ -1,0 +1,229 @@
+"""``dlagraph diff A B``: two networks side by side, per level and tensor by tensor.
+
+Either side is a preset name, a spec file or a checkpoint (whose spec is inferred). The levels are
+compared from the static analysis (channels, depth, blocks, parameters, MACs, with deltas); the
+tensors from the state dicts (a checkpoint's own, a spec's built on the meta device): the same, the
+reshaped (why a strict load says "size mismatch"), the added and removed, and the renamed (the
+same tensor under another path: a ``base.`` prefix, or a projection the official layout keeps
+elsewhere), grouped by level or head module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...ir.analysis import default_input_size, summarize
+from ...ir.compile import compile_spec
+from ...spec import Spec, load_spec
+from .infer import Shapes, expected_shapes, infer_checkpoint
+
+__all__ = [
+    "Side", "load_side", "diff_levels", "diff_tensors", "diff_text", "first_difference",
+    "CHECKPOINT_SUFFIXES",
+]  # fmt: skip
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+
+
+@dataclass
+class Side:
+    """One side of a diff: its spec, its tensors, and how it was read."""
+
+    label: str
+    spec: Spec
+    shapes: Shapes
+    assumptions: list[str] = field(default_factory=list)
+
+
+def load_side(source: str) -> Side:
+    """A preset name, a spec file, or a checkpoint (its spec inferred)."""
+    path = Path(source)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        from .weights import read_state_dict
+
+        inf = infer_checkpoint(path)
+        shapes = {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
+        return Side(f"{source} (checkpoint)", inf.spec, shapes, inf.assumptions)
+    spec = load_spec(source)
+    return Side(source, spec, expected_shapes(spec))
+
+
+def _group(key: str) -> str:
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("base", "dla_up", "ida_up") else parts[0]
+
+
+def _canonical(key: str) -> str:
+    """The key with what a rename may change taken out: the ``base.`` prefix, and the subtree a
+    projection sits in (the official layout keeps it where it was created)."""
+    key = key.removeprefix("base.")
+    return re.sub(r"^(level\d+)\.(?:tree[12]\.)*(project\.)", r"\1.\2", key)
+
+
+@dataclass
+class TensorDiff:
+    same: list[str] = field(default_factory=list)
+    reshaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # only in A
+    added: list[str] = field(default_factory=list)  # only in B
+
+
+def diff_tensors(a: Shapes, b: Shapes) -> TensorDiff:
+    d = TensorDiff()
+    for k, s in a.items():
+        if k not in b:
+            d.removed.append(k)
+        elif b[k] == s:
+            d.same.append(k)
+        else:
+            d.reshaped.append((k, s, b[k]))
+    pending: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for k in d.removed:
+        pending.setdefault((_canonical(k), a[k]), []).append(k)
+    for k, s in b.items():
+        if k in a:
+            continue
+        match = pending.get((_canonical(k), s))
+        if match:
+            d.renamed.append((match.pop(0), k))
+        else:
+            d.added.append(k)
+    gone = {old for old, _ in d.renamed}
+    d.removed = [k for k in d.removed if k not in gone]
+    return d
+
+
+def diff_levels(a: Spec, b: Spec) -> list[str]:
+    """The per-level table: channels, depth, blocks, parameters and MACs of A and B, and deltas."""
+    sa, sb = (summarize(s, default_input_size(compile_spec(s))) for s in (a, b))
+    la, lb = {lv.module: lv for lv in sa.levels}, {lv.module: lv for lv in sb.levels}
+    order = list(la) + [m for m in lb if m not in la]
+    rows = [("module", "channels", "depth", "blocks", "params A", "params B", "Δ params",
+             "MACs A", "MACs B", "Δ MACs")]  # fmt: skip
+
+    def pair(x: object, y: object) -> str:
+        x, y = ("-" if v is None else v for v in (x, y))
+        return f"{x}" if x == y else f"{x} -> {y}"
+
+    for m in order:
+        x, y = la.get(m), lb.get(m)
+        pa, pb = (x.params if x else 0), (y.params if y else 0)
+        ma, mb = (x.macs if x else 0), (y.macs if y else 0)
+        rows.append((
+            m,
+            pair(x and x.channels, y and y.channels),
+            pair(x and x.depth, y and y.depth),
+            pair(x and x.blocks, y and y.blocks),
+            f"{pa:,}", f"{pb:,}", f"{pb - pa:+,}",
+            _short(ma), _short(mb), _signed(mb - ma),
+        ))  # fmt: skip
+    rows.append(("total", "", "", "", f"{sa.params:,}", f"{sb.params:,}",
+                 f"{sb.params - sa.params:+,}", _short(sa.macs), _short(sb.macs),
+                 _signed(sb.macs - sa.macs)))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for j, r in enumerate(rows):
+        out.append("  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())  # fmt: skip
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
+def _short(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def _signed(n: int) -> str:
+    return ("+" if n > 0 else "") + _short(n) if n else "0"
+
+
+def first_difference(a: Spec, b: Spec) -> tuple[str, str] | None:
+    """The first module (in forward order) whose computation differs between two specs, and why;
+    None when the backbones are the same. Everything before it computes the same function of the
+    same weights (what a ``transfer=True`` load keeps bit-identical)."""
+    if a.in_channels != b.in_channels:
+        return "base_layer", f"in_channels: {a.in_channels} -> {b.in_channels}"
+    da, db = _dilated(a), _dilated(b)
+    for i, (x, y) in enumerate(zip(a.levels, b.levels, strict=False)):
+        module = "base_layer" if i == 0 else f"level{i}"
+        if x != y:
+            return module, f"levels[{i}]: {_plain(x)} -> {_plain(y)}"
+        if (i in da) != (i in db):
+            return module, f"dilated instead of strided in {'A' if i in da else 'B'} only"
+        if i == 1:  # tree levels start here: the block and the nodes are theirs
+            for what in ("block", "aggregation"):
+                if getattr(a, what) != getattr(b, what):
+                    return "level2", (
+                        f"{what}: {_plain(getattr(a, what))} -> {_plain(getattr(b, what))}"
+                    )
+    if len(a.levels) != len(b.levels):
+        n = min(len(a.levels), len(b.levels))
+        return f"level{n}", f"levels: {len(a.levels)} -> {len(b.levels)}"
+    return None
+
+
+def _dilated(spec: Spec) -> set[int]:
+    """The levels a dilated segmentation head runs at stride 1 (the last two)."""
+    head = spec.head
+    if getattr(head, "type", None) == "segmentation" and getattr(head, "dilation", False):
+        return {len(spec.levels) - 2, len(spec.levels) - 1}
+    return set()
+
+
+def _plain(x: object) -> str:
+    data = x.model_dump(exclude_none=True) if hasattr(x, "model_dump") else x
+    return ", ".join(f"{k} {v}" for k, v in data.items()) if isinstance(data, dict) else str(data)
+
+
+def diff_text(a: Side, b: Side, examples: int = 3) -> str:
+    """The report ``dlagraph diff`` prints."""
+    lines = [f"A: {a.label}: {a.spec.name}, layout {a.spec.layout}",
+             f"B: {b.label}: {b.spec.name}, layout {b.spec.layout}"]  # fmt: skip
+    for tag, side in (("A", a), ("B", b)):
+        lines += [f"  {tag} assumed {x}" for x in side.assumptions]
+    size_a, size_b = (default_input_size(compile_spec(s.spec)) for s in (a, b))
+    sizes = f"{size_a[0]}x{size_a[1]}" + ("" if size_a == size_b else f" / {size_b[0]}x{size_b[1]}")
+    lines += ["", f"levels (MACs at {sizes}):", *diff_levels(a.spec, b.spec), ""]
+    first = first_difference(a.spec, b.spec)
+    if first is None:
+        lines.append("the backbones compute the same function (only heads or names differ)")
+    else:
+        lines.append(f"first module that differs: {first[0]} ({first[1]}); the modules before it "
+                     "compute the same, so weights transferred into them give identical outputs")  # fmt: skip
+    lines.append("")
+    d = diff_tensors(a.shapes, b.shapes)
+    lines.append(
+        f"tensors: {len(d.same)} the same, {len(d.renamed)} renamed, {len(d.reshaped)} reshaped, "
+        f"{len(d.removed)} only in A, {len(d.added)} only in B"
+    )
+    groups: dict[str, list[tuple[str, str]]] = {}
+
+    def put(key: str, kind: str, text: str) -> None:
+        groups.setdefault(_group(key), []).append((kind, text))
+
+    for k, s, t in d.reshaped:
+        put(k, "reshaped", f"reshaped  {k}: {list(s)} -> {list(t)}")
+    for old, new in d.renamed:
+        put(new, "renamed", f"renamed   {old} -> {new}")
+    for k in d.removed:
+        put(k, "only in A", f"only in A {k} {list(a.shapes[k])}")
+    for k in d.added:
+        put(k, "only in B", f"only in B {k} {list(b.shapes[k])}")
+    for g, items in groups.items():
+        kinds: dict[str, int] = {}
+        for kind, _ in items:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        lines.append(f"  {g}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
+        lines += [f"    {t}" for _, t in items[:examples]]
+        if len(items) > examples:
+            lines.append(f"    … {len(items) - examples} more")
+    if not groups:
+        lines.append("  the same tensors, names and shapes")
+    return "\n".join(lines)

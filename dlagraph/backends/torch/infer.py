@@ -1,0 +1,356 @@
+"""From a checkpoint back to a spec: ``infer_spec``.
+
+Every tensor's name is a module path of the layout and its shape holds channels, kernels and
+groups, so the architecture can be read off the state dict: the backbone prefix and head family
+from the top-level names, the levels from ``level{i}`` (conv levels by their convs, tree levels by
+how deep ``tree1``/``tree2`` nest), the block type from its tensors (a grouped 3x3 conv gives the
+cardinality), the aggregation kernel and whether a level root takes S(x) (eq. 5) from the roots'
+convs. The candidate is then built on the meta device and its state dict must equal the
+checkpoint's names and shapes exactly, in one layout or the other (the official layout's unused
+projections tell them apart). What weights cannot show (a residual root, dropout, a name) is
+taken from the defaults and reported as an assumption, or set with ``overrides``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...errors import DlagraphError, SpecError, clip
+from ...spec import Spec, load_spec
+from .interpret import build_module
+from .weights import read_state_dict
+
+__all__ = ["infer_spec", "infer_checkpoint", "Inference", "expected_shapes", "apply_overrides"]
+
+Shapes = dict[str, tuple[int, ...]]
+_CENTERNET_PARTS = {"base", "dla_up", "ida_up"}
+
+
+@dataclass
+class Inference:
+    """An inferred spec, and what the weights could not show (``field: value taken, why``)."""
+
+    spec: Spec
+    assumptions: list[str] = field(default_factory=list)
+
+
+def _foreign(key: str, shape: tuple[int, ...], why: str) -> DlagraphError:
+    return DlagraphError(f"not a DLA checkpoint: tensor {clip(key, 80)} {list(shape)} {why}")
+
+
+def expected_shapes(spec: Spec | str | Path | Mapping[str, Any]) -> Shapes:
+    """The state dict names and shapes a spec's module has (built on the meta device)."""
+    with torch.device("meta"):
+        model = build_module(spec, init=False)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with each dotted path (``aggregation.residual``, ``levels.3.aggregate_input``) set."""
+    for path, value in overrides.items():
+        node: Any = data
+        *heads, leaf = str(path).split(".")
+        for h in heads:
+            node = node[int(h)] if isinstance(node, list) else node.setdefault(h, {})
+            if not isinstance(node, (dict, list)):
+                raise SpecError(f"{path}: {h} is not a mapping or list in the spec")
+        if isinstance(node, list):
+            node[int(leaf)] = value
+        else:
+            node[leaf] = value
+    return data
+
+
+def infer_spec(
+    checkpoint: str | Path | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+) -> Spec:
+    """The spec of a DLA checkpoint (a state dict, or a file read as safely as ``load_weights``
+    reads it). See :func:`infer_checkpoint` for the assumptions it makes.
+
+    Raises:
+        DlagraphError: for a checkpoint that is not a DLA, naming the first tensor that fits none.
+        SpecError: when ``overrides`` make the spec invalid.
+    """
+    return infer_checkpoint(checkpoint, overrides).spec
+
+
+def infer_checkpoint(
+    checkpoint: str | Path | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> Inference:
+    """:func:`infer_spec` with the assumptions it made: each field the weights cannot show and
+    ``overrides`` (dotted paths) does not set, with the value taken."""
+    sd = read_state_dict(checkpoint)
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    if not shapes:
+        raise DlagraphError("not a DLA checkpoint: it holds no tensors")
+    if name is None and not isinstance(checkpoint, Mapping):
+        stem = re.sub(r"[^a-z0-9_]", "_", Path(checkpoint).stem.lower()).strip("_")
+        name = stem if re.fullmatch(r"[a-z_][a-z0-9_]*", stem or "") else None
+    data, assumed = _infer(shapes)
+    data["name"] = name or "inferred"
+    assumed["name"] = f"{data['name']!r}, " + (
+        "from the file name" if name else "weights hold no name"
+    )
+    overrides = dict(overrides or {})
+    data = apply_overrides(data, overrides)
+    spec = load_spec(data)
+    layout, note = _match_layout(spec, shapes, "layout" in overrides)
+    if layout != spec.layout:
+        spec = spec.model_copy(update={"layout": layout})
+    if note:
+        assumed["layout"] = note
+    notes = [f"{k}: {v}" for k, v in sorted(assumed.items()) if not _overridden(k, overrides)]
+    return Inference(spec, notes)
+
+
+def _overridden(key: str, overrides: Mapping[str, Any]) -> bool:
+    return any(key == o or key.startswith(o + ".") for o in overrides)
+
+
+def _match_layout(spec: Spec, shapes: Shapes, fixed: bool) -> tuple[str, str | None]:
+    """The layout whose state dict equals the checkpoint's names and shapes (and, when both do,
+    their order), else the first difference as an error."""
+    layouts = (
+        [spec.layout] if fixed else [spec.layout, "official" if spec.layout == "timm" else "timm"]
+    )
+    fits, first = [], None
+    for layout in layouts:
+        want = expected_shapes(spec.model_copy(update={"layout": layout}))
+        if want == shapes:
+            fits.append((layout, list(want) == list(shapes)))
+        elif first is None:
+            first = _difference(want, shapes)
+    if not fits:
+        raise DlagraphError(
+            f"the checkpoint looks like a DLA but no spec reproduces it exactly: {first}"
+        )
+    ordered = [layout for layout, same_order in fits if same_order]
+    if len(fits) == 1 or len(ordered) == 1:
+        return (ordered or [fits[0][0]])[0], None
+    return fits[0][0], (
+        f"{fits[0][0]} (both layouts have exactly these tensors here, and their order does not "
+        "tell them apart; they compute the same)"
+    )
+
+
+def _difference(want: Shapes, got: Shapes) -> str:
+    for k, s in got.items():
+        if k not in want:
+            return f"tensor {k} {list(s)} has no place in the inferred network"
+        if want[k] != s:
+            return f"tensor {k} is {list(s)}, the inferred network's is {list(want[k])}"
+    missing = [k for k in want if k not in got]
+    return f"the inferred network also has {missing[0]} (and {len(missing) - 1} more)"
+
+
+# ---- reading the architecture off the names and shapes ------------------------------------------
+
+
+def _infer(shapes: Shapes) -> tuple[dict[str, Any], dict[str, str]]:
+    keys = list(shapes)
+    if "base.base_layer.0.weight" in shapes:
+        p = "base."
+    elif "base_layer.0.weight" in shapes:
+        p = ""
+    else:
+        k = next((k for k in keys if not k.startswith(("level", "base"))), keys[0])
+        raise _foreign(k, shapes[k], "fits no DLA module (a DLA starts with base_layer.0.weight)")
+    stem = shapes[p + "base_layer.0.weight"]
+    if len(stem) != 4 or stem[2:] != (7, 7):
+        raise _foreign(p + "base_layer.0.weight", stem, "is not the 7x7 stem conv of a DLA")
+    for k in keys:  # everything must sit in a DLA's module tree
+        top = k.split(".")[0]
+        if p and top not in _CENTERNET_PARTS | {"fc", "up"} and not _head_name(k, shapes):
+            raise _foreign(k, shapes[k], "fits no DLA module")
+        if not p and not (top in {"base_layer", "fc", "ida_up"} or re.match(r"level\d+$", top)):
+            raise _foreign(k, shapes[k], "fits no DLA module")
+    assumed: dict[str, str] = {}
+    levels = _levels(shapes, p)
+    block, extra = _block(shapes, p, levels)
+    assumed.update(extra)
+    data: dict[str, Any] = {
+        "block": block,
+        "levels": levels,
+        "aggregation": {"kernel_size": _root_kernel(shapes, p), "residual": False},
+        "in_channels": stem[1],
+        "layout": "official" if p else "timm",
+    }
+    assumed["aggregation.residual"] = (
+        "False (eq. 4's residual add has no weights; timm's dla102, dla102x, dla102x2 and dla169 "
+        "use it: --set aggregation.residual=true)"
+    )
+    data["head"], extra = _head(shapes, p, levels)
+    assumed.update(extra)
+    return data, assumed
+
+
+def _head_name(key: str, shapes: Shapes) -> bool:
+    """A CenterNet task head's tensor: ``<name>.<i>.weight|bias`` (``<name>.weight`` for a head
+    of one conv)."""
+    return re.fullmatch(r"[a-z_][a-z0-9_]*(\.\d+)?\.(weight|bias)", key) is not None
+
+
+def _under(shapes: Shapes, prefix: str) -> Shapes:
+    return {k[len(prefix) :]: s for k, s in shapes.items() if k.startswith(prefix)}
+
+
+def _levels(shapes: Shapes, p: str) -> list[dict[str, Any]]:
+    levels: list[dict[str, Any]] = []
+    i = 0
+    while _under(shapes, f"{p}level{i}."):
+        sub = _under(shapes, f"{p}level{i}.")
+        if i < 2:
+            convs = [s for k, s in sub.items() if re.fullmatch(r"\d+\.weight", k) and len(s) == 4]
+            if not convs or any(s[2:] != (3, 3) for s in convs):
+                k = next(iter(sub))
+                raise _foreign(f"{p}level{i}.{k}", sub[k], "is not in a 3x3 conv level")
+            levels.append({"channels": convs[0][0], "convs": len(convs)})
+        else:
+            level = _tree_level(sub, f"{p}level{i}.", levels[-1]["channels"])
+            if level["aggregate_input"] == (
+                i > 2
+            ):  # the default: on for every tree level but the first
+                del level["aggregate_input"]
+            levels.append(level)
+        i += 1
+    if len(levels) < 3:
+        raise DlagraphError(f"not a DLA checkpoint: it has {len(levels)} levels, a DLA at least 3")
+    return levels
+
+
+def _tree_level(sub: Shapes, where: str, c_prev: int) -> dict[str, Any]:
+    depth = max(len(re.match(r"(?:tree[12]\.)*", k).group(0)) // 6 for k in sub)  # type: ignore[union-attr]
+    roots = {k: s for k, s in sub.items() if re.fullmatch(r"(?:tree[12]\.)*root\.conv\.weight", k)}
+    if depth == 0 or not roots:
+        k = next(iter(sub))
+        raise _foreign(where + k, sub[k], "is in no HDA tree (no tree1/tree2 and root)")
+    level_root = max(roots.values(), key=lambda s: s[1])
+    channels, extra = level_root[0], level_root[1] - level_root[0] * (depth + 1)
+    out: dict[str, Any] = {"channels": channels, "depth": depth}
+    if extra not in (0, c_prev):
+        raise _foreign(where + "root", level_root, "aggregates inputs no DLA level root has")
+    out["aggregate_input"] = extra == c_prev and extra > 0
+    return out
+
+
+def _root_kernel(shapes: Shapes, p: str) -> int:
+    ks = {
+        s[2]
+        for k, s in shapes.items()
+        if k.startswith(p + "level") and k.endswith("root.conv.weight")
+    }
+    if len(ks) != 1:
+        raise DlagraphError(f"aggregation nodes with different kernels {sorted(ks)}: not one DLA")
+    return ks.pop()
+
+
+def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[str, Any], dict]:
+    """The block type and options, from the first block of Level 3."""
+    first = f"{p}level2." + "tree1." * levels[2]["depth"]
+    sub = _under(shapes, first)
+    cout = levels[2]["channels"]
+    names = {k.split(".")[0] for k in sub}
+    if {"conv1", "conv2"} <= names and "conv3" not in names:
+        return {"type": "basic"}, {}
+    if {"conv1", "conv2", "conv3"} <= names:
+        mid, per_group = sub["conv2.weight"][0], sub["conv2.weight"][1]
+        groups = mid // per_group
+        if groups == 1 and mid == cout // 2:
+            return {"type": "bottleneck"}, {}
+        if mid == cout * groups // 32:
+            return {"type": "split", "cardinality": groups}, {}
+        raise _foreign(first + "conv2.weight", sub["conv2.weight"], "is not a DLA block's 3x3 conv")
+    if {"conv1", "convs", "conv3"} <= names:
+        width = sub["convs.0.weight"][0]
+        card = width // sub["convs.0.weight"][1]
+        scale = sub["conv1.weight"][0] // width
+        # width = floor(cout * base_width / 64) * card / 2: every base_width that gives it for each
+        # level builds the same network; the default 4 when it fits, else the smallest
+        trees = [lv["channels"] for lv in levels[2:]]
+        fits = [
+            bw
+            for bw in range(1, 1025)
+            if all((c * bw // 64) * card // 2 == _res2_width(shapes, p, i + 2, lv)
+                   for i, (c, lv) in enumerate(zip(trees, levels[2:], strict=True)))
+        ]  # fmt: skip
+        if not fits:
+            raise _foreign(first + "convs.0.weight", sub["convs.0.weight"], "fits no Res2Net width")
+        bw = 4 if 4 in fits else fits[0]
+        note = {}
+        if len(fits) > 1:
+            note["block.base_width"] = (
+                f"{bw} (base widths {fits[0]}..{fits[-1]} all give these tensor shapes)"
+            )
+        return {"type": "res2net", "scale": scale, "cardinality": card, "base_width": bw}, note
+    k = next(iter(sub), None)
+    if k is None:
+        raise DlagraphError(f"not a DLA checkpoint: no block under {first}")
+    raise _foreign(first + k, sub[k], "belongs to no built-in block type (basic, bottleneck, "
+                   "split, res2net)")  # fmt: skip
+
+
+def _res2_width(shapes: Shapes, p: str, i: int, level: dict[str, Any]) -> int:
+    return shapes[f"{p}level{i}." + "tree1." * level["depth"] + "convs.0.weight"][0]
+
+
+def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[str, Any], dict]:
+    n = len(levels)
+    if not p:
+        if any(k.startswith("ida_up.") for k in shapes):
+            return {
+                "type": "segmentation",
+                "num_classes": shapes["fc.weight"][0],
+                "upsample": "ida",
+                "ida_channels": shapes["ida_up.proj_1.0.weight"][0],
+                "dilation": True,
+            }, {"head.dilation": "True (dilating the last two levels changes no weight shape)"}
+        if "fc.weight" in shapes:
+            return {"type": "classifier", "num_classes": shapes["fc.weight"][0]}, {
+                "head.dropout": "0.0 (dropout has no weights)",
+                "head.type": "classifier (a segmentation head with bilinear upsampling has the "
+                "same tensors: --set head.type=segmentation)",
+            }
+        return {"type": "features", "out_indices": list(range(1, n))}, {
+            "head.out_indices": f"{list(range(1, n))} (a features head keeps every level up to "
+            "its last index; which ones it returns has no weights)"
+        }
+    stages = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"dla_up\.ida_(\d+)\.", k))})
+    first = n - 1 - len(stages)
+    if "fc.0.weight" in shapes:  # the official dla_up.py DLASeg
+        return {
+            "type": "dla_up",
+            "num_classes": shapes["fc.0.weight"][0],
+            "down_ratio": 2**first,
+            "base_classes": shapes["base.fc.weight"][0] if "base.fc.weight" in shapes else 0,
+        }, {}
+    heads: dict[str, int] = {}
+    convs: dict[str, list[tuple[int, ...]]] = {}
+    for k, s in shapes.items():
+        top = k.split(".")[0]
+        if top not in _CENTERNET_PARTS and k.endswith(".weight"):
+            convs.setdefault(top, []).append(s)
+    for top, ws in convs.items():
+        heads[top] = ws[-1][0]
+    if not heads:
+        raise DlagraphError("not a DLA checkpoint: a DLASeg neck without task heads")
+    some = next(iter(convs.values()))
+    ups = {int(m.group(1)) for k in shapes if (m := re.match(r"ida_up\.proj_(\d+)\.", k))}
+    node = "dcn" if any("conv_offset_mask" in k for k in shapes) else "conv"
+    return {
+        "type": "centernet",
+        "heads": heads,
+        "head_conv": some[0][0] if len(some) > 1 else 0,
+        "down_ratio": 2**first,
+        "last_level": None if first + len(ups) + 1 == n - 1 else first + len(ups) + 1,
+        "node": node,
+        "final_kernel": some[-1][2],
+    }, {}

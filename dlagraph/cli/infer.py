@@ -1,0 +1,95 @@
+"""``dlagraph infer`` (a checkpoint's spec) and ``dlagraph diff`` (two networks compared).
+
+Both need torch to read checkpoints; it is imported when they run, so the other commands stay
+torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._version import __version__
+from ..errors import SpecError
+from ..io import MARKER, write_outputs
+from ..ir.analysis import default_input_size, summarize
+from ..ir.compile import compile_spec
+from ..spec import spec_to_yaml
+
+__all__ = ["add_infer_arguments", "run_infer", "add_diff_arguments", "run_diff", "parse_sets"]
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set a.b=VALUE`` options as overrides; VALUE is read as YAML (``true``, ``3``, ``[1, 2]``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError(f"--set {item!r}: give FIELD=VALUE, e.g. aggregation.residual=true")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SpecError(f"--set {item!r}: the value is not YAML") from None
+    return out
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from ..backends.torch.infer import infer_checkpoint
+
+    inf = infer_checkpoint(args.checkpoint, parse_sets(args.set or []), name=args.name)
+    spec = inf.spec
+    g = compile_spec(spec)
+    size = default_input_size(g)
+    s = summarize(g, size)
+    text = (
+        f"# {MARKER} {__version__}: inferred from {Path(args.checkpoint).name}; every tensor's "
+        f"name and shape checked\n" + spec_to_yaml(spec)
+    )
+    print(f"{args.checkpoint}: a {spec.block.type}-block DLA, layout {spec.layout}, head "
+          f"{spec.head.type}; parameters {s.params:,}, MACs at {size[0]}x{size[1]} "
+          f"{s.macs / 1e9:.2f} G")  # fmt: skip
+    if inf.assumptions:
+        print("assumed (the weights cannot show these; --set FIELD=VALUE to change):")
+        for a in inf.assumptions:
+            print(f"  {a}")
+    print()
+    print(s.table())
+    print()
+    if args.output:
+        write_outputs({Path(args.output): text}, force=args.force)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def add_infer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a .pth / .pt / .safetensors file of a DLA")
+    p.add_argument("-o", "--output", help="write the spec here (YAML); default: print it")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="set a field the weights cannot show, e.g. aggregation.residual=true (repeatable)",
+    )
+    p.add_argument("--name", help="the spec's name (default: from the file name)")
+    p.add_argument("--force", action="store_true", help="overwrite a file dlagraph did not write")
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from ..backends.torch.diff import diff_text, load_side
+
+    a, b = load_side(args.a), load_side(args.b)
+    print(diff_text(a, b, examples=args.examples))
+    return 0
+
+
+def add_diff_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="a preset name, a spec file or a checkpoint")
+    p.add_argument("b", help="a preset name, a spec file or a checkpoint")
+    p.add_argument(
+        "--examples", type=int, default=3, metavar="N", help="tensors shown per module (default 3)"
+    )

@@ -1,0 +1,282 @@
+"""From weights back to a spec (infer_spec), two networks compared (diff), and transfer loading."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import assume, given
+
+import dlagraph
+from dlagraph import DlagraphError, build_module, infer_checkpoint, infer_spec, load_spec
+from dlagraph.cli import main
+from dlagraph.spec import Spec, presets
+
+from .conftest import ROOT
+from .strategies import TEST_BLOCK, valid_specs
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+def non_inferable(spec: Spec) -> dict[str, Any]:
+    """The fields no tensor shows, as ``infer_spec`` overrides."""
+    out: dict[str, Any] = {"aggregation.residual": spec.aggregation.residual}
+    head = spec.head
+    if head.type == "classifier":
+        out["head.dropout"] = head.dropout
+    elif head.type == "segmentation" and head.upsample == "bilinear":
+        out["head"] = head.model_dump()  # its tensors are a classifier's
+    elif head.type == "segmentation":
+        out["head.dilation"] = head.dilation
+    elif head.type == "features":
+        out["head.out_indices"] = list(head.out_indices)
+    if spec.block.type == "res2net":  # several base widths can give the same shapes
+        out["block.base_width"] = spec.block.options.base_width
+    other = "official" if spec.layout == "timm" else "timm"
+    if list(meta_shapes(spec)) == list(meta_shapes(spec.model_copy(update={"layout": other}))):
+        out["layout"] = spec.layout  # no projection to place: both layouts are the same tensors
+    return out
+
+
+def meta_shapes(spec: Spec) -> dict:
+    return {k: tuple(v.shape) for k, v in meta_state(spec).items()}
+
+
+def canonical(spec: Spec | dict) -> dict[str, Any]:
+    """The spec with defaults made explicit the one way, and its names left out."""
+    data = load_spec(spec if isinstance(spec, dict) else spec.to_dict()).to_dict()
+    for key in ("name", "paper_name", "reference"):
+        data.pop(key, None)
+    for i, level in enumerate(data["levels"]):
+        if level.get("aggregate_input") is not None and level["aggregate_input"] == (i > 2):
+            del level["aggregate_input"]  # what None means at this position
+    if (
+        data["head"]["type"] == "centernet"
+        and data["head"].get("last_level") == len(data["levels"]) - 1
+    ):
+        del data["head"]["last_level"]  # what the default means
+    return data
+
+
+def meta_state(spec: Spec | dict | str) -> dict:
+    with torch.device("meta"):
+        return build_module(spec, init=False).state_dict()
+
+
+def _cases() -> list[tuple[str, str]]:
+    out = []
+    for name, path in presets().items():
+        out.append((name, load_spec(path).layout))
+        if load_spec(path).layout == "timm":
+            out.append((name, "official"))
+    return out
+
+
+@pytest.mark.parametrize(("name", "layout"), _cases(), ids=[f"{n}-{lo}" for n, lo in _cases()])
+def test_every_preset_round_trips_in_both_layouts(name: str, layout: str) -> None:
+    spec = load_spec(name).model_copy(update={"layout": layout})
+    got = infer_spec(meta_state(spec), overrides=non_inferable(spec))
+    assert canonical(got) == canonical(spec)
+
+
+@given(valid_specs(max_tree_levels=4, max_depth=3))
+def test_random_specs_round_trip(data: dict[str, Any]) -> None:
+    assume(data["block"]["type"] != TEST_BLOCK)  # a registered block's tensors are its own
+    head = data["head"]
+    # a features head drops the levels after its last index: those specs have no weights there
+    assume(head["type"] != "features" or max(head["out_indices"]) == len(data["levels"]) - 1)
+    spec = load_spec(data)
+    got = infer_spec(meta_state(spec), overrides=non_inferable(spec))
+    assert canonical(got) == canonical(spec)
+
+
+# timm's own dla models: the inferred spec's module loads them strictly and computes the same
+TIMM = {
+    "dla34": False,
+    "dla46_c": False,
+    "dla46x_c": False,
+    "dla60x_c": False,
+    "dla60": False,
+    "dla60x": False,
+    "dla102": True,
+    "dla60_res2net": False,
+    "dla60_res2next": False,
+}  # fmt: skip  (name: residual root, timm's configuration, which no tensor shows)
+
+
+@pytest.mark.parametrize("name", list(TIMM))
+def test_timm_checkpoints_give_specs_that_load_them_and_compute_the_same(name: str) -> None:
+    torch.manual_seed(0)
+    ref = timm.create_model(name).eval()
+    sd = ref.state_dict()
+    for k, v in sd.items():  # BN statistics that matter
+        if k.endswith("running_var"):
+            v.uniform_(0.5, 2.0)
+    spec = infer_spec(sd, overrides={"aggregation.residual": TIMM[name]})
+    model = build_module(spec, weights=sd).eval()
+    assert model.load_report.ok
+    with torch.no_grad():
+        assert torch.equal(model(X), ref(X))
+
+
+@pytest.mark.parametrize("dcn", [True, False], ids=["dcn", "conv"])
+def test_official_centernet_checkpoint_gives_a_spec_that_loads_it(dcn: bool) -> None:
+    from .reference_centernet import DLASeg
+
+    torch.manual_seed(0)
+    ref = DLASeg({"hm": 3, "wh": 2, "reg": 2}, head_conv=32, dcn=dcn).eval()
+    inf = infer_checkpoint(ref.state_dict())
+    assert inf.spec.head.type == "centernet" and inf.spec.head.node == ("dcn" if dcn else "conv")
+    assert inf.spec.layout == "official" and inf.spec.head.heads == {"hm": 3, "wh": 2, "reg": 2}
+    model = build_module(inf.spec, weights=ref.state_dict()).eval()
+    with torch.no_grad():
+        want, got = ref(X)[0], model(X)
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_wrapped_checkpoints_and_files(tmp_path: Path) -> None:
+    sd = meta_state("dla_tiny_digits")
+    sd = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in sd.items()}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "tiny.pth")
+    inf = infer_checkpoint(tmp_path / "tiny.pth")
+    assert inf.spec.name == "tiny" and inf.spec.in_channels == 1
+    assert canonical(inf.spec) == canonical(
+        load_spec("dla_tiny_digits").model_copy(update={"aggregation": inf.spec.aggregation})
+    )
+
+
+def test_assumptions_are_reported_and_overrides_settle_them() -> None:
+    sd = meta_state("dla104_s")
+    inf = infer_checkpoint(sd)
+    fields = [a.split(":")[0] for a in inf.assumptions]
+    assert fields == ["aggregation.residual", "head.dropout", "head.type", "name"]
+    assert inf.spec.aggregation.residual is False  # taken from the defaults, and said so
+    inf = infer_checkpoint(sd, {"aggregation.residual": True, "head.dropout": 0.2}, name="x")
+    assert [a.split(":")[0] for a in inf.assumptions] == ["head.type", "name"]
+    assert inf.spec.aggregation.residual and inf.spec.head.dropout == 0.2
+    with pytest.raises(dlagraph.SpecError, match="aggregation.kernel_size"):
+        infer_spec(sd, {"aggregation.kernel_size": 2})
+
+
+def test_foreign_checkpoints_get_clear_errors() -> None:
+    resnet = timm.create_model("resnet18").state_dict()
+    with pytest.raises(DlagraphError, match=r"tensor conv1.weight \[64, 3, 7, 7\] fits no DLA"):
+        infer_spec(resnet)
+    with pytest.raises(DlagraphError, match="tensor x .* fits no DLA module"):
+        infer_spec({"x": torch.randn(3, 4)})
+    with pytest.raises(DlagraphError, match="holds no tensors"):
+        infer_spec({})
+    sd = dict(meta_state("dla36"))
+    sd["level3.tree1.tree1.conv2.weight"] = torch.empty(128, 128, 5, 5)
+    with pytest.raises(
+        DlagraphError, match=r"level3.tree1.tree1.conv2.weight is \[128, 128, 5, 5\]"
+    ):
+        infer_spec(sd)
+    sd = dict(meta_state("dla36"))
+    sd["level2.extra.weight"] = torch.empty(3)
+    with pytest.raises(DlagraphError, match="level2.extra.weight"):
+        infer_spec(sd)
+
+
+# ---- the CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_infer_writes_a_spec_that_builds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    torch.save(timm.create_model("dla46x_c").state_dict(), tmp_path / "dla46x_c.pth")
+    out = tmp_path / "spec.yaml"
+    args = ["infer", str(tmp_path / "dla46x_c.pth"), "-o", str(out), "--set", "head.dropout=0.1"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "parameters 1,068,440" in text and "aggregation.residual: False" in text
+    assert "head.dropout" not in text.split("assumed")[1].split("module")[0]
+    spec = load_spec(out)
+    assert spec.block.options.cardinality == 32 and spec.head.dropout == 0.1
+    assert yaml.safe_load(out.read_text())["name"] == "dla46x_c"
+    assert main(args) == 0  # its own file: replaced
+
+
+def test_cli_infer_refuses_a_foreign_checkpoint(tmp_path: Path) -> None:
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "r18.pth")
+    r = subprocess.run(
+        [sys.executable, "-m", "dlagraph", "infer", str(tmp_path / "r18.pth")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: not a DLA checkpoint: tensor conv1.weight")
+    assert main(["infer", str(tmp_path / "r18.pth"), "--set", "oops"]) == 2
+
+
+def test_cli_diff_levels_tensors_and_first_difference(capsys: pytest.CaptureFixture) -> None:
+    assert main(["diff", "dla62_s", "dla104_s"]) == 0
+    out = capsys.readouterr().out
+    assert "level3       256       2 -> 3  4 -> 8" in out
+    assert "total" in out and "+8,956,928" in out  # 26,309,272 - 17,352,344
+    assert "first module that differs: level2 (aggregation:" in out
+    assert "116 the same" in out
+
+
+def test_diff_names_renames_and_reshapes(tmp_path: Path) -> None:
+    from dlagraph.backends.torch.diff import diff_tensors, load_side
+
+    torch.save(timm.create_model("dla34", num_classes=10).state_dict(), tmp_path / "d.pth")
+    a, b = load_side(str(tmp_path / "d.pth")), load_side("centernet_dla34")
+    d = diff_tensors(a.shapes, b.shapes)
+    backbone = [k for k in a.shapes if not k.startswith("fc.")]
+    assert sorted(old for old, _ in d.renamed) == sorted(backbone)  # all under base. in B
+    assert all(new == "base." + old for old, new in d.renamed)
+    assert d.removed == ["fc.weight", "fc.bias"] and not d.reshaped
+    d = diff_tensors(a.shapes, load_side("dla36").shapes)
+    assert d.reshaped == [("fc.weight", (10, 512, 1, 1), (1000, 512, 1, 1)),
+                          ("fc.bias", (10,), (1000,))]  # fmt: skip
+    d = diff_tensors(load_side("dla36").shapes, meta_shapes_official("dla36"))
+    assert len(d.renamed) == 0 and {k.split(".")[1] for k in d.added} == {"project"}
+
+
+def meta_shapes_official(name: str) -> dict:
+    spec = load_spec(name).model_copy(update={"layout": "official"})
+    return {k: tuple(v.shape) for k, v in meta_state(spec).items()}
+
+
+# ---- transfer loading ------------------------------------------------------------------------
+
+
+def _levels(model: Any, n: int) -> list:
+    with torch.no_grad():
+        return model.eval().forward_intermediates(X, list(range(n)), intermediates_only=True)
+
+
+def test_transfer_dla62_s_into_dla104_s_keeps_the_levels_before_the_first_difference() -> None:
+    from dlagraph.backends.torch.diff import first_difference
+
+    torch.manual_seed(0)
+    a, b = build_module("dla62_s"), build_module("dla104_s")
+    report = dlagraph.load_weights(b, a.state_dict(), transfer=True)
+    table = {r.split()[0]: r.split()[1:] for r in report.transfer_table()[1:]}
+    assert table["level2"] == ["48", "0", "0"] and table["level3"] == ["0", "174", "84"]
+    assert table["level5"][:2] == ["48", "0"] and "transferred 116 tensors" in str(report)
+    module, why = first_difference(load_spec("dla62_s"), load_spec("dla104_s"))
+    assert module == "level2" and "residual False" in why  # eq. 4 in dla104_s only
+    la, lb = _levels(a, 3), _levels(b, 3)
+    assert torch.equal(la[0], lb[0]) and torch.equal(la[1], lb[1])  # before level2: identical
+    assert not torch.equal(la[2], lb[2])
+
+
+def test_transfer_across_a_deeper_level_keeps_everything_before_it() -> None:
+    from dlagraph.backends.torch.diff import first_difference
+
+    data = load_spec("dla104_s").to_dict()
+    data["levels"][4]["depth"] = 3  # Level 5 shallower: levels 0-3 unchanged
+    torch.manual_seed(0)
+    a, b = build_module(data), build_module("dla104_s")
+    assert first_difference(load_spec(data), load_spec("dla104_s"))[0] == "level4"
+    dlagraph.load_weights(b, a.state_dict(), transfer=True)
+    la, lb = _levels(a, 6), _levels(b, 6)
+    assert all(torch.equal(la[i], lb[i]) for i in range(4))
+    assert not torch.equal(la[4], lb[4])
