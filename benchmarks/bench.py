@@ -1,12 +1,14 @@
 """Benchmarks: dlagraph's two backends against timm, side by side in one run, as ratios.
 
     python benchmarks/bench.py --quick          # CPU only, about a minute (what CI runs)
-    python benchmarks/bench.py                  # + dla104_s on CPU, and the GPU tables with CUDA
+    python benchmarks/bench.py                  # + dla104_s, centernet_dla34 on CPU; GPU tables with CUDA
 
 Measures build time (spec -> nn.Module vs timm.create_model), DAG compile time and its growth with
 the number of blocks, build + load of a checkpoint (``build_module(spec, weights=)`` and generated
 ``from_weights`` vs ``timm.create_model`` + ``load_state_dict``), CPU inference (2 threads, batch 8, 224x224, eval, inference_mode, median of
-runs after warm-up; the three models interleaved so drift hits them alike) and, with a CUDA device,
+runs after warm-up; the three models interleaved so drift hits them alike), CPU deployment
+(``dlagraph.optimize`` in fp32 / bf16 / int8 against timm's fp32 eager model and timm's bf16 autocast
++ channels_last, with the CPU's flags and the compile and calibration times) and, with a CUDA device,
 inference (batch 256, bf16, channels_last, eager and torch.compile) and a training step (batch 128,
 bf16 autocast, SGD) in images/s, peak memory and achieved TFLOP/s from the static MAC count. Results
 go to ``benchmarks/RESULTS.md`` with the machine, versions and date.
@@ -364,6 +366,40 @@ def bench_centernet(
     ]
 
 
+def bench_deploy(
+    name: str, batch: int, size: int, runs: int, calibration: int = 4, quick: bool = False
+) -> list[str]:
+    """dlagraph.optimize in fp32 / bf16 / int8 against timm's fp32 eager model and timm's best CPU
+    setting (bf16 autocast + channels_last), 2 threads; int8 calibrated on random batches."""
+    from dlagraph.backends.torch.cpubench import bench_spec, cpu_description, table
+
+    torch.set_num_threads(2)
+    spec = dlagraph.load_spec(str(ROOT / "specs" / f"{name}.yaml"))
+    rows, baseline = bench_spec(
+        spec,
+        ["bf16", "int8"] if quick else ["fp32", "bf16", "int8"],  # each compile takes seconds
+        batch,
+        size,
+        runs,
+        calibration_batches=calibration,
+    )
+    base = next(r for r in rows if r.label == baseline)
+    for r in rows:
+        if r.label.startswith("dlagraph.optimize"):
+            METRICS[f"deploy_{name}_{r.label.rsplit(' ', 1)[1]}"] = base.seconds / r.seconds
+        if "autocast" in r.label:
+            METRICS[f"deploy_{name}_timm_best"] = base.seconds / r.seconds
+    return [
+        f"### CPU deployment: {name}, batch {batch}, {size}x{size}, 2 threads (median of {runs})",
+        "",
+        f"CPU: {cpu_description()}. Compile and calibration times are the first call's, with "
+        f"inductor's cache warm from earlier runs on this machine; int8 is calibrated on {calibration} "
+        "random batch(es) (a timing run; accuracy is tested on real data).",
+        "",
+        *table(rows, baseline),
+    ]
+
+
 def targets() -> list[str]:
     """The performance targets against what this run measured."""
     m = METRICS
@@ -376,6 +412,11 @@ def targets() -> list[str]:
             ratio = m[f"load_{fmt}"]
             rows.append((f"build + load <= 0.25x timm (dla169, .{fmt}; slower backend)",
                          f"{ratio:.2f}x", ratio <= 0.25))  # fmt: skip
+    for precision, want in (("int8", 10.0), ("bf16", 4.0)):
+        if f"deploy_dla36_{precision}" in m:
+            ratio = m[f"deploy_dla36_{precision}"]
+            rows.append((f"dla36 {precision} >= {want:g}x timm fp32 eager (b8, 224, 2 threads)",
+                         f"{ratio:.2f}x", ratio >= want))  # fmt: skip
     for k in sorted(m):
         if k.startswith("cpu_") and not k.startswith("cpu_fold"):
             backend, name = k.split("_")[1], k.split("_", 2)[2]
@@ -404,6 +445,19 @@ def machine() -> list[str]:
         f" dlagraph {dlagraph.__version__}",
         f"- CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
     ]
+
+
+def _kept_gpu_section(path: Path) -> str:
+    """The GPU section of an earlier RESULTS.md (from a lent accelerator, with its own date and
+    machine), kept when this run measured none."""
+    if torch.cuda.is_available() or not path.exists():
+        return ""
+    old = path.read_text()
+    at = old.find("\n## GPU")
+    if at < 0:
+        return ""
+    end = old.find("\n### Targets", at)
+    return old[at : end if end > 0 else None].strip("\n") + "\n"
 
 
 def gpu_only(out: Path) -> int:
@@ -445,14 +499,24 @@ def main(argv: list[str] | None = None) -> int:
     out += bench_build(3 if args.quick else 5) + [""]
     out += bench_load(3 if args.quick else 9) + [""]
     out += bench_cpu(["dla36"] if args.quick else ["dla36", "dla104_s"], 8, runs) + [""]
+    if args.quick:
+        out += bench_deploy("dla36", 8, 224, 3, calibration=1, quick=True) + [""]
+    else:
+        out += bench_deploy("dla36", 8, 224, 11) + [""]
     if not args.quick:
         out += bench_centernet(torch.device("cpu"), 1, 7) + [""]
+        out += bench_deploy("centernet_dla34", 1, 512, 5) + [""]
     if torch.cuda.is_available() and not args.quick:
         out += bench_gpu(["dla36", "dla62_s_s", "dla104_s", "dla169"], 20) + [""]
         for bf16 in (False, True):
             out += bench_centernet(torch.device("cuda"), 16, 20, bf16) + [""]
     else:
-        out += ["GPU: not measured in this run (no CUDA device, or --quick).", ""]
+        out += [
+            "GPU: not measured in this run (no CUDA device, or --quick); an earlier run's GPU "
+            "section, with its own date and machine, is kept below.",
+            "",
+        ]
+        out += [_kept_gpu_section(Path(args.out))]
     out += targets()
     text = "\n".join(out)
     print(text)

@@ -40,6 +40,7 @@ _LAZY = {
     "register_timm_models": ("dlagraph.backends.torch.dla", "register_timm_models"),
     "infer_spec": ("dlagraph.backends.torch.infer", "infer_spec"),
     "infer_checkpoint": ("dlagraph.backends.torch.infer", "infer_checkpoint"),
+    "optimize": ("dlagraph.backends.torch.optimize", "optimize"),
 }
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "infer_spec",
     "load_spec",
     "load_weights",
+    "optimize",
     "register_block",
     "register_timm_models",
     "registered_blocks",

@@ -124,7 +124,30 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> floa
     return correct / max(total, 1)
 
 
+def deploy_accuracies(
+    model: nn.Module, train: Dataset, test_loader: DataLoader, calibration_images: int = 512
+) -> dict[str, float]:
+    """Test accuracy after ``dlagraph.optimize`` in bf16, and in int8 calibrated on training
+    images (CPU inference)."""
+    model = model.cpu().eval()
+    calib = DataLoader(train, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    batches = [x for _, (x, _) in zip(range(calibration_images // 64), calib)]  # noqa: B905
+    out = {}
+    whole = DataLoader(test_loader.dataset, len(test_loader.dataset))  # one shape: one compile
+    for precision, data in (("bf16", None), ("int8", batches)):
+        fast = dlagraph.optimize(model, precision, calibration=data)
+        out[precision] = evaluate(fast, whole, torch.device("cpu"))
+        print(f"test accuracy, {precision} (dlagraph.optimize): {out[precision]:.4f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> float:
+    """Train, evaluate and return the test accuracy (fp32)."""
+    return run(argv)["fp32"]
+
+
+def run(argv: list[str] | None = None) -> dict[str, float]:
+    """Train; the test accuracy in fp32 and, with ``--deploy``, in bf16 and int8."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spec", default=str(SPECS / "dla_tiny_digits.yaml"))
     ap.add_argument("--dataset", default="digits", help="digits | folder:PATH")
@@ -139,6 +162,11 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per process")
     ap.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--deploy",
+        action="store_true",
+        help="also test the model after dlagraph.optimize in bf16 and int8 (CPU inference)",
+    )
     args = ap.parse_args(argv)
 
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -246,14 +274,17 @@ def main(argv: list[str] | None = None) -> float:
             break
 
     acc = evaluate(model, test_loader, device)
+    scores = {"fp32": acc}
     if rank == 0:
         print(f"test accuracy: {acc:.4f}")
+        if args.deploy:
+            scores |= deploy_accuracies(model, train, test_loader)
     if distributed:  # for tests: each rank writes its final weights
         if os.environ.get("DLAGRAPH_DUMP_RANK_WEIGHTS"):
             save_atomic(model.state_dict(), out / f"rank{rank}.pt")
         dist.barrier()
         dist.destroy_process_group()
-    return acc
+    return scores
 
 
 if __name__ == "__main__":

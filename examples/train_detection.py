@@ -149,7 +149,29 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, targets: list, ratio:
     return float(metric.compute()["map_50"])
 
 
+def deploy_scores(
+    model: torch.nn.Module, images: torch.Tensor, test_images: torch.Tensor, test_targets: list,
+    ratio: int,
+) -> dict[str, float]:  # fmt: skip
+    """mAP@0.5 after ``dlagraph.optimize`` in bf16, and in int8 calibrated on 256 training
+    images (CPU inference)."""
+    model.eval()
+    calibration = list(images[:256].split(64))
+    out = {}
+    for precision, data in (("bf16", None), ("int8", calibration)):
+        fast = dlagraph.optimize(model, precision, calibration=data)
+        out[precision] = evaluate(fast, test_images, test_targets, ratio)
+        print(f"mAP@0.5, {precision} (dlagraph.optimize): {out[precision]:.4f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> float:
+    """Train, evaluate and return mAP@0.5 (fp32)."""
+    return run(argv)["fp32"]
+
+
+def run(argv: list[str] | None = None) -> dict[str, float]:
+    """Train; mAP@0.5 in fp32 and, with ``--deploy``, in bf16 and int8."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spec", default=str(SPECS / "centernet_tiny_shapes.yaml"))
     ap.add_argument("--epochs", type=int, default=12)
@@ -162,6 +184,12 @@ def main(argv: list[str] | None = None) -> float:
         "--node",
         choices=("dcn", "conv"),
         help="override the spec's neck (torchvision's CPU deform_conv2d backward is ~20x slower)",
+    )
+    ap.add_argument("--save", metavar="PATH", help="save the trained weights and spec here")
+    ap.add_argument(
+        "--deploy",
+        action="store_true",
+        help="also score the model after dlagraph.optimize in bf16 and int8 (CPU inference)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -214,7 +242,12 @@ def main(argv: list[str] | None = None) -> float:
               f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
     score = evaluate(model, test_images, test_targets, ratio)
     print(f"mAP@0.5: {score:.4f}")
-    return score
+    if args.save:
+        torch.save({"model": model.state_dict(), "spec": spec.to_dict()}, args.save)
+    scores = {"fp32": score}
+    if args.deploy:
+        scores |= deploy_scores(model, images, test_images, test_targets, ratio)
+    return scores
 
 
 def encode_flipped_reg(t: dict[str, torch.Tensor], out: int) -> torch.Tensor:

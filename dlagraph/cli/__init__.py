@@ -1,4 +1,4 @@
-"""The dlagraph command line: build, codegen, draw, presets, infer, diff, schema.
+"""The dlagraph command line: build, codegen, draw, presets, infer, diff, bench, schema.
 
 User errors (bad specs, refused overwrites) print one ``error:`` line per problem on stderr and exit
 with code 2, without a traceback (``--debug`` shows it). Nothing is written unless every output
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import DlagraphError
-from . import build, codegen, draw, infer
+from . import bench, build, codegen, draw, infer
 
 __all__ = ["main", "parser", "COMMANDS"]
 
@@ -61,6 +61,14 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = 
         "tensor by tensor (the same, renamed, reshaped, only in one).",
         infer.add_diff_arguments,
         infer.run_diff,
+    ),
+    "bench": (
+        "CPU inference speed in fp32, bf16 and int8, against timm",
+        "Time a spec's CPU inference after dlagraph.optimize in each precision, against timm's "
+        "fp32 eager model of the same architecture (or dlagraph's own fp32 eager model), with "
+        "compile and calibration times.",
+        bench.add_arguments,
+        bench.run,
     ),
     "schema": (
         "print the spec's JSON Schema (for editor completion)",

@@ -1,0 +1,156 @@
+"""CPU inference throughput of a spec in each deployment precision, against timm's fp32 eager model
+of the same architecture (``reference: timm:NAME`` in the spec) or, without one, dlagraph's own
+fp32 eager model. ``dlagraph bench`` and ``benchmarks/bench.py`` print this table.
+
+All models run in one process, interleaved run by run, so that drift (thermal, other load) hits
+them alike; each row is the median of ``runs`` timed batches after a warm-up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...spec import Spec
+from .optimize import optimize
+
+__all__ = ["BenchRow", "bench_spec", "cpu_description", "table", "timm_equivalent"]
+
+ProgressFn = Callable[[str, float | None], None]
+
+
+@dataclass
+class BenchRow:
+    label: str
+    seconds: float  # median per batch
+    batch: int
+    setup: str = ""  # compile / calibration time, as text
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch / self.seconds
+
+
+def cpu_description() -> str:
+    """The CPU model and the matrix-unit flags that decide int8/bf16 speed."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("amx_int8", "amx_bf16", "avx512_vnni", "avx512_bf16", "avx_vnni", "avx512f", "avx2")
+    have = [f for f in wanted if f in flags]
+    no_amx = "" if "amx_int8" in flags else " (no AMX)"
+    return f"{model}; {', '.join(have) or 'no AVX-512/AMX flags'}{no_amx}"
+
+
+def timm_equivalent(spec: Spec) -> str | None:
+    """timm's model name for a spec built like one (``reference: timm:dla34``), if timm is here."""
+    ref = spec.reference or ""
+    if not ref.startswith("timm:"):
+        return None
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return None
+    return ref.split(":", 1)[1].strip() or None
+
+
+def bench_spec(
+    spec: Spec,
+    precisions: list[str],
+    batch: int = 8,
+    size: int = 224,
+    runs: int = 7,
+    calibration_batches: int = 0,
+    timm_best: bool = True,
+    progress: ProgressFn | None = None,
+) -> tuple[list[BenchRow], str]:
+    """Time ``spec`` in each precision; returns the rows (the baseline first) and its name.
+
+    int8 calibrates on ``calibration_batches`` random batches (a timing, not an accuracy run).
+    """
+    from .interpret import build_module
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3 if spec.in_channels is None else spec.in_channels, size, size)
+    model = build_module(spec).eval()
+    models: dict[str, tuple[Callable[[], Any], str]] = {}
+    timm_name = timm_equivalent(spec)
+    if timm_name:
+        import timm
+
+        ref = timm.create_model(timm_name, pretrained=False).eval()
+        models[f"timm {timm_name}, fp32 eager"] = (_eager(ref, x), "")
+        if timm_best:
+            best = timm.create_model(timm_name, pretrained=False).eval()
+            best = best.to(memory_format=torch.channels_last)
+            models[f"timm {timm_name}, bf16 autocast + channels_last"] = (
+                _eager(best, x.contiguous(memory_format=torch.channels_last), autocast=True),
+                "",
+            )
+    models["dlagraph, fp32 eager (as built)"] = (_eager(model, x), "")
+    for precision in precisions:
+        calibration = None
+        if precision == "int8":
+            gen = torch.Generator().manual_seed(1)
+            calibration = [torch.randn(x.shape, generator=gen) for _ in range(calibration_batches)]
+        opt = optimize(
+            model,
+            precision,  # type: ignore[arg-type]
+            calibration,
+            example_input=x,
+            progress=(lambda s, t, p=precision: progress(f"{p}: {s}", t)) if progress else None,
+        )
+        setup = sum(v for k, v in opt.report.steps.items() if k != "fold BN")
+        models[f"dlagraph.optimize, {precision}"] = (_eager(opt, x), f"{setup:.1f} s")
+    times = _interleaved({k: f for k, (f, _) in models.items()}, runs)
+    rows = [BenchRow(k, times[k], batch, models[k][1]) for k in models]
+    return rows, rows[0].label
+
+
+def _eager(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            return model(x)
+
+    return run
+
+
+def _interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, float]:
+    for f in fns.values():  # warm-up (and any compile left)
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, f in fns.items():
+            start = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def table(rows: list[BenchRow], baseline: str) -> list[str]:
+    """The rows as a Markdown table, with each one's ratio of throughput to the baseline."""
+    base = next(r for r in rows if r.label == baseline)
+    lines = [
+        f"| model | ms / batch | images/s | vs {baseline} | compile + calibration |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = base.seconds / r.seconds
+        lines.append(
+            f"| {r.label} | {r.seconds * 1e3:.1f} | {r.images_per_second:,.1f} | "
+            f"{ratio:.2f}x | {r.setup} |"
+        )
+    return lines

@@ -1,0 +1,369 @@
+"""CPU deployment: one call turns a built DLA (interpreter or generated class) into a fast
+inference module in fp32, bf16 or int8.
+
+The steps, each measured on a 2-core AVX-512 machine (see benchmarks/RESULTS.md):
+
+- fold every BatchNorm into its conv (CenterNet's ``DeformConv`` too) and go channels_last;
+- bf16: bf16 weights and activations (as fast as autocast once compiled, and half the memory);
+- int8: static post-training quantization through torchao's PT2E flow (``torch.export`` ->
+  ``prepare_pt2e`` with ``X86InductorQuantizer`` -> calibrate -> ``convert_pt2e``), the
+  maintained replacement of ``torch.ao.quantization``. Deformable convs stay in fp32;
+- ``torch.compile`` (inductor, with weight freezing), which int8 needs to run its fused int8
+  kernels at all, and which gains 3-10% in fp32 and bf16. Compiled, CenterNet's deformable convs
+  are lowered to a gather + matmul that inductor fuses (:mod:`.deform`), 3-4x faster than
+  torchvision's CPU kernel; their offsets are computed in fp32 in a bf16 network. Uncompiled, they
+  run torchvision's op, in fp32.
+
+The quantizer groups nodes into per-module partitions by the module path in each node's
+``nn_module_stack``. A module called twice (the official blocks apply one ``self.relu`` twice)
+then gives one partition with two outputs, and ``prepare_pt2e`` fails with "Input partition has
+more than one output node" (timm's DLA fails the same way). :func:`_split_reused_modules` gives each
+call its own partition: export already names the second call ``relu@1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from ...errors import DlagraphError
+from .deform import LoweredDCN
+
+__all__ = ["PRECISIONS", "OptimizedModule", "optimize"]
+
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+
+
+@dataclass
+class OptimizeReport:
+    """What :func:`optimize` did and how long each step took (seconds)."""
+
+    precision: str
+    compiled: bool
+    steps: dict[str, float] = field(default_factory=dict)
+    calibration_batches: int = 0
+    float_modules: list[str] = field(default_factory=list)  # int8: left in floating point
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.steps.items())
+        notes = "".join(f"; {note}" for note in self.notes)
+        return f"{self.precision}{' + torch.compile' * self.compiled}: {steps}{notes}"
+
+
+class OptimizedModule(nn.Module):
+    """An inference-only module from :func:`optimize`: feed it float32 NCHW batches as you would
+    the original model; it returns float32 outputs of the same structure (a tensor, a list of
+    feature maps or CenterNet's dict).
+
+    int8 modules are specialised to the image size they were calibrated at (any batch size
+    works); fp32 and bf16 modules take any size, compiling once per new shape.
+    """
+
+    def __init__(
+        self,
+        inner: nn.Module,
+        precision: str,
+        report: OptimizeReport,
+        image_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.precision = precision
+        self.report = report
+        self.image_shape = image_shape  # (C, H, W) an int8 graph was exported for
+        self._dtype = DTYPES[precision]
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
+            want, got = (" x ".join(map(str, s)) for s in (self.image_shape, x.shape[1:]))
+            raise DlagraphError(
+                f"this int8 module was calibrated on {want} images (got {got}): optimize again "
+                "with calibration batches of the size you will run"
+            )
+        x = x.to(dtype=self._dtype, memory_format=torch.channels_last)
+        with torch.no_grad(), _inductor_settings(), _quiet():
+            out = self.inner(x)
+        return tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) else t, out)
+
+    def train(self, mode: bool = True) -> OptimizedModule:
+        if mode:
+            raise DlagraphError(
+                "an optimized module is for inference only: train the original model"
+            )
+        # not recursive: an exported (int8) graph refuses train()/eval() calls
+        self.training = False
+        return self
+
+
+class _Float32(nn.Module):
+    """Runs a submodule in float32 inside a bf16 network (torchvision's CPU ``deform_conv2d``
+    has no bf16 kernel), casting back to the network's dtype."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.float()).to(x.dtype)
+
+
+# torch logs one warning from each on first use, about nothing a CPU user can act on: torchao's
+# import (an Enum registered with pytree) and inductor's first C++ build ("No CUDA runtime")
+_NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+@contextmanager
+def _inductor_settings() -> Iterator[None]:
+    # freezing turns the weights into constants, so inductor prepacks them (and folds the int8
+    # weights' dequantization); it applies when a call compiles, hence around every call
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True):
+        yield
+
+
+def optimize(
+    model: nn.Module | Any,
+    precision: Precision = "fp32",
+    calibration: Iterable[torch.Tensor] | None = None,
+    *,
+    compile: bool = True,
+    example_input: torch.Tensor | None = None,
+    progress: Callable[[str, float | None], None] | None = None,
+) -> OptimizedModule:
+    """A copy of ``model`` ready for fast CPU inference in ``precision``.
+
+    Args:
+        model: a module from :func:`dlagraph.build_module` or a generated class (or any DLA
+            built of dlagraph's blocks), or a spec / preset name (built with random weights, for
+            benchmarks). The model itself is not changed.
+        precision: ``"fp32"`` (BN folded, channels_last), ``"bf16"`` (also bf16 weights and
+            activations) or ``"int8"`` (static post-training quantization, torchao PT2E with the
+            x86 inductor quantizer).
+        calibration: int8 only: an iterable of input batches (float32 NCHW tensors) from the
+            training data; a few hundred images are enough. The first batch fixes the image size.
+        compile: ``torch.compile`` the result (inductor). int8 without it runs the reference
+            (dequantize -> fp32 op -> quantize) graph, which is exact but slow.
+        example_input: a batch to compile with before returning (else the first call compiles;
+            int8 compiles with its first calibration batch).
+        progress: called as ``progress(step, None)`` when a step starts and
+            ``progress(step, seconds)`` when it ends (the CLI shows them).
+
+    Returns:
+        An :class:`OptimizedModule`; ``.report`` lists the steps and their times.
+
+    Raises:
+        DlagraphError: an unknown precision, int8 without calibration batches, or a model that
+            is still training.
+    """
+    if precision not in PRECISIONS:
+        raise DlagraphError(
+            f"precision: must be one of {', '.join(PRECISIONS)} (got {precision!r})"
+        )
+    report = OptimizeReport(precision, compile)
+    say = progress or (lambda step, seconds: None)
+
+    @contextmanager
+    def step(name: str) -> Iterator[None]:
+        say(name, None)
+        start = time.perf_counter()
+        with _quiet():
+            yield
+        report.steps[name] = time.perf_counter() - start
+        say(name, report.steps[name])
+
+    with step("fold BN"):
+        net = _prepare(model)
+    deformable = [name for name, m in net.named_modules() if _is_deformable(m)]
+    if deformable and compile:
+        _replace(net, deformable, LoweredDCN)
+        report.notes.append(f"{len(deformable)} deformable conv(s) lowered to gather + matmul")
+    first: torch.Tensor | None = example_input
+    if precision == "bf16":
+        net = _to_bf16(net, deformable, lowered=compile)
+        if deformable:
+            report.notes.append(
+                "their offsets computed in fp32"
+                if compile
+                else f"{len(deformable)} deformable conv(s) kept in fp32"
+            )
+    elif precision == "int8":
+        if calibration is None:
+            raise DlagraphError(
+                "int8 needs calibration batches: optimize(model, 'int8', calibration=[batch, ...]) "
+                "with images from the training data (the CLI's --calibrate uses random inputs)"
+            )
+        report.float_modules = deformable
+        if deformable:
+            report.notes.append(f"{len(deformable)} deformable conv(s) kept in fp32")
+        net, first, report.calibration_batches = _quantize(net, calibration, deformable, step)
+    if compile:
+        # dynamic=False: one graph per batch size, compiled in seconds. With a dynamic batch,
+        # torch 2.14's inductor asserted wrong strides in a fused bf16 conv (1-channel input)
+        net = torch.compile(net, dynamic=False)
+    shape = tuple(first.shape[1:]) if precision == "int8" and first is not None else None
+    out = OptimizedModule(net, precision, report, shape)
+    out.training = False
+    if compile and first is not None:
+        with step("compile"):
+            out(first)
+    return out
+
+
+def _prepare(model: nn.Module | Any) -> nn.Module:
+    """A folded, channels_last, eval-mode copy of ``model`` (built first if it is a spec)."""
+    from .modules import fold_batchnorm
+
+    if not isinstance(model, nn.Module):
+        from ...spec import load_spec
+        from .interpret import build_module
+
+        spec = model if not isinstance(model, str) else load_spec(model)
+        model = build_module(spec).eval()
+    if model.training:
+        raise DlagraphError(
+            "optimize folds BatchNorm's running statistics: call model.eval() first"
+        )
+    net = copy.deepcopy(model).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    fold_batchnorm(net)
+    _fold_deform_convs(net)
+    return net.to(memory_format=torch.channels_last)
+
+
+def _is_deformable(m: nn.Module) -> bool:
+    # by structure, so the generated classes' own copies of DCN count too
+    return type(m).__name__ == "DCN" and hasattr(m, "conv_offset_mask")
+
+
+def _fold_deform_convs(net: nn.Module) -> None:
+    """CenterNet's ``DeformConv`` registers its BN (in ``actf``) before its conv, so the
+    registration-order folding skips it; fold it here (into a DCN's weight and bias too)."""
+    for m in net.modules():
+        actf, conv = getattr(m, "actf", None), getattr(m, "conv", None)
+        if not (isinstance(actf, nn.Sequential) and isinstance(actf[0], nn.BatchNorm2d)):
+            continue
+        bn = actf[0]
+        weight = getattr(conv, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.shape[0] != bn.num_features:
+            continue
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = bn.bias - bn.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            weight.mul_(scale.reshape(-1, 1, 1, 1))
+            conv.bias = nn.Parameter(bias, requires_grad=False)
+        actf[0] = nn.Identity()
+
+
+def _replace(net: nn.Module, names: list[str], wrap: Callable[[nn.Module], nn.Module]) -> None:
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        owner = net.get_submodule(parent) if parent else net
+        setattr(owner, leaf, wrap(getattr(owner, leaf)))
+
+
+def _to_bf16(net: nn.Module, deformable: list[str], lowered: bool) -> nn.Module:
+    """bf16 weights; a lowered DCN keeps its offset conv in fp32, torchvision's op all of it."""
+    net = net.to(torch.bfloat16)
+    if lowered:
+        for name in deformable:
+            net.get_submodule(name).conv_offset_mask.float()
+    else:
+        _replace(net, deformable, _Float32)
+    return net
+
+
+def _split_reused_modules(gm: torch.fx.GraphModule) -> None:
+    """Give every call of a reused module its own quantizer partition (see the module doc).
+
+    ``torch.export`` keys each call's ``nn_module_stack`` entry uniquely (``...relu``,
+    ``...relu@1``) but records the same module path for both; the quantizer partitions by path.
+    """
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op != "call_function" or not stack:
+            continue
+        key = next(reversed(stack))
+        path, cls = stack[key]
+        _, at, call = key.rpartition("@")
+        if at and call.isdigit():
+            stack[key] = (f"{path}@{call}", cls)
+
+
+def _quantize(
+    net: nn.Module,
+    calibration: Iterable[torch.Tensor],
+    keep_float: list[str],
+    step: Callable[[str], Any],
+) -> tuple[nn.Module, torch.Tensor, int]:
+    """Static int8 post-training quantization through torchao's PT2E flow."""
+    try:
+        with _quiet():
+            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError:
+        raise DlagraphError(
+            "int8 needs torchao: pip install 'dlagraph[deploy]' (or pip install torchao)"
+        ) from None
+    batches = iter(calibration)
+    first = next(batches, None)
+    if not isinstance(first, torch.Tensor) or first.dim() != 4:
+        raise DlagraphError(
+            "calibration: give an iterable of NCHW float tensors (got "
+            f"{'nothing' if first is None else type(first).__name__})"
+        )
+    first = first.float().contiguous(memory_format=torch.channels_last)
+    with step("export"):
+        # the batch dimension stays dynamic (export specialises a size of 1, hence two images);
+        # the image size is fixed by the first batch
+        two = first if first.shape[0] > 1 else first.expand(2, -1, -1, -1)
+        batch = torch.export.Dim.AUTO
+        gm = torch.export.export(net, (two,), dynamic_shapes=({0: batch},)).module()
+        _split_reused_modules(gm)
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    for name in keep_float:
+        quantizer.set_module_name_qconfig(name, None)
+    n = 0
+    with step("calibrate"):
+        prepared = prepare_pt2e(gm, quantizer)
+        with torch.no_grad():
+            for x in _chain(first, batches):
+                prepared(x.float().contiguous(memory_format=torch.channels_last))
+                n += 1
+    with step("convert"):
+        converted = convert_pt2e(prepared)
+    return converted, first, n
+
+
+def _chain(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    yield first
+    yield from rest

@@ -1,0 +1,96 @@
+"""``dlagraph bench``: CPU inference throughput of a spec in fp32, bf16 and int8, against timm.
+
+It needs torch (and torchao for int8), imported when it runs, so the other commands stay
+torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..errors import DlagraphError
+from ..spec import load_spec
+
+__all__ = ["add_arguments", "run"]
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 4096 (got {value})")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="a spec file or a preset name (dla36, centernet_dla34, ...)")
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        metavar="P",
+        help="fp32, bf16 and/or int8 (default: fp32 bf16, and int8 with --calibrate)",
+    )
+    p.add_argument("--batch", type=_positive, default=8, help="images per batch (default 8)")
+    p.add_argument("--size", type=_positive, default=224, help="image side (default 224)")
+    p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's)")
+    p.add_argument("--runs", type=_positive, default=7, help="timed batches per model (median)")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="calibrate int8 on random inputs (timings are real; accuracy is not measured)",
+    )
+    p.add_argument("--no-timm-best", action="store_true", help="skip timm's bf16 autocast row")
+
+
+class _Progress:
+    """One stderr line per step: its name when it starts, its time when it ends."""
+
+    def __call__(self, step: str, seconds: float | None) -> None:
+        if seconds is None:
+            print(f"  {step} ...", end="", file=sys.stderr, flush=True)
+        else:
+            print(f" {seconds:.1f} s", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    precisions = args.precision or (list(PRECISIONS) if args.calibrate else ["fp32", "bf16"])
+    if "int8" in precisions and not args.calibrate:
+        raise DlagraphError(
+            "--precision int8 needs calibration data: add --calibrate to calibrate on random "
+            "inputs (fine for timing), or call dlagraph.optimize(model, 'int8', calibration=...) "
+            "with real images"
+        )
+    import torch
+
+    from ..backends.torch.cpubench import bench_spec, cpu_description, table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    print(f"{spec.name}: batch {args.batch}, {args.size}x{args.size}, "
+          f"{torch.get_num_threads()} threads; {cpu_description()}", flush=True)  # fmt: skip
+    if args.calibrate:
+        print("int8 is calibrated on 4 batches of random inputs: timings only", flush=True)
+    rows, baseline = bench_spec(
+        spec,
+        precisions,
+        batch=args.batch,
+        size=args.size,
+        runs=args.runs,
+        calibration_batches=4,
+        timm_best=not args.no_timm_best,
+        progress=_Progress(),
+    )
+    print()
+    print("\n".join(table(rows, baseline)))
+    print(f"\n(median of {args.runs} batches per model, interleaved; "
+          f"{time.perf_counter() - start:.0f} s in all)")  # fmt: skip
+    return 0

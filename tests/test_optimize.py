@@ -1,0 +1,286 @@
+"""dlagraph.optimize (fp32 / bf16 / int8 CPU inference) and `dlagraph bench`.
+
+Accuracy on real data lives in test_examples.py (digits; the detection example's mAP@0.5): the
+trained models come from the examples. Speed is measured by benchmarks/bench.py, not asserted.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import exec_generated
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchao")
+
+import dlagraph  # noqa: E402
+from dlagraph import DlagraphError  # noqa: E402
+from dlagraph.backends.torch.optimize import _split_reused_modules, optimize  # noqa: E402
+from dlagraph.cli import main  # noqa: E402
+
+
+def tiny(seed: int = 0) -> torch.nn.Module:
+    """The digits network (1x32x32 inputs), settled (below)."""
+    torch.manual_seed(seed)
+    return settled(
+        dlagraph.build_module(dlagraph.load_spec("dla_tiny_digits")), batches(3, batch=8)
+    )
+
+
+def settled(model: torch.nn.Module, data: list) -> torch.nn.Module:
+    """``model`` in eval mode with BatchNorm statistics measured on ``data``, so that folding and
+    quantizing see activations on a sane scale, as a trained network's are (at init, activations
+    shrink level after level against the running variance of 1)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches
+    model.train()
+    with torch.no_grad():
+        for x in data:
+            model(x)
+    return model.eval()
+
+
+def batches(n: int = 3, size: int = 32, channels: int = 1, batch: int = 4) -> list:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(batch, channels, size, size, generator=g) for _ in range(n)]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest difference, relative to the largest value of ``a``."""
+    return float((a - b).abs().max() / a.abs().max())
+
+
+def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The RMS difference relative to ``a``'s spread: 1.0 means no better than a constant. An
+    untrained network on random inputs gives int8 about 0.2 here; the accuracy of a trained one is
+    tested in test_examples.py."""
+    return float((a - b).norm() / (a - a.mean()).norm())
+
+
+def test_pt2e_fails_on_a_reused_relu_and_splitting_the_calls_fixes_it() -> None:
+    """The root cause of 'Input partition has more than one output node': the quantizer groups
+    nodes by module path, and the official blocks call one ``self.relu`` twice."""
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    model = dlagraph.fold_bn(tiny())
+    x = batches(1)[0]
+
+    def quantizer() -> xiq.X86InductorQuantizer:
+        return xiq.X86InductorQuantizer().set_global(
+            xiq.get_default_x86_inductor_quantization_config()
+        )
+
+    gm = torch.export.export(model, (x,)).module()
+    with pytest.raises(ValueError, match="more than one output node"):
+        prepare_pt2e(gm, quantizer())
+    gm = torch.export.export(model, (x,)).module()
+    _split_reused_modules(gm)
+    prepared = prepare_pt2e(gm, quantizer())
+    observers = [n for n in prepared.graph.nodes if n.op == "call_module"]
+    assert len(observers) > 20  # every conv input, weight and block output observed
+
+
+def test_timm_dla_quantizes_too_after_the_same_fix() -> None:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("dla34", num_classes=10).eval()
+    fast = optimize(model, "int8", batches(1, 64, 3, 2), compile=False)
+    with torch.no_grad():
+        assert fast(batches(1, 64, 3, 2)[0]).shape == (2, 10)
+
+
+def test_fp32_folds_and_stays_exact_eager_and_compiled() -> None:
+    model = tiny()
+    x = batches(1)[0]
+    fast = optimize(model, "fp32", compile=False)
+    compiled = optimize(model, "fp32", example_input=x)
+    with torch.no_grad():
+        assert rel_err(model(x), fast(x)) < 1e-5
+        assert rel_err(model(x), compiled(x)) < 1e-4
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy was changed
+
+
+def test_bf16_is_close_to_fp32_and_returns_float32() -> None:
+    model = tiny()
+    x = batches(1)[0]
+    fast = optimize(model, "bf16", compile=False)
+    with torch.no_grad():
+        out = fast(x)
+        assert out.dtype == torch.float32 and rel_rms(model(x), out) < 0.1
+    assert {p.dtype for p in fast.parameters()} == {torch.bfloat16}
+
+
+def test_int8_reference_graph_is_close_to_fp32_and_quantized() -> None:
+    model = tiny()
+    cal = batches(4)
+    fast = optimize(model, "int8", cal, compile=False)
+    graph = fast.inner.graph
+    targets = [str(n.target) for n in graph.nodes if n.op == "call_function"]
+    convs = targets.count("aten.conv2d.default")
+    # every conv's weight, the classifier's (timm's 1x1 conv) included, is int8 per channel
+    assert convs > 10
+    assert targets.count("quantized_decomposed.dequantize_per_channel.default") == convs
+    assert fast.report.calibration_batches == 4
+    with torch.no_grad():
+        assert rel_rms(model(cal[0]), fast(cal[0])) < 0.3
+
+
+def test_int8_compiles_and_takes_other_batch_sizes() -> None:
+    model = tiny()
+    cal = batches(8, batch=1)  # a batch of one: the exported batch dimension stays dynamic
+    steps = []
+    fast = optimize(model, "int8", cal, progress=lambda s, t: steps.append((s, t is None)))
+    assert [s for s, start in steps if start] == ["fold BN", "export", "calibrate", "convert",
+                                                  "compile"]  # fmt: skip
+    assert set(fast.report.steps) == {"fold BN", "export", "calibrate", "convert", "compile"}
+    x = batches(1, batch=3)[0]
+    reference = optimize(model, "int8", cal, compile=False)  # the q/dq graph, run op by op
+    with torch.no_grad():
+        assert rel_rms(model(x), fast(x)) < 0.3
+        assert rel_rms(reference(x), fast(x)) < 0.01  # inductor's fused int8 kernels agree
+
+
+def test_generated_class_quantizes_like_the_interpreter() -> None:
+    model = tiny()
+    gen = exec_generated(dlagraph.generate_source("dla_tiny_digits"))().eval()
+    gen.load_state_dict(model.state_dict())
+    cal = batches(2)
+    a = optimize(model, "int8", cal, compile=False)
+    b = optimize(gen, "int8", cal, compile=False)
+    with torch.no_grad():
+        assert torch.allclose(a(cal[1]), b(cal[1]), atol=1e-6)
+
+
+def test_a_spec_or_preset_name_is_built_first() -> None:
+    fast = optimize("dla_tiny_digits", "fp32", compile=False)
+    with torch.no_grad():
+        assert fast(batches(1)[0]).shape == (4, 10)
+
+
+@pytest.mark.parametrize("name", ["centernet_dla34", "fairmot_dla34"])
+def test_centernet_keeps_deformable_convs_in_float(name: str) -> None:
+    torch.manual_seed(0)
+    model = dlagraph.build_module(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    f32 = optimize(model, "fp32", compile=False)  # DeformConv's BN folded into the DCN
+    with torch.no_grad():
+        ref = model(x)
+        out = f32(x)
+        assert all(rel_err(ref[k], out[k]) < 1e-4 for k in ref)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in f32.modules())
+        q = optimize(model, "int8", [x], compile=False)
+        assert len(q.report.float_modules) == 16 and q(x).keys() == ref.keys()
+        deform = [n for n in q.inner.graph.nodes if "deform_conv2d" in str(n.target)]
+        assert len(deform) == 16
+        for node in deform:  # its input arrives in float: no dequantize right before it
+            assert "quantize" not in str(node.args[0].target)
+        b = optimize(model, "bf16", compile=False)
+        assert all(o.dtype == torch.float32 for o in b(x).values())
+        assert "16 deformable conv(s) kept in fp32" in str(b.report)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: optimize(m, "fp16"), "must be one of fp32, bf16, int8"),  # type: ignore[arg-type]
+        (lambda m: optimize(m, "int8"), "int8 needs calibration batches"),
+        (lambda m: optimize(m, "int8", []), "give an iterable of NCHW float tensors"),
+        (lambda m: optimize(m.train(), "fp32"), "call model.eval"),
+        (lambda m: optimize(m, "fp32", compile=False).train(), "inference only"),
+        (
+            lambda m: optimize(m, "int8", batches(1), compile=False)(batches(1, size=64)[0]),
+            r"calibrated on 1 x 32 x 32 images \(got 1 x 64 x 64\)",
+        ),
+    ],
+    ids=[
+        "unknown precision",
+        "int8 without data",
+        "empty calibration",
+        "training model",
+        "train() on the result",
+        "int8 at another image size",
+    ],
+)
+def test_bad_calls_get_one_clear_error(call, match: str) -> None:  # noqa: ANN001
+    with pytest.raises(DlagraphError, match=match):
+        call(tiny())
+
+
+def test_cli_bench_prints_the_table(capsys: pytest.CaptureFixture) -> None:
+    rc = main(["bench", "dla_tiny_digits", "--size", "32", "--batch", "2", "--runs", "1",
+               "--precision", "fp32", "int8", "--calibrate", "--threads", "2"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert "random inputs" in out and "vs dlagraph, fp32 eager (as built)" in out
+    assert "| dlagraph.optimize, int8 |" in out and "| dlagraph.optimize, fp32 |" in out
+    assert "int8: calibrate ..." in err and "int8: compile ..." in err
+
+
+def test_cli_bench_int8_without_calibrate_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "dla_tiny_digits", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "add --calibrate" in err[0]
+
+
+def test_cli_bench_baseline_is_timm_when_the_spec_names_it(capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("timm")
+    from dlagraph.backends.torch.cpubench import bench_spec, table
+
+    rows, baseline = bench_spec(dlagraph.load_spec("dla36"), [], batch=1, size=32, runs=1)
+    assert baseline == "timm dla34, fp32 eager"
+    text = "\n".join(table(rows, baseline))
+    assert "bf16 autocast + channels_last" in text and "dlagraph, fp32 eager" in text
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "c_out", "size", "stride", "padding", "dilation", "bias"),
+    [
+        (1, 8, 16, 9, 1, 1, 1, True),
+        (2, 5, 3, 12, 2, 1, 1, False),
+        (3, 4, 6, 11, 1, 2, 2, True),
+        (1, 16, 16, 1, 1, 1, 1, True),  # a 1x1 image: every tap but the centre is outside
+    ],
+)
+def test_gathered_deform_conv_equals_torchvision(
+    n: int, c: int, c_out: int, size: int, stride: int, padding: int, dilation: int, bias: bool
+) -> None:
+    """Against torchvision's op, with offsets that push samples across and past every border."""
+    import torchvision
+
+    from dlagraph.backends.torch.deform import deform_conv2d_gather
+
+    g = torch.Generator().manual_seed(size * 31 + c)
+    x = torch.randn(n, c, size, size, generator=g, dtype=torch.float64)
+    weight = torch.randn(c_out, c, 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64) if bias else None
+    out_size = (size + 2 * padding - dilation * 2 - 1) // stride + 1
+    offset = torch.randn(n, 18, out_size, out_size, generator=g, dtype=torch.float64) * size / 2
+    offset[:, :, 0, 0] = torch.tensor([-1.0, size + 0.0] * 9)  # exactly on the -1 / H lines
+    mask = torch.rand(n, 9, out_size, out_size, generator=g, dtype=torch.float64)
+    ref = torchvision.ops.deform_conv2d(
+        x, offset, weight, b, stride=stride, padding=padding, dilation=dilation, mask=mask
+    )
+    ours = deform_conv2d_gather(x, weight, offset, mask, b, stride, padding, dilation)
+    # positions are computed in float32 (see the function's doc): agreement to float32 rounding
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_lowered_dcn_matches_the_module_in_fp32_and_bf16() -> None:
+    from dlagraph.backends.torch.deform import LoweredDCN
+    from dlagraph.backends.torch.modules import DCN
+
+    torch.manual_seed(0)
+    dcn = DCN(16, 24).eval()
+    with torch.no_grad():  # trained-like offsets: the init's are all zero
+        dcn.conv_offset_mask.weight.normal_(0, 0.1)
+        x = torch.randn(2, 16, 20, 20)
+        ref = dcn(x)
+        lowered = LoweredDCN(dcn)
+        assert rel_err(ref, lowered(x)) < 1e-5
+        lowered.weight.data = lowered.weight.data.bfloat16()
+        lowered.bias.data = lowered.bias.data.bfloat16()
+        out = lowered(x.bfloat16())
+        assert out.dtype == torch.bfloat16 and rel_err(ref, out.float()) < 0.03
