@@ -344,12 +344,17 @@ def test_kill_int_while_graphviz_renders_leaves_no_orphan(
         stderr=subprocess.PIPE,
         env=os.environ,
     )
-    deadline = time.time() + 60
-    while not hanging_dot.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        deadline = time.time() + 60
+        while not hanging_dot.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:  # a failure here must not leave the CLI (and its pipes) to the next test
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130 and b"Traceback" not in err
     time.sleep(0.2)
     assert _gone(int(hanging_dot.read_text()))
