@@ -219,10 +219,20 @@ def test_cli_bench_prints_the_table(capsys: pytest.CaptureFixture) -> None:
     assert "int8: calibrate ..." in err and "int8: compile ..." in err
 
 
-def test_cli_bench_int8_without_calibrate_is_one_line(capsys: pytest.CaptureFixture) -> None:
-    assert main(["bench", "dla_tiny_digits", "--precision", "int8"]) == 2
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--precision", "int8"], "add --calibrate"),
+        (["--size", "30"], "30x30"),
+    ],
+    ids=["int8 without --calibrate", "a size the network cannot take"],
+)
+def test_cli_bench_refusals_are_one_line(
+    args: list[str], match: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["bench", "dla_tiny_digits", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "add --calibrate" in err[0]
+    assert len(err) == 1 and match in err[0]
 
 
 def test_cli_bench_baseline_is_timm_when_the_spec_names_it(capsys: pytest.CaptureFixture) -> None:

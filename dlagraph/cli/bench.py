@@ -11,6 +11,7 @@ import sys
 import time
 
 from ..errors import DlagraphError
+from ..ir.analysis import summarize
 from ..spec import load_spec
 
 __all__ = ["add_arguments", "run"]
@@ -61,6 +62,7 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    summarize(spec, (args.size, args.size))  # a size the network cannot take: one clean error
     precisions = args.precision or (list(PRECISIONS) if args.calibrate else ["fp32", "bf16"])
     if "int8" in precisions and not args.calibrate:
         raise DlagraphError(
