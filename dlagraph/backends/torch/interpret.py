@@ -16,6 +16,7 @@ import contextlib
 import copy
 import gc
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -329,7 +330,7 @@ def build_module(
                 init_weights(root)
             return DLAModule(g, root)
         owned = read_owned(weights)  # before the modules: a bad checkpoint fails fast
-        with torch.device("meta"):  # modules without memory: no init to pay for
+        with torch.device("meta"), _torch_init_skipped():  # no memory, no init to pay for
             root = _modules(g)
         model = DLAModule(g, root)
         report = assign_weights(model, owned)
@@ -343,6 +344,50 @@ def build_module(
                 init_weights(owner)
     model.load_report = report
     return model
+
+
+_SKIP_INIT = threading.local()
+_SKIP_LOCK = threading.Lock()
+_SKIP_USERS = 0  # builders inside _torch_init_skipped, in any thread
+_INIT_METHODS = (
+    (nn.modules.conv._ConvNd, "reset_parameters"),
+    (nn.Linear, "reset_parameters"),
+    (nn.modules.batchnorm._NormBase, "reset_parameters"),
+    (nn.modules.batchnorm._NormBase, "reset_running_stats"),
+)
+
+
+def _skippable(method: Any) -> Any:
+    def wrapper(self: nn.Module) -> Any:
+        if getattr(_SKIP_INIT, "active", False):
+            return None
+        return method(self)
+
+    wrapper.__wrapped__ = method  # type: ignore[attr-defined]
+    return wrapper
+
+
+@contextlib.contextmanager
+def _torch_init_skipped() -> Iterator[None]:
+    """torch's own layers skip their random init in this thread while modules are built on the
+    meta device (the checkpoint replaces every value; the init ops alone were a sixth of a dla169
+    build). Other threads are unaffected: the wrapped methods check a thread-local flag."""
+    global _SKIP_USERS
+    with _SKIP_LOCK:
+        if _SKIP_USERS == 0:  # the first builder in: wrap (torch is left as it was afterwards)
+            for cls, name in _INIT_METHODS:
+                setattr(cls, name, _skippable(cls.__dict__[name]))
+        _SKIP_USERS += 1
+    _SKIP_INIT.active = True
+    try:
+        yield
+    finally:
+        _SKIP_INIT.active = False
+        with _SKIP_LOCK:
+            _SKIP_USERS -= 1
+            if _SKIP_USERS == 0:
+                for cls, name in _INIT_METHODS:
+                    setattr(cls, name, cls.__dict__[name].__wrapped__)
 
 
 @contextlib.contextmanager

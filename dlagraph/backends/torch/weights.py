@@ -19,6 +19,7 @@ from torch import nn
 
 from ...errors import WeightsError, clip, safe_repr
 from .modules import assign_state
+from .pth_read import read_pth
 from .safetensors_read import read_safetensors
 
 __all__ = ["load_weights", "assign_weights", "LoadReport", "read_owned", "read_state_dict"]
@@ -115,27 +116,34 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _read_file(path: Path) -> Any:
+def _read_file(path: Path) -> tuple[Any, bool]:
+    """The object in a checkpoint file, and whether its tensors own their memory: ``.safetensors``
+    files and ``torch.save`` files of plain tensors (:mod:`.pth_read`) are read by dlagraph into
+    tensors of their own; other ``torch.save`` files go through ``torch.load(weights_only=True)``
+    (memory-mapped where possible)."""
     if path.is_dir():
         raise WeightsError(f"{path}: is a folder, not a checkpoint file")
     if not path.exists():
         raise WeightsError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
         try:
-            return read_safetensors(path)
+            return read_safetensors(path), True
         except (ValueError, OSError) as e:  # truncated, garbage or empty files
             raise WeightsError(
                 f"{path}: not a readable safetensors file ({type(e).__name__}: "
                 f"{clip(str(e).splitlines()[0] if str(e) else '', 120)})"
             ) from None
+    fast = read_pth(path)
+    if fast is not None:
+        return fast, True
     try:
         try:  # memory-mapped (twice as fast): loading copies the tensors out of it
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), False
         except RuntimeError as e:
             if "mmap" not in str(e):
                 raise
             # files from before torch 1.6 (the official DLA checkpoints) cannot be mapped
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as e:  # pickle.UnpicklingError, EOFError, IndexError on empty files …
         raise WeightsError(
             f"{path}: not loaded: it is not a plain tensor checkpoint ({type(e).__name__}: "
@@ -153,7 +161,14 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
     Raises:
         WeightsError: for anything that is not a mapping of string names to tensors.
     """
-    sd: Any = dict(source) if isinstance(source, Mapping) else _read_file(Path(source))
+    return _state_dict(source)[0]
+
+
+def _state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
+    """:func:`read_state_dict`, and whether its tensors own their memory (read from a file by
+    dlagraph's own readers), so that loading may keep them without a copy."""
+    sd: Any
+    sd, owned = (dict(source), False) if isinstance(source, Mapping) else _read_file(Path(source))
     for key in ("state_dict", "model", "model_state"):
         if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
             sd = sd[key]
@@ -170,7 +185,7 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
             )
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return dict(sd)
+    return dict(sd), owned
 
 
 def _unfit(k: str, v: torch.Tensor, own: torch.Tensor) -> str | None:
@@ -246,8 +261,8 @@ def read_owned(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor
     """:func:`read_state_dict`, each tensor copied to memory of its own on the CPU (not a view of
     a memory-mapped file, nor of a caller's state dict). Tensors that cannot be loaded are left as
     they are, for the load's report to name."""
-    sd = read_state_dict(source)
-    if not isinstance(source, Mapping) and Path(source).suffix == ".safetensors":
+    sd, owned = _state_dict(source)
+    if owned:
         return sd  # read into tensors of their own already
     return {
         k: v.detach().to("cpu", copy=True) if _unfit(k, v, v) is None else v for k, v in sd.items()
