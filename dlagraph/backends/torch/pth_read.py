@@ -25,19 +25,18 @@ from typing import Any
 
 import torch
 
+from .safetensors_read import DTYPES
+
 __all__ = ["read_pth"]
 
+# torch.save's typed storage names, in the order of the safetensors reader's dtype table
 STORAGES = {
-    "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
+    f"{kind}Storage": dtype
+    for kind, dtype in zip(
+        ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool"),
+        DTYPES.values(),
+        strict=True,
+    )
 }
 
 
