@@ -327,9 +327,15 @@ def test_graphviz_has_a_time_limit_and_is_reaped(hanging_dot: Path, tmp_path: Pa
     assert _gone(int(hanging_dot.read_text()))
 
 
+@pytest.mark.parametrize("blocked", [False, True], ids=["plain", "spawned with SIGINT blocked"])
 def test_kill_int_while_graphviz_renders_leaves_no_orphan(
-    hanging_dot: Path, tmp_path: Path
+    hanging_dot: Path, tmp_path: Path, blocked: bool
 ) -> None:
+    # blocked: a parent that leaves SIGINT blocked in its children (after torch.compile, a Python
+    # process spawned them with every signal blocked); the CLI unblocks it
+    def block() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -343,6 +349,7 @@ def test_kill_int_while_graphviz_renders_leaves_no_orphan(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ,
+        preexec_fn=block if blocked else None,  # noqa: PLW1509 - a test of exactly this
     )
     try:
         deadline = time.time() + 60

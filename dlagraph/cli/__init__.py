@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -105,7 +106,16 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _accept_interrupts() -> None:
+    """Unblock SIGINT and SIGTERM in this thread. A process inherits its parent's signal mask, and
+    some parents leave them blocked (a Python program with torch.compile's worker threads spawned
+    children with every signal blocked): Ctrl-C or ``kill -INT`` would then never reach us."""
+    if hasattr(signal, "pthread_sigmask"):  # POSIX
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _accept_interrupts()
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
