@@ -336,6 +336,7 @@ def test_kill_int_while_graphviz_renders_leaves_no_orphan(
     def block() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
+    out, errs = (tmp_path / "stdout").open("wb"), (tmp_path / "stderr").open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -346,8 +347,11 @@ def test_kill_int_while_graphviz_renders_leaves_no_orphan(
             "-o",
             str(tmp_path / "o"),
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        # files, not pipes: a process forked meanwhile by this (torch-using) test process could
+        # inherit a pipe's write end and hold it open, so EOF would never come although the CLI
+        # had exited
+        stdout=out,
+        stderr=errs,
         env=os.environ,
         preexec_fn=block if blocked else None,  # noqa: PLW1509 - a test of exactly this
     )
@@ -357,11 +361,14 @@ def test_kill_int_while_graphviz_renders_leaves_no_orphan(
             time.sleep(0.05)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:  # a failure here must not leave the CLI (and its pipes) to the next test
+        proc.wait(timeout=30)
+    finally:  # a failure here must not leave the CLI to the next test
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        out.close()
+        errs.close()
+    err = (tmp_path / "stderr").read_bytes()
     assert proc.returncode == 130 and b"Traceback" not in err
     time.sleep(0.2)
     assert _gone(int(hanging_dot.read_text()))
