@@ -332,9 +332,13 @@ def test_kill_int_while_graphviz_renders_leaves_no_orphan(
     hanging_dot: Path, tmp_path: Path, blocked: bool
 ) -> None:
     # blocked: a parent that leaves SIGINT blocked in its children (after torch.compile, a Python
-    # process spawned them with every signal blocked); the CLI unblocks it
+    # process spawned them with every signal blocked); the CLI unblocks it. SIGINT's disposition
+    # is reset to the default either way: an ignored SIGINT is inherited, and a CLI started with it
+    # ignored (a background job of a shell) rightly ignores it.
     def block() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
     out, errs = (tmp_path / "stdout").open("wb"), (tmp_path / "stderr").open("wb")
     proc = subprocess.Popen(
@@ -353,7 +357,7 @@ def test_kill_int_while_graphviz_renders_leaves_no_orphan(
         stdout=out,
         stderr=errs,
         env=os.environ,
-        preexec_fn=block if blocked else None,  # noqa: PLW1509 - a test of exactly this
+        preexec_fn=block,  # noqa: PLW1509 - a test of exactly this
     )
     try:
         deadline = time.time() + 60
@@ -361,7 +365,11 @@ def test_kill_int_while_graphviz_renders_leaves_no_orphan(
             time.sleep(0.05)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # say why: the CLI's signal state
+            status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            pytest.fail(f"the CLI ignored SIGINT: {[x for x in status if x.startswith('Sig')]}")
     finally:  # a failure here must not leave the CLI to the next test
         if proc.poll() is None:
             proc.kill()
