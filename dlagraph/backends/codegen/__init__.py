@@ -170,7 +170,7 @@ def generate_source(
     facts = g.graph
     classes: dict[str, Any] = {}
     helpers = {"init_weights"} if facts["init"] == "dla" else set()
-    helpers |= {"fold_batchnorm", "_fold_pair"} if fold_bn else set()
+    helpers |= {"fold_batchnorm", "_fold_pair", "fold_into"} if fold_bn else set()
     init_lines = _init_lines(g, classes, helpers)
     clash = sorted(set(classes) & (set(HELPERS) | ALLOWED_GLOBALS))
     if clash:

@@ -38,6 +38,7 @@ HELPERS = (
     "init_weights",
     "fold_batchnorm",
     "_fold_pair",
+    "fold_into",
     "read_weights",
     "assign_state",
     "feature_take_indices",

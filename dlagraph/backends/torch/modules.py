@@ -500,11 +500,17 @@ def _fold_pair(conv: nn.Module, bn: nn.Module) -> bool:
         return False
     if conv.out_channels != bn.num_features:
         return False
+    fold_into(conv, bn)
+    return True
+
+
+def fold_into(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
+    """Fold ``bn`` (applied after ``conv``) into ``conv``'s ``weight`` and ``bias``: any module
+    with those, a Conv2d or a DCN. The caller has checked that the channels match."""
     with torch.no_grad():
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         bias = bn.bias - bn.running_mean * scale
         if conv.bias is not None:
             bias = bias + conv.bias * scale
         conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-        conv.bias = nn.Parameter(bias)
-    return True
+        conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)

@@ -265,6 +265,8 @@ def _is_deformable(m: nn.Module) -> bool:
 def _fold_deform_convs(net: nn.Module) -> None:
     """CenterNet's ``DeformConv`` registers its BN (in ``actf``) before its conv, so the
     registration-order folding skips it; fold it here (into a DCN's weight and bias too)."""
+    from .modules import fold_into
+
     for m in net.modules():
         actf, conv = getattr(m, "actf", None), getattr(m, "conv", None)
         if not (isinstance(actf, nn.Sequential) and isinstance(actf[0], nn.BatchNorm2d)):
@@ -273,13 +275,7 @@ def _fold_deform_convs(net: nn.Module) -> None:
         weight = getattr(conv, "weight", None)
         if not isinstance(weight, torch.Tensor) or weight.shape[0] != bn.num_features:
             continue
-        with torch.no_grad():
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = bn.bias - bn.running_mean * scale
-            if conv.bias is not None:
-                bias = bias + conv.bias * scale
-            weight.mul_(scale.reshape(-1, 1, 1, 1))
-            conv.bias = nn.Parameter(bias, requires_grad=False)
+        fold_into(conv, bn)
         actf[0] = nn.Identity()
 
 
