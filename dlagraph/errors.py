@@ -16,6 +16,7 @@ __all__ = [
     "CodegenError",
     "WeightsError",
     "clip",
+    "one_line",
     "safe_repr",
 ]
 
@@ -53,6 +54,15 @@ class CodegenError(DlagraphError):
 
 class WeightsError(DlagraphError):
     """A checkpoint does not fit a model (missing, unexpected or mis-shaped keys, or unsafe content)."""
+
+
+def one_line(text: str) -> str:
+    """``text`` for a comment or a docstring of generated source: as it is when it is printable
+    and holds no quote or backslash, else escaped (``\\n``, ``\\"``, ``\\x..``): it can never end
+    a comment's line, close a docstring or start an escape of its own."""
+    if text.isprintable() and not set(text) & {'"', "\\"}:
+        return text
+    return ascii(text)[1:-1].replace('"', '\\"')
 
 
 def clip(text: str, limit: int = 60) -> str:

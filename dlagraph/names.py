@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
 
-__all__ = ["class_name", "var_name", "RESERVED"]
+__all__ = ["class_name", "var_name", "RESERVED", "MODULE_ATTRIBUTES", "attribute_clash"]
 
 # names a generated file defines or imports; a model class must not shadow them
 RESERVED = frozenset(
@@ -47,3 +48,39 @@ def var_name(node: str) -> str:
     ``_`` appended where that would shadow a builtin or an argument (a head called ``id``)."""
     name = node.replace(".", "_")
     return name + "_" if name in _LOCALS or keyword.iskeyword(name) else name
+
+
+# The public attributes and methods of the modules dlagraph builds: torch.nn.Module's,
+# torch.fx.GraphModule's, the interpreter's DLAModule and timm's model API, and the generated
+# classes' own. A network's top-level module (a CenterNet task head) named like one would replace
+# it, or be shadowed by it. tests/test_names.py checks this list against the installed torch.
+MODULE_ATTRIBUTES = frozenset(
+    """
+    T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda
+    double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
+    get_submodule half ipu load_state_dict modules mtia named_buffers named_children
+    named_modules named_parameters parameters register_backward_hook register_buffer
+    register_forward_hook register_forward_pre_hook register_full_backward_hook
+    register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state
+    set_submodule share_memory state_dict to to_empty train training type xpu zero_grad
+    add_submodule code delete_all_unused_submodules delete_submodule graph meta print_readable
+    recompile shape_env to_folder
+    dag feature_info load_report default_cfg pretrained_cfg forward_features forward_head
+    forward_intermediates get_classifier reset_classifier grad_checkpointing
+    set_grad_checkpointing group_matcher head_hidden_size in_chans num_classes num_features
+    num_levels prune_intermediate_layers
+    from_weights fold_bn
+    """.split()
+)
+_METHODS = re.compile(r"forward_level[0-9]+")  # the generated class's per-level methods
+
+
+def attribute_clash(name: str) -> str | None:
+    """Why a top-level module may not be called ``name`` (None when it may)."""
+    if name.startswith("_"):
+        return "names starting with _ are reserved for the module's private attributes"
+    if name in MODULE_ATTRIBUTES or _METHODS.fullmatch(name):
+        return f"{name!r} is an attribute or method of the network's module (torch.nn.Module, timm's API or the generated class)"
+    return None

@@ -20,6 +20,13 @@ TINY: dict[str, Any] = {
 }
 
 
+TINY_YAML = """\
+name: tiny
+block: {type: basic}
+levels: [{channels: 8}, {channels: 16}, {channels: 32, depth: 1}]
+"""
+
+
 def import_file(path: Path, name: str) -> ModuleType:
     """Import a ``.py`` file as module ``name`` (registered, so dataclasses and pickling work)."""
     spec = importlib.util.spec_from_file_location(name, path)

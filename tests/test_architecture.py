@@ -71,10 +71,17 @@ LAYERS = {
     "dlagraph._version": set(),
     "dlagraph.errors": set(),
     "dlagraph.names": set(),
+    "dlagraph.system": set(),
     "dlagraph.io": {"dlagraph.errors"},
     "dlagraph.blocks": {"dlagraph.errors"},
-    "dlagraph.spec": {"dlagraph.errors", "dlagraph.blocks", "dlagraph.spec"},
-    "dlagraph.ir": {"dlagraph.errors", "dlagraph.blocks", "dlagraph.spec", "dlagraph.ir"},
+    "dlagraph.spec": {"dlagraph.errors", "dlagraph.blocks", "dlagraph.spec", "dlagraph.names"},
+    "dlagraph.ir": {
+        "dlagraph.errors",
+        "dlagraph.blocks",
+        "dlagraph.spec",
+        "dlagraph.ir",
+        "dlagraph.names",
+    },
     "dlagraph.backends": {
         "dlagraph.errors",
         "dlagraph.blocks",
@@ -84,6 +91,7 @@ LAYERS = {
         "dlagraph.io",
         "dlagraph._version",
         "dlagraph.backends",
+        "dlagraph.system",
     },
 }
 

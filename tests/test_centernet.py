@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import dlagraph
@@ -155,6 +157,7 @@ def test_init_follows_the_published_code() -> None:
         ({"heads": {"9x": 1}}, "head names must be identifiers"),
         ({"heads": {"class": 1}}, "head names must be identifiers"),
         ({"heads": {"base": 1}}, "head name 'base' is taken by the network's own module"),
+        ({"heads": {"eval": 1}}, "head.heads.eval: 'eval' is an attribute or method"),
         ({"head_conv": -1}, "head.head_conv: must be at least 0"),
         ({"node": "dcnv3"}, "head.node: must be one of 'dcn' or 'conv'"),
         ({"final_kernel": 2}, "head.final_kernel: must be odd"),
@@ -166,6 +169,104 @@ def test_head_validation(change: dict, problem: str) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(spec)
     assert any(problem in p for p in info.value.problems), info.value.problems
+
+
+TINY_NET = {  # the smallest CenterNet: fast enough to build many
+    "name": "tiny_ct",
+    "block": {"type": "basic"},
+    "levels": [{"channels": 4}, {"channels": 4}, {"channels": 8, "depth": 1},
+               {"channels": 8, "depth": 1}],
+    "head": {"type": "centernet", "heads": {"hm": 2}, "down_ratio": 2, "head_conv": 4,
+             "node": "conv"},
+}  # fmt: skip
+
+
+def _with_heads(heads: dict[str, int]) -> dict:
+    return {**TINY_NET, "head": {**TINY_NET["head"], "heads": heads}}
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("type", "attribute or method"),
+        ("training", "attribute or method"),
+        ("to", "attribute or method"),
+        ("forward", "attribute or method"),
+        ("state_dict", "attribute or method"),
+        ("from_weights", "attribute or method"),
+        ("forward_level2", "attribute or method"),
+        ("_modules", "reserved for the module's private"),
+        ("output", "taken by the network's own module or graph node"),
+        ("input", "taken by the network's own module or graph node"),
+        ("ida_up", "taken by the network's own module or graph node"),
+        ("x" * 65, "at most 64 characters"),
+    ],
+)
+def test_head_names_that_would_collide_are_refused_at_their_path(name: str, why: str) -> None:
+    with pytest.raises(SpecError) as info:
+        build_module(_with_heads({"hm": 1, name: 2}))
+    where = f"head.heads.{name}: " if len(name) < 60 else "head.heads['xxx"
+    assert any(p.startswith(f"<spec>: {where}") and why in p
+               for p in info.value.problems), info.value.problems  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "heads",
+    [{"x": 1, "x_": 2}, {"hm": 1, "ida_up_node_1": 2}, {"hm": 1, "dla_up_ida_0_node_1": 2}],
+    ids=["sanitised-twins", "neck-variable", "dla-up-variable"],
+)
+def test_head_names_that_share_a_generated_variable_are_refused(heads: dict) -> None:
+    with pytest.raises(SpecError, match=r"head.heads.\w+: .* would share the variable"):
+        dlagraph.compile_spec(_with_heads(heads))
+
+
+def test_the_reserved_names_cover_every_attribute_of_the_built_modules() -> None:
+    """The spec layer refuses head names from a static list (it has no torch); that list must hold
+    every public attribute the installed torch, the interpreter and the generated classes have."""
+    from dlagraph.names import MODULE_ATTRIBUTES, attribute_clash
+
+    spec = load_spec("centernet_tiny_shapes")
+    interpreted = build_module(spec, weights=build_module(spec).state_dict())  # load_report too
+    generated = exec_generated(generate_source(spec, fold_bn=True))()
+    classifier = exec_generated(generate_source("dla_tiny_digits"))()
+    own = {"base", "dla_up", "ida_up", *spec.head.heads, "level0", "level1", "level2", "level3",
+           "level4", "level5", "base_layer", "fc", "global_pool", "head_drop", "flatten"}  # fmt: skip
+    for model in (interpreted, generated, classifier, build_module("dla_tiny_digits")):
+        public = {a for a in dir(model) if not a.startswith("_")} - own
+        missing = sorted(a for a in public if attribute_clash(a) is None)
+        assert not missing, f"{type(model).__name__}: {missing} are not in MODULE_ATTRIBUTES"
+    assert "forward_level9" not in MODULE_ATTRIBUTES and attribute_clash("forward_level9")
+
+
+@settings(deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["hm", "wh", "reg", "id", "x", "x_", "self", "input_", "torch", "nn",
+                         "F", "math", "base_", "level2", "ida_up_up_1", "hm_0", "out", "fc",
+                         "forward_features", "cuda", "dla_up_ida_0_proj_1", "node", "proj_1"]),
+        st.integers(1, 3),
+        min_size=1,
+        max_size=4,
+    )
+)  # fmt: skip
+def test_any_head_set_is_refused_or_computes_the_same_in_both_backends(heads: dict) -> None:
+    """Whatever the names: a SpecError at a head's path, or a network whose interpreter and
+    generated class construct and compute the same maps (never a class that fails or differs)."""
+    spec = _with_heads(heads)
+    try:
+        dlagraph.compile_spec(spec)
+    except SpecError as e:
+        assert all("head.heads" in p for p in e.problems), e.problems
+        return
+    torch.manual_seed(0)
+    ours = build_module(spec).eval()
+    gen = exec_generated(generate_source(spec))()
+    gen.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        a, b = ours(x), gen.eval()(x)
+    assert list(a) == list(b) == list(heads)
+    assert all(torch.equal(a[k], b[k]) for k in heads)
 
 
 def test_any_backbone_gets_the_neck_with_static_channel_bookkeeping() -> None:
@@ -253,6 +354,43 @@ def test_decode_network_output_end_to_end() -> None:
 def test_decode_refuses_outputs_without_hm() -> None:
     with pytest.raises(dlagraph.DlagraphError, match="needs `hm` and `wh`"):
         dlagraph.centernet_decode({"wh": torch.zeros(1, 2, 4, 4)})
+
+
+def _maps(b: int = 1, c: int = 3, h: int = 8, w: int = 8, wh: int = 2) -> dict:
+    return {"hm": torch.randn(b, c, h, w), "wh": torch.rand(b, wh, h, w),
+            "reg": torch.rand(b, 2, h, w)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outputs", "kwargs", "problem"),
+    [
+        ([torch.zeros(1, 1, 4, 4)], {}, "outputs: give the network's dict of maps"),
+        ({**_maps(), "wh": torch.rand(2, 2, 8, 8)}, {}, "outputs['wh']: .* disagrees with `hm`"),
+        ({**_maps(), "reg": torch.rand(1, 2, 4, 8)}, {}, "outputs['reg']: .* in batch or size"),
+        ({**_maps(), "reg": torch.rand(1, 3, 8, 8)}, {}, "outputs['reg']: must have 2 channels"),
+        (_maps(wh=3), {}, "outputs['wh']: must have 2 or 4 channels"),
+        ({**_maps(), "hm": torch.randn(3, 8, 8)}, {}, "outputs['hm']: must be a float"),
+        ({**_maps(), "hm": torch.ones(1, 3, 8, 8, dtype=torch.long)}, {}, "must be a float"),
+        ({**_maps(), "wh": [[1.0]]}, {}, "outputs['wh']: must be a float .*got list"),
+        (_maps(c=0), {}, "outputs['hm']: has no classes or no positions"),
+        (_maps(), {"k": 0}, "k: must be a whole number from 1"),
+        (_maps(), {"down_ratio": 2.5}, "down_ratio: must be a whole number from 1"),
+        (_maps(), {"k": True}, "k: must be a whole number from 1"),
+    ],
+)
+def test_decode_names_the_argument_that_is_wrong(
+    outputs: object, kwargs: dict, problem: str
+) -> None:
+    with pytest.raises(
+        dlagraph.DlagraphError, match=problem.replace("[", r"\[").replace("]", r"\]")
+    ):
+        dlagraph.centernet_decode(outputs, **kwargs)  # type: ignore[arg-type]
+
+
+def test_decode_of_an_empty_batch_is_an_empty_list() -> None:
+    assert dlagraph.centernet_decode(_maps(b=0)) == []
+    dets = dlagraph.centernet_decode(_maps(b=2, c=1, h=2, w=2), k=1000)  # k above the positions
+    assert len(dets) == 2 and dets[0]["boxes"].shape == (4, 4)
 
 
 # ---- export and compile ----------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import math
 import os
 import re
 import shutil
@@ -12,11 +14,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
+from torch import nn
 
+import dlagraph
 from dlagraph import (
     CodegenError,
+    GraphError,
     InputSizeError,
     build_module,
+    compile_spec,
     generate_source,
     load_spec,
     summarize,
@@ -289,3 +296,188 @@ def test_pruned_features_head_documents_the_stride_summarize_accepts() -> None:
     assert summarize(spec, (4, 8)).input_size == (4, 8)
     with pytest.raises(InputSizeError, match="multiples of the total stride 4"):
         summarize(spec, (6, 8))
+
+
+# ---- strings from a reloaded graph never reach the source raw ------------------------------------
+
+
+def _reloaded(spec: dict | str = "dla_tiny_digits") -> object:
+    """A compiled graph as a user reloads it from ``.graph.json`` (JSON round trip)."""
+    import json
+
+    import networkx as nx
+
+    from dlagraph.cli.build import _graph_json
+
+    data = json.loads(_graph_json(compile_spec(spec)))
+    return nx.node_link_graph(data, edges="edges")
+
+
+EVIL = '"""\nimport os; os.system("true")  # '
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value"),
+    [
+        ("graph", "paper_name", EVIL),
+        ("graph", "reference", EVIL),
+        ("graph", "layout", EVIL),
+        ("graph", "name", "x\nimport os"),
+        ("graph", "name", "other"),  # a valid name, but not the spec's
+        ("graph", "spec", {"name": EVIL}),
+        ("graph", "modules", ["base_layer", EVIL]),
+        ("graph", "input", EVIL),
+        ("graph", "total_stride", "32"),
+        ("meta", "spec_path", "levels[2]\nimport os"),
+        ("meta", "role", EVIL),
+        ("meta", "eq", "eq5\n"),
+        ("meta", "arg_roles", ["I", EVIL]),
+    ],
+)
+def test_tampered_strings_of_a_reloaded_graph_are_refused(
+    where: str, key: str, value: object
+) -> None:
+    from dlagraph import GraphError, build_module
+
+    g = _reloaded()
+    body = generate_source(g).splitlines()[2:]  # the round trip itself is fine (but the header)
+    assert body == generate_source("dla_tiny_digits").splitlines()[2:]
+    if where == "graph":
+        g.graph[key] = value
+    else:
+        g.nodes["level2.root"]["meta"][key] = value
+    with pytest.raises(GraphError, match=re.escape(key) if where == "graph" else "level2.root"):
+        generate_source(g)
+    with pytest.raises(GraphError):
+        build_module(g)
+
+
+@given(st.text(max_size=40))
+def test_any_text_in_comments_and_docstrings_stays_one_escaped_line(text: str) -> None:
+    """The one function every comment and docstring string goes through: whatever it is given,
+    what it returns is printable, has no quote or newline to end a comment or docstring, and a
+    docstring holding it still parses to one statement."""
+    import ast
+
+    from dlagraph.errors import one_line
+
+    shown = one_line(text)
+    assert shown.isprintable() and '"' not in shown.replace('\\"', "")
+    module = ast.parse(f'"""{shown}"""\n# {shown}\n')
+    assert len(module.body) == 1
+
+
+# ---- names, literals and tampered graphs ---------------------------------------------------------
+
+
+class InvertedResidual(nn.Module):
+    """Shares its name with the model class of a spec called `inverted_residual`."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)) + shortcut)
+
+
+class DlaRoot(InvertedResidual):
+    """Shares its name with a helper every generated file defines."""
+
+
+def test_block_class_named_like_the_model_class() -> None:
+    dlagraph.register_block("inverted_residual", replace=True)(InvertedResidual)
+    try:
+        spec = {**TINY, "name": "inverted_residual", "block": {"type": "inverted_residual"}}
+        cls = exec_generated(generate_source(spec))
+        assert cls.__name__ == "InvertedResidualNet"
+        torch.manual_seed(0)
+        gen = cls().eval()
+        torch.manual_seed(0)
+        ref = build_module(spec).eval()
+        x = torch.randn(1, 3, 32, 32)
+        assert torch.equal(gen(x), ref(x))
+    finally:
+        dlagraph.unregister_block("inverted_residual")
+
+
+def test_block_class_named_like_a_helper_is_refused() -> None:
+    dlagraph.register_block("rooty")(DlaRoot)
+    try:
+        with pytest.raises(CodegenError, match="'DlaRoot' has the name of a helper"):
+            generate_source({**TINY, "block": {"type": "rooty"}})
+    finally:
+        dlagraph.unregister_block("rooty")
+
+
+@pytest.mark.parametrize(
+    ("part", "key", "value"),
+    [
+        ("layout", "module", "level2.tree1;__import__('os').system('true')"),
+        ("layout", "module", "os.system"),  # a valid path, but not this node's: refused
+        ("rec", "in_channels", "32)\nimport os\n("),
+        ("rec", "options", {"cardinality": "__import__('os')"}),
+        ("rec", "evil", "__import__('os')"),  # a field the op's record does not declare
+        ("layout", "symbols", {"in_channels": "__import__('os')"}),
+    ],
+)
+def test_tampered_graph_attributes_never_reach_source(part: str, key: str, value: object) -> None:
+    g = compile_spec({**TINY, "block": {"type": "split", "cardinality": 1}})
+    g.nodes["level2.tree1"][part][key] = value
+    with pytest.raises(GraphError, match="level2.tree1"):
+        generate_source(g)
+    with pytest.raises(GraphError, match="level2.tree1"):
+        build_module(g)
+
+
+def test_source_path_with_a_newline_stays_in_the_comment() -> None:
+    src = generate_source(compile_spec(TINY), source_path="x.yaml\nimport os")
+    assert "\nimport os" not in src and "from x.yaml\\nimport os (sha256" in src
+
+
+class Act(str, enum.Enum):
+    relu = "relu"
+    gelu = "gelu"
+
+
+class ScaledBlock(nn.Module):
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        scale: float = 1.0
+        act: Act = Act.relu
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        scale: float = 1.0,
+        act: str = "relu",
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.scale = 1.0 if math.isnan(scale) or math.isinf(scale) else scale
+        self.act = act
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x) * self.scale + shortcut
+        return torch.relu(y) if self.act == "relu" else torch.nn.functional.gelu(y)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -float("inf"), 0.5])
+def test_non_finite_float_and_enum_options_become_literals(scale: float) -> None:
+    dlagraph.register_block("scaled")(ScaledBlock)
+    try:
+        spec = {**TINY, "block": {"type": "scaled", "scale": scale, "act": Act.gelu}}
+        src = generate_source(spec)
+        assert 'act="gelu"' in src and "<Act" not in src
+        cls = exec_generated(src)
+        torch.manual_seed(0)
+        gen = cls().eval()
+        torch.manual_seed(0)
+        ref = build_module(spec).eval()
+        x = torch.randn(1, 3, 32, 32)
+        assert torch.equal(gen(x), ref(x))
+    finally:
+        dlagraph.unregister_block("scaled")

@@ -181,3 +181,26 @@ def test_without_any_graphviz_writes_the_dot_file_and_says_how_to_install(tmp_pa
 def test_unknown_format_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["draw", "specs/dla36.yaml", "-o", str(tmp_path / "x.gif")]) == 2
     assert "unknown diagram format 'gif'" in capsys.readouterr().err
+
+
+# ---- input sizes and labels ----------------------------------------------------------------------
+
+
+SIX_TREES = """\
+name: six
+block: {type: basic}
+levels: [{channels: 8}, {channels: 16}, {channels: 16, depth: 1}, {channels: 16, depth: 1},
+         {channels: 16, depth: 1}, {channels: 16, depth: 1}, {channels: 16, depth: 1}]
+"""
+
+
+def test_draw_honours_input_size_and_labels_none(tmp_path: Path) -> None:
+    p = tmp_path / "six.yaml"
+    p.write_text(SIX_TREES)
+    assert main(["draw", str(p), "-o", str(tmp_path / "a.dot"), "--labels", "none"]) == 0
+    assert main(["draw", str(p), "-o", str(tmp_path / "b.dot"), "--labels", "shapes"]) == 0
+    assert "16x4x4" in (tmp_path / "b.dot").read_text()  # level 6 at 256 / 64
+    args = ["draw", str(p), "-o", str(tmp_path / "c.dot"), "--labels", "shapes"]
+    assert main([*args, "--input-size", "128", "192"]) == 0
+    assert "16x2x3" in (tmp_path / "c.dot").read_text()
+    assert main([*args, "--input-size", "100", "100"]) == 2  # a clean error, not a traceback

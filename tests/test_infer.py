@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import assume, given
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import dlagraph
 from dlagraph import DlagraphError, build_module, infer_checkpoint, infer_spec, load_spec
@@ -159,7 +161,7 @@ def test_assumptions_are_reported_and_overrides_settle_them() -> None:
     assert fields == ["aggregation.residual", "head.dropout", "head.type", "name"]
     assert inf.spec.aggregation.residual is False  # taken from the defaults, and said so
     inf = infer_checkpoint(sd, {"aggregation.residual": True, "head.dropout": 0.2}, name="x")
-    assert [a.split(":")[0] for a in inf.assumptions] == ["head.type", "name"]
+    assert [a.split(":")[0] for a in inf.assumptions] == ["head.type"]  # a name given is no guess
     assert inf.spec.aggregation.residual and inf.spec.head.dropout == 0.2
     with pytest.raises(dlagraph.SpecError, match="aggregation.kernel_size"):
         infer_spec(sd, {"aggregation.kernel_size": 2})
@@ -259,8 +261,15 @@ def test_transfer_dla62_s_into_dla104_s_keeps_the_levels_before_the_first_differ
     a, b = build_module("dla62_s"), build_module("dla104_s")
     report = dlagraph.load_weights(b, a.state_dict(), transfer=True)
     table = {r.split()[0]: r.split()[1:] for r in report.transfer_table()[1:]}
-    assert table["level2"] == ["48", "0", "0"] and table["level3"] == ["0", "174", "84"]
-    assert table["level5"][:2] == ["48", "0"] and "transferred 116 tensors" in str(report)
+    sa, sb = a.state_dict(), b.state_dict()
+    for level in ("base_layer", "level2", "level3", "level5"):  # counted from the state dicts
+        mine = [k for k in sb if k.split(".")[0] == level]
+        fits = [k for k in mine if k in sa and sa[k].shape == sb[k].shape]
+        nowhere = [k for k in sa if k.split(".")[0] == level and k not in sb]
+        assert table[level] == [str(len(fits)), str(len(mine) - len(fits)), str(len(nowhere))]
+    assert table["level2"][1:] == ["0", "0"] and table["level3"][0] == "0"
+    assert sum(int(row[0]) + int(row[1]) for row in table.values()) == len(sb)  # each once
+    assert f"transferred {len(report.matched)} tensors" in str(report)
     module, why = first_difference(load_spec("dla62_s"), load_spec("dla104_s"))
     assert module == "level2" and "residual False" in why  # eq. 4 in dla104_s only
     la, lb = _levels(a, 3), _levels(b, 3)
@@ -280,3 +289,147 @@ def test_transfer_across_a_deeper_level_keeps_everything_before_it() -> None:
     la, lb = _levels(a, 6), _levels(b, 6)
     assert all(torch.equal(la[i], lb[i]) for i in range(4))
     assert not torch.equal(la[4], lb[4])
+
+
+# ---- any shapes, any sizes, any names -------------------------------------------------------------
+
+
+def _shapes_of(name: str) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in meta_state(name).items()}
+
+
+@pytest.fixture(scope="module")
+def preset_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
+    return {n: _shapes_of(n) for n in ("dla36", "dla48_s_s", "dla60_res2net", "dla36_seg_cityscapes",
+                                       "dla34_up", "centernet_tiny_shapes")}  # fmt: skip
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_shapes_give_a_dlagraph_error_naming_a_tensor(
+    preset_shapes: dict, data: Any
+) -> None:
+    """Tensors reshaped (a dimension dropped, added, emptied or scaled), removed or renamed: infer
+    answers with a spec or a DlagraphError, never an IndexError or KeyError."""
+    name = data.draw(st.sampled_from(sorted(preset_shapes)))
+    shapes = dict(preset_shapes[name])
+    keys = sorted(shapes)
+    for _ in range(data.draw(st.integers(1, 3))):
+        k = data.draw(st.sampled_from(keys))
+        if k not in shapes:
+            continue
+        s, how = (
+            shapes[k],
+            data.draw(st.sampled_from(["drop", "add", "zero", "scale", "del", "rank0"])),
+        )
+        if how == "del":
+            del shapes[k]
+        else:
+            shapes[k] = {"drop": s[:-1], "add": (*s, 1), "zero": (0, *s[1:]), "rank0": (),
+                         "scale": tuple(3 * x for x in s)}[how]  # fmt: skip
+    sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    try:
+        infer_checkpoint(sd)
+    except DlagraphError as e:
+        assert len(str(e).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"level2.root.conv.weight": (128, 384)}, "level2.root.conv.weight [128, 384] has 2 dim"),
+        ({"level3.tree1.tree1.conv2.weight": (0, 128, 3, 3)}, "is empty"),
+        ({"fc.weight": (1000,)}, "tensor fc.weight [1000] has 1 dimensions where a DLA's has 4"),
+    ],
+)
+def test_shapes_are_checked_before_use(preset_shapes: dict, change: dict, problem: str) -> None:
+    sd = {k: torch.empty(s, device="meta") for k, s in {**preset_shapes["dla36"], **change}.items()}
+    with pytest.raises(DlagraphError, match=re.escape(problem)):
+        infer_checkpoint(sd)
+
+
+def test_a_missing_companion_tensor_is_named(preset_shapes: dict) -> None:
+    shapes = dict(preset_shapes["dla36_seg_cityscapes"])
+    del shapes["ida_up.proj_1.0.weight"]
+    with pytest.raises(DlagraphError, match="lacks tensor ida_up.proj_1.0.weight, which IDA"):
+        infer_checkpoint({k: torch.empty(s, device="meta") for k, s in shapes.items()})
+
+
+def test_a_hundred_thousand_tensors_are_answered_in_seconds(preset_shapes: dict) -> None:
+    import time
+
+    many = {k: torch.empty(s, device="meta") for k, s in preset_shapes["dla36"].items()}
+    many.update({f"level{i}.conv.weight": torch.empty(1, 1, 3, 3, device="meta")
+                 for i in range(6, 100_000)})  # fmt: skip
+    start = time.perf_counter()
+    with pytest.raises(DlagraphError, match="level modules, a DLA at most 18"):
+        infer_checkpoint(many)
+    wide = dict(many)
+    for i in range(6, 100_000):
+        del wide[f"level{i}.conv.weight"]
+    wide.update({f"level3.x{i}.weight": torch.empty(1, device="meta") for i in range(100_000)})
+    with pytest.raises(DlagraphError, match="level3.x"):
+        infer_checkpoint(wide)
+    assert time.perf_counter() - start < 20
+
+
+def test_hostile_tensor_names_are_escaped_and_clipped(preset_shapes: dict) -> None:
+    sd = {k: torch.empty(s, device="meta") for k, s in preset_shapes["dla36"].items()}
+    sd["level2.x\nerror: fake" + "y" * 500] = torch.empty(3, device="meta")
+    with pytest.raises(DlagraphError) as e:
+        infer_checkpoint(sd)
+    assert (
+        "\n" not in str(e.value) and "x\\nerror: fake" in str(e.value) and len(str(e.value)) < 300
+    )
+
+
+@pytest.mark.parametrize(
+    ("stem", "name"),
+    [("random", "random_dla"), ("class", "class_dla"), ("3x", "dla_3x"), ("--", "inferred"),
+     ("My Net.v2", "my_net_v2"), ("torch", "torch_dla")],
+)  # fmt: skip
+def test_a_checkpoint_named_like_a_module_gets_a_fallback_name(
+    tmp_path: Path, stem: str, name: str
+) -> None:
+    path = tmp_path / f"{stem}.pth"
+    torch.save(build_module("dla_tiny_digits").state_dict(), path)
+    inf = infer_checkpoint(path)
+    assert inf.spec.name == name
+    assert any(a.startswith(f"name: {name!r}") for a in inf.assumptions), inf.assumptions
+
+
+def test_set_errors_are_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "w.pth"
+    torch.save(build_module("dla_tiny_digits").state_dict(), path)
+    sets = ["levels.x.channels=3", "levels.99.depth=2", "block.type.extra=1", "a\nb=1"]
+    args = ["infer", str(path)] + [x for s in sets for x in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[:3] == [
+        "error: --set 'levels.x.channels': 'x' is not an index 0..4 of its list",
+        "error: --set 'levels.99.depth': '99' is not an index 0..4 of its list",
+        "error: --set 'block.type.extra': 'type' is not a mapping or list in the spec",
+    ]
+
+
+def test_infer_output_echoes_the_file_name_as_one_comment_line(tmp_path: Path) -> None:
+    path = tmp_path / "we\nird: [x].pth"
+    torch.save(build_module("dla_tiny_digits").state_dict(), path)
+    out = tmp_path / "spec.yaml"
+    assert main(["infer", str(path), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.splitlines()[0].startswith("# Generated by dlagraph") and "we\\nird" in text
+    assert load_spec(out).name == "we_ird_x"
+
+
+def test_diff_takes_a_name_and_refuses_negative_examples(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "random.pth"
+    torch.save(build_module("dla_tiny_digits").state_dict(), path)
+    assert main(["diff", str(path), "dla_tiny_digits", "--name", "mine"]) == 0
+    assert "A: " + str(path) + " (checkpoint): mine, layout timm" in capsys.readouterr().out
+    assert main(["diff", str(path), "dla_tiny_digits"]) == 0  # the fallback name: no error
+    with pytest.raises(SystemExit) as e:
+        main(["diff", str(path), "dla36", "--examples", "-1"])
+    assert e.value.code == 2 and "must be 0 or more" in capsys.readouterr().err

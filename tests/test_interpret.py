@@ -12,10 +12,18 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 import dlagraph
-from dlagraph import RegistryError, SpecError, build_module, load_spec, summarize
+from dlagraph import (
+    DlagraphError,
+    RegistryError,
+    SpecError,
+    build_module,
+    generate_source,
+    load_spec,
+    summarize,
+)
 
 from .conftest import SPEC_PATHS, spec_ids
-from .helpers import TINY
+from .helpers import TINY, exec_generated
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
@@ -276,3 +284,23 @@ def test_random_timm_architectures_are_equal(
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(ours(x), ref(x))
+
+
+# ---- sizes and heads -----------------------------------------------------------------------------
+
+
+def test_a_network_too_wide_for_memory_is_refused_before_allocating() -> None:
+    spec = copy.deepcopy(TINY)
+    spec["levels"][2]["channels"] = 65_536
+    spec["levels"][3]["channels"] = 65_536
+    with pytest.raises(DlagraphError, match=r"need [\d,.]+ GiB of float32 memory, but only"):
+        build_module(spec)
+
+
+def test_unsorted_out_indices_agree_with_feature_info() -> None:
+    spec = {**TINY, "head": {"type": "features", "out_indices": [3, 1]}}
+    model = build_module(spec).eval()
+    outs = model(torch.randn(1, 3, 32, 32))
+    assert [f["num_chs"] for f in model.feature_info] == [o.shape[1] for o in outs] == [64, 16]
+    gen = exec_generated(generate_source(spec))().eval()
+    assert [o.shape[1] for o in gen(torch.randn(1, 3, 32, 32))] == [64, 16]

@@ -139,8 +139,12 @@ def test_int8_compiles_and_takes_other_batch_sizes() -> None:
     x = batches(1, batch=3)[0]
     reference = optimize(model, "int8", cal, compile=False)  # the q/dq graph, run op by op
     with torch.no_grad():
-        assert rel_rms(model(x), fast(x)) < 0.3
-        assert rel_rms(reference(x), fast(x)) < 0.01  # inductor's fused int8 kernels agree
+        want, ref, got = model(x), reference(x), fast(x)
+    assert rel_rms(want, got) < 0.3
+    # inductor's fused int8 kernels round differently from the q/dq reference, and by CPU (AVX2
+    # without VNNI sums u8 x s8 pairs in saturating 16-bit lanes): they may differ from it by no
+    # more than int8 itself differs from fp32 (the quantization's own error on these inputs)
+    assert rel_rms(ref, got) <= rel_rms(want, ref)
 
 
 def test_generated_class_quantizes_like_the_interpreter() -> None:
@@ -187,7 +191,27 @@ def test_centernet_keeps_deformable_convs_in_float(name: str) -> None:
     [
         (lambda m: optimize(m, "fp16"), "must be one of fp32, bf16, int8"),  # type: ignore[arg-type]
         (lambda m: optimize(m, "int8"), "int8 needs calibration batches"),
-        (lambda m: optimize(m, "int8", []), "give an iterable of NCHW float tensors"),
+        (lambda m: optimize(m, "int8", []), "calibration: holds no batches"),
+        (lambda m: optimize(m, "int8", 3), "calibration: give an iterable of NCHW batches"),
+        (lambda m: optimize(m, "int8", batches(1, size=30)), r"calibration\[0\]: sides 30x30 "),
+        (
+            lambda m: optimize(m, "int8", batches(1) + batches(1, size=64)),
+            r"calibration\[1\]: images of 64x64 after 32x32",
+        ),
+        (lambda m: optimize(m, "int8", [torch.zeros(0, 1, 32, 32)]), r"calibration\[0\]: is empty"),
+        (
+            lambda m: optimize(m, "int8", [torch.full((1, 1, 32, 32), float("nan"))]),
+            r"calibration\[0\]: holds NaN",
+        ),
+        (lambda m: optimize(m, "int8", batches(1, channels=3)), r"has 3 channels, the network"),
+        (lambda m: optimize(m, "int8", [torch.zeros(1, 32, 32)]), "must be a float NCHW batch"),
+        (lambda m: optimize(m, "int8", [[1.0]]), r"calibration\[0\]: must be a tensor"),
+        (lambda m: optimize(m, "fp32", [batches(1)[0]]), "only int8 is calibrated"),
+        (lambda m: optimize(3.5, "fp32"), "model: give a built DLA module"),  # type: ignore[arg-type]
+        (
+            lambda m: optimize(m, "fp32", example_input=torch.zeros(2, 1, 31, 31)),
+            "example_input: sides 31x31",
+        ),
         (lambda m: optimize(m.train(), "fp32"), "call model.eval"),
         (lambda m: optimize(m, "fp32", compile=False).train(), "inference only"),
         (
@@ -199,6 +223,17 @@ def test_centernet_keeps_deformable_convs_in_float(name: str) -> None:
         "unknown precision",
         "int8 without data",
         "empty calibration",
+        "not an iterable",
+        "a size the stride does not divide",
+        "mixed sizes",
+        "an empty batch",
+        "a NaN batch",
+        "other channels",
+        "wrong rank",
+        "not a tensor",
+        "calibrating fp32",
+        "not a module",
+        "a bad example input",
         "training model",
         "train() on the result",
         "int8 at another image size",

@@ -115,3 +115,21 @@ def test_installed_wheel_runs_anywhere_without_dot(
     assert "parameters: 26,309,272" in built.stdout
     svg = (elsewhere / "dlagraph-out" / "dla104_s" / "dla104_s.svg").read_text()
     assert svg.startswith("<?xml") and svg.rstrip().endswith("</svg>") and "<g id=" in svg
+
+
+# ---- repository hygiene --------------------------------------------------------------------------
+
+
+def test_repository_hygiene() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    assert not [f for f in tracked if ".egg-info" in f]
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {"runs/", "dlagraph-out/", "build/"} <= set(ignored)
+    assert "BSD 3-Clause License" in (ROOT / "LICENSE").read_text()
+    from dlagraph.cli.common import DEFAULT_OUTPUT
+
+    assert DEFAULT_OUTPUT != "build"  # `pip wheel .` writes build/lib

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,10 @@ import yaml
 import dlagraph
 from dlagraph import SpecError, load_spec, spec_to_yaml
 from dlagraph.spec import json_schema
+from dlagraph.spec.load import MAX_PROBLEMS
 
 from .conftest import SPEC_PATHS, spec_ids
-from .helpers import TINY
+from .helpers import TINY, TINY_YAML
 
 
 def mutate(path: str, value: object) -> dict:
@@ -202,3 +205,130 @@ def test_json_schema_lists_block_types() -> None:
     names = [v["properties"]["type"]["const"] for v in schema["properties"]["block"]["oneOf"]]
     assert names == dlagraph.registered_blocks()
     json.dumps(schema)  # serialisable
+
+
+# ---- hostile and careless YAML -------------------------------------------------------------------
+
+
+def problems_of(text: str, tmp_path: Path) -> list[str]:
+    p = tmp_path / "spec.yaml"
+    p.write_text(textwrap.dedent(text))
+    with pytest.raises(SpecError) as info:
+        load_spec(p)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("num-classes", "`num_classes` belongs to head"),
+        ("paper-name", "did you mean 'paper_name'?"),
+        ("Paper_Name", "did you mean 'paper_name'?"),
+        ("a.b", "the top level takes: name, paper_name"),
+        ("k" * 45, "the top level takes: name, paper_name"),
+    ],
+)
+def test_dashed_dotted_and_long_unknown_keys_get_their_line(
+    tmp_path: Path, key: str, hint: str
+) -> None:
+    (found,) = problems_of(TINY_YAML + f"{key}: 3\n", tmp_path)
+    assert found.startswith(f"{tmp_path / 'spec.yaml'}:4: ['") or found.startswith(
+        f"{tmp_path / 'spec.yaml'}:4: Paper_Name"
+    ), found
+    assert hint in found
+
+
+def test_num_classes_typo_under_head_suggests_the_key(tmp_path: Path) -> None:
+    (found,) = problems_of(TINY_YAML + "head: {type: classifier, num-classes: 3}\n", tmp_path)
+    assert "head['num-classes']: unknown key (did you mean 'num_classes'?)" in found
+
+
+@pytest.mark.parametrize("depth", [40, 500, 5000])
+def test_deep_nesting_is_refused_without_recursion_error(tmp_path: Path, depth: int) -> None:
+    (found,) = problems_of(TINY_YAML + "x: " + "[" * depth + "]" * depth + "\n", tmp_path)
+    # one line at the nesting's line; the words may be PyYAML's (6.0.4 has a nesting limit of
+    # its own in the scanner, which can refuse before dlagraph's event check sees depth 33)
+    assert found.startswith(f"{tmp_path / 'spec.yaml'}:4: ") and "\n" not in found
+    if depth <= 40:
+        assert "nests deeper than 32 levels" in found
+    deep: object = 1
+    for _ in range(depth):
+        deep = [deep]
+    with pytest.raises(SpecError, match="nests deeper"):
+        load_spec({**load_spec(TINY).to_dict(), "levels": deep})
+
+
+def test_self_referencing_mapping_is_refused() -> None:
+    loop: dict = {}
+    loop["a"] = loop
+    with pytest.raises(SpecError, match="refers to itself"):
+        load_spec({"name": "x", "block": loop, "levels": []})
+
+
+def test_error_reporting_is_bounded_and_linear(tmp_path: Path) -> None:
+    body = "".join(f"k{i}: 1\n" for i in range(25_000))  # 240 KB: under the 256 KiB cap
+    p = tmp_path / "spec.yaml"
+    p.write_text(TINY_YAML + body)
+    t = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        load_spec(p)
+    elapsed = time.perf_counter() - t
+    found = info.value.problems
+    assert len(found) == MAX_PROBLEMS + 1
+    assert found[0].startswith(f"{p}:4: k0: unknown key")
+    assert found[-1] == f"{p}: … and {25_000 - MAX_PROBLEMS:,} more problems not listed"
+    assert elapsed < 5  # was 31 s: quadratic line lookups and a difflib hint per key
+
+
+def test_integer_of_thousands_of_digits(tmp_path: Path) -> None:
+    (found,) = problems_of(TINY_YAML.replace("32, depth", "3" * 5000 + ", depth"), tmp_path)
+    assert found.endswith(":3: an integer of 5,000 digits is too large")
+    spec = copy.deepcopy(TINY)
+    spec["levels"][2]["channels"] = 10**5000
+    (found,) = problems_of_mapping(spec)
+    assert "must be at most 65536 (got an integer of about 5,001 digits)" in found
+
+
+def problems_of_mapping(spec: dict) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    return info.value.problems
+
+
+def test_unknown_block_and_head_types_are_cut() -> None:
+    spec = copy.deepcopy(TINY)
+    spec["block"] = {"type": "b" * 900_000}
+    spec["head"] = {"type": "h" * 900_000}
+    found = problems_of_mapping(spec)
+    assert len(found) == 2 and all(len(line) < 200 for line in found), [len(x) for x in found]
+
+
+def test_merge_keys_are_supported(tmp_path: Path) -> None:
+    p = tmp_path / "spec.yaml"
+    p.write_text(
+        "x-tree: &tree {channels: 32, depth: 1}\n"
+        "name: merged\nblock: {type: basic}\n"
+        "levels: [{channels: 8}, {channels: 16}, {<<: *tree}, {<<: *tree, channels: 64}]\n"
+    )
+    spec = load_spec(p)
+    assert [lv.channels for lv in spec.levels] == [8, 16, 32, 64]
+    p.write_text("name: x\nlevels: [{<<: 3}]\n")
+    (found,) = problems_of(p.read_text(), tmp_path)
+    assert "merge key `<<` must refer to a mapping" in found
+
+
+def test_mixing_convs_and_depth_names_what_each_level_kind_takes() -> None:
+    spec = copy.deepcopy(TINY)
+    spec["levels"][2]["convs"] = 2
+    (found,) = problems_of_mapping(spec)
+    assert found == (
+        "<spec>: levels[2].convs: `convs` belongs to a conv level; "
+        "a tree level (Levels 3 and up) takes: channels, depth, aggregate_input"
+    )
+    assert "did you mean 'convs'" not in found
+
+
+@pytest.mark.parametrize("name", ["torch", "math", "typing", "os"])
+def test_spec_named_like_a_module_it_would_shadow(name: str) -> None:
+    (found,) = problems_of_mapping({**TINY, "name": name})
+    assert f"name: must not be the name of a Python module ({name}.py would shadow" in found

@@ -9,6 +9,7 @@ Either renderer runs as a child process, so the time limit and Ctrl-C can stop i
 from __future__ import annotations
 
 import importlib.util
+import math
 import shutil
 import struct
 import subprocess
@@ -105,7 +106,8 @@ def render(dot: graphviz.Digraph, fmt: str, timeout: float = DIAGRAM_TIMEOUT) ->
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:  # leaving the block closes the pipes and reaps the child
         try:
-            out, err = proc.communicate(dot.source.encode(), timeout=timeout)
+            limit = None if math.isinf(timeout) else timeout  # inf: no limit
+            out, err = proc.communicate(dot.source.encode(), timeout=limit)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()

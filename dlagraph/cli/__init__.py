@@ -11,10 +11,12 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .._version import __version__
-from ..errors import DlagraphError
+from ..errors import DlagraphError, clip, one_line
 from . import bench, build, codegen, draw, infer
 
 __all__ = ["main", "parser", "COMMANDS"]
@@ -106,17 +108,49 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _accept_interrupts() -> None:
-    """Unblock SIGINT and SIGTERM in this thread. A process inherits its parent's signal mask, and
-    some parents leave them blocked (a Python program with torch.compile's worker threads spawned
-    children with every signal blocked): Ctrl-C or ``kill -INT`` would then never reach us."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, as SIGINT raises KeyboardInterrupt: every
+    cleanup that runs for Ctrl-C (rolling back a write, killing Graphviz) runs for them too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+_STOPS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _accept_interrupts() -> dict[int, Any]:
+    """Make SIGTERM and SIGHUP stop the command as SIGINT does, and unblock all three; returns
+    the handlers replaced. A process inherits its parent's signal mask, and some parents leave
+    them blocked (a Python program with torch.compile's worker threads spawned children with every
+    signal blocked): Ctrl-C or ``kill`` would then never reach us. A signal inherited as ignored
+    (``nohup`` ignores SIGHUP) stays ignored. Handlers can be set in the main thread only."""
+    replaced: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return replaced
+    for sig in _STOPS[1:]:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            replaced[sig] = signal.signal(sig, _raise)
     if hasattr(signal, "pthread_sigmask"):  # POSIX
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_STOPS))
+    return replaced
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _accept_interrupts()
-    args = parser().parse_args(argv)
+    replaced = _accept_interrupts()
+    try:
+        return _run(parser().parse_args(argv))
+    finally:  # main() called from Python (tests, notebooks) leaves the handlers as they were
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except DlagraphError as e:
@@ -125,11 +159,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(e).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:  # `dlagraph build x | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:  # the environment refused (a path too long, no permission, a full disk)
+        if args.debug:
+            raise
+        where = f"{clip(one_line(str(e.filename)), 160)}: " if e.filename is not None else ""
+        print(f"error: {where}{e.strerror or clip(str(e), 200)}", file=sys.stderr)
+        return 2
+    except Interrupted as e:  # SIGTERM, SIGHUP: the shell's convention, 128 + the signal
+        print(f"interrupted ({e})", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,12 +7,16 @@ torch-free.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
+from typing import Any
 
 from ..errors import DlagraphError
-from ..ir.analysis import summarize
+from ..ir.analysis import live_peak, summarize
+from ..ir.compile import compile_spec
 from ..spec import load_spec
+from ..system import available_memory
 
 __all__ = ["add_arguments", "run"]
 
@@ -60,10 +64,31 @@ class _Progress:
             print(f" {seconds:.1f} s", file=sys.stderr, flush=True)
 
 
+def _check_memory(spec: Any, batch: int, size: int, models: int) -> None:
+    """Refuse, before torch allocates anything, a batch and size this machine cannot hold: the
+    models' float32 weights, and per image the node outputs alive at once (:func:`live_peak`)
+    times four for what lives inside the nodes and the compiled graphs' buffers (an estimate)."""
+    g = compile_spec(spec)
+    s = summarize(g, (size, size))  # a size the network cannot take: one clean error
+    need = 4 * (models * s.params + 4 * batch * live_peak(g, s))
+    free = available_memory()
+    if free is not None and need > free:
+        raise DlagraphError(
+            f"batch {batch} at {size}x{size} needs about {need / 2**30:,.1f} GiB (weights of "
+            f"{models} models and activations), but {free / 2**30:,.1f} GiB is available; use a "
+            "smaller --batch or --size"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    summarize(spec, (args.size, args.size))  # a size the network cannot take: one clean error
     precisions = args.precision or (list(PRECISIONS) if args.calibrate else ["fp32", "bf16"])
+    if "int8" in precisions and importlib.util.find_spec("torchao") is None:
+        raise DlagraphError(
+            "int8 needs torchao, which is not installed: pip install 'dlagraph[deploy]' (or "
+            "leave out int8: --precision fp32 bf16)"
+        )
+    _check_memory(spec, args.batch, args.size, 2 + len(precisions))
     if "int8" in precisions and not args.calibrate:
         raise DlagraphError(
             "--precision int8 needs calibration data: add --calibrate to calibrate on random "

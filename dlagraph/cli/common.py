@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..backends.render import DIAGRAM_TIMEOUT
 
-__all__ = ["DEFAULT_OUTPUT", "spec_paths", "add_timeout_option"]
+__all__ = ["DEFAULT_OUTPUT", "spec_paths", "add_timeout_option", "count", "seconds"]
 
 DEFAULT_OUTPUT = "dlagraph-out"  # not build/: `pip wheel .` and setuptools write there
 
@@ -22,11 +22,35 @@ def spec_paths(items: Sequence[str]) -> list[Path]:
     return out
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number from 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a time limit in seconds above 0; ``inf`` means no limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds (got {text!r})") from None
+    if not value > 0:  # NaN, 0 and negatives
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 seconds, or inf for no limit (got {text!r})"
+        )
+    return value
+
+
 def add_timeout_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--diagram-timeout",
-        type=float,
+        type=seconds,
         default=DIAGRAM_TIMEOUT,
         metavar="S",
-        help=f"seconds Graphviz may take to render (default {DIAGRAM_TIMEOUT:g})",
+        help=f"seconds Graphviz may take to render (default {DIAGRAM_TIMEOUT:g}; inf: no limit)",
     )

@@ -13,11 +13,12 @@ from typing import Any
 import yaml
 
 from .._version import __version__
-from ..errors import SpecError
+from ..errors import SpecError, clip, one_line
 from ..io import MARKER, write_outputs
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..spec import spec_to_yaml
+from .common import count
 
 __all__ = ["add_infer_arguments", "run_infer", "add_diff_arguments", "run_diff", "parse_sets"]
 
@@ -45,7 +46,8 @@ def run_infer(args: argparse.Namespace) -> int:
     size = default_input_size(g)
     s = summarize(g, size)
     text = (
-        f"# {MARKER} {__version__}: inferred from {Path(args.checkpoint).name}; every tensor's "
+        f"# {MARKER} {__version__}: inferred from {clip(one_line(Path(args.checkpoint).name), 120)}; "
+        "every tensor's "
         f"name and shape checked\n" + spec_to_yaml(spec)
     )
     print(f"{args.checkpoint}: a {spec.block.type}-block DLA, layout {spec.layout}, head "
@@ -82,7 +84,7 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
 def run_diff(args: argparse.Namespace) -> int:
     from ..backends.torch.diff import diff_text, load_side
 
-    a, b = load_side(args.a), load_side(args.b)
+    a, b = load_side(args.a, args.name), load_side(args.b, args.name)
     print(diff_text(a, b, examples=args.examples))
     return 0
 
@@ -91,5 +93,12 @@ def add_diff_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="a preset name, a spec file or a checkpoint")
     p.add_argument("b", help="a preset name, a spec file or a checkpoint")
     p.add_argument(
-        "--examples", type=int, default=3, metavar="N", help="tensors shown per module (default 3)"
+        "--examples",
+        type=count,
+        default=3,
+        metavar="N",
+        help="tensors shown per module (default 3)",
+    )
+    p.add_argument(
+        "--name", help="the spec name of a checkpoint side (default: from its file name)"
     )

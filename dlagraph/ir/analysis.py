@@ -9,6 +9,7 @@ the multiply-accumulates of every conv, transposed conv and classifier.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "static_params",
     "aggregations_to_root",
     "default_cfg",
+    "live_peak",
 ]
 
 
@@ -237,6 +239,24 @@ def summarize(
         unused_params=sum(ni.params for ni in nodes if ni.unused),
         feature_info=feature_info(g),
     )
+
+
+def live_peak(g: nx.DiGraph, summary: Summary) -> int:
+    """The most node-output elements alive at once in one image's forward, when each output is
+    freed after its last reader (the generated forward's order): a lower bound of inference
+    activation memory, which the layers inside a node (a block's intermediate maps) add to."""
+    size = {ni.name: math.prod(ni.shape) for ni in summary.nodes if not ni.unused}
+    order = [n for n in topo_order(g) if n in size]
+    last = {}
+    for i, n in enumerate(order):
+        for u in inputs(g, n):
+            last[u] = i
+    live = peak = 0
+    for i, n in enumerate(order):
+        live += size[n]
+        peak = max(peak, live)
+        live -= sum(size[u] for u in set(inputs(g, n)) if last.get(u) == i)
+    return peak
 
 
 def _is_aggregation(g: nx.DiGraph, n: str) -> bool:

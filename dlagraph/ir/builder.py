@@ -7,7 +7,8 @@ from typing import Any
 
 import networkx as nx
 
-from ..errors import GraphError
+from ..errors import SpecError
+from ..names import attribute_clash, var_name
 from ..spec import Spec
 from .graph import channels, reduction
 from .ops import op_of
@@ -31,6 +32,7 @@ class Builder:
     prefix: str = ""
     level_outputs: dict[int, str] = field(default_factory=dict)
     official_only: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)  # forward's local name -> node
 
     def add(
         self,
@@ -49,8 +51,7 @@ class Builder:
         ``meta`` holds provenance (``spec_path``, ``level``, ``role``, ``eq``…); the node's
         ``reduction`` is derived from its inputs by the op.
         """
-        if node in self.g:
-            raise GraphError(f"duplicate node id {node!r}")
+        self._check_name(node, meta.get("spec_path", "<spec>"))
         definition = op_of(op)
         meta["reduction"] = definition.reduction(rec, [self.reduction(u) for u in ins])
         layout: dict[str, Any] = {}
@@ -67,6 +68,23 @@ class Builder:
         for port, u in enumerate(ins):
             self.g.add_edge(u, node, port=port)
         return node
+
+    def _check_name(self, node: str, where: str) -> None:
+        """A node's id is a module path and a local variable of the generated forward: it must be
+        new, its variable too (``x`` and ``x_``, ``ida_up.node_1`` and ``ida_up_node_1`` would
+        share one), and a top-level module must not take the name of a module attribute."""
+        if node in self.g:
+            raise SpecError(f"{where}: {node!r} is the name of another node of the network")
+        var = var_name(node)
+        if var in self.variables:
+            raise SpecError(
+                f"{where}: {node!r} and {self.variables[var]!r} would share the variable {var!r} "
+                "of the generated forward; rename one"
+            )
+        top = (self.prefix + node).split(".")[0]
+        if (why := attribute_clash(top)) is not None:
+            raise SpecError(f"{where}: {why}")
+        self.variables[var] = node
 
     def channels(self, n: str) -> int:
         return channels(self.g, n)

@@ -24,13 +24,14 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from ..errors import GraphError, clip
+from ..errors import GraphError, SpecError, clip
+from ..spec import load_spec
 from .ops import OPS, Op, op_of
 
 __all__ = [
@@ -71,6 +72,49 @@ class Layout(TypedDict, total=False):
     module: str
     unused: bool
     symbols: dict[str, str]
+
+
+class LevelFact(TypedDict):
+    """One entry of the graph attribute ``levels``."""
+
+    index: int
+    kind: Literal["conv", "tree"]
+    channels: int
+    depth: int | None
+    dilation: int
+    module: str
+    output: str
+
+
+class Facts(TypedDict, total=False):
+    """The graph attributes: the facts compile time computes once (see :func:`compile_spec`)."""
+
+    ir_version: int
+    name: str
+    paper_name: str | None
+    reference: str | None
+    layout: Literal["timm", "official"]
+    in_channels: int
+    num_classes: int | None
+    init: Literal["dla", "pytorch"]
+    classifier: bool
+    total_stride: int
+    levels: list[LevelFact]
+    official_only: list[str]
+    input: str
+    output: str
+    modules: list[str]
+    unused: list[str]
+    spec: dict[str, Any]
+    generator: str  # a .graph.json file's marker
+
+
+# what strings in a node's meta may hold: they reach generated comments and diagram labels
+_META_TEXT = {
+    "spec_path": re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\]|\.[A-Za-z0-9_]+)*"),
+    "role": re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}"),
+    "eq": re.compile(r"eq[0-9]{1,2}"),
+}
 
 
 SYMBOLS = frozenset({"in_chans", "num_classes"})
@@ -160,7 +204,12 @@ def _check_node(g: nx.DiGraph, n: str) -> list[str]:
             problems.append(f"node {shown}: `{key}.{where}`: {clip(err['msg'], 80)}".rstrip("."))
     if problems:
         return problems
-    rec, layout = a["rec"], a["layout"]
+    rec, layout, meta = a["rec"], a["layout"], a["meta"]
+    for key, pattern in _META_TEXT.items():
+        texts = meta.get("arg_roles", []) if key == "role" else []
+        for text in ([meta[key]] if key in meta else []) + texts:
+            if len(text) > 200 or not pattern.fullmatch(text):
+                problems.append(f"node {shown}: `meta.{key}` {clip(repr(text))} is not a {key}")
     ints = [v for v in rec.values() if type(v) is int]
     if any(not 0 <= v <= 10**7 for v in ints):
         problems.append(f"node {shown}: record values must be non-negative and at most 10^7")
@@ -193,6 +242,44 @@ def _check_ports(g: nx.DiGraph, problems: list[str]) -> None:
                 )
 
 
+def _check_facts(g: nx.DiGraph) -> list[str]:
+    """The graph attributes have their declared types, and every string among them the content
+    its kind allows (they reach generated source, docstrings and diagrams); a reloaded graph's
+    ``spec`` must be a valid spec whose name, texts, layout and input channels are the graph's."""
+    facts = g.graph
+    try:
+        _adapter(Facts).validate_python(
+            {k: v for k, v in facts.items() if k in Facts.__annotations__}, strict=True
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        return [f"graph attribute `{where}`: {clip(err['msg'], 80)}".rstrip(".")]
+    problems = []
+    paths = [(k, facts[k]) for k in ("input", "output") if k in facts]
+    for key in ("modules", "official_only", "unused"):
+        paths += [(f"{key}[{i}]", p) for i, p in enumerate(facts.get(key, []))]
+    for i, lv in enumerate(facts.get("levels", [])):
+        paths += [(f"levels[{i}].module", lv["module"]), (f"levels[{i}].output", lv["output"])]
+    for where, text in paths:
+        if not is_path(text):
+            problems.append(f"graph attribute `{where}` {clip(repr(text))} is not a module path")
+    if "spec" not in facts:
+        problems.append("graph attribute `spec` is missing (the spec the graph was compiled from)")
+    else:
+        try:
+            spec = load_spec(facts["spec"])
+        except SpecError as e:
+            return problems + [f"graph attribute `spec` is not a valid spec: {clip(str(e), 120)}"]
+        for key in ("name", "paper_name", "reference", "layout", "in_channels"):
+            if key in facts and facts[key] != getattr(spec, key):
+                problems.append(
+                    f"graph attribute `{key}` {clip(repr(facts[key]))} is not the spec's "
+                    f"{clip(repr(getattr(spec, key)))}"
+                )
+    return problems
+
+
 def check(g: nx.DiGraph) -> list[str]:
     """Lint the IR; return the ids of the unused (checkpoint-only) nodes.
 
@@ -205,7 +292,7 @@ def check(g: nx.DiGraph) -> list[str]:
     Raises:
         GraphError: naming each offending node and the spec path that produced it.
     """
-    problems = [p for n in g.nodes for p in _check_node(g, n)]
+    problems = [p for n in g.nodes for p in _check_node(g, n)] + _check_facts(g)
     _fail(problems)
     if not nx.is_directed_acyclic_graph(g):
         cycle = nx.find_cycle(g)

@@ -1,8 +1,8 @@
 """The spec layer: a DLA network as data (pydantic schema), read from YAML with line-accurate errors.
 
 Style anchors: timm's ``byobnet`` configs (an architecture as data) and Equinox's error messages
-(name the field, show the value, state the rule). Imports nothing of dlagraph but the block registry
-and the error types; nothing here needs torch.
+(name the field, show the value, state the rule). Imports nothing of dlagraph but the block registry,
+the error types and the reserved names; nothing here needs torch.
 """
 
 from .jsonschema import json_schema as json_schema

@@ -324,7 +324,14 @@ def resolve_spec_path(source: str | Path) -> Path:
     path = Path(source)
     text = str(source)
     found = presets().get(text)
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # a name longer than the OS allows, a loop of links …
+        shown = text if text.isprintable() else repr(text)
+        raise SpecError(
+            f"{clip(shown, 120)}: cannot read: {e.strerror or e}", source=shown
+        ) from None
+    if exists:
         if path.is_dir() and found is not None:  # the one collision a user meets: an output folder
             raise SpecError(
                 f"{text}: is a folder here, and a path wins over the preset of the same name; "

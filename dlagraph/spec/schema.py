@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 
 from ..blocks import get_block_type, registered_blocks
 from ..errors import RegistryError, clip, safe_repr
+from ..names import attribute_clash
 from .errors import Loc, _message, _problems
 
 __all__ = [
@@ -237,6 +238,18 @@ class DlaUpHead(_Model):
 CENTERNET_MODULES = frozenset({"base", "dla_up", "ida_up"})
 
 
+def _head_name_problem(name: str) -> str | None:
+    """Why a task head may not be called ``name``: it becomes a module attribute, a DAG node and a
+    local variable of the generated forward, so it must be an identifier that is none of theirs."""
+    if not re.fullmatch(_IDENT, name) or keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        return f"head names must be identifiers like hm or wh (got {safe_repr(name)})"
+    if len(name) > 64:
+        return f"head names may have at most 64 characters (got {len(name)})"
+    if name in CENTERNET_MODULES or name in ("input", "output"):
+        return f"head name {name!r} is taken by the network's own module or graph node"
+    return attribute_clash(name)
+
+
 class CenterNetHead(_Model):
     """CenterNet / FairMOT's DLASeg (``pose_dla_dcn.py``): DLAUp over the levels from
     ``log2(down_ratio)`` on, IDAUp over the first ``last_level - log2(down_ratio)`` of its outputs,
@@ -256,22 +269,6 @@ class CenterNetHead(_Model):
     )
     node: Literal["dcn", "conv"] = "dcn"
     final_kernel: int = Field(1, ge=1, le=7, description="kernel of each head's last conv (odd)")
-
-    @field_validator("heads")
-    @classmethod
-    def _head_names(cls, v: dict[str, int]) -> dict[str, int]:
-        for name in v:
-            if not re.fullmatch(_IDENT, name) or keyword.iskeyword(name):
-                raise PydanticCustomError(
-                    "head_name", "head names must be identifiers like hm or wh (got {name})",
-                    {"name": safe_repr(name)},
-                )  # fmt: skip
-            if name in CENTERNET_MODULES:
-                raise PydanticCustomError(
-                    "head_name", "head name {name} is taken by the network's own module",
-                    {"name": repr(name)},
-                )  # fmt: skip
-        return v
 
     @field_validator("final_kernel")
     @classmethod
@@ -390,6 +387,9 @@ class Spec(_Model):
                 "aggregate")  # fmt: skip
 
     def _centernet_problems(self, head: CenterNetHead, bad: Any) -> None:
+        for name in head.heads:
+            if (why := _head_name_problem(name)) is not None:
+                bad(("head", "heads", name), why)
         first, last = int(math.log2(head.down_ratio)), len(self.levels) - 1
         if first >= last:
             bad(("head", "down_ratio"), f"down_ratio {head.down_ratio} starts DLAUp at level index "

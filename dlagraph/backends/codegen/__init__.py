@@ -19,7 +19,7 @@ import networkx as nx
 import yaml
 
 from ..._version import __version__
-from ...errors import CodegenError, SpecError
+from ...errors import CodegenError, SpecError, one_line
 from ...io import MARKER
 from ...ir.analysis import default_cfg, static_params
 from ...ir.compile import compile_spec
@@ -84,7 +84,8 @@ def _timm_attributes(g: nx.DiGraph) -> list[str]:
     cfg["num_classes"] = Sym("num_classes", 0)
     cfg["input_size"] = [Sym("in_chans", 0), *cfg["input_size"][1:]]
     levels = [
-        f'    {{"num_chs": {f["num_chs"]}, "reduction": {f["reduction"]}, "module": "{f["module"]}"}},'
+        f'    {{"num_chs": {f["num_chs"]}, "reduction": {f["reduction"]}, '
+        f'"module": {literal(f["module"])}}},'
         for f in info
     ]
     return [
@@ -108,11 +109,6 @@ def _module_of(step: str) -> str:
     return step.replace("self.forward_", "self.", 1)
 
 
-def _one_line(text: str) -> str:
-    """A path shown in a comment line: never a raw newline or control character."""
-    return text if text.isprintable() else repr(text)
-
-
 def _spec_hash(data: dict[str, Any]) -> str:
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -128,11 +124,11 @@ def _origin(source_: Any, g: nx.DiGraph) -> tuple[str, str, str]:
         if p is not None and p.is_file():
             digest = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
             if Path(source_).exists():
-                shown = _one_line(p.as_posix())
+                shown = one_line(p.as_posix())
                 return shown, digest, shown
             return f"preset {source_}", digest, str(source_)
     if isinstance(source_, (str, Path)):  # a label given by the caller
-        return _one_line(str(source_)), _spec_hash(g.graph["spec"]), "SPEC"
+        return one_line(str(source_)), _spec_hash(g.graph["spec"]), "SPEC"
     what = "a compiled graph" if isinstance(source_, nx.DiGraph) else "a spec mapping"
     return what, _spec_hash(g.graph["spec"]), "SPEC"
 
@@ -203,6 +199,7 @@ def generate_source(
     )
     init_args += f", in_chans: int = {facts['in_channels']}"
     title = f"{facts['paper_name']} ({facts['name']})" if facts["paper_name"] else facts["name"]
+    title = one_line(title)
     fold = " --fold-bn" if fold_bn else ""
     return _ENV.get_template("module.py.j2").render(
         header=(
@@ -212,8 +209,8 @@ def generate_source(
         docstring=(
             f"{title}: Deep Layer Aggregation (Yu, Wang, Darrell).\n\n"
             f"Paper: https://arxiv.org/abs/1707.06484\n"
-            f"{static_params(g):,} parameters with the spec's defaults; layout {facts['layout']}"
-            + (f", equals {facts['reference']}" if facts["reference"] else "")
+            f"{static_params(g):,} parameters with the spec's defaults; layout {one_line(facts['layout'])}"
+            + (f", equals {one_line(facts['reference'])}" if facts["reference"] else "")
             + ".\n"
         ),
         imports=imports,

@@ -6,7 +6,7 @@ import enum
 import math
 from typing import Any
 
-from ...errors import CodegenError
+from ...errors import CodegenError, one_line
 from ...ir.ops import Expr, In, Sym
 
 __all__ = ["WIDTH", "literal", "source", "call_parts", "wrap_statement", "del_lines"]
@@ -77,6 +77,7 @@ def wrap_statement(
     fits (the comment moves above the statement when only the comment does not fit), else the
     arguments on one indented line, else one argument per line."""
     flat = f"{lhs} = {fn}({', '.join(args)})"
+    comment = one_line(comment) if comment else comment
     if comment and indent + len(flat) + 4 + len(comment) <= WIDTH:
         return [f"{flat}  # {comment}"]
     above = [f"# {comment}"] if comment else []

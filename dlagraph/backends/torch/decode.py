@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch.nn import functional as F
 
-from ...errors import DlagraphError
+from ...errors import DlagraphError, safe_repr
 
 __all__ = ["centernet_decode"]
 
@@ -17,6 +17,41 @@ def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     b, c = t.shape[:2]
     flat = t.reshape(b, c, -1)
     return flat.gather(2, index.unsqueeze(1).expand(b, c, index.shape[1])).permute(0, 2, 1)
+
+
+def _maps(
+    outputs: Mapping[str, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``hm``, ``wh`` and ``reg`` (or None), checked: (B, C, H, W) float maps of one batch and size,
+    ``wh`` with 2 or 4 channels, ``reg`` with 2."""
+    if not isinstance(outputs, Mapping):
+        raise DlagraphError(
+            f"outputs: give the network's dict of maps (got {type(outputs).__name__})"
+        )
+    if "hm" not in outputs or "wh" not in outputs:
+        names = [safe_repr(k, 30) for k in list(outputs)[:10]]
+        raise DlagraphError(f"outputs: centernet_decode needs `hm` and `wh` (got {names})")
+    maps = {k: outputs[k] for k in ("hm", "wh", "reg") if k in outputs}
+    for name, t in maps.items():
+        if not isinstance(t, torch.Tensor) or t.dim() != 4 or not t.is_floating_point():
+            got = f"{t.dtype} {list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise DlagraphError(f"outputs[{name!r}]: must be a float (B, C, H, W) map (got {got})")
+    hm = maps["hm"]
+    if 0 in hm.shape[1:]:
+        raise DlagraphError(f"outputs['hm']: has no classes or no positions ({list(hm.shape)})")
+    channels = {"wh": (2, 4), "reg": (2,)}
+    for name, t in maps.items():
+        if name == "hm":
+            continue
+        if t.shape[0] != hm.shape[0] or t.shape[2:] != hm.shape[2:]:
+            raise DlagraphError(
+                f"outputs[{name!r}]: {list(t.shape)} disagrees with `hm` {list(hm.shape)} in "
+                "batch or size"
+            )
+        if t.shape[1] not in channels[name]:
+            want = " or ".join(map(str, channels[name]))
+            raise DlagraphError(f"outputs[{name!r}]: must have {want} channels (got {t.shape[1]})")
+    return hm, maps["wh"], maps.get("reg")
 
 
 def centernet_decode(
@@ -32,15 +67,19 @@ def centernet_decode(
     Returns:
         One dict per image: ``boxes`` (k, 4) as x1, y1, x2, y2; ``scores`` (k,); ``classes`` (k,).
 
+    An empty batch gives an empty list.
+
     Raises:
-        DlagraphError: if ``hm`` or ``wh`` is missing or the maps disagree in size.
+        DlagraphError: naming the argument: ``hm`` or ``wh`` missing, a map that is not a float
+            (B, C, H, W) tensor, maps that disagree in batch or size, ``wh`` without 2 or 4
+            channels, ``reg`` without 2, ``k`` or ``down_ratio`` not a whole number from 1.
     """
-    if "hm" not in outputs or "wh" not in outputs:
-        raise DlagraphError(f"centernet_decode needs `hm` and `wh` outputs (got {list(outputs)})")
-    hm, wh = outputs["hm"], outputs["wh"]
-    reg = outputs.get("reg")
-    if wh.shape[1] not in (2, 4) or wh.shape[2:] != hm.shape[2:]:
-        raise DlagraphError(f"`wh` must be (B, 2 or 4, H, W) like `hm`; got {tuple(wh.shape)}")
+    hm, wh, reg = _maps(outputs)
+    for name, value in (("k", k), ("down_ratio", down_ratio)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise DlagraphError(f"{name}: must be a whole number from 1 (got {safe_repr(value)})")
+    if hm.shape[0] == 0:
+        return []  # an empty batch has no images to decode
     b, classes, h, w = hm.shape
     heat = torch.sigmoid(hm)
     heat = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)  # peaks only

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import clip, one_line
 from ...ir.analysis import default_input_size, summarize
 from ...ir.compile import compile_spec
 from ...spec import Spec, load_spec
@@ -25,6 +26,7 @@ __all__ = [
 ]  # fmt: skip
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+_GROUPS = 40  # module groups the report lists; the rest are counted
 
 
 @dataclass
@@ -37,17 +39,20 @@ class Side:
     assumptions: list[str] = field(default_factory=list)
 
 
-def load_side(source: str) -> Side:
-    """A preset name, a spec file, or a checkpoint (its spec inferred)."""
+def load_side(source: str, name: str | None = None) -> Side:
+    """A preset name, a spec file, or a checkpoint (its spec inferred, named ``name`` or after its
+    file)."""
     path = Path(source)
     if path.suffix in CHECKPOINT_SUFFIXES:
-        from .weights import read_state_dict
-
-        inf = infer_checkpoint(path)
-        shapes = {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
-        return Side(f"{source} (checkpoint)", inf.spec, shapes, inf.assumptions)
+        inf = infer_checkpoint(path, name=name)  # reads the file once: the shapes come along
+        return Side(f"{_echo(source)} (checkpoint)", inf.spec, inf.shapes, inf.assumptions)
     spec = load_spec(source)
-    return Side(source, spec, expected_shapes(spec))
+    return Side(_echo(source), spec, expected_shapes(spec))
+
+
+def _echo(text: str) -> str:
+    """A name from a file or a checkpoint, as the report shows it: one line, bounded."""
+    return clip(one_line(text), 100)
 
 
 def _group(key: str) -> str:
@@ -209,21 +214,24 @@ def diff_text(a: Side, b: Side, examples: int = 3) -> str:
         groups.setdefault(_group(key), []).append((kind, text))
 
     for k, s, t in d.reshaped:
-        put(k, "reshaped", f"reshaped  {k}: {list(s)} -> {list(t)}")
+        put(k, "reshaped", f"reshaped  {_echo(k)}: {list(s)} -> {list(t)}")
     for old, new in d.renamed:
-        put(new, "renamed", f"renamed   {old} -> {new}")
+        put(new, "renamed", f"renamed   {_echo(old)} -> {_echo(new)}")
     for k in d.removed:
-        put(k, "only in A", f"only in A {k} {list(a.shapes[k])}")
+        put(k, "only in A", f"only in A {_echo(k)} {list(a.shapes[k])}")
     for k in d.added:
-        put(k, "only in B", f"only in B {k} {list(b.shapes[k])}")
-    for g, items in groups.items():
+        put(k, "only in B", f"only in B {_echo(k)} {list(b.shapes[k])}")
+    shown = list(groups.items())
+    for g, items in shown[:_GROUPS]:
         kinds: dict[str, int] = {}
         for kind, _ in items:
             kinds[kind] = kinds.get(kind, 0) + 1
-        lines.append(f"  {g}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
+        lines.append(f"  {_echo(g)}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
         lines += [f"    {t}" for _, t in items[:examples]]
         if len(items) > examples:
             lines.append(f"    … {len(items) - examples} more")
+    if len(shown) > _GROUPS:
+        lines.append(f"  … and {len(shown) - _GROUPS:,} more modules")
     if not groups:
         lines.append("  the same tensors, names and shapes")
     return "\n".join(lines)

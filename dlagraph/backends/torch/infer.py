@@ -13,6 +13,7 @@ taken from the defaults and reported as an assumption, or set with ``overrides``
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from typing import Any
 
 import torch
 
-from ...errors import DlagraphError, SpecError, clip
+from ...errors import DlagraphError, SpecError, clip, one_line, safe_repr
 from ...spec import Spec, load_spec
+from ...spec.schema import MAX_TREE_LEVELS, SHADOWED_MODULES
 from .interpret import build_module
 from .weights import read_state_dict
 
@@ -34,14 +36,38 @@ _CENTERNET_PARTS = {"base", "dla_up", "ida_up"}
 
 @dataclass
 class Inference:
-    """An inferred spec, and what the weights could not show (``field: value taken, why``)."""
+    """An inferred spec, what the weights could not show (``field: value taken, why``), and the
+    checkpoint's tensor names and shapes (in its order)."""
 
     spec: Spec
     assumptions: list[str] = field(default_factory=list)
+    shapes: Shapes = field(default_factory=dict)
 
 
 def _foreign(key: str, shape: tuple[int, ...], why: str) -> DlagraphError:
-    return DlagraphError(f"not a DLA checkpoint: tensor {clip(key, 80)} {list(shape)} {why}")
+    return DlagraphError(f"not a DLA checkpoint: tensor {_echo(key)} {list(shape)} {why}")
+
+
+def _echo(key: str) -> str:
+    """A tensor name from a checkpoint, as messages show it: one escaped line, bounded."""
+    return clip(one_line(key), 100)
+
+
+def _get(shapes: Shapes, key: str, rank: int, why: str = "", under: str = "") -> tuple[int, ...]:
+    """The shape of tensor ``key`` (of the module at ``under``), which a DLA module of this kind
+    has, with ``rank`` dimensions, none of them empty; otherwise the error names the tensor (or
+    the one missing)."""
+    if key not in shapes:
+        raise DlagraphError(
+            f"not a DLA checkpoint: it lacks tensor {_echo(under + key)}"
+            + (f", which {why} needs" if why else "")
+        )
+    s = shapes[key]
+    if len(s) != rank:
+        raise _foreign(under + key, s, f"has {len(s)} dimensions where a DLA's has {rank}")
+    if 0 in s:
+        raise _foreign(under + key, s, "is empty (a dimension of size 0)")
+    return s
 
 
 def expected_shapes(spec: Spec | str | Path | Mapping[str, Any]) -> Shapes:
@@ -52,19 +78,37 @@ def expected_shapes(spec: Spec | str | Path | Mapping[str, Any]) -> Shapes:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``data`` with each dotted path (``aggregation.residual``, ``levels.3.aggregate_input``) set."""
+    """``data`` with each dotted path (``aggregation.residual``, ``levels.3.aggregate_input``) set.
+
+    Raises:
+        SpecError: one line per path that does not lead into the spec (a list index that is not a
+            number or out of range, a step into a value that is neither a mapping nor a list).
+    """
+    problems = []
     for path, value in overrides.items():
+        shown = safe_repr(str(path), 80)
         node: Any = data
         *heads, leaf = str(path).split(".")
-        for h in heads:
-            node = node[int(h)] if isinstance(node, list) else node.setdefault(h, {})
-            if not isinstance(node, (dict, list)):
-                raise SpecError(f"{path}: {h} is not a mapping or list in the spec")
-        if isinstance(node, list):
-            node[int(leaf)] = value
-        else:
-            node[leaf] = value
+        try:
+            for h in heads:
+                node = node[_index(node, h)] if isinstance(node, list) else node.setdefault(h, {})
+                if not isinstance(node, (dict, list)):
+                    raise ValueError(f"{safe_repr(h)} is not a mapping or list in the spec")
+            if isinstance(node, list):
+                node[_index(node, leaf)] = value
+            else:
+                node[leaf] = value
+        except ValueError as e:
+            problems.append(f"--set {shown}: {e}")
+    if problems:
+        raise SpecError(problems)
     return data
+
+
+def _index(items: list[Any], step: str) -> int:
+    if not step.isdigit() or int(step) >= len(items):
+        raise ValueError(f"{safe_repr(step)} is not an index 0..{len(items) - 1} of its list")
+    return int(step)
 
 
 def infer_spec(
@@ -92,14 +136,11 @@ def infer_checkpoint(
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     if not shapes:
         raise DlagraphError("not a DLA checkpoint: it holds no tensors")
-    if name is None and not isinstance(checkpoint, Mapping):
-        stem = re.sub(r"[^a-z0-9_]", "_", Path(checkpoint).stem.lower()).strip("_")
-        name = stem if re.fullmatch(r"[a-z_][a-z0-9_]*", stem or "") else None
     data, assumed = _infer(shapes)
-    data["name"] = name or "inferred"
-    assumed["name"] = f"{data['name']!r}, " + (
-        "from the file name" if name else "weights hold no name"
-    )
+    if name is None:
+        name, why = _name_from(checkpoint)
+        assumed["name"] = f"{name!r}, {why}"
+    data["name"] = name
     overrides = dict(overrides or {})
     data = apply_overrides(data, overrides)
     spec = load_spec(data)
@@ -109,7 +150,21 @@ def infer_checkpoint(
     if note:
         assumed["layout"] = note
     notes = [f"{k}: {v}" for k, v in sorted(assumed.items()) if not _overridden(k, overrides)]
-    return Inference(spec, notes)
+    return Inference(spec, notes, shapes)
+
+
+def _name_from(checkpoint: str | Path | Mapping[str, Any]) -> tuple[str, str]:
+    """A spec name for a checkpoint, from its file name where that makes one, and why."""
+    if isinstance(checkpoint, Mapping):
+        return "inferred", "weights hold no name"
+    stem = re.sub(r"[^a-z0-9_]+", "_", Path(checkpoint).stem.lower()).strip("_")[:48].strip("_")
+    if not stem:
+        return "inferred", "weights hold no name, nor does the file name"
+    if stem[0].isdigit():
+        stem = "dla_" + stem
+    if keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in SHADOWED_MODULES:
+        return f"{stem}_dla", f"from the file name ({stem!r} is a Python keyword or module name)"
+    return stem, "from the file name"
 
 
 def _overridden(key: str, overrides: Mapping[str, Any]) -> bool:
@@ -145,9 +200,9 @@ def _match_layout(spec: Spec, shapes: Shapes, fixed: bool) -> tuple[str, str | N
 def _difference(want: Shapes, got: Shapes) -> str:
     for k, s in got.items():
         if k not in want:
-            return f"tensor {k} {list(s)} has no place in the inferred network"
+            return f"tensor {_echo(k)} {list(s)} has no place in the inferred network"
         if want[k] != s:
-            return f"tensor {k} is {list(s)}, the inferred network's is {list(want[k])}"
+            return f"tensor {_echo(k)} is {list(s)}, the inferred network's is {list(want[k])}"
     missing = [k for k in want if k not in got]
     return f"the inferred network also has {missing[0]} (and {len(missing) - 1} more)"
 
@@ -164,8 +219,11 @@ def _infer(shapes: Shapes) -> tuple[dict[str, Any], dict[str, str]]:
     else:
         k = next((k for k in keys if not k.startswith(("level", "base"))), keys[0])
         raise _foreign(k, shapes[k], "fits no DLA module (a DLA starts with base_layer.0.weight)")
-    stem = shapes[p + "base_layer.0.weight"]
-    if len(stem) != 4 or stem[2:] != (7, 7):
+    for k, sh in shapes.items():
+        if 0 in sh:
+            raise _foreign(k, sh, "is empty (a dimension of size 0)")
+    stem = _get(shapes, p + "base_layer.0.weight", 4)
+    if stem[2:] != (7, 7):
         raise _foreign(p + "base_layer.0.weight", stem, "is not the 7x7 stem conv of a DLA")
     for k in keys:  # everything must sit in a DLA's module tree
         top = k.split(".")[0]
@@ -203,11 +261,32 @@ def _under(shapes: Shapes, prefix: str) -> Shapes:
     return {k[len(prefix) :]: s for k, s in shapes.items() if k.startswith(prefix)}
 
 
+def _by_level(shapes: Shapes, p: str) -> dict[int, Shapes]:
+    """The tensors of each ``level<i>`` module, keyed by what follows its name (one pass)."""
+    out: dict[int, Shapes] = {}
+    pattern = re.compile(re.escape(p) + r"level(\d{1,6})\.(.+)")
+    for k, s in shapes.items():
+        if (m := pattern.fullmatch(k)) is not None:
+            out.setdefault(int(m.group(1)), {})[m.group(2)] = s
+    return out
+
+
 def _levels(shapes: Shapes, p: str) -> list[dict[str, Any]]:
     levels: list[dict[str, Any]] = []
-    i = 0
-    while _under(shapes, f"{p}level{i}."):
-        sub = _under(shapes, f"{p}level{i}.")
+    grouped = _by_level(shapes, p)
+    if len(grouped) > MAX_TREE_LEVELS + 2:
+        raise DlagraphError(
+            f"not a DLA checkpoint: it has {len(grouped)} level modules, a DLA at most "
+            f"{MAX_TREE_LEVELS + 2}"
+        )
+    gap = next((i for i in range(len(grouped)) if i not in grouped), None)
+    if gap is not None:
+        raise DlagraphError(
+            f"not a DLA checkpoint: it has no level{gap} but levels after it "
+            f"({', '.join(f'level{i}' for i in sorted(grouped)[:4])}…)"
+        )
+    for i in range(len(grouped)):
+        sub = grouped[i]
         if i < 2:
             convs = [s for k, s in sub.items() if re.fullmatch(r"\d+\.weight", k) and len(s) == 4]
             if not convs or any(s[2:] != (3, 3) for s in convs):
@@ -221,7 +300,6 @@ def _levels(shapes: Shapes, p: str) -> list[dict[str, Any]]:
             ):  # the default: on for every tree level but the first
                 del level["aggregate_input"]
             levels.append(level)
-        i += 1
     if len(levels) < 3:
         raise DlagraphError(f"not a DLA checkpoint: it has {len(levels)} levels, a DLA at least 3")
     return levels
@@ -229,7 +307,7 @@ def _levels(shapes: Shapes, p: str) -> list[dict[str, Any]]:
 
 def _tree_level(sub: Shapes, where: str, c_prev: int) -> dict[str, Any]:
     depth = max(len(re.match(r"(?:tree[12]\.)*", k).group(0)) // 6 for k in sub)  # type: ignore[union-attr]
-    roots = {k: s for k, s in sub.items() if re.fullmatch(r"(?:tree[12]\.)*root\.conv\.weight", k)}
+    roots = {k: _get(sub, k, 4, under=where) for k in sub if _ROOT.fullmatch(k)}
     if depth == 0 or not roots:
         k = next(iter(sub))
         raise _foreign(where + k, sub[k], "is in no HDA tree (no tree1/tree2 and root)")
@@ -242,11 +320,15 @@ def _tree_level(sub: Shapes, where: str, c_prev: int) -> dict[str, Any]:
     return out
 
 
+_ROOT = re.compile(r"(?:tree[12]\.)*root\.conv\.weight")
+
+
 def _root_kernel(shapes: Shapes, p: str) -> int:
     ks = {
-        s[2]
-        for k, s in shapes.items()
-        if k.startswith(p + "level") and k.endswith("root.conv.weight")
+        _get(sub, k, 4, under=f"{p}level{i}.")[2]
+        for i, sub in _by_level(shapes, p).items()
+        for k in sub
+        if _ROOT.fullmatch(k)
     }
     if len(ks) != 1:
         raise DlagraphError(f"aggregation nodes with different kernels {sorted(ks)}: not one DLA")
@@ -262,7 +344,7 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
     if {"conv1", "conv2"} <= names and "conv3" not in names:
         return {"type": "basic"}, {}
     if {"conv1", "conv2", "conv3"} <= names:
-        mid, per_group = sub["conv2.weight"][0], sub["conv2.weight"][1]
+        mid, per_group = _get(sub, "conv2.weight", 4, under=first)[:2]
         groups = mid // per_group
         if groups == 1 and mid == cout // 2:
             return {"type": "bottleneck"}, {}
@@ -270,9 +352,9 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
             return {"type": "split", "cardinality": groups}, {}
         raise _foreign(first + "conv2.weight", sub["conv2.weight"], "is not a DLA block's 3x3 conv")
     if {"conv1", "convs", "conv3"} <= names:
-        width = sub["convs.0.weight"][0]
-        card = width // sub["convs.0.weight"][1]
-        scale = sub["conv1.weight"][0] // width
+        width, per_group = _get(sub, "convs.0.weight", 4, under=first)[:2]
+        card = width // per_group
+        scale = _get(sub, "conv1.weight", 4, under=first)[0] // width
         # width = floor(cout * base_width / 64) * card / 2: every base_width that gives it for each
         # level builds the same network; the default 4 when it fits, else the smallest
         trees = [lv["channels"] for lv in levels[2:]]
@@ -299,7 +381,7 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
 
 
 def _res2_width(shapes: Shapes, p: str, i: int, level: dict[str, Any]) -> int:
-    return shapes[f"{p}level{i}." + "tree1." * level["depth"] + "convs.0.weight"][0]
+    return _get(shapes, f"{p}level{i}." + "tree1." * level["depth"] + "convs.0.weight", 4)[0]
 
 
 def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[str, Any], dict]:
@@ -308,13 +390,13 @@ def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[st
         if any(k.startswith("ida_up.") for k in shapes):
             return {
                 "type": "segmentation",
-                "num_classes": shapes["fc.weight"][0],
+                "num_classes": _get(shapes, "fc.weight", 4, "a segmentation head")[0],
                 "upsample": "ida",
-                "ida_channels": shapes["ida_up.proj_1.0.weight"][0],
+                "ida_channels": _get(shapes, "ida_up.proj_1.0.weight", 4, "IDA upsampling")[0],
                 "dilation": True,
             }, {"head.dilation": "True (dilating the last two levels changes no weight shape)"}
         if "fc.weight" in shapes:
-            return {"type": "classifier", "num_classes": shapes["fc.weight"][0]}, {
+            return {"type": "classifier", "num_classes": _get(shapes, "fc.weight", 4)[0]}, {
                 "head.dropout": "0.0 (dropout has no weights)",
                 "head.type": "classifier (a segmentation head with bilinear upsampling has the "
                 "same tensors: --set head.type=segmentation)",
@@ -328,16 +410,18 @@ def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[st
     if "fc.0.weight" in shapes:  # the official dla_up.py DLASeg
         return {
             "type": "dla_up",
-            "num_classes": shapes["fc.0.weight"][0],
+            "num_classes": _get(shapes, "fc.0.weight", 4)[0],
             "down_ratio": 2**first,
-            "base_classes": shapes["base.fc.weight"][0] if "base.fc.weight" in shapes else 0,
+            "base_classes": _get(shapes, "base.fc.weight", 4)[0]
+            if "base.fc.weight" in shapes
+            else 0,
         }, {}
     heads: dict[str, int] = {}
     convs: dict[str, list[tuple[int, ...]]] = {}
-    for k, s in shapes.items():
+    for k in shapes:
         top = k.split(".")[0]
         if top not in _CENTERNET_PARTS and k.endswith(".weight"):
-            convs.setdefault(top, []).append(s)
+            convs.setdefault(top, []).append(_get(shapes, k, 4))
     for top, ws in convs.items():
         heads[top] = ws[-1][0]
     if not heads:

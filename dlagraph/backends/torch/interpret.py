@@ -15,7 +15,6 @@ import ast
 import contextlib
 import copy
 import gc
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -34,12 +33,13 @@ from ...ir.graph import check, describe, inputs, op, stages, topo_order
 from ...ir.ops import Expr, In, Sym
 from ...names import class_name, var_name
 from ...spec import Spec
+from ...system import available_memory
 from . import modules
 from .modules import fold_batchnorm, init_weights
 from .timm_api import InterpreterTimmAPI, timm_attributes
 from .weights import assign_weights, read_owned
 
-__all__ = ["build_module", "fold_bn", "DLAModule", "make_module", "available_memory"]
+__all__ = ["build_module", "fold_bn", "DLAModule", "make_module"]
 
 _NAMESPACES = {"torch": torch, "nn": nn, "F": F}
 
@@ -409,38 +409,6 @@ def _modules(g: nx.DiGraph) -> nn.Module:
     for n in g.graph["modules"]:
         _set(root, g.nodes[n]["layout"]["module"], make_module(g, n))
     return root
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this process could still allocate (Linux: MemAvailable, bounded by a cgroup
-    limit; elsewhere the physical memory), or None when the platform does not say."""
-    found: list[int] = []
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-        for limit, usage in (
-            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-            (
-                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-            ),
-        ):
-            try:
-                cap, used = Path(limit).read_text().strip(), int(Path(usage).read_text())
-            except (OSError, ValueError):
-                continue
-            if cap.isdigit() and int(cap) < 1 << 60:
-                found.append(int(cap) - used)
-    except (OSError, ValueError):
-        pass
-    if not found:
-        try:
-            found.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-        except (ValueError, OSError, AttributeError):
-            return None
-    return max(0, min(found))
 
 
 def _check_memory(g: nx.DiGraph) -> None:

@@ -26,16 +26,17 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ...errors import DlagraphError
+from ...errors import DlagraphError, safe_repr
 from .deform import LoweredDCN
 
 __all__ = ["PRECISIONS", "OptimizedModule", "optimize"]
@@ -183,8 +184,14 @@ def optimize(
     """
     if precision not in PRECISIONS:
         raise DlagraphError(
-            f"precision: must be one of {', '.join(PRECISIONS)} (got {precision!r})"
+            f"precision: must be one of {', '.join(PRECISIONS)} (got {safe_repr(precision)})"
         )
+    if not isinstance(model, (nn.Module, str, Path, Mapping)) and type(model).__name__ != "Spec":
+        raise DlagraphError(
+            f"model: give a built DLA module, a spec or a preset name (got {type(model).__name__})"
+        )
+    if calibration is not None and precision != "int8":
+        raise DlagraphError(f"calibration: only int8 is calibrated (precision is {precision!r})")
     report = OptimizeReport(precision, compile)
     say = progress or (lambda step, seconds: None)
 
@@ -199,6 +206,9 @@ def optimize(
 
     with step("fold BN"):
         net = _prepare(model)
+    check = _batch_checker(net)
+    if example_input is not None:
+        check(example_input, "example_input")
     deformable = [name for name, m in net.named_modules() if _is_deformable(m)]
     if deformable and compile:
         _replace(net, deformable, LoweredDCN)
@@ -221,7 +231,9 @@ def optimize(
         report.float_modules = deformable
         if deformable:
             report.notes.append(f"{len(deformable)} deformable conv(s) kept in fp32")
-        net, first, report.calibration_batches = _quantize(net, calibration, deformable, step)
+        net, first, report.calibration_batches = _quantize(
+            net, calibration, deformable, step, check
+        )
     if compile:
         # dynamic=False: one graph per batch size, compiled in seconds. With a dynamic batch,
         # torch 2.14's inductor asserted wrong strides in a fused bf16 conv (1-channel input)
@@ -314,11 +326,48 @@ def _split_reused_modules(gm: torch.fx.GraphModule) -> None:
             stack[key] = (f"{path}@{call}", cls)
 
 
+def _batch_checker(net: nn.Module) -> Callable[..., None]:
+    """A check of input batches for ``net``: a float NCHW tensor, not empty, finite, with the
+    network's input channels and sides its total stride divides, of one size with the first."""
+    dag = getattr(net, "dag", None)
+    stride = dag.graph["total_stride"] if dag is not None else 1
+    chans = dag.graph["in_channels"] if dag is not None else getattr(net, "in_chans", None)
+    seen: list[tuple[int, ...]] = []
+
+    def check(x: Any, name: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise DlagraphError(f"{name}: must be a tensor (got {type(x).__name__})")
+        shape = tuple(x.shape)
+        if x.dim() != 4 or not x.is_floating_point():
+            raise DlagraphError(f"{name}: must be a float NCHW batch (got {x.dtype} {list(shape)})")
+        if 0 in shape:
+            raise DlagraphError(f"{name}: is empty ({list(shape)})")
+        if chans is not None and shape[1] != chans:
+            raise DlagraphError(f"{name}: has {shape[1]} channels, the network takes {chans}")
+        if shape[2] % stride or shape[3] % stride:
+            raise DlagraphError(
+                f"{name}: sides {shape[2]}x{shape[3]} are not multiples of the network's total "
+                f"stride {stride}"
+            )
+        if seen and shape[1:] != seen[0]:
+            raise DlagraphError(
+                f"{name}: images of {shape[2]}x{shape[3]} after {seen[0][1]}x{seen[0][2]}; "
+                "calibrate at one size"
+            )
+        if not torch.isfinite(x).all():
+            raise DlagraphError(f"{name}: holds NaN or infinite values")
+        if name.startswith("calibration"):
+            seen.append(shape[1:])
+
+    return check
+
+
 def _quantize(
     net: nn.Module,
     calibration: Iterable[torch.Tensor],
     keep_float: list[str],
     step: Callable[[str], Any],
+    check: Callable[..., None],
 ) -> tuple[nn.Module, torch.Tensor, int]:
     """Static int8 post-training quantization through torchao's PT2E flow."""
     try:
@@ -329,13 +378,16 @@ def _quantize(
         raise DlagraphError(
             "int8 needs torchao: pip install 'dlagraph[deploy]' (or pip install torchao)"
         ) from None
-    batches = iter(calibration)
-    first = next(batches, None)
-    if not isinstance(first, torch.Tensor) or first.dim() != 4:
+    try:
+        batches = iter(calibration)
+    except TypeError:
         raise DlagraphError(
-            "calibration: give an iterable of NCHW float tensors (got "
-            f"{'nothing' if first is None else type(first).__name__})"
-        )
+            f"calibration: give an iterable of NCHW batches (got {type(calibration).__name__})"
+        ) from None
+    first = next(batches, None)
+    if first is None:
+        raise DlagraphError("calibration: holds no batches")
+    check(first, "calibration[0]")
     first = first.float().contiguous(memory_format=torch.channels_last)
     with step("export"):
         # the batch dimension stays dynamic (export specialises a size of 1, hence two images);
@@ -353,6 +405,8 @@ def _quantize(
         prepared = prepare_pt2e(gm, quantizer)
         with torch.no_grad():
             for x in _chain(first, batches):
+                if n:
+                    check(x, f"calibration[{n}]")
                 prepared(x.float().contiguous(memory_format=torch.channels_last))
                 n += 1
     with step("convert"):

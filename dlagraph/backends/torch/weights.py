@@ -9,6 +9,8 @@ the output). Checkpoints are read without executing pickled code.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import WeightsError, clip, safe_repr
+from ...errors import WeightsError, clip, one_line, safe_repr
+from ...system import available_memory
 from .modules import assign_state
-from .pth_read import read_pth
-from .safetensors_read import read_safetensors
 
 __all__ = ["load_weights", "assign_weights", "LoadReport", "read_owned", "read_state_dict"]
 
@@ -35,7 +36,7 @@ class LoadReport:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # official-only unused projections
     kept: list[str] = field(default_factory=list)  # official-layout keys the checkpoint lacked
-    unfit: list[str] = field(default_factory=list)  # sparse, meta, quantized or complex tensors
+    unfit: list[tuple[str, str]] = field(default_factory=list)  # key, why (sparse, meta …)
     converted: list[tuple[str, str, str]] = field(default_factory=list)  # key, from, to dtype
     transfer: bool = False  # a transfer load: what did not fit stays at init
     modules: list[str] = field(default_factory=list)  # the model's top-level modules, in order
@@ -54,7 +55,7 @@ class LoadReport:
             "mismatched": [k for k, _, _ in self.mismatched],
             "dropped": self.dropped,
             "kept": self.kept,
-            "unfit": [k.split(":")[0] for k in self.unfit],
+            "unfit": [k for k, _ in self.unfit],
             "converted": [k for k, _, _ in self.converted],
         }
         for kind, keys in groups.items():
@@ -64,31 +65,35 @@ class LoadReport:
         return out
 
     def transfer_table(self) -> list[str]:
-        """Per top-level module: tensors transferred, left at init (missing or reshaped) and
-        checkpoint tensors not used."""
-        rows = [("module", "transferred", "left at init", "unused from checkpoint")]
+        """Per top-level module: the model's tensors transferred and left at init (missing from the
+        checkpoint, reshaped, or unusable there: each model tensor counted once), and the
+        checkpoint's tensors that have no place in the model. At most 20 modules, then a count."""
+        rows = [("module", "transferred", "left at init", "no place in the model")]
         table = self.by_level()
         order = [m for m in self.modules if m in table] + [
             m for m in table if m not in self.modules
         ]
-        for level in order:
+        for level in order[:_SHOWN]:
             row = table[level]
-            kept = row["missing"] + row["mismatched"]
-            unused = row["unexpected"] + row["mismatched"] + row["unfit"]
-            rows.append((level, str(row["matched"]), str(kept), str(unused)))
+            kept = row["missing"] + row["mismatched"] + row["unfit"]
+            nowhere = row["unexpected"] + row["dropped"]  # dropped: official-only projections
+            rows.append((_echo(level), str(row["matched"]), str(kept), str(nowhere)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        return [
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                      enumerate(zip(r, widths, strict=True)))
+        lines = [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(r, widths, strict=True)))
             for r in rows
         ]  # fmt: skip
+        return lines + _more(len(order), "modules")
 
     def __str__(self) -> str:
         if self.transfer:
+            left = len(self.missing) + len(self.mismatched) + len(self.unfit)
             return "\n".join([
-                f"transferred {len(self.matched)} tensors; left at init {len(self.missing)} "
-                f"missing and {len(self.mismatched)} reshaped; {len(self.unexpected)} checkpoint "
-                f"tensors have no place in the model",
+                f"transferred {len(self.matched)} tensors; left at init {left} ("
+                f"{len(self.missing)} missing, {len(self.mismatched)} reshaped, {len(self.unfit)} "
+                f"unusable in the checkpoint); {len(self.unexpected) + len(self.dropped)} "
+                "checkpoint tensors have no place in the model",
                 *self.transfer_table(),
             ])  # fmt: skip
         lines = [
@@ -99,43 +104,95 @@ class LoadReport:
             + (f", unusable {len(self.unfit)}" if self.unfit else "")
             + (f", dtype-converted {len(self.converted)}" if self.converted else "")
         ]
-        for level, row in self.by_level().items():
+        levels = [(m, r) for m, r in self.by_level().items() if any(
+            v for k, v in r.items() if k != "matched")]  # fmt: skip
+        for level, row in levels[:_SHOWN]:
             bad = {k: v for k, v in row.items() if v and k != "matched"}
-            if bad:
-                lines.append(f"  {level}: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
-        for k in self.missing[:20]:
-            lines.append(f"  missing: {k}")
-        for k in self.unexpected[:20]:
-            lines.append(f"  unexpected: {k}")
-        for k, a, b in self.mismatched[:20]:
-            lines.append(f"  shape: {k}: checkpoint {list(a)}, model {list(b)}")
-        for why in self.unfit[:20]:
-            lines.append(f"  unusable: {why}")
-        for k, a, b in self.converted[:20]:
-            lines.append(f"  dtype: {k}: checkpoint {a}, model {b} (converted)")
+            lines.append(f"  {_echo(level)}: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
+        lines += _more(len(levels), "modules")
+        lines += [f"  missing: {_echo(k)}" for k in self.missing[:_SHOWN]]
+        lines += _more(len(self.missing), "missing")
+        lines += [f"  unexpected: {_echo(k)}" for k in self.unexpected[:_SHOWN]]
+        lines += _more(len(self.unexpected), "unexpected")
+        for k, a, b in self.mismatched[:_SHOWN]:
+            lines.append(f"  shape: {_echo(k)}: checkpoint {list(a)}, model {list(b)}")
+        lines += _more(len(self.mismatched), "shape-mismatched")
+        lines += [f"  unusable: {_echo(k)}: {why}" for k, why in self.unfit[:_SHOWN]]
+        lines += _more(len(self.unfit), "unusable")
+        for k, a, b in self.converted[:_SHOWN]:
+            lines.append(f"  dtype: {_echo(k)}: checkpoint {a}, model {b} (converted)")
+        lines += _more(len(self.converted), "dtype-converted")
         return "\n".join(lines)
 
 
+_SHOWN = 20  # names a report lists per kind; the rest are counted
+
+
+def _echo(name: str) -> str:
+    """A tensor or module name from a checkpoint, as reports show it: one line, bounded."""
+    return clip(one_line(name), 100)
+
+
+def _more(total: int, what: str) -> list[str]:
+    return [f"  … and {total - _SHOWN:,} more {what}"] if total > _SHOWN else []
+
+
+def _regular_file(path: Path) -> int:
+    """The size of checkpoint ``path``, refused unless it is a regular file (a FIFO would block
+    the reader, a device such as ``/dev/zero`` never ends)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise WeightsError(f"{_name(path)}: no such checkpoint file") from None
+    except OSError as e:  # a path too long, a loop of links, no permission …
+        raise WeightsError(f"{_name(path)}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise WeightsError(f"{_name(path)}: is a folder, not a checkpoint file")
+    if not stat.S_ISREG(st.st_mode):
+        raise WeightsError(
+            f"{_name(path)}: is not a regular file (a FIFO, socket or device); not reading it"
+        )
+    if st.st_size == 0:
+        raise WeightsError(f"{_name(path)}: is empty, not a checkpoint")
+    return st.st_size
+
+
+def _name(path: Path) -> str:
+    """A file name for a message: one line, bounded."""
+    return clip(str(path), 160)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {clip(text[0], 120)}" if text else type(e).__name__
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little-endian) and the header's
+    JSON object; a torch.save file is a zip archive (``PK``) or a legacy pickle (``\\x80``)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")
+
+
 def _read_file(path: Path) -> tuple[Any, bool]:
-    """The object in a checkpoint file, and whether its tensors own their memory: ``.safetensors``
-    files and ``torch.save`` files of plain tensors (:mod:`.pth_read`) are read by dlagraph into
-    tensors of their own; other ``torch.save`` files go through ``torch.load(weights_only=True)``
-    (memory-mapped where possible)."""
-    if path.is_dir():
-        raise WeightsError(f"{path}: is a folder, not a checkpoint file")
-    if not path.exists():
-        raise WeightsError(f"{path}: no such checkpoint file")
-    if path.suffix == ".safetensors":
+    """The object in a checkpoint file, and whether its tensors own their memory.
+
+    Only the maintained readers read checkpoints: the ``safetensors`` library (its ``pread``
+    backend: tensors of their own, never a view of the file) and ``torch.load(weights_only=True)``
+    (memory-mapped: its tensors are views of the file, which loading copies). Every failure of
+    either becomes one :class:`WeightsError` line naming the file.
+    """
+    _regular_file(path)
+    if _is_safetensors(path):
+        from safetensors.torch import load_file
+
         try:
-            return read_safetensors(path), True
-        except (ValueError, OSError) as e:  # truncated, garbage or empty files
+            return load_file(path, backend="pread"), True
+        except Exception as e:  # SafetensorError, OSError, MemoryError …
             raise WeightsError(
-                f"{path}: not a readable safetensors file ({type(e).__name__}: "
-                f"{clip(str(e).splitlines()[0] if str(e) else '', 120)})"
+                f"{_name(path)}: not a readable safetensors file ({_reason(e)})"
             ) from None
-    fast = read_pth(path)
-    if fast is not None:
-        return fast, True
     try:
         try:  # memory-mapped (twice as fast): loading copies the tensors out of it
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True), False
@@ -144,11 +201,10 @@ def _read_file(path: Path) -> tuple[Any, bool]:
                 raise
             # files from before torch 1.6 (the official DLA checkpoints) cannot be mapped
             return torch.load(path, map_location="cpu", weights_only=True), False
-    except Exception as e:  # pickle.UnpicklingError, EOFError, IndexError on empty files …
+    except Exception as e:  # pickle.UnpicklingError, RuntimeError, EOFError, MemoryError …
         raise WeightsError(
-            f"{path}: not loaded: it is not a plain tensor checkpoint ({type(e).__name__}: "
-            f"{clip(str(e).splitlines()[0] if str(e) else 'empty or truncated', 120)}); "
-            f"dlagraph never unpickles code"
+            f"{_name(path)}: not loaded: it is not a readable checkpoint of plain tensors "
+            f"({_reason(e)}); dlagraph never unpickles code"
         ) from None
 
 
@@ -164,40 +220,54 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
     return _state_dict(source)[0]
 
 
-def _state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
-    """:func:`read_state_dict`, and whether its tensors own their memory (read from a file by
-    dlagraph's own readers), so that loading may keep them without a copy."""
+def _state_dict(
+    source: str | Path | Mapping[str, Any],
+) -> tuple[dict[str, torch.Tensor], bool, str]:
+    """:func:`read_state_dict`, whether its tensors own their memory (the safetensors reader's
+    do; torch.load's memory-mapped ones and a caller's mapping do not), and what to call it."""
     sd: Any
-    sd, owned = (dict(source), False) if isinstance(source, Mapping) else _read_file(Path(source))
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
-            sd = sd[key]
+    if isinstance(source, Mapping):
+        sd, owned, where = dict(source), False, "checkpoint"
+    else:
+        sd, owned = _read_file(Path(source))
+        where = _name(Path(source))
+    sd = _unwrap(sd)
     if not isinstance(sd, Mapping):
-        raise WeightsError(
-            f"checkpoint is not a mapping of names to tensors (got {type(sd).__name__})"
-        )
+        raise WeightsError(f"{where}: not a mapping of names to tensors (got {type(sd).__name__})")
     for k, v in sd.items():
         if not isinstance(k, str):
-            raise WeightsError(f"checkpoint key {safe_repr(k)} is not a string")
+            raise WeightsError(f"{where}: key {safe_repr(k)} is not a string")
         if not isinstance(v, torch.Tensor):
             raise WeightsError(
-                f"checkpoint entry {safe_repr(k)} is a {type(v).__name__}, not a tensor"
+                f"{where}: entry {safe_repr(k)} is a {type(v).__name__}, not a tensor"
             )
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return dict(sd), owned
+    return dict(sd), owned, where
 
 
-def _unfit(k: str, v: torch.Tensor, own: torch.Tensor) -> str | None:
+WRAPPERS = ("state_dict", "model", "model_state")
+
+
+def _unwrap(obj: Any) -> Any:
+    """The state dict inside a training checkpoint: ``{"state_dict": …}``, ``{"model": …}`` or
+    ``{"model_state": …}`` (nested ones too, in that order)."""
+    for key in WRAPPERS:
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    return obj
+
+
+def _unfit(v: torch.Tensor, own: torch.Tensor) -> str | None:
     """Why checkpoint tensor ``v`` cannot be copied into the model's ``own``, or None."""
     if v.layout != torch.strided:
-        return f"{k}: checkpoint tensor is {str(v.layout).removeprefix('torch.')}, not dense"
+        return f"checkpoint tensor is {str(v.layout).removeprefix('torch.')}, not dense"
     if v.is_meta:
-        return f"{k}: checkpoint tensor has no data (meta device)"
+        return "checkpoint tensor has no data (meta device)"
     if v.is_quantized:
-        return f"{k}: checkpoint tensor is quantized"
+        return "checkpoint tensor is quantized"
     if v.is_complex() and not own.is_complex():
-        return f"{k}: checkpoint tensor is complex ({v.dtype}), the model's is {own.dtype}"
+        return f"checkpoint tensor is complex ({v.dtype}), the model's is {own.dtype}"
     return None
 
 
@@ -260,12 +330,40 @@ def load_weights(
 def read_owned(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """:func:`read_state_dict`, each tensor copied to memory of its own on the CPU (not a view of
     a memory-mapped file, nor of a caller's state dict). Tensors that cannot be loaded are left as
-    they are, for the load's report to name."""
-    sd, owned = _state_dict(source)
+    they are, for the load's report to name.
+
+    Raises:
+        WeightsError: for a tensor that views more elements than its storage holds (a stride-0
+            view: a few bytes on disk that a copy would blow up), or copies that would not fit in
+            the available memory, before anything is copied.
+    """
+    sd, owned, where = _state_dict(source)
     if owned:
         return sd  # read into tensors of their own already
+    copied = {k for k, v in sd.items() if _unfit(v, v) is None}
+    need = 0
+    for k in copied:
+        v = sd[k]
+        size = v.numel() * v.element_size()
+        if (
+            v.numel()
+            and size > v.untyped_storage().nbytes() - v.storage_offset() * v.element_size()
+        ):
+            raise WeightsError(
+                f"{where}: tensor {safe_repr(k, 80)} {list(v.shape)} views {size:,} bytes of a "
+                f"{v.untyped_storage().nbytes():,}-byte storage (overlapping or broadcast "
+                "strides); not copying it"
+            )
+        need += size
+    free = available_memory()
+    if free is not None and need > free:
+        raise WeightsError(
+            f"{where}: its tensors need {need / 2**30:,.2f} GiB of memory, only "
+            f"{free / 2**30:,.2f} GiB is available"
+        )
     return {
-        k: v.detach().to("cpu", copy=True) if _unfit(k, v, v) is None else v for k, v in sd.items()
+        k: v.detach().clone(memory_format=torch.contiguous_format) if k in copied else v
+        for k, v in sd.items()
     }
 
 
@@ -306,8 +404,8 @@ def _plan(
     for k, v in sd.items():  # everything is checked before anything is copied
         if k not in own:
             report.unexpected.append(k)
-        elif (why := _unfit(k, v, own[k])) is not None:
-            report.unfit.append(why)
+        elif (why := _unfit(v, own[k])) is not None:
+            report.unfit.append((k, why))
         elif tuple(v.shape) != tuple(own[k].shape):
             report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
         else:
