@@ -7,6 +7,8 @@ trained models come from the examples. Speed is measured by benchmarks/bench.py,
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from .helpers import exec_generated
 
@@ -329,3 +331,29 @@ def test_lowered_dcn_matches_the_module_in_fp32_and_bf16() -> None:
         lowered.bias.data = lowered.bias.data.bfloat16()
         out = lowered(x.bfloat16())
         assert out.dtype == torch.bfloat16 and rel_err(ref, out.float()) < 0.03
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 70), st.integers(0, 70)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_calibration_shapes_are_accepted_exactly_when_the_network_takes_them(shapes: list) -> None:
+    """The check every calibration batch passes, against the rule stated independently: a
+    non-empty float NCHW batch with the network's channels (1), sides its total stride (32)
+    divides, all of the first batch's size."""
+    from dlagraph.backends.torch.optimize import _batch_checker
+
+    check = _batch_checker(dlagraph.build_module("dla_tiny_digits").eval())
+    first = shapes[0][1:]
+    for i, (b, c, h, w) in enumerate(shapes):
+        ok = b > 0 and c == 1 and h > 0 and w > 0 and h % 32 == 0 and w % 32 == 0
+        ok = ok and (c, h, w) == first
+        if ok:
+            check(torch.zeros(b, c, h, w), f"calibration[{i}]")
+        else:
+            with pytest.raises(DlagraphError, match=rf"^calibration\[{i}\]: "):
+                check(torch.zeros(b, c, h, w), f"calibration[{i}]")
+            return
