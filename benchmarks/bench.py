@@ -11,7 +11,8 @@ runs after warm-up; the three models interleaved so drift hits them alike), CPU 
 + channels_last, with the CPU's flags and the compile and calibration times) and, with a CUDA device,
 inference (batch 256, bf16, channels_last, eager and torch.compile) and a training step (batch 128,
 bf16 autocast, SGD) in images/s, peak memory and achieved TFLOP/s from the static MAC count. Results
-go to ``benchmarks/RESULTS.md`` with the machine, versions and date.
+go to ``dlagraph-out/benchmarks/RESULTS.md`` (``--out``; ``--update-results`` writes the committed
+``benchmarks/RESULTS.md``) with the machine, versions and date.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 import dlagraph
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"  # the committed results: --update-results
 TIMM = {"dla36": "dla34", "dla62_s_s": "dla60x_c", "dla104_s": "dla102x", "dla169": "dla169"}
 
 
@@ -374,7 +376,7 @@ def bench_deploy(
 ) -> list[str]:
     """dlagraph.optimize in fp32 / bf16 / int8 against timm's fp32 eager model and timm's best CPU
     setting (bf16 autocast + channels_last), 2 threads; int8 calibrated on random batches."""
-    from dlagraph.backends.torch.cpubench import bench_spec, cpu_description, table
+    from dlagraph.deploy.bench import bench_spec, cpu_description, table
 
     torch.set_num_threads(2)
     spec = dlagraph.load_spec(str(ROOT / "specs" / f"{name}.yaml"))
@@ -486,7 +488,17 @@ def gpu_only(out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="CPU only, dla36 only, fewer runs")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    ap.add_argument(
+        "--out",
+        default=str(ROOT / "dlagraph-out" / "benchmarks" / "RESULTS.md"),
+        help="where to write the results (default: dlagraph-out/benchmarks/RESULTS.md, ignored "
+        "by git)",
+    )
+    ap.add_argument(
+        "--update-results",
+        action="store_true",
+        help=f"write the committed {RESULTS.relative_to(ROOT)} instead of --out",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument(
         "--gpu-only",
@@ -495,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         "accelerator with a time budget: compiled rows for dla36 only)",
     )
     args = ap.parse_args(argv)
+    if args.update_results:
+        args.out = str(RESULTS)
     if args.gpu_only:
         return gpu_only(Path(args.out))
     runs = 5 if args.quick else 21
@@ -519,12 +533,14 @@ def main(argv: list[str] | None = None) -> int:
             "section, with its own date and machine, is kept below.",
             "",
         ]
-        out += [_kept_gpu_section(Path(args.out))]
+        out += [_kept_gpu_section(RESULTS)]
     out += targets()
     text = "\n".join(out)
     print(text)
     if not args.no_write:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
+        print(f"\nwrote {args.out}", file=sys.stderr)
     return 0
 
 

@@ -32,6 +32,74 @@ class DlaBasic(nn.Module):
         return self.relu(out)
 
 
+class DlaRoot(nn.Module):
+    """Aggregation node N (eq. 3): concat in argument order -> conv -> BN (-> + input 0, eq. 4)
+    -> ReLU."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 1, residual: bool = False
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, 1, (kernel_size - 1) // 2, bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.residual = residual
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        x = self.bn(self.conv(torch.cat(xs, 1)))
+        if self.residual:
+            x += xs[0]
+        return self.relu(x)
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, convs: int = 1, stride: int = 1
+) -> nn.Sequential:
+    """``convs`` x (conv-BN-ReLU), the first strided: the stem and the conv levels (Levels 1-2)."""
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [
+            nn.Conv2d(
+                in_channels if i == 0 else out_channels,
+                out_channels,
+                kernel_size,
+                stride if i == 0 else 1,
+                kernel_size // 2,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+def project(in_channels: int, out_channels: int) -> nn.Sequential:
+    """The first block's shortcut projection: 1x1 conv + BN, no ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+    )
+
+
+def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTranspose2d:
+    """Depthwise ``factor``x transposed conv initialised as bilinear upsampling (official
+    ``fill_up_weights``). ``init_weights`` leaves it alone: it re-initialises ``nn.Conv2d`` only,
+    and ``nn.ConvTranspose2d`` is not one."""
+    up = nn.ConvTranspose2d(
+        channels, channels, 2 * factor, factor, factor // 2, groups=channels, bias=False
+    )
+    w = up.weight.data
+    f = math.ceil(w.size(2) / 2)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    for i in range(w.size(2)):
+        for j in range(w.size(3)):
+            w[0, 0, i, j] = (1 - math.fabs(i / f - c)) * (1 - math.fabs(j / f - c))
+    w[1:, 0] = w[0, 0]
+    up.weight.requires_grad_(trainable)
+    return up
+
+
 class DCN(nn.Module):
     """DCNv2's modulated deformable convolution, without a compiled extension.
 
@@ -103,74 +171,6 @@ def centernet_head(
         if heatmap:
             last.bias.fill_(-2.19)
     return head
-
-
-class DlaRoot(nn.Module):
-    """Aggregation node N (eq. 3): concat in argument order -> conv -> BN (-> + input 0, eq. 4)
-    -> ReLU."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 1, residual: bool = False
-    ):
-        super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, 1, (kernel_size - 1) // 2, bias=False
-        )
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.residual = residual
-
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        x = self.bn(self.conv(torch.cat(xs, 1)))
-        if self.residual:
-            x += xs[0]
-        return self.relu(x)
-
-
-def conv_bn_relu(
-    in_channels: int, out_channels: int, kernel_size: int, convs: int = 1, stride: int = 1
-) -> nn.Sequential:
-    """``convs`` x (conv-BN-ReLU), the first strided: the stem and the conv levels (Levels 1-2)."""
-    layers: list[nn.Module] = []
-    for i in range(convs):
-        layers += [
-            nn.Conv2d(
-                in_channels if i == 0 else out_channels,
-                out_channels,
-                kernel_size,
-                stride if i == 0 else 1,
-                kernel_size // 2,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        ]
-    return nn.Sequential(*layers)
-
-
-def project(in_channels: int, out_channels: int) -> nn.Sequential:
-    """The first block's shortcut projection: 1x1 conv + BN, no ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
-    )
-
-
-def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTranspose2d:
-    """Depthwise ``factor``x transposed conv initialised as bilinear upsampling (official
-    ``fill_up_weights``). ``init_weights`` leaves it alone: it re-initialises ``nn.Conv2d`` only,
-    and ``nn.ConvTranspose2d`` is not one."""
-    up = nn.ConvTranspose2d(
-        channels, channels, 2 * factor, factor, factor // 2, groups=channels, bias=False
-    )
-    w = up.weight.data
-    f = math.ceil(w.size(2) / 2)
-    c = (2 * f - 1 - f % 2) / (2.0 * f)
-    for i in range(w.size(2)):
-        for j in range(w.size(3)):
-            w[0, 0, i, j] = (1 - math.fabs(i / f - c)) * (1 - math.fabs(j / f - c))
-    w[1:, 0] = w[0, 0]
-    up.weight.requires_grad_(trainable)
-    return up
 
 
 def read_weights(source: str | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -82,13 +82,18 @@ def project(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-def ida_node(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
-    """The official IDAUp aggregation node: conv-BN-ReLU on the concatenated inputs."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, 1, kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+def init_weights(model: nn.Module) -> None:
+    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0.
+    Tensors on the meta device (a model about to be loaded) have nothing to initialise."""
+    for m in model.modules():
+        if getattr(m, "weight", None) is not None and m.weight.is_meta:
+            continue
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
 
 
 def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTranspose2d:
@@ -109,18 +114,13 @@ def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTr
     return up
 
 
-def init_weights(model: nn.Module) -> None:
-    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0.
-    Tensors on the meta device (a model about to be loaded) have nothing to initialise."""
-    for m in model.modules():
-        if getattr(m, "weight", None) is not None and m.weight.is_meta:
-            continue
-        if isinstance(m, nn.Conv2d):
-            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            m.weight.data.normal_(0, math.sqrt(2.0 / n))
-        elif isinstance(m, nn.BatchNorm2d):
-            m.weight.data.fill_(1)
-            m.bias.data.zero_()
+def ida_node(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
+    """The official IDAUp aggregation node: conv-BN-ReLU on the concatenated inputs."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, 1, kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 def read_weights(source: str | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -96,6 +96,20 @@ def project(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def init_weights(model: nn.Module) -> None:
+    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0.
+    Tensors on the meta device (a model about to be loaded) have nothing to initialise."""
+    for m in model.modules():
+        if getattr(m, "weight", None) is not None and m.weight.is_meta:
+            continue
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+
+
 def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTranspose2d:
     """Depthwise ``factor``x transposed conv initialised as bilinear upsampling (official
     ``fill_up_weights``). ``init_weights`` leaves it alone: it re-initialises ``nn.Conv2d`` only,
@@ -112,20 +126,6 @@ def bilinear_up(channels: int, factor: int, trainable: bool = True) -> nn.ConvTr
     w[1:, 0] = w[0, 0]
     up.weight.requires_grad_(trainable)
     return up
-
-
-def init_weights(model: nn.Module) -> None:
-    """The official (and timm) init: convs ~ N(0, sqrt(2 / (k*k*out))), BN weight 1 and bias 0.
-    Tensors on the meta device (a model about to be loaded) have nothing to initialise."""
-    for m in model.modules():
-        if getattr(m, "weight", None) is not None and m.weight.is_meta:
-            continue
-        if isinstance(m, nn.Conv2d):
-            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            m.weight.data.normal_(0, math.sqrt(2.0 / n))
-        elif isinstance(m, nn.BatchNorm2d):
-            m.weight.data.fill_(1)
-            m.bias.data.zero_()
 
 
 def read_weights(source: str | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

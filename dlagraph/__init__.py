@@ -18,35 +18,43 @@ from .blocks import registered_blocks as registered_blocks
 from .blocks import unregister_block as unregister_block
 from .errors import CodegenError as CodegenError
 from .errors import DlagraphError as DlagraphError
+from .errors import DlagraphWarning as DlagraphWarning
 from .errors import GraphError as GraphError
 from .errors import InputSizeError as InputSizeError
 from .errors import RegistryError as RegistryError
 from .errors import SpecError as SpecError
 from .errors import WeightsError as WeightsError
+from .heads import HeadOptions as HeadOptions
+from .heads import register_head as register_head
+from .heads import registered_heads as registered_heads
+from .heads import unregister_head as unregister_head
 from .ir import Summary as Summary
 from .ir import compile_spec as compile_spec
 from .ir import summarize as summarize
 from .spec import Spec as Spec
 from .spec import load_spec as load_spec
 from .spec import spec_to_yaml as spec_to_yaml
+from .system import native_bf16 as native_bf16
 
 _LAZY = {
     "build_module": ("dlagraph.backends.torch.interpret", "build_module"),
     "fold_bn": ("dlagraph.backends.torch.interpret", "fold_bn"),
-    "load_weights": ("dlagraph.backends.torch.weights", "load_weights"),
+    "load_weights": ("dlagraph.checkpoints.load", "load_weights"),
     "generate_source": ("dlagraph.backends.codegen", "generate_source"),
     "draw": ("dlagraph.backends.diagram", "draw"),
-    "centernet_decode": ("dlagraph.backends.torch.decode", "centernet_decode"),
+    "centernet_decode": ("dlagraph.deploy.decode", "centernet_decode"),
     "register_timm_models": ("dlagraph.backends.torch.dla", "register_timm_models"),
-    "infer_spec": ("dlagraph.backends.torch.infer", "infer_spec"),
-    "infer_checkpoint": ("dlagraph.backends.torch.infer", "infer_checkpoint"),
-    "optimize": ("dlagraph.backends.torch.optimize", "optimize"),
+    "infer_spec": ("dlagraph.tools.infer", "infer_spec"),
+    "infer_checkpoint": ("dlagraph.tools.infer", "infer_checkpoint"),
+    "optimize": ("dlagraph.deploy.optimize", "optimize"),
 }
 
 __all__ = [
     "CodegenError",
     "DlagraphError",
+    "DlagraphWarning",
     "GraphError",
+    "HeadOptions",
     "InputSizeError",
     "Layer",
     "RegistryError",
@@ -64,13 +72,17 @@ __all__ = [
     "infer_spec",
     "load_spec",
     "load_weights",
+    "native_bf16",
     "optimize",
     "register_block",
+    "register_head",
     "register_timm_models",
     "registered_blocks",
+    "registered_heads",
     "spec_to_yaml",
     "summarize",
     "unregister_block",
+    "unregister_head",
 ]
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "GraphError",
     "CodegenError",
     "WeightsError",
+    "DlagraphWarning",
     "clip",
     "one_line",
     "safe_repr",
@@ -54,6 +55,10 @@ class CodegenError(DlagraphError):
 
 class WeightsError(DlagraphError):
     """A checkpoint does not fit a model (missing, unexpected or mis-shaped keys, or unsafe content)."""
+
+
+class DlagraphWarning(UserWarning):
+    """Something works but not as well as it could here (bf16 on a CPU that emulates it)."""
 
 
 def one_line(text: str) -> str:

@@ -6,41 +6,27 @@ import builtins
 import keyword
 import re
 
-__all__ = ["class_name", "var_name", "RESERVED", "MODULE_ATTRIBUTES", "attribute_clash"]
+__all__ = ["class_name", "var_name", "IMPORTED", "MODULE_ATTRIBUTES", "attribute_clash"]
 
-# names a generated file defines or imports; a model class must not shadow them
-RESERVED = frozenset(
-    {
-        "DlaBasic",
-        "DlaBottleneck",
-        "DlaBottle2neck",
-        "DlaRoot",
-        "conv_bn_relu",
-        "project",
-        "init_weights",
-        "torch",
-        "nn",
-        "math",
-        "List",
-        "F",
-    }
-) | frozenset(dir(builtins))
+# what a generated file imports (and may use besides its own definitions): a local variable of
+# its forward, or its model class, must not shadow one
+IMPORTED = frozenset({"torch", "nn", "math", "F", "List", "Tuple"}) | frozenset(dir(builtins))
 
 
 def class_name(name: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
-    """``dla104_s`` -> ``Dla104S``; made a valid, non-clashing identifier (``_0`` -> ``Net0``,
-    ``dla_root`` -> ``DlaRootNet``; a name in ``taken``, such as a registered block class the
-    generated file also defines, gets ``Net`` too)."""
+    """``dla104_s`` -> ``Dla104S``; made a valid identifier that is not in ``taken`` (``_0`` ->
+    ``Net0``; ``dla_root`` -> ``DlaRootNet`` when ``taken`` holds the generated file's names,
+    :func:`dlagraph.backends.codegen.sources.generated_names`)."""
     camel = "".join(p[:1].upper() + p[1:] for p in name.split("_"))
     if not camel or not camel[0].isalpha():
         camel = "Net" + camel
-    while keyword.iskeyword(camel) or camel in RESERVED or camel in taken:
+    while keyword.iskeyword(camel) or camel in taken or camel in IMPORTED:
         camel += "Net"
     return camel
 
 
 # names a local variable of `forward` must not take: its arguments and the imported modules
-_LOCALS = frozenset({"self", "x", "torch", "nn", "F", "math"}) | frozenset(dir(builtins))
+_LOCALS = frozenset({"self", "x"}) | IMPORTED
 
 
 def var_name(node: str) -> str:

@@ -25,6 +25,15 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))  # --hypothesis-profile wins
 
 
+def pytest_report_header() -> list[str]:
+    """The machine, first: int8 rounding and bf16 support differ from CPU to CPU, so a failure
+    must name the CPU it happened on."""
+    from dlagraph.system import cpu_description, native_bf16
+
+    bf16 = "native" if native_bf16() else "emulated (bf16 tests skip or expect a warning)"
+    return [f"cpu: {cpu_description()}; {os.cpu_count()} cores; bf16 {bf16}"]
+
+
 @pytest.fixture(autouse=True)
 def _run_in_root(monkeypatch: pytest.MonkeyPatch) -> None:
     # specs and docs use paths relative to the repository root, as the README does

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -25,6 +26,17 @@ name: tiny
 block: {type: basic}
 levels: [{channels: 8}, {channels: 16}, {channels: 32, depth: 1}]
 """
+
+
+def bf16_warning() -> contextlib.AbstractContextManager:
+    """What ``optimize(..., "bf16")`` says here: a DlagraphWarning where the CPU emulates bf16."""
+    import pytest
+
+    from dlagraph import DlagraphWarning, native_bf16
+
+    if native_bf16():
+        return contextlib.nullcontext()
+    return pytest.warns(DlagraphWarning, match="without native bf16")
 
 
 def import_file(path: Path, name: str) -> ModuleType:

@@ -66,33 +66,31 @@ def test_no_import_cycles_function_level_imports_included() -> None:
     assert not cycles, f"import cycles: {cycles[:5]}"
 
 
-# what each layer may import (README "Architecture"); the package root re-exports everything
+# what each layer may import (docs/architecture.md); the package root re-exports everything
+BASE = {"dlagraph._version", "dlagraph.errors", "dlagraph.names", "dlagraph.limits",
+        "dlagraph.system"}  # fmt: skip
+STATIC = BASE | {"dlagraph.blocks", "dlagraph.heads", "dlagraph.spec", "dlagraph.ir", "dlagraph.io"}
+TORCH = STATIC | {"dlagraph.backends", "dlagraph.backends.torch.modules", "dlagraph.checkpoints"}
 LAYERS = {
-    "dlagraph._version": set(),
-    "dlagraph.errors": set(),
-    "dlagraph.names": set(),
-    "dlagraph.system": set(),
+    **{name: set() for name in BASE},
     "dlagraph.io": {"dlagraph.errors"},
     "dlagraph.blocks": {"dlagraph.errors"},
-    "dlagraph.spec": {"dlagraph.errors", "dlagraph.blocks", "dlagraph.spec", "dlagraph.names"},
-    "dlagraph.ir": {
+    "dlagraph.heads": {
         "dlagraph.errors",
-        "dlagraph.blocks",
-        "dlagraph.spec",
-        "dlagraph.ir",
         "dlagraph.names",
-    },
-    "dlagraph.backends": {
-        "dlagraph.errors",
+        "dlagraph.limits",
         "dlagraph.blocks",
-        "dlagraph.spec",
-        "dlagraph.ir",
-        "dlagraph.names",
-        "dlagraph.io",
-        "dlagraph._version",
-        "dlagraph.backends",
-        "dlagraph.system",
-    },
+        "dlagraph.heads",
+    },  # fmt: skip
+    "dlagraph.spec": BASE | {"dlagraph.blocks", "dlagraph.heads", "dlagraph.spec"},
+    "dlagraph.ir": BASE | {"dlagraph.blocks", "dlagraph.heads", "dlagraph.spec", "dlagraph.ir"},
+    # the module library the interpreter runs and generated files copy: torch only
+    "dlagraph.backends.torch.modules": set(),
+    # reading and loading checkpoints: below the interpreter, which builds with them
+    "dlagraph.checkpoints": BASE | {"dlagraph.checkpoints", "dlagraph.backends.torch.modules"},
+    "dlagraph.backends": TORCH,
+    "dlagraph.tools": TORCH | {"dlagraph.tools"},
+    "dlagraph.deploy": TORCH | {"dlagraph.deploy"},
 }
 
 
@@ -124,6 +122,34 @@ def test_spec_ir_codegen_diagram_and_cli_do_not_import_torch() -> None:
 
 OP_NAMES = set(OPS)
 ALLOWED = {PKG / "ir" / "ops.py", PKG / "ir" / "graph.py"}
+
+
+def test_only_the_head_modules_know_head_types() -> None:
+    """Outside dlagraph/heads/, no code switches on a head type (a comparison with a head type's
+    name, an ``isinstance`` with a head's options model): everything goes through the registry,
+    so a new head is one module."""
+    from dlagraph.heads import registered_heads
+
+    names = set(registered_heads())
+    offenders = []
+    for path in sorted(PKG.rglob("*.py")):
+        if path.is_relative_to(PKG / "heads"):
+            continue
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            found = ""
+            if isinstance(node, ast.Compare):
+                parts = [node.left, *node.comparators]
+                consts = {
+                    c.value for p in parts for c in ast.walk(p) if isinstance(c, ast.Constant)
+                }
+                found = ", ".join(sorted(str(c) for c in consts & names))
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+                found = ", ".join(n.id for a in node.args[1:] for n in ast.walk(a)
+                                  if isinstance(n, ast.Name) and n.id.endswith("Head"))  # fmt: skip
+            if found:
+                offenders.append(f"{path.relative_to(PKG)}:{node.lineno}: {found}")
+    assert not offenders, offenders
 
 
 def test_at_most_two_files_switch_on_op_names() -> None:

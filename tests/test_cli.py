@@ -520,3 +520,21 @@ def test_bench_int8_without_torchao_fails_at_once(
         "error: int8 needs torchao, which is not installed: pip install 'dlagraph[deploy]' (or "
         "leave out int8: --precision fp32 bf16)"
     ]
+
+
+def test_presets_of_a_folder_list_the_good_specs_and_one_line_per_bad_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    for name in ("dla36", "dla34_up"):
+        shutil.copy(ROOT / "specs" / f"{name}.yaml", tmp_path)
+    (tmp_path / "bad.yaml").write_text("name: x\nlevels: 3\nfoo: 1\n")
+    (tmp_path / "broken.yml").write_text("a: [\n")
+    assert main(["presets", str(tmp_path)]) == 2  # listed, and the bad files make it fail
+    out, err = capsys.readouterr()
+    assert "dla36.yaml" in out and "dla34_up.yaml" in out and "bad" not in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert "bad.yaml:1:" in lines[0] and "(and 2 more problems)" in lines[0]
+    assert "broken.yml:2:" in lines[1]

@@ -481,3 +481,61 @@ def test_non_finite_float_and_enum_options_become_literals(scale: float) -> None
         assert torch.equal(gen(x), ref(x))
     finally:
         dlagraph.unregister_block("scaled")
+
+
+# ---- one source for generated names ---------------------------------------------------------------
+
+
+def _snake(name: str) -> str:
+    """The spec name whose class name is ``name``: ``DeformConv`` -> ``deform_conv``, ``DCN`` ->
+    ``d_c_n``; a function's own name otherwise."""
+    if name[:1].islower() or name.startswith("_"):
+        return name.strip("_")
+    return "_".join(c.lower() for c in re.findall(r"[A-Z][a-z0-9]*", name))
+
+
+def test_specs_named_after_every_library_name_generate_classes_that_construct() -> None:
+    """A spec named after any class or helper a generated file defines (``deform_conv`` once
+    generated two ``class DeformConv``) gets a class name of its own, and the file constructs and
+    computes what the interpreter does."""
+    from dlagraph.backends.codegen.sources import generated_names, library_names
+
+    levels = [{"channels": 4}, {"channels": 4}, {"channels": 64, "depth": 1},
+              {"channels": 64, "depth": 1}]  # fmt: skip
+    heads = [{"type": "classifier", "num_classes": 3},
+             {"type": "centernet", "heads": {"hm": 2}, "down_ratio": 2, "head_conv": 4},
+             {"type": "dla_up", "num_classes": 3, "base_classes": 0}]  # fmt: skip
+    x = torch.randn(1, 3, 32, 32)
+    for name in sorted(library_names()):
+        # a file that defines the name: each block type and each head, until one does
+        candidates = [
+            {"name": _snake(name), "block": {"type": t}, "levels": levels, "head": h}
+            for t in dlagraph.registered_blocks()
+            for h in heads
+        ]
+        spec, src = next(
+            (c, s) for c in candidates if name in re.findall(
+                r"^(?:class|def) (\w+)", s := generate_source(c, fold_bn=True), re.M)
+        )  # fmt: skip
+        defined = re.findall(r"^(?:class|def) (\w+)", src, re.M)
+        assert len(defined) == len(set(defined)), (name, defined)
+        cls = exec_generated(src)
+        assert cls.__name__ not in generated_names()
+        torch.manual_seed(0)
+        ref = build_module(spec).eval()
+        gen = cls().eval()
+        gen.load_state_dict(ref.state_dict())
+        assert type(ref).__name__ == cls.__name__
+        with torch.no_grad():
+            a, b = ref(x), gen(x)
+        a, b = (a["hm"], b["hm"]) if isinstance(a, dict) else (a, b)
+        a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name  # fold_bn's forward: channels_last
+
+
+def test_a_helper_the_library_lacks_is_an_error_not_an_omission() -> None:
+    from dlagraph.backends.codegen.sources import in_library_order
+
+    assert in_library_order({"fold_into", "DlaRoot"}) == ["DlaRoot", "fold_into"]
+    with pytest.raises(CodegenError, match="the module library defines no 'nowhere'"):
+        in_library_order({"DlaRoot", "nowhere"})

@@ -8,6 +8,8 @@ from types import ModuleType
 
 import pytest
 
+import dlagraph
+
 from .conftest import ROOT
 from .helpers import import_file
 
@@ -42,7 +44,11 @@ def test_digits_classifier_reaches_95_percent_and_keeps_it_in_int8_and_bf16(
     assert acc["fp32"] >= 0.95
     # dlagraph.optimize: int8 calibrated on training images, and bf16, lose at most 0.5 points
     # (a gain is no failure: int8 classifies two more of the 360 test images right here)
-    assert acc["int8"] >= acc["fp32"] - 0.005 and acc["bf16"] >= acc["fp32"] - 0.005
+    assert acc["int8"] >= acc["fp32"] - 0.005
+    if dlagraph.native_bf16():  # elsewhere bf16 is emulated: the example skips it, and says so
+        assert acc["bf16"] >= acc["fp32"] - 0.005
+    else:
+        assert "bf16" not in acc
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 8 and not list(tmp_path.glob("run/.*.tmp"))
 
@@ -130,14 +136,12 @@ def test_finetune_refuses_a_mismatched_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "dla34.pth"
     torch.save(timm.create_model("dla34").state_dict(), ckpt)
     ft = example("finetune_from_timm")
-    import dlagraph
 
     with pytest.raises(dlagraph.WeightsError, match="does not fit"):
         ft.main(["--spec", "specs/dla48_b_s.yaml", "--checkpoint", str(ckpt), "--steps", "1"])
 
 
 def test_custom_block_example_builds_runs_and_trains() -> None:
-    import dlagraph
 
     try:
         summary = example("custom_block").main()
@@ -157,12 +161,12 @@ def test_detection_example_reaches_07_map50_and_keeps_it_in_int8_and_bf16(
     assert score["fp32"] >= 0.7
     # dlagraph.optimize on the validation set: within 1 point of fp32's mAP@0.5
     assert abs(score["int8"] - score["fp32"]) <= 0.01
-    assert abs(score["bf16"] - score["fp32"]) <= 0.01
+    if dlagraph.native_bf16():
+        assert abs(score["bf16"] - score["fp32"]) <= 0.01
 
     # The same network with deformable convs (training them on a CPU is slow): a DCN whose offsets
     # are zero and whose weights are doubled (the mask is sigmoid(0) = 0.5) computes what the
     # trained conv computes, so optimize's deformable path meets real data too.
-    import dlagraph
 
     ckpt = torch.load(tmp_path / "det.pt", weights_only=True)
     spec = ckpt["spec"]

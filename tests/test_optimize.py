@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .helpers import exec_generated
+from .helpers import bf16_warning, exec_generated
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchao")
 
 import dlagraph  # noqa: E402
 from dlagraph import DlagraphError  # noqa: E402
-from dlagraph.backends.torch.optimize import _split_reused_modules, optimize  # noqa: E402
 from dlagraph.cli import main  # noqa: E402
+from dlagraph.deploy.optimize import _split_reused_modules, optimize  # noqa: E402
 
 
 def tiny(seed: int = 0) -> torch.nn.Module:
@@ -108,7 +108,8 @@ def test_fp32_folds_and_stays_exact_eager_and_compiled() -> None:
 def test_bf16_is_close_to_fp32_and_returns_float32() -> None:
     model = tiny()
     x = batches(1)[0]
-    fast = optimize(model, "bf16", compile=False)
+    with bf16_warning():  # a DlagraphWarning where this CPU emulates bf16
+        fast = optimize(model, "bf16", compile=False)
     with torch.no_grad():
         out = fast(x)
         assert out.dtype == torch.float32 and rel_rms(model(x), out) < 0.1
@@ -183,7 +184,8 @@ def test_centernet_keeps_deformable_convs_in_float(name: str) -> None:
         assert len(deform) == 16
         for node in deform:  # its input arrives in float: no dequantize right before it
             assert "quantize" not in str(node.args[0].target)
-        b = optimize(model, "bf16", compile=False)
+        with bf16_warning():
+            b = optimize(model, "bf16", compile=False)
         assert all(o.dtype == torch.float32 for o in b(x).values())
         assert "16 deformable conv(s) kept in fp32" in str(b.report)
 
@@ -274,7 +276,7 @@ def test_cli_bench_refusals_are_one_line(
 
 def test_cli_bench_baseline_is_timm_when_the_spec_names_it(capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("timm")
-    from dlagraph.backends.torch.cpubench import bench_spec, table
+    from dlagraph.deploy.bench import bench_spec, table
 
     rows, baseline = bench_spec(dlagraph.load_spec("dla36"), [], batch=1, size=32, runs=1)
     assert baseline == "timm dla34, fp32 eager"
@@ -297,7 +299,7 @@ def test_gathered_deform_conv_equals_torchvision(
     """Against torchvision's op, with offsets that push samples across and past every border."""
     import torchvision
 
-    from dlagraph.backends.torch.deform import deform_conv2d_gather
+    from dlagraph.deploy.deform import deform_conv2d_gather
 
     g = torch.Generator().manual_seed(size * 31 + c)
     x = torch.randn(n, c, size, size, generator=g, dtype=torch.float64)
@@ -316,8 +318,8 @@ def test_gathered_deform_conv_equals_torchvision(
 
 
 def test_lowered_dcn_matches_the_module_in_fp32_and_bf16() -> None:
-    from dlagraph.backends.torch.deform import LoweredDCN
     from dlagraph.backends.torch.modules import DCN
+    from dlagraph.deploy.deform import LoweredDCN
 
     torch.manual_seed(0)
     dcn = DCN(16, 24).eval()
@@ -344,7 +346,7 @@ def test_calibration_shapes_are_accepted_exactly_when_the_network_takes_them(sha
     """The check every calibration batch passes, against the rule stated independently: a
     non-empty float NCHW batch with the network's channels (1), sides its total stride (32)
     divides, all of the first batch's size."""
-    from dlagraph.backends.torch.optimize import _batch_checker
+    from dlagraph.deploy.optimize import _batch_checker
 
     check = _batch_checker(dlagraph.build_module("dla_tiny_digits").eval())
     first = shapes[0][1:]

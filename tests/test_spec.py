@@ -71,7 +71,7 @@ def test_presets_load(path: str) -> None:
         ("in_channels", 0, "in_channels: must be greater than 0"),
         ("aggregation", {"kernel_size": 2}, "aggregation.kernel_size: must be odd"),
         ("aggregation", {"residual": "yes"}, "aggregation.residual: must be true or false"),
-        ("head", {"type": "classifer"}, "head: unknown type 'classifer'"),
+        ("head", {"type": "classifer"}, "head.type: unknown head type 'classifer'"),
         ("head", {"type": "classifier", "num_classes": -1}, "head.num_classes: must be greater"),
         (
             "head",

@@ -223,7 +223,7 @@ def _st_file(tmp_path: Path, header: object, data: bytes = b"") -> Path:
 def test_safetensors_files_read_like_the_library_and_own_their_memory(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from dlagraph.backends.torch.weights import read_owned
+    from dlagraph.checkpoints.read import read_owned
 
     sd = {
         "f32": torch.randn(3, 4),
@@ -296,7 +296,7 @@ def test_a_broadcast_view_is_not_blown_up(tmp_path: Path) -> None:
 def test_copies_that_do_not_fit_in_memory_are_refused_before_copying(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dlagraph.backends.torch.weights as weights
+    import dlagraph.checkpoints.read as weights
 
     path = tmp_path / "c.pth"
     torch.save(build_module("dla_tiny_digits").state_dict(), path)
@@ -320,7 +320,7 @@ def test_a_duplicated_zip_entry_reads_as_torch_reads_it(tmp_path: Path) -> None:
             if "/data/" in info.filename:  # a second entry of the same name, other values
                 with pytest.warns(UserWarning, match="Duplicate name"):
                     dst.writestr(info, torch.zeros(4).numpy().tobytes())
-    from dlagraph.backends.torch.weights import read_owned
+    from dlagraph.checkpoints.read import read_owned
 
     try:
         want = torch.load(dup, weights_only=True)
@@ -366,7 +366,7 @@ def test_pickled_code_and_modules_are_refused(tmp_path: Path, obj: object) -> No
 
 
 def test_legacy_files_views_and_wrappers_read_like_torch_load(tmp_path: Path) -> None:
-    from dlagraph.backends.torch.weights import read_owned
+    from dlagraph.checkpoints.read import read_owned
 
     a = torch.randn(2, 3)
     sd = {"a": a, "t": a.t(), "tail": torch.randn(5)[2:], "half": torch.randn(3).half(),
@@ -454,7 +454,7 @@ def test_a_weights_build_skips_torch_init_in_its_own_thread_only() -> None:
     import math
     import threading
 
-    from dlagraph.backends.torch.interpret import _torch_init_skipped
+    from dlagraph.checkpoints.instant import skipped_init
 
     before = torch.nn.modules.conv._ConvNd.reset_parameters
     sd = build_module("dla_tiny_digits").state_dict()
@@ -462,7 +462,7 @@ def test_a_weights_build_skips_torch_init_in_its_own_thread_only() -> None:
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
     assert torch.nn.modules.conv._ConvNd.reset_parameters is before
     other: list = []
-    with _torch_init_skipped():
+    with skipped_init():
         thread = threading.Thread(target=lambda: other.append(torch.nn.Conv2d(64, 64, 3)))
         thread.start()
         thread.join()

@@ -16,7 +16,7 @@ from ..errors import DlagraphError
 from ..ir.analysis import live_peak, summarize
 from ..ir.compile import compile_spec
 from ..spec import load_spec
-from ..system import available_memory
+from ..system import available_memory, native_bf16
 
 __all__ = ["add_arguments", "run"]
 
@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=PRECISIONS,
         metavar="P",
-        help="fp32, bf16 and/or int8 (default: fp32 bf16, and int8 with --calibrate)",
+        help="fp32, bf16 and/or int8 (default: fp32, bf16 where the CPU has native bf16, and "
+        "int8 with --calibrate)",
     )
     p.add_argument("--batch", type=_positive, default=8, help="images per batch (default 8)")
     p.add_argument("--size", type=_positive, default=224, help="image side (default 224)")
@@ -82,7 +83,9 @@ def _check_memory(spec: Any, batch: int, size: int, models: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    precisions = args.precision or (list(PRECISIONS) if args.calibrate else ["fp32", "bf16"])
+    # bf16 by default only where the CPU computes in it: elsewhere it is emulated, and slower
+    default = ["fp32", "bf16"] if native_bf16() else ["fp32"]
+    precisions = args.precision or default + (["int8"] if args.calibrate else [])
     if "int8" in precisions and importlib.util.find_spec("torchao") is None:
         raise DlagraphError(
             "int8 needs torchao, which is not installed: pip install 'dlagraph[deploy]' (or "
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         )
     import torch
 
-    from ..backends.torch.cpubench import bench_spec, cpu_description, table
+    from ..deploy.bench import bench_spec, cpu_description, table
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -137,8 +138,15 @@ def run_presets(args: argparse.Namespace) -> int:
             raise DlagraphError(f"{folder}: no such folder of specs")
         items = [(p.name, p) for p in spec_paths([args.dir])]
     rows = [("preset" if args.dir is None else "spec", "paper name", "reference", "params")]
+    bad: list[str] = []
     for name, p in items:
-        spec = load_spec(p)
+        try:
+            spec = load_spec(p)
+        except DlagraphError as e:  # a bad file of a folder: one line, and the others still listed
+            problems = str(e).splitlines()
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            bad.append(f"{problems[0]}{more}")
+            continue
         rows.append(
             (name, spec.paper_name or "-", spec.reference or "-", f"{summarize(spec).params:,}")
         )
@@ -150,7 +158,9 @@ def run_presets(args: argparse.Namespace) -> int:
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
             ).rstrip()
         )
-    return 0
+    for line in bad:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if bad else 0
 
 
 def _folder(items: list[tuple[str, Path]]) -> str:

@@ -38,7 +38,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def run_infer(args: argparse.Namespace) -> int:
-    from ..backends.torch.infer import infer_checkpoint
+    from ..tools.infer import infer_checkpoint
 
     inf = infer_checkpoint(args.checkpoint, parse_sets(args.set or []), name=args.name)
     spec = inf.spec
@@ -82,7 +82,7 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from ..backends.torch.diff import diff_text, load_side
+    from ..tools.diff import diff_text, load_side
 
     a, b = load_side(args.a, args.name), load_side(args.b, args.name)
     print(diff_text(a, b, examples=args.examples))

@@ -19,20 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec import ConvLevel, SegmentationHead, TreeLevel
+from ..spec import ConvLevel, TreeLevel
 from .builder import Builder
 from .ops import BlockRec, ConvRec
 
-__all__ = ["conv_levels", "ida", "level_root", "hda_tree", "aggregation_node", "level_dilations"]
-
-
-def level_dilations(b: Builder) -> dict[int, int]:
-    """``{level index: dilation}``: a dilated segmentation network keeps Level 4's resolution in
-    its last two levels (paper §4.2)."""
-    head, n = b.spec.head, len(b.spec.levels)
-    if isinstance(head, SegmentationHead) and head.dilation:
-        return {n - 2: 2, n - 1: 4}
-    return {}
+__all__ = ["conv_levels", "ida", "level_root", "hda_tree", "aggregation_node"]
 
 
 def conv_levels(b: Builder, x: str) -> str:
@@ -78,7 +69,7 @@ def level_root(b: Builder, i: int, x: str) -> str:
     lvl = b.spec.levels[i]
     if not isinstance(lvl, TreeLevel):
         raise TypeError("Levels 3 and up must be tree levels (the spec validator guarantees it)")
-    dilation = level_dilations(b).get(i, 1)
+    dilation = b.dilations.get(i, 1)
     return hda_tree(
         b,
         f"level{i}",

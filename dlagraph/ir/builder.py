@@ -10,7 +10,7 @@ import networkx as nx
 from ..errors import SpecError
 from ..names import attribute_clash, var_name
 from ..spec import Spec
-from .graph import channels, reduction
+from .graph import channels, inputs, reduction
 from .ops import op_of
 
 __all__ = ["Builder"]
@@ -32,6 +32,7 @@ class Builder:
     prefix: str = ""
     level_outputs: dict[int, str] = field(default_factory=dict)
     official_only: list[str] = field(default_factory=list)
+    dilations: dict[int, int] = field(default_factory=dict)  # levels[i] run dilated (the head's)
     variables: dict[str, str] = field(default_factory=dict)  # forward's local name -> node
 
     def add(
@@ -94,3 +95,20 @@ class Builder:
 
     def mark_unused(self, n: str) -> None:
         self.g.nodes[n]["layout"]["unused"] = True
+
+    def paper_order(self, n: str, ports: list[int]) -> None:
+        """The paper's argument position of each input of aggregation node ``n`` (eq. 1, 2, 5),
+        kept on the edges beside the call's own ``port``."""
+        for u, port in zip(inputs(self.g, n), ports, strict=True):
+            self.g.edges[u, n]["paper_port"] = port
+
+    def keep_levels_until(self, index: int) -> None:
+        """Drop every node of the levels after ``levels[index]`` (timm's
+        ``prune_intermediate_layers``: a head that reads no deeper level does not build them)."""
+        drop = {n for n, m in self.g.nodes(data="meta") if m.get("level", 0) > index + 1}
+        self.g.remove_nodes_from(drop)
+        self.modules[:] = [m for m in self.modules if m not in drop]
+        self.level_outputs = {i: n for i, n in self.level_outputs.items() if n not in drop}
+
+    def mark_classifier(self) -> None:
+        self.g.graph["classifier"] = True

@@ -7,11 +7,11 @@ from typing import Any
 
 import networkx as nx
 
-from ..spec import CenterNetHead, DlaUpHead, Spec, TreeLevel, load_spec
-from .backbone import conv_levels, ida, level_dilations
+from ..heads import get_head_type
+from ..spec import Spec, TreeLevel, load_spec
+from .backbone import conv_levels, ida
 from .builder import Builder
 from .graph import IR_VERSION, check, reduction
-from .heads import build_head
 
 __all__ = ["compile_spec"]
 
@@ -42,17 +42,17 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path) -> nx.DiGraph:
         ['level3.tree2', 'level3.tree1', 'level3.downsample']
     """
     spec = load_spec(spec)
-    b = Builder(spec)
+    head = get_head_type(spec.head.type)
+    dilations = head.dilations(spec.head, len(spec.levels))
+    b = Builder(spec, dilations=dilations)
     x = b.add("input", "input", [], {"channels": spec.in_channels}, spec_path="in_channels")
-    if isinstance(spec.head, (DlaUpHead, CenterNetHead)):
-        b.prefix = "base."  # the official DLASegs hold the classification network as `base`
+    b.prefix = head.backbone_prefix  # the official DLASegs hold the classifier network as `base`
     x = conv_levels(b, x)
     x = ida(b, x)
     b.prefix = ""
-    build_head(b, x)
+    head.build(b, x, spec.head)
     g = b.g
     g.graph.setdefault("classifier", False)  # a classifier head: timm's model API applies
-    dilations = level_dilations(b)
     g.graph.update(
         ir_version=IR_VERSION,
         name=spec.name,
@@ -60,10 +60,8 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path) -> nx.DiGraph:
         reference=spec.reference,
         layout=spec.layout,
         in_channels=spec.in_channels,
-        num_classes=getattr(spec.head, "num_classes", None),
-        # CenterNet's pose_dla_dcn.py leaves its base at PyTorch's default init (it loads ImageNet
-        # weights); the DCNs and heads initialise themselves. Everything else: the official init.
-        init="pytorch" if isinstance(spec.head, CenterNetHead) else "dla",
+        num_classes=head.num_classes(spec.head),
+        init=head.init,
         levels=[
             {
                 "index": i,

@@ -32,7 +32,6 @@ def _problems(problems: list[tuple[Loc, str]]) -> PydanticCustomError:
 
 # union tags pydantic puts into `loc`; they are not keys of the user's YAML
 LEVEL_TAGS = frozenset({"conv", "tree"})
-HEAD_TAGS = frozenset({"classifier", "features", "segmentation", "dla_up", "centernet"})
 
 
 def strip_tags(loc: Loc) -> Loc:
@@ -44,8 +43,6 @@ def strip_tags(loc: Loc) -> Loc:
     out = list(loc)
     if len(out) >= 3 and out[0] == "levels" and isinstance(out[1], int) and out[2] in LEVEL_TAGS:
         del out[2]
-    if len(out) >= 2 and out[0] == "head" and out[1] in HEAD_TAGS:
-        del out[1]
     return tuple(out)
 
 

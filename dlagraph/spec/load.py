@@ -20,18 +20,9 @@ from pydantic import BaseModel, ValidationError
 
 from ..blocks import get_block_type, registered_blocks
 from ..errors import SpecError, clip, safe_repr
+from ..heads import get_head_type, registered_heads
 from .errors import Loc, flatten_errors, format_loc, problem_message
-from .schema import (
-    Aggregation,
-    CenterNetHead,
-    ClassifierHead,
-    ConvLevel,
-    DlaUpHead,
-    FeaturesHead,
-    SegmentationHead,
-    Spec,
-    TreeLevel,
-)
+from .schema import Aggregation, ConvLevel, Spec, TreeLevel
 
 __all__ = [
     "load_spec",
@@ -227,13 +218,9 @@ def _line_of(index: dict[Loc, int], loc: Loc) -> int | None:
 
 # ---- unknown keys: what was meant, and what the place takes ------------------------------------
 
-_HEADS: dict[str, type[BaseModel]] = {
-    "classifier": ClassifierHead,
-    "features": FeaturesHead,
-    "segmentation": SegmentationHead,
-    "dla_up": DlaUpHead,
-    "centernet": CenterNetHead,
-}
+
+def _heads() -> dict[str, type[BaseModel]]:
+    return {name: get_head_type(name).options for name in registered_heads()}
 
 
 def _fields(model: type[BaseModel]) -> list[str]:
@@ -247,7 +234,7 @@ def _places() -> list[tuple[str, set[str]]]:
         ("a conv level", set(_fields(ConvLevel))),
         ("a tree level", set(_fields(TreeLevel))),
         ("aggregation", set(_fields(Aggregation))),
-        ("head", {k for m in _HEADS.values() for k in _fields(m)}),
+        ("head", {k for m in _heads().values() for k in _fields(m)}),
         ("block", {k for n in registered_blocks() for k in get_block_type(n).options.model_fields}),
     ]
 
@@ -271,8 +258,9 @@ def _place_of(data: Any, parent: Loc) -> tuple[str, list[str]] | None:
         return "a conv level (Levels 1 and 2)", _fields(ConvLevel)
     if parent == ("aggregation",):
         return "aggregation", _fields(Aggregation)
-    if parent == ("head",) and node.get("type") in _HEADS:
-        return f"head (type {node['type']})", ["type", *_fields(_HEADS[node["type"]])]
+    heads = _heads()
+    if parent == ("head",) and node.get("type") in heads:
+        return f"head (type {node['type']})", ["type", *_fields(heads[node["type"]])]
     if parent == ("block",) and isinstance(node.get("type"), str):
         try:
             opts = get_block_type(node["type"]).options

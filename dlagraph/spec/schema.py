@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializeAsAny,
     Tag,
     ValidationError,
     field_validator,
@@ -34,8 +35,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..blocks import get_block_type, registered_blocks
-from ..errors import RegistryError, clip, safe_repr
-from ..names import attribute_clash
+from ..errors import RegistryError, clip
+from ..heads import (
+    CenterNetHead,
+    ClassifierHead,
+    DlaUpHead,
+    FeaturesHead,
+    SegmentationHead,
+    get_head_type,
+    registered_heads,
+)
+from ..limits import IDENT, MAX_BLOCKS, MAX_CHANNELS, MAX_TREE_LEVELS
 from .errors import Loc, _message, _problems
 
 __all__ = [
@@ -54,10 +64,7 @@ __all__ = [
     "MAX_CHANNELS",
 ]
 
-MAX_BLOCKS = 4096  # total blocks in a network: dla169 has 40, depth 10 in one level gives 1024
-MAX_TREE_LEVELS = 16
-MAX_CHANNELS = 65536
-_IDENT = r"^[a-z_][a-z0-9_]*$"
+_IDENT = IDENT
 # modules a generated `<name>.py` must not shadow: the standard library and what it imports
 SHADOWED_MODULES = frozenset(sys.stdlib_module_names) | {
     "torch",
@@ -187,101 +194,29 @@ class Aggregation(_Model):
         return k
 
 
-class ClassifierHead(_Model):
-    """Global average pool, dropout, then a 1x1 conv classifier (timm and official ``fc``)."""
-
-    type: Literal["classifier"]
-    num_classes: int = Field(1000, gt=0, le=1_000_000)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-class FeaturesHead(_Model):
-    """Multi-scale outputs: the outputs of the chosen levels (0 = Level 1 … like timm ``features_only``)."""
-
-    type: Literal["features"]
-    out_indices: Annotated[tuple[int, ...], BeforeValidator(_as_tuple)] = Field(
-        (1, 2, 3, 4, 5), min_length=1
-    )
-
-
-class SegmentationHead(_Model):
-    """The paper's segmentation network (§4.2): optionally dilated Levels 5-6 (final maps at 1/8),
-    then either a 1x1 classifier and 8x bilinear upsampling, or IDA upsampling: Levels 3.. projected
-    to ``ida_channels``, upsampled to Level 2 by bilinear-initialised transposed convs, aggregated
-    iteratively (eq. 1) with 3x3 nodes, classified, then 2x bilinear."""
-
-    type: Literal["segmentation"]
-    num_classes: int = Field(gt=0, le=100_000)
-    dilation: bool = Field(True, description="dilate the last two levels instead of striding")
-    upsample: Literal["bilinear", "ida"] = "ida"
-    ida_channels: int = Field(32, gt=0, le=MAX_CHANNELS)
+def _head_options(v: Any) -> Any:
+    """The head's options model, chosen by ``type`` from the head registry (user heads too)."""
+    if isinstance(v, BaseModel):
+        if isinstance(v, get_head_type(getattr(v, "type", "")).options):
+            return v
+        v = v.model_dump()
+    if not isinstance(v, dict):
+        raise PydanticCustomError("dict_type", "must be a mapping like {type: classifier}")
+    if "type" not in v:
+        raise _problems(
+            [(("type",), f"missing required key (one of: {', '.join(registered_heads())})")]
+        )
+    try:
+        ht = get_head_type(v["type"])
+    except RegistryError as e:
+        raise _problems([(("type",), str(e))]) from None
+    try:
+        return ht.options.model_validate(v)
+    except ValidationError as e:
+        raise _problems([(tuple(err["loc"]), _message(err)) for err in e.errors()]) from None
 
 
-class DlaUpHead(_Model):
-    """The official ``dla_up.py`` DLASeg head: DLAUp + IDAUp over the levels from
-    ``log2(down_ratio)`` on, a 1x1 classifier, a frozen bilinear upsampler and log-softmax. The
-    network returns ``(log_probs, logits)`` like the official code."""
-
-    type: Literal["dla_up"]
-    num_classes: int = Field(gt=0, le=100_000)
-    down_ratio: Literal[2, 4, 8, 16] = 2
-    base_classes: int = Field(
-        1000,
-        ge=0,
-        le=1_000_000,
-        description="classes of the base network's (unused) ImageNet classifier, which the "
-        "official model keeps; 0 drops it",
-    )
-
-
-# module names of the CenterNet DLASeg: a head may not take one of them
-CENTERNET_MODULES = frozenset({"base", "dla_up", "ida_up"})
-
-
-def _head_name_problem(name: str) -> str | None:
-    """Why a task head may not be called ``name``: it becomes a module attribute, a DAG node and a
-    local variable of the generated forward, so it must be an identifier that is none of theirs."""
-    if not re.fullmatch(_IDENT, name) or keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        return f"head names must be identifiers like hm or wh (got {safe_repr(name)})"
-    if len(name) > 64:
-        return f"head names may have at most 64 characters (got {len(name)})"
-    if name in CENTERNET_MODULES or name in ("input", "output"):
-        return f"head name {name!r} is taken by the network's own module or graph node"
-    return attribute_clash(name)
-
-
-class CenterNetHead(_Model):
-    """CenterNet / FairMOT's DLASeg (``pose_dla_dcn.py``): DLAUp over the levels from
-    ``log2(down_ratio)`` on, IDAUp over the first ``last_level - log2(down_ratio)`` of its outputs,
-    aggregation by sum -> 3x3 deformable (``node: dcn``) or plain (``node: conv``) conv-BN-ReLU,
-    then one branch per task head. The network returns ``{head name: map}`` at 1/``down_ratio``."""
-
-    type: Literal["centernet"]
-    heads: dict[str, Annotated[int, Field(gt=0, le=100_000)]] = Field(
-        min_length=1, max_length=64, description="task heads in output order, name -> channels"
-    )
-    head_conv: int = Field(
-        256, ge=0, le=MAX_CHANNELS, description="hidden width of each head (0: one conv)"
-    )
-    down_ratio: Literal[2, 4, 8, 16] = 4
-    last_level: int | None = Field(
-        None, ge=1, description="levels before it feed the final IDAUp (default: the last level)"
-    )
-    node: Literal["dcn", "conv"] = "dcn"
-    final_kernel: int = Field(1, ge=1, le=7, description="kernel of each head's last conv (odd)")
-
-    @field_validator("final_kernel")
-    @classmethod
-    def _odd(cls, k: int) -> int:
-        if k % 2 == 0:
-            raise PydanticCustomError("odd", "must be odd, so the head keeps the resolution")
-        return k
-
-
-Head = Annotated[
-    ClassifierHead | FeaturesHead | SegmentationHead | DlaUpHead | CenterNetHead,
-    Field(discriminator="type"),
-]
+Head = Annotated[SerializeAsAny[BaseModel], BeforeValidator(_head_options)]
 
 
 class Spec(_Model):
@@ -300,7 +235,10 @@ class Spec(_Model):
     block: BlockSpec
     levels: Annotated[tuple[Level, ...], BeforeValidator(_as_tuple)] = Field(min_length=3)
     aggregation: Aggregation = Aggregation()
-    head: Head = ClassifierHead(type="classifier")
+    head: Head = Field(
+        default_factory=lambda: ClassifierHead(type="classifier"),
+        description="what the network computes after the backbone: a registered head type",
+    )
     layout: Literal["timm", "official"] = "timm"
     in_channels: int = Field(3, gt=0, le=1024)
 
@@ -359,44 +297,11 @@ class Spec(_Model):
         for i, lvl in trees:
             for m in bt.check(lvl.channels, self.block.options):
                 bad(("levels", i, "channels"), m)
-        if isinstance(self.head, FeaturesHead):
-            n = len(self.levels)
-            for j, idx in enumerate(self.head.out_indices):
-                if not 0 <= idx < n:
-                    bad(("head", "out_indices", j), f"level index {idx} is out of range 0..{n - 1}")
-            if len(set(self.head.out_indices)) != len(self.head.out_indices):
-                bad(("head", "out_indices"), "indices must be unique")
-        self._head_problems(bt, bad)
+        for loc, msg in get_head_type(self.head.type).check(self, self.head):
+            bad(loc, msg)
         if problems:
             raise _problems(problems)
         return self
-
-    def _head_problems(self, bt: Any, bad: Any) -> None:
-        n_trees, head = len(self.levels) - 2, self.head
-        if isinstance(head, SegmentationHead) and head.dilation and n_trees < 3:
-            bad(("head", "dilation"), f"dilating the last two levels needs at least 3 tree "
-                f"levels (got {n_trees})")  # fmt: skip
-        elif isinstance(head, SegmentationHead) and head.dilation and not bt.dilation:
-            bad(("head", "dilation"), f"block type {self.block.type!r} does not take a "
-                "`dilation` argument")  # fmt: skip
-        if isinstance(head, CenterNetHead):
-            self._centernet_problems(head, bad)
-        if isinstance(head, DlaUpHead) and int(math.log2(head.down_ratio)) >= len(self.levels) - 1:
-            bad(("head", "down_ratio"), f"down_ratio {head.down_ratio} starts at level "
-                f"{int(math.log2(head.down_ratio))}, which leaves fewer than two levels to "
-                "aggregate")  # fmt: skip
-
-    def _centernet_problems(self, head: CenterNetHead, bad: Any) -> None:
-        for name in head.heads:
-            if (why := _head_name_problem(name)) is not None:
-                bad(("head", "heads", name), why)
-        first, last = int(math.log2(head.down_ratio)), len(self.levels) - 1
-        if first >= last:
-            bad(("head", "down_ratio"), f"down_ratio {head.down_ratio} starts DLAUp at level index "
-                f"{first}, which leaves fewer than two levels to aggregate (the last is {last})")  # fmt: skip
-        elif head.last_level is not None and not first < head.last_level <= last:
-            bad(("head", "last_level"), f"last_level must be above log2(down_ratio) = {first} and "
-                f"at most the last level index {last} (got {head.last_level})")  # fmt: skip
 
     @staticmethod
     def _size_problems(trees: list[tuple[int, TreeLevel]], bad: Any) -> None:

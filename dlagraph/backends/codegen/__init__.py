@@ -29,7 +29,13 @@ from ...names import class_name
 from ...spec import Spec, resolve_spec_path
 from .forward import bodies
 from .layout import call_parts, literal, source, wrap_statement
-from .sources import ALLOWED_GLOBALS, HELPERS, block_source, builtin_source, with_dependencies
+from .sources import (
+    block_source,
+    builtin_source,
+    generated_names,
+    in_library_order,
+    with_dependencies,
+)
 
 __all__ = ["generate_source"]
 
@@ -168,7 +174,7 @@ def generate_source(
     helpers = {"init_weights"} if facts["init"] == "dla" else set()
     helpers |= {"fold_batchnorm", "_fold_pair", "fold_into"} if fold_bn else set()
     init_lines = _init_lines(g, classes, helpers)
-    clash = sorted(set(classes) & (set(HELPERS) | ALLOWED_GLOBALS))
+    clash = sorted({c for c, bt in classes.items() if not bt.builtin} & generated_names())
     if clash:
         raise CodegenError(
             f"registered block class {clash[0]!r} has the name of a helper or import of the "
@@ -181,7 +187,7 @@ def generate_source(
     helpers |= {"read_weights", "assign_state"}  # from_weights
     sources = [block_source(bt) for bt in classes.values()]
     helpers = with_dependencies(helpers, sources)
-    sources += [builtin_source(h) for h in HELPERS if h in helpers]
+    sources += [builtin_source(h) for h in in_library_order(helpers - set(classes))]
     text = "\n".join(sources + body.forward + [ln for lv in body.levels for ln in lv["lines"]])
     typing = [t for t in ("List", "Tuple") if f"{t}[" in text]  # a registered block's choice
     imports = ["import math"] if "math." in text else []
@@ -214,7 +220,7 @@ def generate_source(
             + ".\n"
         ),
         imports=imports,
-        class_name=class_name(facts["name"], taken=set(classes)),
+        class_name=class_name(facts["name"], taken=generated_names() | set(classes)),
         sources=[s.rstrip("\n") for s in sources],
         class_doc=f"{title}. Input sides must be multiples of {facts['total_stride']}.",
         init_args=init_args,

@@ -16,35 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CodegenError
+from ...names import IMPORTED
 
 __all__ = [
-    "HELPERS",
-    "ALLOWED_GLOBALS",
+    "IMPORTED",
+    "library_names",
+    "in_library_order",
+    "generated_names",
     "builtin_source",
     "block_source",
     "with_dependencies",
 ]
 
-# helpers a generated file may need, in the order they are written
-HELPERS = (
-    "DCN",
-    "DeformConv",
-    "centernet_head",
-    "DlaRoot",
-    "conv_bn_relu",
-    "project",
-    "ida_node",
-    "bilinear_up",
-    "init_weights",
-    "fold_batchnorm",
-    "_fold_pair",
-    "fold_into",
-    "read_weights",
-    "assign_state",
-    "feature_take_indices",
-    "TimmModelAPI",
-)
-ALLOWED_GLOBALS = {"torch", "nn", "math", "List", "F"} | set(dir(builtins))
 # library classes a registered block may use too (the generated file then copies them)
 BLOCK_HELPERS = {"DCN", "DeformConv"}
 _MODULES = Path(__file__).resolve().parent.parent / "torch" / "modules.py"
@@ -52,6 +35,7 @@ _MODULES = Path(__file__).resolve().parent.parent / "torch" / "modules.py"
 
 @functools.cache
 def _library() -> dict[str, str]:
+    """Every top-level class and function of the module library, by name, in file order."""
     text = _MODULES.read_text()
     tree = ast.parse(text)
     return {
@@ -61,12 +45,34 @@ def _library() -> dict[str, str]:
     }
 
 
+def library_names() -> frozenset[str]:
+    """The names a generated file may define from the library: its helpers and classes."""
+    return frozenset(_library())
+
+
+def generated_names() -> frozenset[str]:
+    """Every name a generated file defines or imports (a model class must take none of them)."""
+    return library_names() | IMPORTED
+
+
+def in_library_order(names: set[str]) -> list[str]:
+    """``names`` in the library's file order (how a generated file lays them out).
+
+    Raises:
+        CodegenError: for a name the library does not define (never silently left out).
+    """
+    missing = sorted(names - library_names())
+    if missing:
+        raise CodegenError(f"the module library defines no {', '.join(map(repr, missing))}")
+    return [n for n in _library() if n in names]
+
+
 def with_dependencies(names: set[str], sources: list[str]) -> set[str]:
     """``names`` plus every library helper the given sources (and those helpers) refer to."""
     todo = [src for src in sources] + [builtin_source(n) for n in names]
     out = set(names)
     while todo:
-        for dep in (_free_names(todo.pop()) & set(HELPERS)) - out:
+        for dep in (_free_names(todo.pop()) & library_names()) - out:
             out.add(dep)
             todo.append(builtin_source(dep))
     return out
@@ -90,11 +96,12 @@ def block_source(block_type: Any) -> str:
     except (OSError, TypeError) as e:
         raise CodegenError(f"cannot copy the source of {obj!r} into generated code: {e}") from None
     src = _strip_contract(src)
-    free = _free_names(src) - ALLOWED_GLOBALS - BLOCK_HELPERS
+    free = _free_names(src) - IMPORTED - BLOCK_HELPERS
     if free:
         raise CodegenError(
             f"{getattr(obj, '__qualname__', obj)} uses names a standalone file cannot import: "
-            f"{', '.join(sorted(free))}; a registered block may use only torch, nn, F, math, List"
+            f"{', '.join(sorted(free))}; a registered block may use only "
+            f"{', '.join(sorted(IMPORTED - set(dir(builtins))))}"
         )
     return src.rstrip() + "\n"
 

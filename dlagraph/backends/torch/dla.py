@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...heads import get_head_type
 from ...ir.analysis import default_cfg
 from ...ir.compile import compile_spec
-from ...spec import ClassifierHead, load_spec, presets
+from ...spec import load_spec, presets
 from .interpret import build_module
 
 __all__ = ["register_timm_models", "create_dla"]
@@ -88,7 +89,7 @@ def register_timm_models() -> list[str]:
     names = []
     for preset, path in presets().items():
         spec = load_spec(path)
-        if not isinstance(spec.head, ClassifierHead):
+        if not get_head_type(spec.head.type).classifier:
             continue
         name = f"dlagraph_{preset}"
         cfg = dict(default_cfg(compile_spec(spec)), license="bsd-3-clause")

@@ -15,7 +15,6 @@ import ast
 import contextlib
 import copy
 import gc
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,9 @@ import torch.utils.checkpoint
 from torch import fx, nn
 from torch.nn import functional as F
 
+from ...checkpoints.instant import skipped_init
+from ...checkpoints.load import assign_weights
+from ...checkpoints.read import read_owned
 from ...errors import DlagraphError
 from ...ir.analysis import static_params
 from ...ir.compile import compile_spec
@@ -34,10 +36,10 @@ from ...ir.ops import Expr, In, Sym
 from ...names import class_name, var_name
 from ...spec import Spec
 from ...system import available_memory
+from ..codegen.sources import generated_names
 from . import modules
 from .modules import fold_batchnorm, init_weights
 from .timm_api import InterpreterTimmAPI, timm_attributes
-from .weights import assign_weights, read_owned
 
 __all__ = ["build_module", "fold_bn", "DLAModule", "make_module"]
 
@@ -200,7 +202,7 @@ class DLAModule(InterpreterTimmAPI, fx.GraphModule):
         # tree (state_dict order, the official layout's unused projections), then set the graph.
         empty = fx.Graph()
         empty.output(empty.placeholder("x"))
-        super().__init__(root, empty, class_name=class_name(g.graph["name"]))
+        super().__init__(root, empty, class_name=class_name(g.graph["name"], generated_names()))
         for name, child in root.named_children():
             self.add_module(name, child)
         self.dag = g
@@ -281,7 +283,7 @@ _NOT_PICKLED = frozenset({"_graph", "_code", "_lineno_map", "_prologue_start", "
 def _restore(spec: dict[str, Any], body: dict[str, Any]) -> DLAModule:
     g = compile_spec(spec)
     m = DLAModule.__new__(DLAModule)  # fx's per-instance class, not initialised
-    type(m).__name__ = class_name(g.graph["name"])
+    type(m).__name__ = class_name(g.graph["name"], generated_names())
     m.__dict__.update(body)
     m.dag = g
     m.graph = _fx_graph(g, checkpoint=body.get("grad_checkpointing", False))
@@ -330,7 +332,7 @@ def build_module(
                 init_weights(root)
             return DLAModule(g, root)
         owned = read_owned(weights)  # before the modules: a bad checkpoint fails fast
-        with torch.device("meta"), _torch_init_skipped():  # no memory, no init to pay for
+        with torch.device("meta"), skipped_init():  # no memory, no init to pay for
             root = _modules(g)
         model = DLAModule(g, root)
         report = assign_weights(model, owned)
@@ -344,50 +346,6 @@ def build_module(
                 init_weights(owner)
     model.load_report = report
     return model
-
-
-_SKIP_INIT = threading.local()
-_SKIP_LOCK = threading.Lock()
-_SKIP_USERS = 0  # builders inside _torch_init_skipped, in any thread
-_INIT_METHODS = (
-    (nn.modules.conv._ConvNd, "reset_parameters"),
-    (nn.Linear, "reset_parameters"),
-    (nn.modules.batchnorm._NormBase, "reset_parameters"),
-    (nn.modules.batchnorm._NormBase, "reset_running_stats"),
-)
-
-
-def _skippable(method: Any) -> Any:
-    def wrapper(self: nn.Module) -> Any:
-        if getattr(_SKIP_INIT, "active", False):
-            return None
-        return method(self)
-
-    wrapper.__wrapped__ = method  # type: ignore[attr-defined]
-    return wrapper
-
-
-@contextlib.contextmanager
-def _torch_init_skipped() -> Iterator[None]:
-    """torch's own layers skip their random init in this thread while modules are built on the
-    meta device (the checkpoint replaces every value; the init ops alone were a sixth of a dla169
-    build). Other threads are unaffected: the wrapped methods check a thread-local flag."""
-    global _SKIP_USERS
-    with _SKIP_LOCK:
-        if _SKIP_USERS == 0:  # the first builder in: wrap (torch is left as it was afterwards)
-            for cls, name in _INIT_METHODS:
-                setattr(cls, name, _skippable(cls.__dict__[name]))
-        _SKIP_USERS += 1
-    _SKIP_INIT.active = True
-    try:
-        yield
-    finally:
-        _SKIP_INIT.active = False
-        with _SKIP_LOCK:
-            _SKIP_USERS -= 1
-            if _SKIP_USERS == 0:
-                for cls, name in _INIT_METHODS:
-                    setattr(cls, name, cls.__dict__[name].__wrapped__)
 
 
 @contextlib.contextmanager

@@ -475,15 +475,19 @@ class TimmModelAPI:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold every BatchNorm into the conv registered right before it (inference only).
+    """Fold every BatchNorm into its conv (inference only).
 
     In every dlagraph module a ``BatchNorm2d`` directly follows the conv it normalises (``conv1,
-    bn1``, ``conv, bn``, ``Sequential(conv, bn, ...)``, ``convs[i], bns[i]``), so each pair becomes
-    one conv with ``w * g / sqrt(v + eps)`` and bias ``b - m * g / sqrt(v + eps)``, and the BN an
-    ``nn.Identity``. Returns ``model``, changed in place. It uses the running statistics: call it
-    on a model in eval mode.
+    bn1``, ``conv, bn``, ``Sequential(conv, bn, ...)``, ``convs[i], bns[i]``), except CenterNet's
+    ``DeformConv``, which registers its BN (``actf[0]``) before its ``conv`` and applies it after.
+    Each pair becomes one conv with ``w * g / sqrt(v + eps)`` and bias ``b - m * g / sqrt(v +
+    eps)``, and the BN an ``nn.Identity``. Returns ``model``, changed in place. It uses the
+    running statistics: call it on a model in eval mode.
     """
     for parent in list(model.modules()):
+        actf, conv = getattr(parent, "actf", None), getattr(parent, "conv", None)
+        if isinstance(actf, nn.Sequential) and len(actf) and _fold_pair(conv, actf[0]):
+            actf[0] = nn.Identity()  # DeformConv: conv, then actf = (BN, ReLU)
         children = list(parent.named_children())
         for (_, conv), (bn_name, bn) in zip(children, children[1:]):  # noqa: B905
             if isinstance(conv, nn.ModuleList) and isinstance(bn, nn.ModuleList):
@@ -496,9 +500,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _fold_pair(conv: nn.Module, bn: nn.Module) -> bool:
-    if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+    """Fold ``bn`` into ``conv`` when ``conv`` is a conv (an ``nn.Conv2d`` or a DCN: a module
+    with a 4-d ``weight``) of the BN's width."""
+    weight = getattr(conv, "weight", None)
+    if not (isinstance(bn, nn.BatchNorm2d) and isinstance(weight, torch.Tensor)):
         return False
-    if conv.out_channels != bn.num_features:
+    if weight.dim() != 4 or weight.shape[0] != bn.num_features:
         return False
     fold_into(conv, bn)
     return True

@@ -22,16 +22,17 @@ from typing import Any
 
 import torch
 
-from ...errors import DlagraphError, SpecError, clip, one_line, safe_repr
-from ...spec import Spec, load_spec
-from ...spec.schema import MAX_TREE_LEVELS, SHADOWED_MODULES
-from .interpret import build_module
-from .weights import read_state_dict
+from ..backends.torch.interpret import build_module
+from ..checkpoints.read import read_state_dict
+from ..errors import DlagraphError, SpecError, safe_repr
+from ..heads import get_head_type, registered_heads
+from ..heads.registry import Shapes
+from ..heads.shapes import echo, foreign, get
+from ..limits import MAX_TREE_LEVELS
+from ..spec import Spec, load_spec
+from ..spec.schema import SHADOWED_MODULES
 
 __all__ = ["infer_spec", "infer_checkpoint", "Inference", "expected_shapes", "apply_overrides"]
-
-Shapes = dict[str, tuple[int, ...]]
-_CENTERNET_PARTS = {"base", "dla_up", "ida_up"}
 
 
 @dataclass
@@ -42,32 +43,6 @@ class Inference:
     spec: Spec
     assumptions: list[str] = field(default_factory=list)
     shapes: Shapes = field(default_factory=dict)
-
-
-def _foreign(key: str, shape: tuple[int, ...], why: str) -> DlagraphError:
-    return DlagraphError(f"not a DLA checkpoint: tensor {_echo(key)} {list(shape)} {why}")
-
-
-def _echo(key: str) -> str:
-    """A tensor name from a checkpoint, as messages show it: one escaped line, bounded."""
-    return clip(one_line(key), 100)
-
-
-def _get(shapes: Shapes, key: str, rank: int, why: str = "", under: str = "") -> tuple[int, ...]:
-    """The shape of tensor ``key`` (of the module at ``under``), which a DLA module of this kind
-    has, with ``rank`` dimensions, none of them empty; otherwise the error names the tensor (or
-    the one missing)."""
-    if key not in shapes:
-        raise DlagraphError(
-            f"not a DLA checkpoint: it lacks tensor {_echo(under + key)}"
-            + (f", which {why} needs" if why else "")
-        )
-    s = shapes[key]
-    if len(s) != rank:
-        raise _foreign(under + key, s, f"has {len(s)} dimensions where a DLA's has {rank}")
-    if 0 in s:
-        raise _foreign(under + key, s, "is empty (a dimension of size 0)")
-    return s
 
 
 def expected_shapes(spec: Spec | str | Path | Mapping[str, Any]) -> Shapes:
@@ -200,9 +175,9 @@ def _match_layout(spec: Spec, shapes: Shapes, fixed: bool) -> tuple[str, str | N
 def _difference(want: Shapes, got: Shapes) -> str:
     for k, s in got.items():
         if k not in want:
-            return f"tensor {_echo(k)} {list(s)} has no place in the inferred network"
+            return f"tensor {echo(k)} {list(s)} has no place in the inferred network"
         if want[k] != s:
-            return f"tensor {_echo(k)} is {list(s)}, the inferred network's is {list(want[k])}"
+            return f"tensor {echo(k)} is {list(s)}, the inferred network's is {list(want[k])}"
     missing = [k for k in want if k not in got]
     return f"the inferred network also has {missing[0]} (and {len(missing) - 1} more)"
 
@@ -212,25 +187,17 @@ def _difference(want: Shapes, got: Shapes) -> str:
 
 def _infer(shapes: Shapes) -> tuple[dict[str, Any], dict[str, str]]:
     keys = list(shapes)
-    if "base.base_layer.0.weight" in shapes:
-        p = "base."
-    elif "base_layer.0.weight" in shapes:
-        p = ""
-    else:
+    prefixes = sorted({get_head_type(n).backbone_prefix for n in registered_heads()}, key=len)
+    p = next((p for p in reversed(prefixes) if p + "base_layer.0.weight" in shapes), None)
+    if p is None:
         k = next((k for k in keys if not k.startswith(("level", "base"))), keys[0])
-        raise _foreign(k, shapes[k], "fits no DLA module (a DLA starts with base_layer.0.weight)")
+        raise foreign(k, shapes[k], "fits no DLA module (a DLA starts with base_layer.0.weight)")
     for k, sh in shapes.items():
         if 0 in sh:
-            raise _foreign(k, sh, "is empty (a dimension of size 0)")
-    stem = _get(shapes, p + "base_layer.0.weight", 4)
+            raise foreign(k, sh, "is empty (a dimension of size 0)")
+    stem = get(shapes, p + "base_layer.0.weight", 4)
     if stem[2:] != (7, 7):
-        raise _foreign(p + "base_layer.0.weight", stem, "is not the 7x7 stem conv of a DLA")
-    for k in keys:  # everything must sit in a DLA's module tree
-        top = k.split(".")[0]
-        if p and top not in _CENTERNET_PARTS | {"fc", "up"} and not _head_name(k, shapes):
-            raise _foreign(k, shapes[k], "fits no DLA module")
-        if not p and not (top in {"base_layer", "fc", "ida_up"} or re.match(r"level\d+$", top)):
-            raise _foreign(k, shapes[k], "fits no DLA module")
+        raise foreign(p + "base_layer.0.weight", stem, "is not the 7x7 stem conv of a DLA")
     assumed: dict[str, str] = {}
     levels = _levels(shapes, p)
     block, extra = _block(shapes, p, levels)
@@ -251,10 +218,20 @@ def _infer(shapes: Shapes) -> tuple[dict[str, Any], dict[str, str]]:
     return data, assumed
 
 
-def _head_name(key: str, shapes: Shapes) -> bool:
-    """A CenterNet task head's tensor: ``<name>.<i>.weight|bias`` (``<name>.weight`` for a head
-    of one conv)."""
-    return re.fullmatch(r"[a-z_][a-z0-9_]*(\.\d+)?\.(weight|bias)", key) is not None
+def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[str, Any], dict]:
+    """The head: the first registered head type (with this backbone prefix) that recognises the
+    tensors outside the backbone."""
+    backbone = re.compile(re.escape(p) + r"(base_layer|level\d+)\.")
+    rest = {k: s for k, s in shapes.items() if not backbone.match(k)}
+    for name in registered_heads():
+        ht = get_head_type(name)
+        if ht.backbone_prefix == p and ht.recognise is not None:
+            found = ht.recognise(rest, levels)
+            if found is not None:
+                return found
+    k = next(iter(rest))
+    raise foreign(k, rest[k], "fits no DLA module (no registered head type has it: "
+                  f"{', '.join(registered_heads())})")  # fmt: skip
 
 
 def _under(shapes: Shapes, prefix: str) -> Shapes:
@@ -291,7 +268,7 @@ def _levels(shapes: Shapes, p: str) -> list[dict[str, Any]]:
             convs = [s for k, s in sub.items() if re.fullmatch(r"\d+\.weight", k) and len(s) == 4]
             if not convs or any(s[2:] != (3, 3) for s in convs):
                 k = next(iter(sub))
-                raise _foreign(f"{p}level{i}.{k}", sub[k], "is not in a 3x3 conv level")
+                raise foreign(f"{p}level{i}.{k}", sub[k], "is not in a 3x3 conv level")
             levels.append({"channels": convs[0][0], "convs": len(convs)})
         else:
             level = _tree_level(sub, f"{p}level{i}.", levels[-1]["channels"])
@@ -307,15 +284,15 @@ def _levels(shapes: Shapes, p: str) -> list[dict[str, Any]]:
 
 def _tree_level(sub: Shapes, where: str, c_prev: int) -> dict[str, Any]:
     depth = max(len(re.match(r"(?:tree[12]\.)*", k).group(0)) // 6 for k in sub)  # type: ignore[union-attr]
-    roots = {k: _get(sub, k, 4, under=where) for k in sub if _ROOT.fullmatch(k)}
+    roots = {k: get(sub, k, 4, under=where) for k in sub if _ROOT.fullmatch(k)}
     if depth == 0 or not roots:
         k = next(iter(sub))
-        raise _foreign(where + k, sub[k], "is in no HDA tree (no tree1/tree2 and root)")
+        raise foreign(where + k, sub[k], "is in no HDA tree (no tree1/tree2 and root)")
     level_root = max(roots.values(), key=lambda s: s[1])
     channels, extra = level_root[0], level_root[1] - level_root[0] * (depth + 1)
     out: dict[str, Any] = {"channels": channels, "depth": depth}
     if extra not in (0, c_prev):
-        raise _foreign(where + "root", level_root, "aggregates inputs no DLA level root has")
+        raise foreign(where + "root", level_root, "aggregates inputs no DLA level root has")
     out["aggregate_input"] = extra == c_prev and extra > 0
     return out
 
@@ -325,7 +302,7 @@ _ROOT = re.compile(r"(?:tree[12]\.)*root\.conv\.weight")
 
 def _root_kernel(shapes: Shapes, p: str) -> int:
     ks = {
-        _get(sub, k, 4, under=f"{p}level{i}.")[2]
+        get(sub, k, 4, under=f"{p}level{i}.")[2]
         for i, sub in _by_level(shapes, p).items()
         for k in sub
         if _ROOT.fullmatch(k)
@@ -344,17 +321,17 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
     if {"conv1", "conv2"} <= names and "conv3" not in names:
         return {"type": "basic"}, {}
     if {"conv1", "conv2", "conv3"} <= names:
-        mid, per_group = _get(sub, "conv2.weight", 4, under=first)[:2]
+        mid, per_group = get(sub, "conv2.weight", 4, under=first)[:2]
         groups = mid // per_group
         if groups == 1 and mid == cout // 2:
             return {"type": "bottleneck"}, {}
         if mid == cout * groups // 32:
             return {"type": "split", "cardinality": groups}, {}
-        raise _foreign(first + "conv2.weight", sub["conv2.weight"], "is not a DLA block's 3x3 conv")
+        raise foreign(first + "conv2.weight", sub["conv2.weight"], "is not a DLA block's 3x3 conv")
     if {"conv1", "convs", "conv3"} <= names:
-        width, per_group = _get(sub, "convs.0.weight", 4, under=first)[:2]
+        width, per_group = get(sub, "convs.0.weight", 4, under=first)[:2]
         card = width // per_group
-        scale = _get(sub, "conv1.weight", 4, under=first)[0] // width
+        scale = get(sub, "conv1.weight", 4, under=first)[0] // width
         # width = floor(cout * base_width / 64) * card / 2: every base_width that gives it for each
         # level builds the same network; the default 4 when it fits, else the smallest
         trees = [lv["channels"] for lv in levels[2:]]
@@ -365,7 +342,7 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
                    for i, (c, lv) in enumerate(zip(trees, levels[2:], strict=True)))
         ]  # fmt: skip
         if not fits:
-            raise _foreign(first + "convs.0.weight", sub["convs.0.weight"], "fits no Res2Net width")
+            raise foreign(first + "convs.0.weight", sub["convs.0.weight"], "fits no Res2Net width")
         bw = 4 if 4 in fits else fits[0]
         note = {}
         if len(fits) > 1:
@@ -376,65 +353,9 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
     k = next(iter(sub), None)
     if k is None:
         raise DlagraphError(f"not a DLA checkpoint: no block under {first}")
-    raise _foreign(first + k, sub[k], "belongs to no built-in block type (basic, bottleneck, "
+    raise foreign(first + k, sub[k], "belongs to no built-in block type (basic, bottleneck, "
                    "split, res2net)")  # fmt: skip
 
 
 def _res2_width(shapes: Shapes, p: str, i: int, level: dict[str, Any]) -> int:
-    return _get(shapes, f"{p}level{i}." + "tree1." * level["depth"] + "convs.0.weight", 4)[0]
-
-
-def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[str, Any], dict]:
-    n = len(levels)
-    if not p:
-        if any(k.startswith("ida_up.") for k in shapes):
-            return {
-                "type": "segmentation",
-                "num_classes": _get(shapes, "fc.weight", 4, "a segmentation head")[0],
-                "upsample": "ida",
-                "ida_channels": _get(shapes, "ida_up.proj_1.0.weight", 4, "IDA upsampling")[0],
-                "dilation": True,
-            }, {"head.dilation": "True (dilating the last two levels changes no weight shape)"}
-        if "fc.weight" in shapes:
-            return {"type": "classifier", "num_classes": _get(shapes, "fc.weight", 4)[0]}, {
-                "head.dropout": "0.0 (dropout has no weights)",
-                "head.type": "classifier (a segmentation head with bilinear upsampling has the "
-                "same tensors: --set head.type=segmentation)",
-            }
-        return {"type": "features", "out_indices": list(range(1, n))}, {
-            "head.out_indices": f"{list(range(1, n))} (a features head keeps every level up to "
-            "its last index; which ones it returns has no weights)"
-        }
-    stages = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"dla_up\.ida_(\d+)\.", k))})
-    first = n - 1 - len(stages)
-    if "fc.0.weight" in shapes:  # the official dla_up.py DLASeg
-        return {
-            "type": "dla_up",
-            "num_classes": _get(shapes, "fc.0.weight", 4)[0],
-            "down_ratio": 2**first,
-            "base_classes": _get(shapes, "base.fc.weight", 4)[0]
-            if "base.fc.weight" in shapes
-            else 0,
-        }, {}
-    heads: dict[str, int] = {}
-    convs: dict[str, list[tuple[int, ...]]] = {}
-    for k in shapes:
-        top = k.split(".")[0]
-        if top not in _CENTERNET_PARTS and k.endswith(".weight"):
-            convs.setdefault(top, []).append(_get(shapes, k, 4))
-    for top, ws in convs.items():
-        heads[top] = ws[-1][0]
-    if not heads:
-        raise DlagraphError("not a DLA checkpoint: a DLASeg neck without task heads")
-    some = next(iter(convs.values()))
-    ups = {int(m.group(1)) for k in shapes if (m := re.match(r"ida_up\.proj_(\d+)\.", k))}
-    node = "dcn" if any("conv_offset_mask" in k for k in shapes) else "conv"
-    return {
-        "type": "centernet",
-        "heads": heads,
-        "head_conv": some[0][0] if len(some) > 1 else 0,
-        "down_ratio": 2**first,
-        "last_level": None if first + len(ups) + 1 == n - 1 else first + len(ups) + 1,
-        "node": node,
-        "final_kernel": some[-1][2],
-    }, {}
+    return get(shapes, f"{p}level{i}." + "tree1." * level["depth"] + "convs.0.weight", 4)[0]

@@ -12,13 +12,13 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ...spec import Spec
+from ..spec import Spec
+from ..system import cpu_description
 from .optimize import optimize
 
 __all__ = ["BenchRow", "bench_spec", "cpu_description", "table", "timm_equivalent"]
@@ -36,23 +36,6 @@ class BenchRow:
     @property
     def images_per_second(self) -> float:
         return self.batch / self.seconds
-
-
-def cpu_description() -> str:
-    """The CPU model and the matrix-unit flags that decide int8/bf16 speed."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("amx_int8", "amx_bf16", "avx512_vnni", "avx512_bf16", "avx_vnni", "avx512f", "avx2")
-    have = [f for f in wanted if f in flags]
-    no_amx = "" if "amx_int8" in flags else " (no AMX)"
-    return f"{model}; {', '.join(have) or 'no AVX-512/AMX flags'}{no_amx}"
 
 
 def timm_equivalent(spec: Spec) -> str | None:
@@ -81,7 +64,7 @@ def bench_spec(
 
     int8 calibrates on ``calibration_batches`` random batches (a timing, not an accuracy run).
     """
-    from .interpret import build_module
+    from ..backends.torch.interpret import build_module
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3 if spec.in_channels is None else spec.in_channels, size, size)

@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import clip, one_line
-from ...ir.analysis import default_input_size, summarize
-from ...ir.compile import compile_spec
-from ...spec import Spec, load_spec
+from ..errors import clip, one_line
+from ..heads import get_head_type, registered_heads
+from ..ir.analysis import default_input_size, summarize
+from ..ir.compile import compile_spec
+from ..spec import Spec, load_spec
 from .infer import Shapes, expected_shapes, infer_checkpoint
 
 __all__ = [
@@ -56,8 +57,11 @@ def _echo(text: str) -> str:
 
 
 def _group(key: str) -> str:
+    """A tensor's group in the report: its top-level module, or the module under it for the
+    containers a head declares (``base.level3``, ``dla_up.ida_0``)."""
     parts = key.split(".")
-    return ".".join(parts[:2]) if parts[0] in ("base", "dla_up", "ida_up") else parts[0]
+    containers = {c for n in registered_heads() for c in get_head_type(n).containers}
+    return ".".join(parts[:2]) if parts[0] in containers else parts[0]
 
 
 def _canonical(key: str) -> str:
@@ -175,11 +179,8 @@ def first_difference(a: Spec, b: Spec) -> tuple[str, str] | None:
 
 
 def _dilated(spec: Spec) -> set[int]:
-    """The levels a dilated segmentation head runs at stride 1 (the last two)."""
-    head = spec.head
-    if getattr(head, "type", None) == "segmentation" and getattr(head, "dilation", False):
-        return {len(spec.levels) - 2, len(spec.levels) - 1}
-    return set()
+    """The levels the head runs dilated at stride 1 (a segmentation head's last two)."""
+    return set(get_head_type(spec.head.type).dilations(spec.head, len(spec.levels)))
 
 
 def _plain(x: object) -> str:
