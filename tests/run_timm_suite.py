@@ -56,13 +56,18 @@ def fetch_tests(dest: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keep", help="download and unpack here (kept) instead of a temp folder")
+    ap.add_argument(
+        "--models",
+        default="dlagraph_",
+        help="pytest -k expression over the registered models (default: all of dlagraph's)",
+    )
     args, rest = ap.parse_known_args(argv)
     with tempfile.TemporaryDirectory(prefix="timm_suite_") as tmp:
         dest = Path(args.keep or tmp)
         dest.mkdir(parents=True, exist_ok=True)
         suite = fetch_tests(dest)
         cmd = [sys.executable, "-m", "pytest", str(suite / "tests" / "test_models.py"),
-               "-k", "dlagraph_", "-q", "-p", "no:cacheprovider", "--rootdir", str(suite),
+               "-k", args.models, "-q", "-p", "no:cacheprovider", "--rootdir", str(suite),
                "-c", str(suite / "pytest.ini"), *rest]  # fmt: skip
         return subprocess.run(cmd, cwd=suite).returncode
 

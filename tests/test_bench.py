@@ -17,13 +17,7 @@ def bench_module() -> ModuleType:
     return import_file(ROOT / "benchmarks" / "bench.py", "_bench")
 
 
-@pytest.mark.slow  # trains or benchmarks: see the README's test commands
-def test_quick_benchmark_prints_ratios(capsys: pytest.CaptureFixture) -> None:
-    assert bench_module().main(["--quick", "--no-write"]) == 0
-    out = capsys.readouterr().out
-    assert "dlagraph.build_module(spec)" in out and "| 10 | 1024 |" in out
-    row = next(line for line in out.splitlines() if line.startswith("| dla36 |"))
-    assert len(re.findall(r"\| \d+\.\d{3} ", row)) == 3  # interpreter, generated, folded ratios
+# the quick benchmark itself runs from docs/benchmarks.md, whose shown output checks its tables
 
 
 @pytest.mark.slow  # trains or benchmarks: see the README's test commands

@@ -29,9 +29,12 @@ def test_shapes_dataset_is_deterministic_and_labelled() -> None:
 
 
 @pytest.mark.slow
-def test_segmentation_example_reaches_08_mean_iou(tmp_path: Path) -> None:
+def test_segmentation_example_learns_in_its_short_mode(tmp_path: Path) -> None:
+    """A shorter run than the example's default (8 epochs of 1,000 images instead of 12 of 1,500,
+    about 45% of the work; the full run reaches 0.86 mean IoU, docs/examples.md)."""
     seg = example("train_segmentation")
-    assert seg.main(["--threads", "2"]) >= 0.8
+    short = ["--threads", "2", "--epochs", "8", "--train", "1000", "--lr", "2e-2"]
+    assert seg.main(short) >= 0.7
 
 
 @pytest.mark.slow  # trains or benchmarks: see the README's test commands
@@ -151,14 +154,15 @@ def test_custom_block_example_builds_runs_and_trains() -> None:
 
 
 @pytest.mark.slow  # trains a CenterNet for about a minute
-def test_detection_example_reaches_07_map50_and_keeps_it_in_int8_and_bf16(
-    tmp_path: Path,
-) -> None:
+def test_detection_example_learns_and_keeps_its_map_in_int8_and_bf16(tmp_path: Path) -> None:
+    """A shorter run than the example's default (6 epochs of 1,024 images instead of 12 of 2,048,
+    a quarter of the work; the full run reaches 0.99 mAP@0.5, docs/examples.md)."""
     pytest.importorskip("torchmetrics")
     pytest.importorskip("torchao")
     mod = example("train_detection")
-    score = mod.run(["--deploy", "--save", str(tmp_path / "det.pt")])
-    assert score["fp32"] >= 0.7
+    short = ["--epochs", "6", "--train", "1024", "--lr", "6e-3"]
+    score = mod.run([*short, "--deploy", "--save", str(tmp_path / "det.pt")])
+    assert score["fp32"] >= 0.5
     # dlagraph.optimize on the validation set: within 1 point of fp32's mAP@0.5
     assert abs(score["int8"] - score["fp32"]) <= 0.01
     if dlagraph.native_bf16():
@@ -196,3 +200,16 @@ def test_detection_data_boxes_enclose_their_shapes() -> None:
     enc = mod.encode(targets, 3, 16, 4)
     assert int(enc["mask"].sum()) == sum(len(t) for t in targets)
     assert torch.all(enc["hm"].amax(dim=(2, 3)) <= 1)
+
+
+def test_custom_head_example_registers_a_head_every_part_of_dlagraph_uses() -> None:
+    """examples/custom_head.py: a head that is not built in, from YAML, through the interpreter,
+    the generated code, the static counts, infer and the diagram."""
+    try:
+        out = example("custom_head").main([])
+    finally:
+        dlagraph.unregister_head("fcos")
+    assert out["same"] and out["params"]
+    assert out["inferred"].head == out["spec"].head  # the head read back from the weights
+    assert list(out["shapes"]) == [f"{t}{lv}" for lv in (3, 4, 5) for t in ("cls", "box", "ctr")]
+    assert out["shapes"]["cls3"] == (1, 20, 32, 32) and out["shapes"]["box5"] == (1, 4, 8, 8)

@@ -248,14 +248,7 @@ def test_bad_calls_get_one_clear_error(call, match: str) -> None:  # noqa: ANN00
         call(tiny())
 
 
-def test_cli_bench_prints_the_table(capsys: pytest.CaptureFixture) -> None:
-    rc = main(["bench", "dla_tiny_digits", "--size", "32", "--batch", "2", "--runs", "1",
-               "--precision", "fp32", "int8", "--calibrate", "--threads", "2"])  # fmt: skip
-    out, err = capsys.readouterr()
-    assert rc == 0
-    assert "random inputs" in out and "vs dlagraph, fp32 eager (as built)" in out
-    assert "| dlagraph.optimize, int8 |" in out and "| dlagraph.optimize, fp32 |" in out
-    assert "int8: calibrate ..." in err and "int8: compile ..." in err
+# the bench's table itself: docs/deployment.md runs `dlagraph bench` and checks what it prints
 
 
 @pytest.mark.parametrize(
@@ -281,7 +274,9 @@ def test_cli_bench_baseline_is_timm_when_the_spec_names_it(capsys: pytest.Captur
     rows, baseline = bench_spec(dlagraph.load_spec("dla36"), [], batch=1, size=32, runs=1)
     assert baseline == "timm dla34, fp32 eager"
     text = "\n".join(table(rows, baseline))
-    assert "bf16 autocast + channels_last" in text and "dlagraph, fp32 eager" in text
+    assert "dlagraph, fp32 eager" in text
+    # timm's bf16 autocast row only where bf16 is native (emulated, it is slower than fp32)
+    assert ("bf16 autocast + channels_last" in text) == dlagraph.native_bf16()
 
 
 @pytest.mark.parametrize(
@@ -337,21 +332,27 @@ def test_lowered_dcn_matches_the_module_in_fp32_and_bf16() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 70), st.integers(0, 70)),
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 4),
+            st.sampled_from([0, 16, 24, 32, 48, 64]),
+            st.sampled_from([0, 16, 30, 32, 48]),
+        ),
         min_size=1,
         max_size=4,
     )
 )
 def test_calibration_shapes_are_accepted_exactly_when_the_network_takes_them(shapes: list) -> None:
     """The check every calibration batch passes, against the rule stated independently: a
-    non-empty float NCHW batch with the network's channels (1), sides its total stride (32)
-    divides, all of the first batch's size."""
+    non-empty float NCHW batch with the network's channels (1), sides its total stride (16: five
+    levels, each halving) divides, all of the first batch's size."""
     from dlagraph.deploy.optimize import _batch_checker
 
     check = _batch_checker(dlagraph.build_module("dla_tiny_digits").eval())
+    stride = 2 ** (len(dlagraph.load_spec("dla_tiny_digits").levels) - 1)  # every level halves
     first = shapes[0][1:]
     for i, (b, c, h, w) in enumerate(shapes):
-        ok = b > 0 and c == 1 and h > 0 and w > 0 and h % 32 == 0 and w % 32 == 0
+        ok = b > 0 and c == 1 and h > 0 and w > 0 and h % stride == 0 and w % stride == 0
         ok = ok and (c, h, w) == first
         if ok:
             check(torch.zeros(b, c, h, w), f"calibration[{i}]")

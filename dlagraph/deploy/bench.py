@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..spec import Spec
-from ..system import cpu_description
+from ..system import cpu_description, native_bf16
 from .optimize import optimize
 
 __all__ = ["BenchRow", "bench_spec", "cpu_description", "table", "timm_equivalent"]
@@ -76,7 +76,7 @@ def bench_spec(
 
         ref = timm.create_model(timm_name, pretrained=False).eval()
         models[f"timm {timm_name}, fp32 eager"] = (_eager(ref, x), "")
-        if timm_best:
+        if timm_best and native_bf16():  # emulated bf16 is slower than fp32: no "best" there
             best = timm.create_model(timm_name, pretrained=False).eval()
             best = best.to(memory_format=torch.channels_last)
             models[f"timm {timm_name}, bf16 autocast + channels_last"] = (

@@ -180,6 +180,11 @@ def register_head(
     def deco(cls: type[BaseModel]) -> type[BaseModel]:
         if not _NAME.match(name):
             raise RegistryError(f"head type name {name!r} must match [a-z_][a-z0-9_]*")
+        old = _REGISTRY.get(name)
+        if old is not None and old.builtin and not _builtin:
+            raise RegistryError(f"head type {name!r} is built in and cannot be replaced")
+        if old is not None and not replace:
+            raise RegistryError(f"head type {name!r} is already registered (pass replace=True)")
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
             raise RegistryError(f"head type {name!r}: options must be a pydantic model class")
         if cls.model_config.get("extra") != "forbid":
@@ -191,11 +196,6 @@ def register_head(
             )
         if backbone_prefix not in ("", "base."):
             raise RegistryError(f"head type {name!r}: backbone_prefix must be '' or 'base.'")
-        old = _REGISTRY.get(name)
-        if old is not None and not replace:
-            if old.builtin:
-                raise RegistryError(f"head type {name!r} is built in and cannot be replaced")
-            raise RegistryError(f"head type {name!r} is already registered (pass replace=True)")
         _REGISTRY[name] = HeadType(
             name=name,
             options=cls,

@@ -211,7 +211,13 @@ def _head_options(v: Any) -> Any:
     except RegistryError as e:
         raise _problems([(("type",), str(e))]) from None
     try:
-        return ht.options.model_validate(v)
+        # strict JSON-mode validation, as for block options: a YAML list may fill a tuple field,
+        # but "2" is not an int
+        payload = json.dumps(v, default=_plain_data, allow_nan=True)
+    except (TypeError, ValueError) as e:
+        raise _problems([((), clip(str(e), 120))]) from None
+    try:
+        return ht.options.model_validate_json(payload, strict=True)
     except ValidationError as e:
         raise _problems([(tuple(err["loc"]), _message(err)) for err in e.errors()]) from None
 
