@@ -70,21 +70,22 @@ def generated_class(spec: str, fold_bn: bool = False) -> type:
 METRICS: dict[str, float] = {}  # filled by the sections, for the targets table
 
 
-def bench_build(runs: int) -> list[str]:
+def bench_build(runs: int, name: str = "dla169", depths: int = 10, dag_runs: int = 20) -> list[str]:
     import timm
 
-    spec = str(ROOT / "specs" / "dla169.yaml")
-    t_timm = median_time(lambda: timm.create_model("dla169"), runs)
+    spec = str(ROOT / "specs" / f"{name}.yaml")
+    t_timm = median_time(lambda: timm.create_model(TIMM[name]), runs)
     t_ours = median_time(lambda: dlagraph.build_module(spec), runs)
     loaded = dlagraph.load_spec(spec)
-    t_dag = median_time(lambda: dlagraph.compile_spec(loaded), max(runs, 20))
-    METRICS.update(build_ratio=t_ours / t_timm, compile_ms=t_dag * 1e3)
+    t_dag = median_time(lambda: dlagraph.compile_spec(loaded), max(runs, dag_runs))
+    if name == "dla169":  # the targets' network
+        METRICS.update(build_ratio=t_ours / t_timm, compile_ms=t_dag * 1e3)
     lines = [
-        "### Build (dla169)",
+        f"### Build ({name})",
         "",
         "| what | ms | vs timm |",
         "|---|---:|---:|",
-        f"| `timm.create_model('dla169')` | {t_timm * 1e3:.1f} | 1.00 |",
+        f"| `timm.create_model('{TIMM[name]}')` | {t_timm * 1e3:.1f} | 1.00 |",
         f"| `dlagraph.build_module(spec)` | {t_ours * 1e3:.1f} | {t_ours / t_timm:.2f} |",
         f"| `dlagraph.compile_spec(spec)` (DAG only) | {t_dag * 1e3:.1f} | {t_dag / t_timm:.3f} |",
         "",
@@ -94,52 +95,53 @@ def bench_build(runs: int) -> list[str]:
         "|---:|---:|---:|---:|---:|",
     ]
     base = loaded.to_dict()
-    for depth in range(1, 11):
+    for depth in range(1, depths + 1):
         spec_d = dict(
             base, levels=base["levels"][:2] + [{"channels": 64, "depth": depth}], name="scale"
         )
         s = dlagraph.load_spec(spec_d)
-        t = median_time(lambda s=s: dlagraph.compile_spec(s), 3 if depth > 7 else 7)
+        t = median_time(lambda s=s: dlagraph.compile_spec(s), min(dag_runs, 3 if depth > 7 else 7))
         n = dlagraph.compile_spec(s).number_of_nodes()
         lines.append(f"| {depth} | {2**depth} | {n} | {t * 1e3:.1f} | {t / 2**depth * 1e6:.0f} |")
     return lines
 
 
-def bench_load(runs: int) -> list[str]:
-    """Build + load a dla169 checkpoint: timm creates (and randomly initialises) the model, then
-    copies the weights in; dlagraph builds on the meta device and takes the weights as they are
-    read. timm reads the file as timm does (safetensors' ``load_file``, ``torch.load``)."""
+def bench_load(runs: int, name: str = "dla169") -> list[str]:
+    """Build + load a checkpoint: timm creates (and randomly initialises) the model, then copies
+    the weights in; dlagraph builds on the meta device and takes the weights as they are read.
+    timm reads the file as timm does (safetensors' ``load_file``, ``torch.load``)."""
     import timm
     from safetensors.torch import load_file, save_file
 
-    spec = str(ROOT / "specs" / "dla169.yaml")
+    spec = str(ROOT / "specs" / f"{name}.yaml")
     gen = generated_class(spec)
     tmp = Path(tempfile.mkdtemp(prefix="dlagraph_load_"))
-    sd = timm.create_model("dla169").state_dict()
-    save_file(sd, tmp / "dla169.safetensors")
-    torch.save(sd, tmp / "dla169.pth")
+    sd = timm.create_model(TIMM[name]).state_dict()
+    save_file(sd, tmp / f"{name}.safetensors")
+    torch.save(sd, tmp / f"{name}.pth")
     del sd
 
     lines = [
-        "### Build + load a checkpoint (dla169)",
+        f"### Build + load a checkpoint ({name})",
         "",
         "| file | `timm.create_model` + `load_state_dict` ms | `build_module(spec, weights=)` ms "
         "| vs timm | `Model.from_weights` ms | vs timm |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for path in (tmp / "dla169.safetensors", tmp / "dla169.pth"):
+    for path in (tmp / f"{name}.safetensors", tmp / f"{name}.pth"):
         if path.suffix == ".safetensors":
             read: Callable[[], Any] = lambda p=path: load_file(p)  # noqa: E731
         else:
             read = lambda p=path: torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # noqa: E731
 
         def timm_load(read: Callable[[], Any] = read) -> None:
-            timm.create_model("dla169").load_state_dict(read())
+            timm.create_model(TIMM[name]).load_state_dict(read())
 
         t_timm = median_time(timm_load, runs)
         t_ours = median_time(lambda p=path: dlagraph.build_module(spec, weights=p), runs)
         t_gen = median_time(lambda p=path: gen.from_weights(p), runs)
-        METRICS[f"load_{path.suffix[1:]}"] = max(t_ours, t_gen) / t_timm
+        if name == "dla169":  # the target's network
+            METRICS[f"load_{path.suffix[1:]}"] = max(t_ours, t_gen) / t_timm
         lines.append(
             f"| `{path.suffix}` | {t_timm * 1e3:.0f} | {t_ours * 1e3:.0f} | {t_ours / t_timm:.2f} "
             f"| {t_gen * 1e3:.0f} | {t_gen / t_timm:.2f} |"
@@ -156,19 +158,19 @@ def bench_load(runs: int) -> list[str]:
     ]
 
 
-def bench_cpu(names: list[str], batch: int, runs: int) -> list[str]:
+def bench_cpu(names: list[str], batch: int, runs: int, size: int = 224) -> list[str]:
     import timm
 
     torch.set_num_threads(2)
     lines = [
-        f"### CPU inference (2 threads, batch {batch}, 224x224, fp32, eval, inference_mode, "
+        f"### CPU inference (2 threads, batch {batch}, {size}x{size}, fp32, eval, inference_mode, "
         f"median of {runs} after 3 warm-ups)",
         "",
         "| spec | timm ms | interpreter ms | ratio | generated ms | ratio | generated + fold_bn ms"
         " | ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    x = torch.randn(batch, 3, 224, 224)
+    x = torch.randn(batch, 3, size, size)
     for name in names:
         spec = str(ROOT / "specs" / f"{name}.yaml")
         ref = timm.create_model(TIMM[name]).eval()
@@ -494,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="CPU only, dla36 only, fewer runs")
     ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every CPU table once, at tiny sizes: checks the script runs (the numbers mean little)",
+    )
+    ap.add_argument(
         "--out",
         default=str(ROOT / "dlagraph-out" / "benchmarks" / "RESULTS.md"),
         help="where to write the results (default: dlagraph-out/benchmarks/RESULTS.md, ignored "
@@ -518,6 +525,13 @@ def main(argv: list[str] | None = None) -> int:
         return gpu_only(Path(args.out))
     runs = 5 if args.quick else 21
     out = ["# dlagraph benchmarks", "", *machine(), ""]
+    if args.smoke:  # the tables' code, at sizes that take seconds
+        out += ["Smoke run (--smoke): tiny sizes, one run each; not a measurement.", ""]
+        out += bench_build(1, "dla36", depths=6, dag_runs=1) + [""] + bench_load(1, "dla36") + [""]
+        out += bench_cpu(["dla36"], 1, 1, size=64) + [""]
+        out += bench_deploy("dla_tiny_digits", 2, 32, 1, calibration=1, quick=True) + [""]
+        print("\n".join(out))
+        return 0
     out += bench_build(3 if args.quick else 5) + [""]
     out += bench_load(3 if args.quick else 9) + [""]
     out += bench_cpu(["dla36"] if args.quick else ["dla36", "dla104_s"], 8, runs) + [""]

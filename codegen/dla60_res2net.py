@@ -177,8 +177,9 @@ def assign_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             owner._buffers[name] = value.to(old.dtype)
 
 
-def feature_take_indices(num: int, indices: int | list[int] | tuple[int, ...] | None = None
-                         ) -> tuple[list[int], int]:  # fmt: skip
+def feature_take_indices(
+    num: int, indices: int | list[int] | tuple[int, ...] | None = None
+) -> tuple[list[int], int]:
     """timm's rule: None takes all ``num`` features, an int ``n`` the last ``n``, a sequence those
     indices (negative ones from the end). Returns the indices and the largest."""
     if indices is None:
@@ -235,10 +236,14 @@ class TimmModelAPI:
 
     @torch.jit.unused
     def forward_intermediates(
-        self, x: torch.Tensor, indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
         intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """The outputs of the levels ``indices`` (0 = Level 1, at full resolution; timm's rule)
         and, unless ``intermediates_only``, the final features. DLA has no final norm."""
         if output_fmt != "NCHW":
@@ -255,9 +260,11 @@ class TimmModelAPI:
 
     @torch.jit.unused
     def prune_intermediate_layers(
-        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False,
+        self,
+        indices: int | list[int] | tuple[int, ...] = 1,
+        prune_norm: bool = False,
         prune_head: bool = True,
-    ) -> list[int]:  # fmt: skip
+    ) -> list[int]:
         """Drop the levels after the last of ``indices`` (and the classifier with them, or when
         asked); returns the indices kept."""
         take, last = feature_take_indices(len(self.feature_info), indices)
@@ -296,11 +303,15 @@ class TimmModelAPI:
     @torch.jit.unused
     def group_matcher(self, coarse: bool = False) -> dict:
         """Parameter groups for layer-wise learning-rate decay, as timm's DLA defines them."""
-        blocks = r"^level(\d+)" if coarse else [
-            (r"^level(\d+)\.tree(\d+)", None),
-            (r"^level(\d+)\.root", (2,)),
-            (r"^level(\d+)", (1,)),
-        ]  # fmt: skip
+        blocks = (
+            r"^level(\d+)"
+            if coarse
+            else [
+                (r"^level(\d+)\.tree(\d+)", None),
+                (r"^level(\d+)\.root", (2,)),
+                (r"^level(\d+)", (1,)),
+            ]
+        )
         return {"stem": r"^base_layer", "blocks": blocks}
 
     @torch.jit.unused

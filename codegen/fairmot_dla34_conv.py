@@ -111,9 +111,14 @@ class DCN(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-        padding: int = 1, dilation: int = 1,
-    ):  # fmt: skip
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+    ):
         super().__init__()
         import torchvision  # noqa: F401 - registers torchvision::deform_conv2d (a 1 s import)
 
@@ -155,14 +160,18 @@ class DeformConv(nn.Module):
 
 
 def centernet_head(
-    in_channels: int, head_conv: int, out_channels: int, final_kernel: int = 1,
+    in_channels: int,
+    head_conv: int,
+    out_channels: int,
+    final_kernel: int = 1,
     heatmap: bool = False,
-) -> nn.Module:  # fmt: skip
+) -> nn.Module:
     """A CenterNet task head, initialised like the published code: a heatmap's last bias is
     -2.19 (a focal-loss prior of 0.1), every bias of the other heads 0, weights PyTorch's."""
     first = nn.Conv2d(in_channels, head_conv, 3, padding=1, bias=True) if head_conv else None
-    last = nn.Conv2d(head_conv or in_channels, out_channels, final_kernel,
-                     padding=final_kernel // 2, bias=True)  # fmt: skip
+    last = nn.Conv2d(
+        head_conv or in_channels, out_channels, final_kernel, padding=final_kernel // 2, bias=True
+    )
     head: nn.Module = nn.Sequential(first, nn.ReLU(inplace=True), last) if first else last
     with torch.no_grad():
         for m in head.modules():

@@ -10,8 +10,14 @@ __all__ = ["available_memory", "cpu_flags", "cpu_model", "cpu_description", "nat
 
 # the flags that decide how fast int8 and bf16 run (AMX tiles, VNNI dot products, bf16 ops)
 SPEED_FLAGS = (
-    "amx_int8", "amx_bf16", "avx512_vnni", "avx512_bf16", "avx_vnni", "avx512f", "avx2",
-)  # fmt: skip
+    "amx_int8",
+    "amx_bf16",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "avx512f",
+    "avx2",
+)
 
 
 def _cpuinfo() -> tuple[str, frozenset[str]]:

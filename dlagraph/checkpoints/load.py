@@ -78,22 +78,26 @@ class LoadReport:
             rows.append((_echo(level), str(row["matched"]), str(kept), str(nowhere)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = [
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                      for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
             for r in rows
-        ]  # fmt: skip
+        ]
         return lines + _more(len(order), "modules")
 
     def __str__(self) -> str:
         if self.transfer:
             left = len(self.missing) + len(self.mismatched) + len(self.unfit)
-            return "\n".join([
-                f"transferred {len(self.matched)} tensors; left at init {left} ("
-                f"{len(self.missing)} missing, {len(self.mismatched)} reshaped, {len(self.unfit)} "
-                f"unusable in the checkpoint); {len(self.unexpected) + len(self.dropped)} "
-                "checkpoint tensors have no place in the model",
-                *self.transfer_table(),
-            ])  # fmt: skip
+            return "\n".join(
+                [
+                    f"transferred {len(self.matched)} tensors; left at init {left} ("
+                    f"{len(self.missing)} missing, {len(self.mismatched)} reshaped, {len(self.unfit)} "
+                    f"unusable in the checkpoint); {len(self.unexpected) + len(self.dropped)} "
+                    "checkpoint tensors have no place in the model",
+                    *self.transfer_table(),
+                ]
+            )
         lines = [
             f"matched {len(self.matched)}, missing {len(self.missing)}, unexpected "
             f"{len(self.unexpected)}, shape-mismatched {len(self.mismatched)}"
@@ -102,8 +106,11 @@ class LoadReport:
             + (f", unusable {len(self.unfit)}" if self.unfit else "")
             + (f", dtype-converted {len(self.converted)}" if self.converted else "")
         ]
-        levels = [(m, r) for m, r in self.by_level().items() if any(
-            v for k, v in r.items() if k != "matched")]  # fmt: skip
+        levels = [
+            (m, r)
+            for m, r in self.by_level().items()
+            if any(v for k, v in r.items() if k != "matched")
+        ]
         for level, row in levels[:_SHOWN]:
             bad = {k: v for k, v in row.items() if v and k != "matched"}
             lines.append(f"  {_echo(level)}: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
@@ -208,9 +215,12 @@ def assign_weights(model: nn.Module, owned: dict[str, torch.Tensor]) -> LoadRepo
 
 
 def _plan(
-    model: nn.Module, full: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], strict: bool,
+    model: nn.Module,
+    full: dict[str, torch.Tensor],
+    sd: dict[str, torch.Tensor],
+    strict: bool,
     prefix: str,
-) -> tuple[LoadReport, dict[str, torch.Tensor]]:  # fmt: skip
+) -> tuple[LoadReport, dict[str, torch.Tensor]]:
     """Match checkpoint ``sd`` against the model's state ``full`` (under ``prefix``): the report,
     and the checkpoint tensors to load by key (without the prefix). Raises if strict and unfit."""
     own = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}

@@ -105,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    print(f"{spec.name}: batch {args.batch}, {args.size}x{args.size}, "
-          f"{torch.get_num_threads()} threads; {cpu_description()}", flush=True)  # fmt: skip
+    print(
+        f"{spec.name}: batch {args.batch}, {args.size}x{args.size}, "
+        f"{torch.get_num_threads()} threads; {cpu_description()}",
+        flush=True,
+    )
     if args.calibrate:
         print("int8 is calibrated on 4 batches of random inputs: timings only", flush=True)
     rows, baseline = bench_spec(
@@ -121,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print("\n".join(table(rows, baseline)))
-    print(f"\n(median of {args.runs} batches per model, interleaved; "
-          f"{time.perf_counter() - start:.0f} s in all)")  # fmt: skip
+    print(
+        f"\n(median of {args.runs} batches per model, interleaved; "
+        f"{time.perf_counter() - start:.0f} s in all)"
+    )
     return 0

@@ -169,9 +169,11 @@ def _folder(items: list[tuple[str, Path]]) -> str:
 
 def add_preset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "dir", nargs="?", default=None,
+        "dir",
+        nargs="?",
+        default=None,
         help="a folder of specs to list instead of the packaged presets",
-    )  # fmt: skip
+    )
 
 
 def run_schema(args: argparse.Namespace) -> int:

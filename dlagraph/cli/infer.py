@@ -50,9 +50,11 @@ def run_infer(args: argparse.Namespace) -> int:
         "every tensor's "
         f"name and shape checked\n" + spec_to_yaml(spec)
     )
-    print(f"{args.checkpoint}: a {spec.block.type}-block DLA, layout {spec.layout}, head "
-          f"{spec.head.type}; parameters {s.params:,}, MACs at {size[0]}x{size[1]} "
-          f"{s.macs / 1e9:.2f} G")  # fmt: skip
+    print(
+        f"{args.checkpoint}: a {spec.block.type}-block DLA, layout {spec.layout}, head "
+        f"{spec.head.type}; parameters {s.params:,}, MACs at {size[0]}x{size[1]} "
+        f"{s.macs / 1e9:.2f} G"
+    )
     if inf.assumptions:
         print("assumed (the weights cannot show these; --set FIELD=VALUE to change):")
         for a in inf.assumptions:

@@ -93,6 +93,12 @@ class LoweredDCN(nn.Module):
         o1, o2, mask = torch.chunk(self.conv_offset_mask(x.float()), 3, dim=1)
         offset = torch.cat((o1, o2), dim=1)
         return deform_conv2d_gather(
-            x, self.weight, offset, torch.sigmoid(mask), self.bias,
-            self.stride, self.padding, self.dilation,
-        )  # fmt: skip
+            x,
+            self.weight,
+            offset,
+            torch.sigmoid(mask),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )

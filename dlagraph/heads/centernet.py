@@ -39,8 +39,15 @@ def _ida_up(
         x = b.add(f"{path}.proj_{k}", "deform_conv", [layers[t]], proj, role="P", **meta)
         up = {"channels": o, "factor": ups[k], "trainable": True}
         x = b.add(f"{path}.up_{k}", "upsample", [x], up, role="U", **meta)
-        n = b.add(f"{path}.node_{k}", "sum_node", [x, layers[t - 1]],
-                  {"channels": o, "deformable": dcn}, role="N", arg_roles=["I", "I"], **meta)  # fmt: skip
+        n = b.add(
+            f"{path}.node_{k}",
+            "sum_node",
+            [x, layers[t - 1]],
+            {"channels": o, "deformable": dcn},
+            role="N",
+            arg_roles=["I", "I"],
+            **meta,
+        )
         b.paper_order(n, [1, 0])  # eq. 1: N(previous, new)
         layers[t] = n
 
@@ -61,9 +68,13 @@ def _build(b: HeadBuilder, x: str, head: CenterNetHead) -> None:
     y = out[: last_level - first]
     _ida_up(b, "ida_up", y, 0, channels[0], [2**i for i in range(len(y))], dcn)
     for name, classes in head.heads.items():
-        rec = {"in_channels": b.channels(y[-1]), "head_conv": head.head_conv,
-               "out_channels": classes, "final_kernel": head.final_kernel,
-               "heatmap": "hm" in name}  # fmt: skip
+        rec = {
+            "in_channels": b.channels(y[-1]),
+            "head_conv": head.head_conv,
+            "out_channels": classes,
+            "final_kernel": head.final_kernel,
+            "heatmap": "hm" in name,
+        }
         b.add(name, "head_branch", [y[-1]], rec, spec_path=f"head.heads.{name}")
     output(b, list(head.heads), "dict", "head.heads", names=list(head.heads))
 
@@ -88,13 +99,23 @@ def _check(spec: Any, head: CenterNetHead) -> Problems:
     ]
     first, last = int(math.log2(head.down_ratio)), len(spec.levels) - 1
     if first >= last:
-        problems.append((("head", "down_ratio"), f"down_ratio {head.down_ratio} starts DLAUp at "
-                         f"level index {first}, which leaves fewer than two levels to aggregate "
-                         f"(the last is {last})"))  # fmt: skip
+        problems.append(
+            (
+                ("head", "down_ratio"),
+                f"down_ratio {head.down_ratio} starts DLAUp at "
+                f"level index {first}, which leaves fewer than two levels to aggregate "
+                f"(the last is {last})",
+            )
+        )
     elif head.last_level is not None and not first < head.last_level <= last:
-        problems.append((("head", "last_level"), f"last_level must be above log2(down_ratio) = "
-                         f"{first} and at most the last level index {last} (got "
-                         f"{head.last_level})"))  # fmt: skip
+        problems.append(
+            (
+                ("head", "last_level"),
+                f"last_level must be above log2(down_ratio) = "
+                f"{first} and at most the last level index {last} (got "
+                f"{head.last_level})",
+            )
+        )
     return problems
 
 

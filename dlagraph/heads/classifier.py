@@ -16,11 +16,18 @@ __all__ = ["ClassifierHead"]
 def _build(b: HeadBuilder, x: str, head: ClassifierHead) -> None:
     c = b.channels(x)
     x = b.add("global_pool", "pool", [x], {"channels": c}, spec_path="head")
-    x = b.add("head_drop", "dropout", [x], {"channels": c, "p": head.dropout},
-              spec_path="head.dropout")  # fmt: skip
+    x = b.add(
+        "head_drop", "dropout", [x], {"channels": c, "p": head.dropout}, spec_path="head.dropout"
+    )
     logits = fc(b, "fc", x, head.num_classes, "head.num_classes")
-    flat = b.add("flatten", "flatten", [logits], {"channels": head.num_classes},
-                 symbols={"channels": "num_classes"}, spec_path="head")  # fmt: skip
+    flat = b.add(
+        "flatten",
+        "flatten",
+        [logits],
+        {"channels": head.num_classes},
+        symbols={"channels": "num_classes"},
+        spec_path="head",
+    )
     output(b, [flat], "tensor", "head")
     b.mark_classifier()  # timm's model API: the head is global_pool .. flatten
 

@@ -22,8 +22,9 @@ def _build(b: HeadBuilder, x: str, head: DlaUpHead) -> None:
     if head.base_classes:  # the base network keeps its ImageNet classifier, never run
         top = b.level_outputs[last]
         src = "head.base_classes"
-        pool = b.add("base.avgpool", "pool", [top], {"channels": b.channels(top)}, unused=True,
-                     spec_path=src)  # fmt: skip
+        pool = b.add(
+            "base.avgpool", "pool", [top], {"channels": b.channels(top)}, unused=True, spec_path=src
+        )
         fc(b, "base.fc", pool, head.base_classes, src, unused=True)
     first = int(math.log2(head.down_ratio))
     layers = [b.level_outputs[i] for i in range(first, last + 1)]
@@ -47,8 +48,15 @@ def _build(b: HeadBuilder, x: str, head: DlaUpHead) -> None:
     k = head.num_classes
     logits = fc(b, "fc", x, k, "head.num_classes", sequential=True)
     rec = {"channels": k, "factor": head.down_ratio, "trainable": False}
-    up = b.add("up", "upsample", [logits], rec, symbols={"channels": "num_classes"},
-               spec_path="head.down_ratio", role="U")  # fmt: skip
+    up = b.add(
+        "up",
+        "upsample",
+        [logits],
+        rec,
+        symbols={"channels": "num_classes"},
+        spec_path="head.down_ratio",
+        role="U",
+    )
     probs = b.add("softmax", "log_softmax", [up], {"channels": k}, spec_path="head")
     output(b, [probs, logits], "tuple", "head")
 
@@ -56,8 +64,13 @@ def _build(b: HeadBuilder, x: str, head: DlaUpHead) -> None:
 def _check(spec: Any, head: DlaUpHead) -> Problems:
     first = int(math.log2(head.down_ratio))
     if first >= len(spec.levels) - 1:
-        return [(("head", "down_ratio"), f"down_ratio {head.down_ratio} starts at level {first}, "
-                 "which leaves fewer than two levels to aggregate")]  # fmt: skip
+        return [
+            (
+                ("head", "down_ratio"),
+                f"down_ratio {head.down_ratio} starts at level {first}, "
+                "which leaves fewer than two levels to aggregate",
+            )
+        ]
     return []
 
 
@@ -65,8 +78,10 @@ def _recognise(shapes: Shapes, levels: list[dict[str, Any]]) -> tuple[dict, dict
     if not {"fc.0.weight", "up.weight"} <= set(shapes):
         return None
     tops = {"base", "dla_up", "fc", "up"}
-    if any(k.split(".")[0] not in tops or k.startswith("base.") and not k.startswith("base.fc.")
-           for k in shapes):  # fmt: skip
+    if any(
+        k.split(".")[0] not in tops or k.startswith("base.") and not k.startswith("base.fc.")
+        for k in shapes
+    ):
         return None
     stages = {int(m.group(1)) for k in shapes if (m := re.match(r"dla_up\.ida_(\d+)\.", k))}
     return {

@@ -26,8 +26,13 @@ def proj_up(
     learned depthwise transposed conv, initialised as bilinear upsampling, when ``factor > 1``."""
     meta = {"spec_path": src, "eq": "eq1"}
     if b.channels(x) != out_dim:
-        rec = {"in_channels": b.channels(x), "out_channels": out_dim, "kernel_size": 1, "convs": 1,
-               "stride": 1}  # fmt: skip
+        rec = {
+            "in_channels": b.channels(x),
+            "out_channels": out_dim,
+            "kernel_size": 1,
+            "convs": 1,
+            "stride": 1,
+        }
         x = b.add(f"{path}.proj_{idx}", "conv", [x], rec, role="P", **meta)
     if factor > 1:
         rec = {"channels": out_dim, "factor": factor, "trainable": True}

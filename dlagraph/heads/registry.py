@@ -173,7 +173,7 @@ def register_head(
         ...     type: Literal["identity"]
         >>> dlagraph.summarize({"name": "t", "block": {"type": "basic"}, "head": {"type": "identity"},
         ...     "levels": [{"channels": 8}, {"channels": 8}, {"channels": 16, "depth": 1}]}).output_shape
-        (16, 28, 28)
+        (16, 56, 56)
         >>> dlagraph.unregister_head("identity")
     """
 

@@ -28,8 +28,9 @@ def _build(b: HeadBuilder, x: str, head: SegmentationHead) -> None:
         ]
         x = layers[0]
         for j in range(1, len(layers)):
-            x = ida_node(b, f"ida_up.node_{j}", x, layers[j], "aggregate", "head.upsample",
-                         residual=False)  # fmt: skip
+            x = ida_node(
+                b, f"ida_up.node_{j}", x, layers[j], "aggregate", "head.upsample", residual=False
+            )
     x = fc(b, "fc", x, head.num_classes, "head.num_classes")
     rec = {"channels": head.num_classes, "scale": b.reduction(x)}
     x = b.add("final_up", "interpolate", [x], rec, spec_path="head.upsample")
@@ -44,11 +45,19 @@ def _dilations(head: SegmentationHead, n_levels: int) -> dict[int, int]:
 def _check(spec: Any, head: SegmentationHead) -> Problems:
     n_trees = len(spec.levels) - 2
     if head.dilation and n_trees < 3:
-        return [(("head", "dilation"), f"dilating the last two levels needs at least 3 tree "
-                 f"levels (got {n_trees})")]  # fmt: skip
+        return [
+            (
+                ("head", "dilation"),
+                f"dilating the last two levels needs at least 3 tree levels (got {n_trees})",
+            )
+        ]
     if head.dilation and not get_block_type(spec.block.type).dilation:
-        return [(("head", "dilation"), f"block type {spec.block.type!r} does not take a "
-                 "`dilation` argument")]  # fmt: skip
+        return [
+            (
+                ("head", "dilation"),
+                f"block type {spec.block.type!r} does not take a `dilation` argument",
+            )
+        ]
     return []
 
 

@@ -361,15 +361,29 @@ def stages(g: nx.DiGraph) -> list[dict[str, Any]]:
     out = []
     stem = next((n for n in order if g.nodes[n]["meta"].get("role") == "stem"), None)
     if stem is not None:
-        out.append({"module": mods[stem], "index": -1, "nodes": [stem], "input": g.graph["input"],
-                    "output": stem})  # fmt: skip
+        out.append(
+            {
+                "module": mods[stem],
+                "index": -1,
+                "nodes": [stem],
+                "input": g.graph["input"],
+                "output": stem,
+            }
+        )
     for lv in g.graph["levels"]:
         prefix = mods[lv["output"]][: -len(lv["output"])]  # `base.` in a DLASeg
         path = prefix + lv["module"]
         nodes = [n for n in order if mods[n] == path or (mods[n] or "").startswith(path + ".")]
         entry = [u for n in nodes for u in inputs(g, n) if u not in nodes]
-        out.append({"module": path, "index": lv["index"], "nodes": nodes, "input": entry[0],
-                    "output": lv["output"]})  # fmt: skip
+        out.append(
+            {
+                "module": path,
+                "index": lv["index"],
+                "nodes": nodes,
+                "input": entry[0],
+                "output": lv["output"],
+            }
+        )
     return out
 
 

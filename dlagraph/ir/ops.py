@@ -354,7 +354,7 @@ class BlockRec(TypedDict):
     in_channels: int
     out_channels: int
     stride: int
-    dilation: int  # fmt: skip
+    dilation: int
 
 
 @register_op
@@ -781,8 +781,9 @@ class HeadBranch(Op):
     name, record = "head_branch", HeadBranchRec
 
     def layers(self, rec: D) -> list[Layer]:
-        cin, hidden, cout, k = (rec[f] for f in ("in_channels", "head_conv", "out_channels",
-                                                 "final_kernel"))  # fmt: skip
+        cin, hidden, cout, k = (
+            rec[f] for f in ("in_channels", "head_conv", "out_channels", "final_kernel")
+        )
         if not hidden:
             return [_conv("", cin, cout, k, bias=True)]
         return [_conv("0", cin, hidden, 3, bias=True), _conv("2", hidden, cout, k, bias=True)]

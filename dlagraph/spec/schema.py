@@ -287,8 +287,11 @@ class Spec(_Model):
 
         for i, lvl in enumerate(self.levels):
             if i < 2 and not isinstance(lvl, ConvLevel):
-                bad(("levels", i), "Levels 1 and 2 are conv levels {channels, convs}; `depth` is "
-                    "only for Levels 3 and up")  # fmt: skip
+                bad(
+                    ("levels", i),
+                    "Levels 1 and 2 are conv levels {channels, convs}; `depth` is "
+                    "only for Levels 3 and up",
+                )
             if i >= 2 and not isinstance(lvl, TreeLevel):
                 bad(
                     ("levels", i),
@@ -296,8 +299,10 @@ class Spec(_Model):
                 )
         trees = [(i, lvl) for i, lvl in enumerate(self.levels) if isinstance(lvl, TreeLevel)]
         if len(self.levels) - 2 > MAX_TREE_LEVELS:
-            bad(("levels",), f"at most {MAX_TREE_LEVELS} tree levels are allowed "
-                f"(got {len(self.levels) - 2})")  # fmt: skip
+            bad(
+                ("levels",),
+                f"at most {MAX_TREE_LEVELS} tree levels are allowed (got {len(self.levels) - 2})",
+            )
         self._size_problems(trees, bad)
         bt = get_block_type(self.block.type)
         for i, lvl in trees:
@@ -316,13 +321,19 @@ class Spec(_Model):
         total = 0
         for i, lvl in trees:
             if lvl.depth > cap:
-                bad(("levels", i, "depth"), f"depth {lvl.depth} would expand to 2^{lvl.depth} "
-                    f"blocks; a network may hold at most {MAX_BLOCKS:,} blocks")  # fmt: skip
+                bad(
+                    ("levels", i, "depth"),
+                    f"depth {lvl.depth} would expand to 2^{lvl.depth} "
+                    f"blocks; a network may hold at most {MAX_BLOCKS:,} blocks",
+                )
                 return
             total += 2**lvl.depth
         if total > MAX_BLOCKS:
-            bad(("levels",), f"the trees hold {total:,} blocks in all; a network may hold at "
-                f"most {MAX_BLOCKS:,}")  # fmt: skip
+            bad(
+                ("levels",),
+                f"the trees hold {total:,} blocks in all; a network may hold at "
+                f"most {MAX_BLOCKS:,}",
+            )
 
     # ---- derived views ----------------------------------------------------------------------
 

@@ -22,9 +22,14 @@ from ..spec import Spec, load_spec
 from .infer import Shapes, expected_shapes, infer_checkpoint
 
 __all__ = [
-    "Side", "load_side", "diff_levels", "diff_tensors", "diff_text", "first_difference",
+    "Side",
+    "load_side",
+    "diff_levels",
+    "diff_tensors",
+    "diff_text",
+    "first_difference",
     "CHECKPOINT_SUFFIXES",
-]  # fmt: skip
+]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 _GROUPS = 40  # module groups the report lists; the rest are counted
@@ -110,8 +115,20 @@ def diff_levels(a: Spec, b: Spec) -> list[str]:
     sa, sb = (summarize(s, default_input_size(compile_spec(s))) for s in (a, b))
     la, lb = {lv.module: lv for lv in sa.levels}, {lv.module: lv for lv in sb.levels}
     order = list(la) + [m for m in lb if m not in la]
-    rows = [("module", "channels", "depth", "blocks", "params A", "params B", "Δ params",
-             "MACs A", "MACs B", "Δ MACs")]  # fmt: skip
+    rows = [
+        (
+            "module",
+            "channels",
+            "depth",
+            "blocks",
+            "params A",
+            "params B",
+            "Δ params",
+            "MACs A",
+            "MACs B",
+            "Δ MACs",
+        )
+    ]
 
     def pair(x: object, y: object) -> str:
         x, y = ("-" if v is None else v for v in (x, y))
@@ -121,22 +138,43 @@ def diff_levels(a: Spec, b: Spec) -> list[str]:
         x, y = la.get(m), lb.get(m)
         pa, pb = (x.params if x else 0), (y.params if y else 0)
         ma, mb = (x.macs if x else 0), (y.macs if y else 0)
-        rows.append((
-            m,
-            pair(x and x.channels, y and y.channels),
-            pair(x and x.depth, y and y.depth),
-            pair(x and x.blocks, y and y.blocks),
-            f"{pa:,}", f"{pb:,}", f"{pb - pa:+,}",
-            _short(ma), _short(mb), _signed(mb - ma),
-        ))  # fmt: skip
-    rows.append(("total", "", "", "", f"{sa.params:,}", f"{sb.params:,}",
-                 f"{sb.params - sa.params:+,}", _short(sa.macs), _short(sb.macs),
-                 _signed(sb.macs - sa.macs)))  # fmt: skip
+        rows.append(
+            (
+                m,
+                pair(x and x.channels, y and y.channels),
+                pair(x and x.depth, y and y.depth),
+                pair(x and x.blocks, y and y.blocks),
+                f"{pa:,}",
+                f"{pb:,}",
+                f"{pb - pa:+,}",
+                _short(ma),
+                _short(mb),
+                _signed(mb - ma),
+            )
+        )
+    rows.append(
+        (
+            "total",
+            "",
+            "",
+            "",
+            f"{sa.params:,}",
+            f"{sb.params:,}",
+            f"{sb.params - sa.params:+,}",
+            _short(sa.macs),
+            _short(sb.macs),
+            _signed(sb.macs - sa.macs),
+        )
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for j, r in enumerate(rows):
-        out.append("  ".join(c.ljust(w) if i < 4 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())  # fmt: skip
+        out.append(
+            "  ".join(
+                c.ljust(w) if i < 4 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return out
@@ -190,8 +228,10 @@ def _plain(x: object) -> str:
 
 def diff_text(a: Side, b: Side, examples: int = 3) -> str:
     """The report ``dlagraph diff`` prints."""
-    lines = [f"A: {a.label}: {a.spec.name}, layout {a.spec.layout}",
-             f"B: {b.label}: {b.spec.name}, layout {b.spec.layout}"]  # fmt: skip
+    lines = [
+        f"A: {a.label}: {a.spec.name}, layout {a.spec.layout}",
+        f"B: {b.label}: {b.spec.name}, layout {b.spec.layout}",
+    ]
     for tag, side in (("A", a), ("B", b)):
         lines += [f"  {tag} assumed {x}" for x in side.assumptions]
     size_a, size_b = (default_input_size(compile_spec(s.spec)) for s in (a, b))
@@ -201,8 +241,10 @@ def diff_text(a: Side, b: Side, examples: int = 3) -> str:
     if first is None:
         lines.append("the backbones compute the same function (only heads or names differ)")
     else:
-        lines.append(f"first module that differs: {first[0]} ({first[1]}); the modules before it "
-                     "compute the same, so weights transferred into them give identical outputs")  # fmt: skip
+        lines.append(
+            f"first module that differs: {first[0]} ({first[1]}); the modules before it "
+            "compute the same, so weights transferred into them give identical outputs"
+        )
     lines.append("")
     d = diff_tensors(a.shapes, b.shapes)
     lines.append(

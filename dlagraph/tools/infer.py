@@ -230,8 +230,11 @@ def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[st
             if found is not None:
                 return found
     k = next(iter(rest))
-    raise foreign(k, rest[k], "fits no DLA module (no registered head type has it: "
-                  f"{', '.join(registered_heads())})")  # fmt: skip
+    raise foreign(
+        k,
+        rest[k],
+        f"fits no DLA module (no registered head type has it: {', '.join(registered_heads())})",
+    )
 
 
 def _under(shapes: Shapes, prefix: str) -> Shapes:
@@ -338,9 +341,11 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
         fits = [
             bw
             for bw in range(1, 1025)
-            if all((c * bw // 64) * card // 2 == _res2_width(shapes, p, i + 2, lv)
-                   for i, (c, lv) in enumerate(zip(trees, levels[2:], strict=True)))
-        ]  # fmt: skip
+            if all(
+                (c * bw // 64) * card // 2 == _res2_width(shapes, p, i + 2, lv)
+                for i, (c, lv) in enumerate(zip(trees, levels[2:], strict=True))
+            )
+        ]
         if not fits:
             raise foreign(first + "convs.0.weight", sub["convs.0.weight"], "fits no Res2Net width")
         bw = 4 if 4 in fits else fits[0]
@@ -353,8 +358,9 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
     k = next(iter(sub), None)
     if k is None:
         raise DlagraphError(f"not a DLA checkpoint: no block under {first}")
-    raise foreign(first + k, sub[k], "belongs to no built-in block type (basic, bottleneck, "
-                   "split, res2net)")  # fmt: skip
+    raise foreign(
+        first + k, sub[k], "belongs to no built-in block type (basic, bottleneck, split, res2net)"
+    )
 
 
 def _res2_width(shapes: Shapes, p: str, i: int, level: dict[str, Any]) -> int:

@@ -70,17 +70,20 @@ def bodies(g: nx.DiGraph) -> Bodies:
             continue
         name = f"forward_level{st['index']}"
         inner = {st["input"]: "x"}
-        items = [_statement(g, n, inner) for n in st["nodes"]
-                 if not g.nodes[n]["layout"].get("unused")]  # fmt: skip
+        items = [
+            _statement(g, n, inner) for n in st["nodes"] if not g.nodes[n]["layout"].get("unused")
+        ]
         ret = var_name(st["output"])
         lv = facts[st["index"]]
         eq5 = g.nodes[st["output"]]["meta"].get("eq") == "eq5"
-        out.levels.append({
-            "name": name,
-            "doc": f"Level {lv['index'] + 1}: an HDA tree of depth {lv['depth']}, "
-                   f"{lv['channels']} ch (eq. 2{'; its root also takes S(x), eq. 5' if eq5 else ''}).",
-            "lines": _with_frees(items, {ret}) + [f"return {ret}"],
-        })  # fmt: skip
+        out.levels.append(
+            {
+                "name": name,
+                "doc": f"Level {lv['index'] + 1}: an HDA tree of depth {lv['depth']}, "
+                f"{lv['channels']} ch (eq. 2{'; its root also takes S(x), eq. 5' if eq5 else ''}).",
+                "lines": _with_frees(items, {ret}) + [f"return {ret}"],
+            }
+        )
         out.steps.append((st["index"], f"self.{name}"))
         read = var.get(st["input"], var_name(st["input"]))
         top.append(([f"{ret} = self.{name}({read})"], ret, [read]))

@@ -51,8 +51,9 @@ def create_dla(
     with torch.device(device) if device is not None else _nothing():
         model = build_module(data)
     if num_classes == 0 or global_pool is not None:
-        model.reset_classifier(num_classes if num_classes is not None else model.num_classes,
-                               global_pool)  # fmt: skip
+        model.reset_classifier(
+            num_classes if num_classes is not None else model.num_classes, global_pool
+        )
     return model.to(dtype=dtype) if dtype is not None else model
 
 

@@ -156,8 +156,9 @@ def _fx_graph(g: nx.DiGraph, checkpoint: bool = False) -> fx.Graph:
         name = var_name(st["output"])
         if checkpoint:
             mod = graph.create_node("get_attr", st["module"], name=f"{name}_module")
-            em.env[st["output"]] = graph.create_node("call_function", _checkpointed, (mod, x),
-                                                     name=name)  # fmt: skip
+            em.env[st["output"]] = graph.create_node(
+                "call_function", _checkpointed, (mod, x), name=name
+            )
         elif len(st["nodes"]) == 1:
             em.node(st["output"])
         else:

@@ -232,9 +232,14 @@ class DCN(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-        padding: int = 1, dilation: int = 1,
-    ):  # fmt: skip
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+    ):
         super().__init__()
         import torchvision  # noqa: F401 - registers torchvision::deform_conv2d (a 1 s import)
 
@@ -276,14 +281,18 @@ class DeformConv(nn.Module):
 
 
 def centernet_head(
-    in_channels: int, head_conv: int, out_channels: int, final_kernel: int = 1,
+    in_channels: int,
+    head_conv: int,
+    out_channels: int,
+    final_kernel: int = 1,
     heatmap: bool = False,
-) -> nn.Module:  # fmt: skip
+) -> nn.Module:
     """A CenterNet task head, initialised like the published code: a heatmap's last bias is
     -2.19 (a focal-loss prior of 0.1), every bias of the other heads 0, weights PyTorch's."""
     first = nn.Conv2d(in_channels, head_conv, 3, padding=1, bias=True) if head_conv else None
-    last = nn.Conv2d(head_conv or in_channels, out_channels, final_kernel,
-                     padding=final_kernel // 2, bias=True)  # fmt: skip
+    last = nn.Conv2d(
+        head_conv or in_channels, out_channels, final_kernel, padding=final_kernel // 2, bias=True
+    )
     head: nn.Module = nn.Sequential(first, nn.ReLU(inplace=True), last) if first else last
     with torch.no_grad():
         for m in head.modules():
@@ -340,8 +349,9 @@ def assign_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             owner._buffers[name] = value.to(old.dtype)
 
 
-def feature_take_indices(num: int, indices: int | list[int] | tuple[int, ...] | None = None
-                         ) -> tuple[list[int], int]:  # fmt: skip
+def feature_take_indices(
+    num: int, indices: int | list[int] | tuple[int, ...] | None = None
+) -> tuple[list[int], int]:
     """timm's rule: None takes all ``num`` features, an int ``n`` the last ``n``, a sequence those
     indices (negative ones from the end). Returns the indices and the largest."""
     if indices is None:
@@ -398,10 +408,14 @@ class TimmModelAPI:
 
     @torch.jit.unused
     def forward_intermediates(
-        self, x: torch.Tensor, indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
         intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """The outputs of the levels ``indices`` (0 = Level 1, at full resolution; timm's rule)
         and, unless ``intermediates_only``, the final features. DLA has no final norm."""
         if output_fmt != "NCHW":
@@ -418,9 +432,11 @@ class TimmModelAPI:
 
     @torch.jit.unused
     def prune_intermediate_layers(
-        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False,
+        self,
+        indices: int | list[int] | tuple[int, ...] = 1,
+        prune_norm: bool = False,
         prune_head: bool = True,
-    ) -> list[int]:  # fmt: skip
+    ) -> list[int]:
         """Drop the levels after the last of ``indices`` (and the classifier with them, or when
         asked); returns the indices kept."""
         take, last = feature_take_indices(len(self.feature_info), indices)
@@ -459,11 +475,15 @@ class TimmModelAPI:
     @torch.jit.unused
     def group_matcher(self, coarse: bool = False) -> dict:
         """Parameter groups for layer-wise learning-rate decay, as timm's DLA defines them."""
-        blocks = r"^level(\d+)" if coarse else [
-            (r"^level(\d+)\.tree(\d+)", None),
-            (r"^level(\d+)\.root", (2,)),
-            (r"^level(\d+)", (1,)),
-        ]  # fmt: skip
+        blocks = (
+            r"^level(\d+)"
+            if coarse
+            else [
+                (r"^level(\d+)\.tree(\d+)", None),
+                (r"^level(\d+)\.root", (2,)),
+                (r"^level(\d+)", (1,)),
+            ]
+        )
         return {"stem": r"^base_layer", "blocks": blocks}
 
     @torch.jit.unused
