@@ -184,7 +184,7 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--test", type=int, default=256, help="held-out images")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument(
         "--node",
         choices=("dcn", "conv"),
@@ -197,7 +197,8 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
         help="also score the model after dlagraph.optimize in bf16 and int8 (CPU inference)",
     )
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     spec = dlagraph.load_spec(args.spec)

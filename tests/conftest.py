@@ -7,6 +7,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Torch threads per test process: the cores shared among pytest-xdist's workers. Each worker
+# running torch with every core (OpenMP spin-waits on cores another worker holds) made the example
+# trainings 3-4x slower than alone. Processes the tests start inherit it through OMP_NUM_THREADS.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 SPECS = ROOT / "specs"
 SPEC_PATHS = sorted(SPECS.glob("*.yaml"))
 
@@ -23,6 +30,14 @@ settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))  # --hypothesis-profile wins
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(THREADS)
 
 
 def pytest_report_header() -> list[str]:

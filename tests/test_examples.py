@@ -10,7 +10,7 @@ import pytest
 
 import dlagraph
 
-from .conftest import ROOT
+from .conftest import ROOT, THREADS
 from .helpers import import_file
 
 torch = pytest.importorskip("torch")
@@ -33,7 +33,7 @@ def test_segmentation_example_learns_in_its_short_mode(tmp_path: Path) -> None:
     """A shorter run than the example's default (8 epochs of 1,000 images instead of 12 of 1,500,
     about 45% of the work; the full run reaches 0.86 mean IoU, docs/examples.md)."""
     seg = example("train_segmentation")
-    short = ["--threads", "2", "--epochs", "8", "--train", "1000", "--lr", "2e-2"]
+    short = ["--threads", str(THREADS), "--epochs", "8", "--train", "1000", "--lr", "2e-2"]
     assert seg.main(short) >= 0.7
 
 
@@ -43,7 +43,7 @@ def test_digits_classifier_reaches_95_percent_and_keeps_it_in_int8_and_bf16(
 ) -> None:
     pytest.importorskip("torchao")
     clf = example("train_classifier")
-    acc = clf.run(["--threads", "2", "--out", str(tmp_path / "run"), "--deploy"])
+    acc = clf.run(["--threads", str(THREADS), "--out", str(tmp_path / "run"), "--deploy"])
     assert acc["fp32"] >= 0.95
     # dlagraph.optimize: int8 calibrated on training images, and bf16, lose at most 0.5 points
     # (a gain is no failure: int8 classifies two more of the 360 test images right here)
@@ -62,8 +62,8 @@ def test_resume_continues_from_the_checkpoint(
 ) -> None:
     clf = example("train_classifier")
     out = str(tmp_path / "run")
-    clf.main(["--threads", "2", "--out", out, "--epochs", "2"])
-    clf.main(["--threads", "2", "--out", out, "--epochs", "3", "--resume"])
+    clf.main(["--threads", str(THREADS), "--out", out, "--epochs", "2"])
+    clf.main(["--threads", str(THREADS), "--out", out, "--epochs", "3", "--resume"])
     text = capsys.readouterr().out
     assert "resumed from" in text and "epoch 3/3" in text and "epoch 1/3" not in text
 
@@ -126,7 +126,7 @@ def test_finetune_from_a_timm_checkpoint_file(tmp_path: Path) -> None:
             "--steps",
             "20",
             "--threads",
-            "2",
+            str(THREADS),
             "--image-size",
             "32",
         ]
@@ -160,7 +160,7 @@ def test_detection_example_learns_and_keeps_its_map_in_int8_and_bf16(tmp_path: P
     pytest.importorskip("torchmetrics")
     pytest.importorskip("torchao")
     mod = example("train_detection")
-    short = ["--epochs", "6", "--train", "1024", "--lr", "6e-3"]
+    short = ["--epochs", "6", "--train", "1024", "--lr", "6e-3", "--threads", str(THREADS)]
     score = mod.run([*short, "--deploy", "--save", str(tmp_path / "det.pt")])
     assert score["fp32"] >= 0.5
     # dlagraph.optimize on the validation set: within 1 point of fp32's mAP@0.5

@@ -28,6 +28,7 @@ from ..errors import DlagraphError, SpecError, safe_repr
 from ..heads import get_head_type, registered_heads
 from ..heads.registry import Shapes
 from ..heads.shapes import echo, foreign, get
+from ..ir.compile import compile_spec
 from ..limits import MAX_TREE_LEVELS
 from ..spec import Spec, load_spec
 from ..spec.schema import SHADOWED_MODULES
@@ -148,28 +149,42 @@ def _overridden(key: str, overrides: Mapping[str, Any]) -> bool:
 
 def _match_layout(spec: Spec, shapes: Shapes, fixed: bool) -> tuple[str, str | None]:
     """The layout whose state dict equals the checkpoint's names and shapes (and, when both do,
-    their order), else the first difference as an error."""
-    layouts = (
-        [spec.layout] if fixed else [spec.layout, "official" if spec.layout == "timm" else "timm"]
-    )
+    their order), else the first difference as an error.
+
+    The spec's own layout is built on the meta device first; the other one only when that does
+    not settle it. The compiled DAGs tell, without building, whether the two layouts hold the same
+    modules in the same order (then they have exactly the same tensors and compute the same)."""
+    other = "official" if spec.layout == "timm" else "timm"
+    layouts = [spec.layout] if fixed else [spec.layout, other]
+    same = not fixed and _modules(spec) == _modules(spec.model_copy(update={"layout": other}))
     fits, first = [], None
     for layout in layouts:
         want = expected_shapes(spec.model_copy(update={"layout": layout}))
         if want == shapes:
             fits.append((layout, list(want) == list(shapes)))
+            if fits[-1][1] and not same:  # in order, and the other layout's modules differ
+                return layout, None
         elif first is None:
             first = _difference(want, shapes)
+        if same:  # the other layout would give exactly these tensors again
+            break
     if not fits:
         raise DlagraphError(
             f"the checkpoint looks like a DLA but no spec reproduces it exactly: {first}"
         )
     ordered = [layout for layout, same_order in fits if same_order]
-    if len(fits) == 1 or len(ordered) == 1:
+    if not same and (len(fits) == 1 or len(ordered) == 1):
         return (ordered or [fits[0][0]])[0], None
     return fits[0][0], (
         f"{fits[0][0]} (both layouts have exactly these tensors here, and their order does not "
         "tell them apart; they compute the same)"
     )
+
+
+def _modules(spec: Spec) -> list[str]:
+    """The module paths of a spec's layout, in registration (state_dict) order."""
+    g = compile_spec(spec)
+    return [g.nodes[n]["layout"]["module"] for n in g.graph["modules"]]
 
 
 def _difference(want: Shapes, got: Shapes) -> str:
