@@ -6,7 +6,6 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import networkx as nx
 import pytest
@@ -16,7 +15,7 @@ from typing_extensions import TypedDict
 import dlagraph
 from dlagraph import build_module, compile_spec, generate_source, summarize
 from dlagraph.ir.graph import check
-from dlagraph.ir.ops import OPS, Expr, In, Op, register_op
+from dlagraph.ir.ops import OPS, Expr, In, NodeView, Op, register_op
 
 from .helpers import TINY, exec_generated
 
@@ -188,22 +187,22 @@ class ChannelAffine(Op):
     name = "channel_affine_test"
     record = ChannelAffineRec
 
-    def layers(self, rec: dict[str, Any]) -> list[dlagraph.Layer]:
-        c = rec["channels"]
+    def layers(self, v: NodeView) -> list[dlagraph.Layer]:
+        c = v["channels"]
         return [dlagraph.Layer("", "conv", c, c, 1, groups=c, bias=True)]
 
-    def module(self, rec: dict[str, Any], syms: dict[str, str]) -> Expr:
-        c = rec["channels"]
+    def module(self, v: NodeView) -> Expr:
+        c = v["channels"]
         return Expr("nn.Conv2d", (c, c, 1), (("groups", c), ("bias", True)))
 
-    def call(self, rec: dict[str, Any], n_inputs: int) -> Expr:
+    def call(self, v: NodeView) -> Expr:
         return Expr("torch.relu", (Expr("self", (In(0),)),))
 
-    def comment(self, rec: dict[str, Any], meta: dict[str, Any], n: int, syms: dict) -> str:
-        return f"affine + ReLU on {rec['channels']} ch"
+    def comment(self, v: NodeView) -> str:
+        return f"affine + ReLU on {v['channels']} ch"
 
-    def look(self, rec: dict[str, Any], meta: dict[str, Any], node: str, detail: str) -> dict:
-        return {"label": f"affine {rec['channels']}", "shape": "box"}
+    def look(self, v: NodeView, detail: str) -> dict:
+        return {"label": f"affine {v['channels']}", "shape": "box"}
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from .._version import __version__
 from ..io import MARKER
 from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
-from ..ir.graph import channels, inputs, op, topo_order
+from ..ir.graph import channels, inputs, op, topo_order, view
 from ..ir.ops import box
 
 __all__ = ["draw", "DrawOptions"]
@@ -68,7 +68,7 @@ def _collapse_key(n: str, depth: int | None) -> str:
 
 def _node_attrs(g: nx.DiGraph, n: str, opts: DrawOptions) -> dict[str, str]:
     a = g.nodes[n]
-    attrs = op(g, n).look(a["rec"], a["meta"], n, opts.detail)
+    attrs = op(g, n).look(view(g, n), opts.detail)
     if opts.ir and not attrs["label"].startswith("<"):
         attrs["label"] += f"\n{n}\n({a['meta'].get('spec_path', '')})"
     return attrs

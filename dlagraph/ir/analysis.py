@@ -19,7 +19,8 @@ import networkx as nx
 from ..errors import InputSizeError
 from ..spec import Spec
 from .compile import compile_spec
-from .graph import feature_info, inputs, op, topo_order
+from .graph import feature_info, inputs, op, topo_order, view
+from .ops import NodeView
 
 __all__ = [
     "summarize",
@@ -131,7 +132,7 @@ def _si(n: int) -> str:
 
 def static_params(g: nx.DiGraph) -> int:
     """The exact parameter count of a compiled network, without shapes (no input size needed)."""
-    return sum(op(g, n).params(a["rec"]) for n, a in g.nodes(data=True))
+    return sum(op(g, n).params(NodeView(n, a["rec"])) for n, a in g.nodes(data=True))
 
 
 def default_input_size(g: nx.DiGraph, at_least: int = 224) -> tuple[int, int]:
@@ -197,11 +198,10 @@ def summarize(
     unused = set(g.graph["unused"])
     for n in topo_order(g):
         a, definition = g.nodes[n], op(g, n)
-        ins = inputs(g, n)
-        in_hw = [hw[u] for u in ins] or [(h, w)]
-        shape = definition.shape(a["rec"], in_hw)
+        v = view(g, n, [hw[u] for u in inputs(g, n)] or [(h, w)])
+        shape = definition.shape(v)
         hw[n] = tuple(shape[1:3]) if len(shape) == 3 else (1, 1)  # type: ignore[assignment]
-        problem = definition.join_problem(a["rec"], in_hw, shape)
+        problem = definition.join_problem(v, shape)
         if problem is not None:
             raise InputSizeError(
                 f"input size {h}x{w} does not fit this network: at {n} {problem}; use sides "
@@ -211,10 +211,10 @@ def summarize(
             NodeInfo(
                 n,
                 a["op"],
-                definition.channels(a["rec"]),
+                definition.channels(v),
                 shape,
-                definition.params(a["rec"]),
-                definition.macs(a["rec"], in_hw[0]),
+                definition.params(v),
+                definition.macs(v),
                 n in unused,
             )
         )

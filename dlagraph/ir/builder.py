@@ -11,7 +11,7 @@ from ..errors import SpecError
 from ..names import attribute_clash, var_name
 from ..spec import Spec
 from .graph import channels, inputs, reduction
-from .ops import op_of
+from .ops import NodeView, op_of
 
 __all__ = ["Builder"]
 
@@ -54,7 +54,9 @@ class Builder:
         """
         self._check_name(node, meta.get("spec_path", "<spec>"))
         definition = op_of(op)
-        meta["reduction"] = definition.reduction(rec, [self.reduction(u) for u in ins])
+        meta["reduction"] = definition.reduction(
+            NodeView(node, rec, reds=tuple(self.reduction(u) for u in ins))
+        )
         layout: dict[str, Any] = {}
         if definition.owns_module:
             layout["module"] = self.prefix + node

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import networkx as nx
@@ -32,7 +32,7 @@ from typing_extensions import TypedDict
 
 from ..errors import GraphError, SpecError, clip
 from ..spec import load_spec
-from .ops import OPS, Op, op_of
+from .ops import OPS, NodeView, Op, op_of
 
 __all__ = [
     "IR_VERSION",
@@ -47,6 +47,7 @@ __all__ = [
     "channels",
     "reduction",
     "op",
+    "view",
     "feature_info",
     "stages",
     "is_path",
@@ -133,9 +134,24 @@ def op(g: nx.DiGraph, n: str) -> Op:
     return op_of(g.nodes[n]["op"])
 
 
+def view(g: nx.DiGraph, n: str, hw: Sequence[tuple[int, int]] = ()) -> NodeView:
+    """Node ``n`` as its op sees it; ``hw``: its inputs' H x W where the caller knows them."""
+    a, ups = g.nodes[n], inputs(g, n)
+    return NodeView(
+        n,
+        a["rec"],
+        a["meta"],
+        a["layout"].get("symbols", {}),
+        tuple(ups),
+        tuple(channels(g, u) for u in ups),
+        tuple(reduction(g, u) for u in ups),
+        tuple(hw),
+    )
+
+
 def channels(g: nx.DiGraph, n: str) -> int:
     """Output channels of node ``n``."""
-    return op(g, n).channels(g.nodes[n]["rec"])
+    return op(g, n).channels(NodeView(n, g.nodes[n]["rec"]))
 
 
 def reduction(g: nx.DiGraph, n: str) -> int:
@@ -224,7 +240,9 @@ def _check_node(g: nx.DiGraph, n: str) -> list[str]:
         if name not in SYMBOLS or field not in rec:
             problems.append(f"node {shown}: symbol {clip(repr(name))} for {clip(repr(field))}")
     try:
-        definition.layers(rec)  # a block's type and options are validated by the registry here
+        definition.layers(
+            NodeView(n, rec)
+        )  # a block's type and options are validated by the registry here
     except Exception as e:
         problems.append(f"node {shown}: {a['op']}: {clip(str(e), 120)}")
     return problems
@@ -304,10 +322,7 @@ def check(g: nx.DiGraph) -> list[str]:
         _fail([f"graph needs exactly one input and one output node (got {ins} and {outs})"])
     src, dst = ins[0], outs[0]
     for n in g.nodes:
-        ups = inputs(g, n)
-        found = op(g, n).lint(
-            g.nodes[n]["rec"], ups, [channels(g, u) for u in ups], [reduction(g, u) for u in ups]
-        )
+        found = op(g, n).lint(view(g, n))
         problems += [f"node {describe(g, n)}: {p}" for p in found]
     reach = nx.descendants(g, src) | {src}
     live = nx.ancestors(g, dst) | {dst}

@@ -2,12 +2,13 @@
 
 This is dlagraph's one lowering layer (the role torch.fx's node semantics play for its interpreter
 and its codegen). A node of the DAG is ``{"op": name, "rec": record, "meta": provenance, "layout":
-backend details}``; its op, looked up in :data:`OPS`, says everything a backend needs:
+backend details}``; its op, looked up in :data:`OPS`, says everything a backend needs, each
+method given one :class:`NodeView` ``v`` of the node (its record read as ``v["field"]``):
 
-* ``module(rec, syms)`` -- the torch module the node owns, as a constructor :class:`Expr` over
+* ``module(v)`` -- the torch module the node owns, as a constructor :class:`Expr` over
   helper and torch names (``conv_bn_relu(16, 32, 3, stride=2)``); symbolic arguments (``in_chans``,
   ``num_classes``) are :class:`Sym` values;
-* ``call(rec, n_inputs)`` -- how the inputs become the call in ``forward``, an :class:`Expr` whose
+* ``call(v)`` -- how the inputs become the call in ``forward``, an :class:`Expr` whose
   leaves are :class:`In` (the k-th input, in port order);
 * ``channels`` / ``reduction`` / ``shape`` -- static output facts;
 * ``layers`` / ``params`` / ``macs`` -- parameter and MAC counts;
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import html
 import keyword
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from typing_extensions import TypedDict
@@ -32,7 +33,7 @@ from typing_extensions import TypedDict
 from ..blocks import Layer, get_block_type
 from ..errors import GraphError
 
-__all__ = ["Expr", "In", "Sym", "Op", "OPS", "register_op", "op_of", "COLORS", "box"]
+__all__ = ["Expr", "In", "Sym", "NodeView", "Op", "OPS", "register_op", "op_of", "COLORS", "box"]
 
 D = dict[str, Any]
 HW = tuple[int, int]
@@ -83,16 +84,42 @@ def is_name(text: object) -> bool:
     return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text)
 
 
-def _sym(rec: D, syms: D, key: str) -> Any:
-    return Sym(syms[key], rec[key]) if key in syms else rec[key]
+@dataclass(frozen=True)
+class NodeView:
+    """One node as its op sees it: the record (``v["channels"]``), provenance (``meta``), the
+    backend's symbolic arguments (``syms``) and, in port order, its inputs' names, channels,
+    reductions and H x W. Each caller fills what it knows; an op method reads only what it needs
+    (``shape`` the H x W, ``lint`` the channels and reductions, ``call`` the number of inputs)."""
+
+    name: str
+    rec: D
+    meta: D = field(default_factory=dict)
+    syms: D = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    chans: tuple[int, ...] = ()
+    reds: tuple[int, ...] = ()
+    hw: tuple[HW, ...] = ()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.rec[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rec
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.rec.get(key, default)
 
 
-def _chans(rec: D) -> str:
-    return f"{rec['in_channels']} -> {rec['out_channels']} ch"
+def _sym(v: NodeView, key: str) -> Any:
+    return Sym(v.syms[key], v[key]) if key in v.syms else v[key]
 
 
-def _where(meta: D, *extra: str) -> str:
-    parts = [p for p in (meta.get("spec_path"), *extra) if p]
+def _chans(v: NodeView) -> str:
+    return f"{v['in_channels']} -> {v['out_channels']} ch"
+
+
+def _where(v: NodeView, *extra: str) -> str:
+    parts = [p for p in (v.meta.get("spec_path"), *extra) if p]
     return f"({', '.join(parts)})" if parts else ""
 
 
@@ -117,49 +144,49 @@ class Op:
     record: ClassVar[type]  # a TypedDict of the op's semantic fields
     owns_module: ClassVar[bool] = True
 
-    def channels(self, rec: D) -> int:
-        return rec["out_channels"] if "out_channels" in rec else rec["channels"]
+    def channels(self, v: NodeView) -> int:
+        return v["out_channels"] if "out_channels" in v else v["channels"]
 
-    def reduction(self, rec: D, ins: list[int]) -> int:
+    def reduction(self, v: NodeView) -> int:
         """The node's resolution divisor (cumulative stride), from its inputs'."""
-        return ins[0] * rec.get("stride", 1)
+        return v.reds[0] * v.get("stride", 1)
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+    def shape(self, v: NodeView) -> tuple[int, ...]:
         """The output shape without the batch dimension, from the inputs' H x W."""
-        return (self.channels(rec), *ins[0])
+        return (self.channels(v), *v.hw[0])
 
-    def join_problem(self, rec: D, ins: list[HW], out: tuple[int, ...]) -> str | None:
+    def join_problem(self, v: NodeView, out: tuple[int, ...]) -> str | None:
         """Why maps joined at this node would differ in size, or None."""
         return None
 
-    def layers(self, rec: D) -> list[Layer]:
+    def layers(self, v: NodeView) -> list[Layer]:
         """The parametrised layers (names relative to the node's module)."""
         return []
 
-    def params(self, rec: D) -> int:
-        return sum(layer.params for layer in self.layers(rec))
+    def params(self, v: NodeView) -> int:
+        return sum(layer.params for layer in self.layers(v))
 
-    def macs(self, rec: D, hw: HW) -> int:
-        """Multiply-accumulates for input ``hw`` at port 0."""
-        return sum(layer.macs(*hw) for layer in self.layers(rec))
+    def macs(self, v: NodeView) -> int:
+        """Multiply-accumulates for the H x W at port 0."""
+        return sum(layer.macs(*v.hw[0]) for layer in self.layers(v))
 
-    def module(self, rec: D, syms: D) -> Expr | None:
+    def module(self, v: NodeView) -> Expr | None:
         return None
 
-    def call(self, rec: D, n_inputs: int) -> Any:
+    def call(self, v: NodeView) -> Any:
         return Expr("self", (In(0),))
 
-    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+    def lint(self, v: NodeView) -> list[str]:
         """Channel problems at the node, given its inputs, their channels and reductions."""
-        want = rec.get("in_channels", rec.get("channels"))
-        if chans and want is not None and chans[0] != want:
-            return [f"expects {want} input channels, input {ins[0]!r} provides {chans[0]}"]
+        want = v.get("in_channels", v.get("channels"))
+        if v.chans and want is not None and v.chans[0] != want:
+            return [f"expects {want} input channels, input {v.inputs[0]!r} provides {v.chans[0]}"]
         return []
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        return f"{_chans(rec)}, reduction {meta['reduction']} {_where(meta)}".strip()
+    def comment(self, v: NodeView) -> str:
+        return f"{_chans(v)}, reduction {v.meta['reduction']} {_where(v)}".strip()
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
         return box(self.name)
 
 
@@ -192,14 +219,14 @@ class Input(Op):
 
     name, record, owns_module = "input", ChannelsRec, False
 
-    def reduction(self, rec: D, ins: list[int]) -> int:
+    def reduction(self, v: NodeView) -> int:
         return 1
 
-    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+    def lint(self, v: NodeView) -> list[str]:
         return []
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        return {"label": f"input\n{rec['channels']} ch", "shape": "oval", "fontsize": "10"}
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        return {"label": f"input\n{v['channels']} ch", "shape": "oval", "fontsize": "10"}
 
 
 class OutputRec(TypedDict):
@@ -214,35 +241,35 @@ class Output(Op):
 
     name, record, owns_module = "output", OutputRec, False
 
-    def channels(self, rec: D) -> int:
+    def channels(self, v: NodeView) -> int:
         return 0
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
+    def shape(self, v: NodeView) -> tuple[int, ...]:
         return ()
 
-    def call(self, rec: D, n_inputs: int) -> Any:
-        ins = [In(i) for i in range(n_inputs)]
-        named = dict(zip(rec["names"], ins, strict=False))
-        return {"tensor": In(0), "list": ins, "tuple": tuple(ins), "dict": named}[rec["kind"]]
+    def call(self, v: NodeView) -> Any:
+        ins = [In(i) for i in range(len(v.inputs))]
+        named = dict(zip(v["names"], ins, strict=False))
+        return {"tensor": In(0), "list": ins, "tuple": tuple(ins), "dict": named}[v["kind"]]
 
-    def return_type(self, rec: D, n_inputs: int) -> str:
+    def return_type(self, v: NodeView) -> str:
         """The annotation of ``forward``'s result in generated code."""
-        if rec["kind"] == "tuple":
-            return f"tuple[{', '.join(['torch.Tensor'] * n_inputs)}]"
+        if v["kind"] == "tuple":
+            return f"tuple[{', '.join(['torch.Tensor'] * len(v.inputs))}]"
         kinds = {"list": "list[torch.Tensor]", "dict": "dict[str, torch.Tensor]"}
-        return kinds.get(rec["kind"], "torch.Tensor")
+        return kinds.get(v["kind"], "torch.Tensor")
 
-    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
-        if rec["kind"] not in ("tensor", "list", "tuple", "dict"):
-            return [f"output kind {rec['kind']!r} is not tensor, list, tuple or dict"]
-        if rec["kind"] == "tensor" and len(chans) != 1:
-            return [f"a tensor output takes one input, not {len(chans)}"]
-        named = rec["kind"] == "dict"
-        if len(rec["names"]) != (len(chans) if named else 0) or not all(map(is_name, rec["names"])):
+    def lint(self, v: NodeView) -> list[str]:
+        if v["kind"] not in ("tensor", "list", "tuple", "dict"):
+            return [f"output kind {v['kind']!r} is not tensor, list, tuple or dict"]
+        if v["kind"] == "tensor" and len(v.chans) != 1:
+            return [f"a tensor output takes one input, not {len(v.chans)}"]
+        named = v["kind"] == "dict"
+        if len(v["names"]) != (len(v.chans) if named else 0) or not all(map(is_name, v["names"])):
             return ["a dict output needs one identifier name per input, other outputs none"]
         return []
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
         return {"label": "output", "shape": "oval", "fontsize": "10"}
 
 
@@ -261,34 +288,34 @@ class Conv(Op):
 
     name, record = "conv", ConvRec
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
-        k, s = rec["kernel_size"], rec["stride"]
-        return (rec["out_channels"], *((x + 2 * (k // 2) - k) // s + 1 for x in ins[0]))
+    def shape(self, v: NodeView) -> tuple[int, ...]:
+        k, s = v["kernel_size"], v["stride"]
+        return (v["out_channels"], *((x + 2 * (k // 2) - k) // s + 1 for x in v.hw[0]))
 
-    def layers(self, rec: D) -> list[Layer]:
-        cin, cout, k, s = rec["in_channels"], rec["out_channels"], rec["kernel_size"], rec["stride"]
+    def layers(self, v: NodeView) -> list[Layer]:
+        cin, cout, k, s = v["in_channels"], v["out_channels"], v["kernel_size"], v["stride"]
         out: list[Layer] = []
-        for j in range(rec["convs"]):
+        for j in range(v["convs"]):
             out += [_conv(str(3 * j), cout if j else cin, cout, k, 1 if j else s, s)]
             out += [_bn(str(3 * j + 1), cout, s)]
         return out
 
-    def module(self, rec: D, syms: D) -> Expr:
-        kw = tuple((k, rec[k]) for k in ("convs", "stride") if rec[k] != 1)
-        args = (_sym(rec, syms, "in_channels"), rec["out_channels"], rec["kernel_size"])
+    def module(self, v: NodeView) -> Expr:
+        kw = tuple((k, v[k]) for k in ("convs", "stride") if v[k] != 1)
+        args = (_sym(v, "in_channels"), v["out_channels"], v["kernel_size"])
         return Expr("conv_bn_relu", args, kw)
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        if meta.get("role") == "P":  # IDA's projection to the aggregation width
-            return f"P: {_chans(rec)}, reduction {meta['reduction']} {_where(meta, 'eq. 1')}"
-        return super().comment(rec, meta, n_inputs, syms)
+    def comment(self, v: NodeView) -> str:
+        if v.meta.get("role") == "P":  # IDA's projection to the aggregation width
+            return f"P: {_chans(v)}, reduction {v.meta['reduction']} {_where(v, 'eq. 1')}"
+        return super().comment(v)
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        arrow = f"{rec['in_channels']}→{rec['out_channels']}"
-        if meta.get("role") == "P":
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        arrow = f"{v['in_channels']}→{v['out_channels']}"
+        if v.meta.get("role") == "P":
             return box(f"P {arrow}", "project", height="0.3")
-        k, s = rec["kernel_size"], rec["stride"]
-        label = f"{node.rsplit('.', 1)[-1]}: {rec['convs']}x conv{k}x{k} {arrow}"
+        k, s = v["kernel_size"], v["stride"]
+        label = f"{v.name.rsplit('.', 1)[-1]}: {v['convs']}x conv{k}x{k} {arrow}"
         return box(label + (f" /{s}" if s > 1 else ""))
 
 
@@ -303,19 +330,19 @@ class Downsample(Op):
 
     name, record = "downsample", PoolRec
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
-        s = rec["stride"]
-        return (rec["channels"], *((x - s) // s + 1 for x in ins[0]))
+    def shape(self, v: NodeView) -> tuple[int, ...]:
+        s = v["stride"]
+        return (v["channels"], *((x - s) // s + 1 for x in v.hw[0]))
 
-    def module(self, rec: D, syms: D) -> Expr:
-        return Expr("nn.MaxPool2d", (rec["stride"],), (("stride", rec["stride"]),))
+    def module(self, v: NodeView) -> Expr:
+        return Expr("nn.MaxPool2d", (v["stride"],), (("stride", v["stride"]),))
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        what = "S(x), eq. 5" if meta.get("role") == "S" else "for the shortcut"
-        return f"2x2 max pool to reduction {meta['reduction']} {_where(meta, what)}"
+    def comment(self, v: NodeView) -> str:
+        what = "S(x), eq. 5" if v.meta.get("role") == "S" else "for the shortcut"
+        return f"2x2 max pool to reduction {v.meta['reduction']} {_where(v, what)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        if meta.get("role") == "S":
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        if v.meta.get("role") == "S":
             return box("S", "downsample", "invtrapezium", height="0.3")
         small = {"height": "0.25", "fillcolor": "#f4f6f6", "fontsize": "8"}
         return box("pool", "downsample", "invtrapezium", **small)
@@ -332,20 +359,20 @@ class Project(Op):
 
     name, record = "project", ProjectRec
 
-    def layers(self, rec: D) -> list[Layer]:
+    def layers(self, v: NodeView) -> list[Layer]:
         return [
-            _conv("0", rec["in_channels"], rec["out_channels"], 1),
-            _bn("1", rec["out_channels"]),
+            _conv("0", v["in_channels"], v["out_channels"], 1),
+            _bn("1", v["out_channels"]),
         ]
 
-    def module(self, rec: D, syms: D) -> Expr:
-        return Expr("project", (rec["in_channels"], rec["out_channels"]))
+    def module(self, v: NodeView) -> Expr:
+        return Expr("project", (v["in_channels"], v["out_channels"]))
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        return f"shortcut: {_chans(rec)} {_where(meta)}"
+    def comment(self, v: NodeView) -> str:
+        return f"shortcut: {_chans(v)} {_where(v)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        return box(f"P {rec['in_channels']}→{rec['out_channels']}", "project", height="0.3")
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        return box(f"P {v['in_channels']}→{v['out_channels']}", "project", height="0.3")
 
 
 class BlockRec(TypedDict):
@@ -363,61 +390,61 @@ class Block(Op):
 
     name, record = "block", BlockRec
 
-    def _args(self, rec: D) -> tuple[Any, tuple[Any, ...]]:
-        bt = get_block_type(rec["block"])
-        opts = bt.options.model_validate(rec["options"])
-        return bt, (rec["in_channels"], rec["out_channels"], rec["stride"], rec["dilation"], opts)
+    def _args(self, v: NodeView) -> tuple[Any, tuple[Any, ...]]:
+        bt = get_block_type(v["block"])
+        opts = bt.options.model_validate(v["options"])
+        return bt, (v["in_channels"], v["out_channels"], v["stride"], v["dilation"], opts)
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
-        return (rec["out_channels"], *((x - 1) // rec["stride"] + 1 for x in ins[0]))
+    def shape(self, v: NodeView) -> tuple[int, ...]:
+        return (v["out_channels"], *((x - 1) // v["stride"] + 1 for x in v.hw[0]))
 
-    def join_problem(self, rec: D, ins: list[HW], out: tuple[int, ...]) -> str | None:
-        if len(ins) == 2 and tuple(ins[1]) != tuple(out[1:]):
-            return f"the block gives {out[1]}x{out[2]}, its shortcut {ins[1][0]}x{ins[1][1]}"
+    def join_problem(self, v: NodeView, out: tuple[int, ...]) -> str | None:
+        if len(v.hw) == 2 and tuple(v.hw[1]) != tuple(out[1:]):
+            return f"the block gives {out[1]}x{out[2]}, its shortcut {v.hw[1][0]}x{v.hw[1][1]}"
         return None
 
-    def layers(self, rec: D) -> list[Layer]:
-        bt, args = self._args(rec)
+    def layers(self, v: NodeView) -> list[Layer]:
+        bt, args = self._args(v)
         return bt.static_layers(*args) or []
 
-    def params(self, rec: D) -> int:
-        bt, args = self._args(rec)
+    def params(self, v: NodeView) -> int:
+        bt, args = self._args(v)
         return bt.count_params(*args)
 
-    def module(self, rec: D, syms: D) -> Expr:
-        bt, args = self._args(rec)
+    def module(self, v: NodeView) -> Expr:
+        bt, args = self._args(v)
         kw = bt.module_args(*args)
         pos = (kw.pop("in_channels"), kw.pop("out_channels"))
         name = bt.factory.rpartition(":")[2] if isinstance(bt.factory, str) else None
         return Expr(name or bt.factory.__name__, pos, tuple(kw.items()), source=bt)
 
-    def call(self, rec: D, n_inputs: int) -> Expr:
-        return Expr("self", (In(0), In(1) if n_inputs == 2 else In(0)))  # identity shortcut
+    def call(self, v: NodeView) -> Expr:
+        return Expr("self", (In(0), In(1) if len(v.inputs) == 2 else In(0)))  # identity shortcut
 
-    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
-        out = super().lint(rec, ins, chans, reds)
-        gives = (rec["out_channels"], reds[0] * rec["stride"])
-        if len(chans) == 2 and (chans[1], reds[1]) != gives:
+    def lint(self, v: NodeView) -> list[str]:
+        out = super().lint(v)
+        gives = (v["out_channels"], v.reds[0] * v["stride"])
+        if len(v.chans) == 2 and (v.chans[1], v.reds[1]) != gives:
             out.append(
-                f"shortcut {ins[1]!r} is {chans[1]} ch at reduction {reds[1]}, the block gives "
+                f"shortcut {v.inputs[1]!r} is {v.chans[1]} ch at reduction {v.reds[1]}, the block gives "
                 f"{gives[0]} ch at reduction {gives[1]}"
             )
         return out
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        text = f"{meta.get('role', '')} block: {_chans(rec)}, reduction {meta['reduction']}"
-        text = f"{text} {_where(meta)}".strip()
-        return text + ("" if n_inputs == 2 else ", identity shortcut")
+    def comment(self, v: NodeView) -> str:
+        text = f"{v.meta.get('role', '')} block: {_chans(v)}, reduction {v.meta['reduction']}"
+        text = f"{text} {_where(v)}".strip()
+        return text + ("" if len(v.inputs) == 2 else ", identity shortcut")
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        head = f"{meta.get('role', '')} {rec['block']} {rec['in_channels']}→{rec['out_channels']}"
-        head += f" /{rec['stride']}" if rec["stride"] > 1 else ""
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        head = f"{v.meta.get('role', '')} {v['block']} {v['in_channels']}→{v['out_channels']}"
+        head += f" /{v['stride']}" if v["stride"] > 1 else ""
         if detail != "layers":
             return box(head, "block", style="filled,rounded")
         rows = "".join(
             f"<TR><TD ALIGN='LEFT'>{html.escape(layer.name)}</TD><TD ALIGN='LEFT'>"
             f"{html.escape(layer.describe())}</TD></TR>"
-            for layer in self.layers(rec)
+            for layer in self.layers(v)
         )
         table = f"<TABLE BORDER='1' CELLBORDER='0' CELLSPACING='0' BGCOLOR='{COLORS['block']}'>"
         title = f"<TR><TD COLSPAN='2'><B>{html.escape(head)}</B></TD></TR>"
@@ -427,35 +454,35 @@ class Block(Op):
 class _Aggregation(Op):
     """What every aggregation node N shares: channels concatenated, maps joined."""
 
-    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
+    def lint(self, v: NodeView) -> list[str]:
         out = []
-        if sum(chans) != rec["in_channels"]:
-            parts = " + ".join(map(str, chans))
+        if sum(v.chans) != v["in_channels"]:
+            parts = " + ".join(map(str, v.chans))
             out.append(
-                f"expects {rec['in_channels']} input channels, its inputs {ins} provide "
-                f"{sum(chans)} ({parts})"
+                f"expects {v['in_channels']} input channels, its inputs {list(v.inputs)} provide "
+                f"{sum(v.chans)} ({parts})"
             )
-        if rec.get("residual") and chans and chans[0] != rec["out_channels"]:
+        if v.get("residual") and v.chans and v.chans[0] != v["out_channels"]:
             out.append(
-                f"residual input {ins[0]!r} has {chans[0]} channels, the node outputs "
-                f"{rec['out_channels']}"
+                f"residual input {v.inputs[0]!r} has {v.chans[0]} channels, the node outputs "
+                f"{v['out_channels']}"
             )
-        if len(set(reds)) > 1:
-            out.append(f"inputs have different reductions {sorted(set(reds))}")
+        if len(set(v.reds)) > 1:
+            out.append(f"inputs have different reductions {sorted(set(v.reds))}")
         return out
 
-    def join_problem(self, rec: D, ins: list[HW], out: tuple[int, ...]) -> str | None:
-        if len({tuple(x) for x in ins}) > 1:
-            return "the joined feature maps differ (" + ", ".join(f"{h}x{w}" for h, w in ins) + ")"
+    def join_problem(self, v: NodeView, out: tuple[int, ...]) -> str | None:
+        if len({tuple(x) for x in v.hw}) > 1:
+            return "the joined feature maps differ (" + ", ".join(f"{h}x{w}" for h, w in v.hw) + ")"
         return None
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        res = "residual" if rec.get("residual") else ""
-        return f"N: {_chans(rec)} {_where(meta, _EQ.get(meta.get('eq') or '', ''), res)}"
+    def comment(self, v: NodeView) -> str:
+        res = "residual" if v.get("residual") else ""
+        return f"N: {_chans(v)} {_where(v, _EQ.get(v.meta.get('eq') or '', ''), res)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        xlabel = f"{rec['in_channels']}→{rec['out_channels']}"
-        label = "N+" if rec.get("residual") else "N"
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        xlabel = f"{v['in_channels']}→{v['out_channels']}"
+        label = "N+" if v.get("residual") else "N"
         size = {"width": "0.35", "fixedsize": "true", "fontsize": "11"}
         return box(label, "aggregate", "circle", xlabel=xlabel, **size)
 
@@ -473,16 +500,16 @@ class Aggregate(_Aggregation):
 
     name, record = "aggregate", AggregateRec
 
-    def layers(self, rec: D) -> list[Layer]:
-        cin, cout = rec["in_channels"], rec["out_channels"]
-        return [_conv("conv", cin, cout, rec["kernel_size"]), _bn("bn", cout)]
+    def layers(self, v: NodeView) -> list[Layer]:
+        cin, cout = v["in_channels"], v["out_channels"]
+        return [_conv("conv", cin, cout, v["kernel_size"]), _bn("bn", cout)]
 
-    def module(self, rec: D, syms: D) -> Expr:
-        kw = (("kernel_size", rec["kernel_size"]), ("residual", rec["residual"]))
-        return Expr("DlaRoot", (rec["in_channels"], rec["out_channels"]), kw)
+    def module(self, v: NodeView) -> Expr:
+        kw = (("kernel_size", v["kernel_size"]), ("residual", v["residual"]))
+        return Expr("DlaRoot", (v["in_channels"], v["out_channels"]), kw)
 
-    def call(self, rec: D, n_inputs: int) -> Expr:
-        return Expr("self", ([In(i) for i in range(n_inputs)],))
+    def call(self, v: NodeView) -> Expr:
+        return Expr("self", ([In(i) for i in range(len(v.inputs))],))
 
 
 class IdaNodeRec(TypedDict):
@@ -497,15 +524,15 @@ class IdaNode(_Aggregation):
 
     name, record = "ida_node", IdaNodeRec
 
-    def layers(self, rec: D) -> list[Layer]:
-        cin, cout = rec["in_channels"], rec["out_channels"]
-        return [_conv("0", cin, cout, rec["kernel_size"]), _bn("1", cout)]
+    def layers(self, v: NodeView) -> list[Layer]:
+        cin, cout = v["in_channels"], v["out_channels"]
+        return [_conv("0", cin, cout, v["kernel_size"]), _bn("1", cout)]
 
-    def module(self, rec: D, syms: D) -> Expr:
-        return Expr("ida_node", (rec["in_channels"], rec["out_channels"], rec["kernel_size"]))
+    def module(self, v: NodeView) -> Expr:
+        return Expr("ida_node", (v["in_channels"], v["out_channels"], v["kernel_size"]))
 
-    def call(self, rec: D, n_inputs: int) -> Expr:
-        return Expr("self", (Expr("torch.cat", ([In(i) for i in range(n_inputs)], 1)),))
+    def call(self, v: NodeView) -> Expr:
+        return Expr("self", (Expr("torch.cat", ([In(i) for i in range(len(v.inputs))], 1)),))
 
 
 @register_op
@@ -514,16 +541,16 @@ class GlobalPool(Op):
 
     name, record = "pool", ChannelsRec
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
-        return (rec["channels"], 1, 1)
+    def shape(self, v: NodeView) -> tuple[int, ...]:
+        return (v["channels"], 1, 1)
 
-    def module(self, rec: D, syms: D) -> Expr:
+    def module(self, v: NodeView) -> Expr:
         return Expr("nn.AdaptiveAvgPool2d", (1,))
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        return f"global average pool: {rec['channels']} ch {_where(meta)}"
+    def comment(self, v: NodeView) -> str:
+        return f"global average pool: {v['channels']} ch {_where(v)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
         return box("global avg pool")
 
 
@@ -536,18 +563,18 @@ class DropoutRec(TypedDict):
 class Dropout(Op):
     name, record = "dropout", DropoutRec
 
-    def module(self, rec: D, syms: D) -> Expr:
-        return Expr("nn.Dropout", (rec["p"],))
+    def module(self, v: NodeView) -> Expr:
+        return Expr("nn.Dropout", (v["p"],))
 
-    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
-        ok = 0.0 <= rec["p"] < 1.0
-        return super().lint(rec, ins, chans, reds) + ([] if ok else ["`p` must be in [0, 1)"])
+    def lint(self, v: NodeView) -> list[str]:
+        ok = 0.0 <= v["p"] < 1.0
+        return super().lint(v) + ([] if ok else ["`p` must be in [0, 1)"])
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        return f"dropout p={rec['p']} {_where(meta)}"
+    def comment(self, v: NodeView) -> str:
+        return f"dropout p={v['p']} {_where(v)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        return box(f"dropout {rec['p']}")
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        return box(f"dropout {v['p']}")
 
 
 class ClassifierRec(TypedDict):
@@ -562,21 +589,21 @@ class Classifier(Op):
 
     name, record = "classifier", ClassifierRec
 
-    def layers(self, rec: D) -> list[Layer]:
-        name = "0" if rec["sequential"] else ""
-        return [_conv(name, rec["in_channels"], rec["out_channels"], 1, bias=True)]
+    def layers(self, v: NodeView) -> list[Layer]:
+        name = "0" if v["sequential"] else ""
+        return [_conv(name, v["in_channels"], v["out_channels"], 1, bias=True)]
 
-    def module(self, rec: D, syms: D) -> Expr:
-        args = (rec["in_channels"], _sym(rec, syms, "out_channels"), 1)
+    def module(self, v: NodeView) -> Expr:
+        args = (v["in_channels"], _sym(v, "out_channels"), 1)
         conv = Expr("nn.Conv2d", args, (("bias", True),))
-        return Expr("nn.Sequential", (conv,)) if rec["sequential"] else conv
+        return Expr("nn.Sequential", (conv,)) if v["sequential"] else conv
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        classes = syms.get("out_channels", rec["out_channels"])
-        return f"{rec['in_channels']} ch -> {classes} class logits {_where(meta)}"
+    def comment(self, v: NodeView) -> str:
+        classes = v.syms.get("out_channels", v["out_channels"])
+        return f"{v['in_channels']} ch -> {classes} class logits {_where(v)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        return box(f"fc 1x1 {rec['in_channels']}→{rec['out_channels']}")
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        return box(f"fc 1x1 {v['in_channels']}→{v['out_channels']}")
 
 
 @register_op
@@ -586,16 +613,16 @@ class Flatten(Op):
 
     name, record = "flatten", ChannelsRec
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
-        return (rec["channels"],)
+    def shape(self, v: NodeView) -> tuple[int, ...]:
+        return (v["channels"],)
 
-    def module(self, rec: D, syms: D) -> Expr:
+    def module(self, v: NodeView) -> Expr:
         return Expr("nn.Flatten", (1,))
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        return f"logits as (N, {syms.get('channels', rec['channels'])}) {_where(meta)}"
+    def comment(self, v: NodeView) -> str:
+        return f"logits as (N, {v.syms.get('channels', v['channels'])}) {_where(v)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
         return box("flatten")
 
 
@@ -611,33 +638,33 @@ class Upsample(Op):
 
     name, record = "upsample", UpsampleRec
 
-    def reduction(self, rec: D, ins: list[int]) -> int:
-        return max(1, ins[0] // rec["factor"])
+    def reduction(self, v: NodeView) -> int:
+        return max(1, v.reds[0] // v["factor"])
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
-        f = rec["factor"]  # ConvTranspose2d(k=2f, s=f, p=f//2): (H-1)f - 2(f//2) + 2f
-        return (rec["channels"], *((x - 1) * f - 2 * (f // 2) + 2 * f for x in ins[0]))
+    def shape(self, v: NodeView) -> tuple[int, ...]:
+        f = v["factor"]  # ConvTranspose2d(k=2f, s=f, p=f//2): (H-1)f - 2(f//2) + 2f
+        return (v["channels"], *((x - 1) * f - 2 * (f // 2) + 2 * f for x in v.hw[0]))
 
-    def layers(self, rec: D) -> list[Layer]:
-        c, f = rec["channels"], rec["factor"]
+    def layers(self, v: NodeView) -> list[Layer]:
+        c, f = v["channels"], v["factor"]
         return [Layer("", "conv", c, c, 2 * f, f, groups=c)]
 
-    def macs(self, rec: D, hw: HW) -> int:
+    def macs(self, v: NodeView) -> int:
         # a transposed conv scatters each input pixel over its k x k kernel
-        return hw[0] * hw[1] * rec["channels"] * (2 * rec["factor"]) ** 2
+        return v.hw[0][0] * v.hw[0][1] * v["channels"] * (2 * v["factor"]) ** 2
 
-    def module(self, rec: D, syms: D) -> Expr:
-        kw = () if rec["trainable"] else (("trainable", False),)
-        return Expr("bilinear_up", (_sym(rec, syms, "channels"), rec["factor"]), kw)
+    def module(self, v: NodeView) -> Expr:
+        kw = () if v["trainable"] else (("trainable", False),)
+        return Expr("bilinear_up", (_sym(v, "channels"), v["factor"]), kw)
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        what = f"U: x{rec['factor']} bilinear-initialised, {syms.get('channels', rec['channels'])}"
-        what += " ch" + ("" if rec["trainable"] else ", frozen")
-        return f"{what} {_where(meta, 'eq. 1' if meta.get('eq') == 'eq1' else '')}"
+    def comment(self, v: NodeView) -> str:
+        what = f"U: x{v['factor']} bilinear-initialised, {v.syms.get('channels', v['channels'])}"
+        what += " ch" + ("" if v["trainable"] else ", frozen")
+        return f"{what} {_where(v, 'eq. 1' if v.meta.get('eq') == 'eq1' else '')}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        frozen = "" if rec["trainable"] else ", frozen"
-        return box(f"U x{rec['factor']}{frozen}", "upsample", "house", height="0.3")
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        frozen = "" if v["trainable"] else ", frozen"
+        return box(f"U x{v['factor']}{frozen}", "upsample", "house", height="0.3")
 
 
 class InterpolateRec(TypedDict):
@@ -651,34 +678,34 @@ class Interpolate(Op):
 
     name, record, owns_module = "interpolate", InterpolateRec, False
 
-    def reduction(self, rec: D, ins: list[int]) -> int:
-        return max(1, ins[0] // rec["scale"])
+    def reduction(self, v: NodeView) -> int:
+        return max(1, v.reds[0] // v["scale"])
 
-    def shape(self, rec: D, ins: list[HW]) -> tuple[int, ...]:
-        return (rec["channels"], *(x * rec["scale"] for x in ins[0]))
+    def shape(self, v: NodeView) -> tuple[int, ...]:
+        return (v["channels"], *(x * v["scale"] for x in v.hw[0]))
 
-    def call(self, rec: D, n_inputs: int) -> Expr:
-        kw = (("scale_factor", float(rec["scale"])), ("mode", "bilinear"), ("align_corners", False))
+    def call(self, v: NodeView) -> Expr:
+        kw = (("scale_factor", float(v["scale"])), ("mode", "bilinear"), ("align_corners", False))
         return Expr("F.interpolate", (In(0),), kw)
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        return f"fixed bilinear x{rec['scale']} {_where(meta)}"
+    def comment(self, v: NodeView) -> str:
+        return f"fixed bilinear x{v['scale']} {_where(v)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        return box(f"bilinear x{rec['scale']}")
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        return box(f"bilinear x{v['scale']}")
 
 
 @register_op
 class LogSoftmax(Op):
     name, record = "log_softmax", ChannelsRec
 
-    def module(self, rec: D, syms: D) -> Expr:
+    def module(self, v: NodeView) -> Expr:
         return Expr("nn.LogSoftmax", (), (("dim", 1),))
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        return f"log-probabilities over the classes {_where(meta)}"
+    def comment(self, v: NodeView) -> str:
+        return f"log-probabilities over the classes {_where(v)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
         return box("log-softmax")
 
 
@@ -688,15 +715,15 @@ class DeformConvRec(TypedDict):
     deformable: bool  # DCNv2 (CenterNet's DeformConv), or a plain 3x3 conv (FairMOT's conv variant)
 
 
-def _dcn_layers(rec: D, cin: int, cout: int) -> list[Layer]:
-    if not rec["deformable"]:
+def _dcn_layers(v: NodeView, cin: int, cout: int) -> list[Layer]:
+    if not v["deformable"]:
         return [_conv("conv", cin, cout, 3), _bn("actf.0", cout)]
     offsets = _conv("conv.conv_offset_mask", cin, 27, 3, bias=True)  # 3 x 3x3: dy, dx, mask
     return [_conv("conv", cin, cout, 3, bias=True), offsets, _bn("actf.0", cout)]
 
 
-def _dcn_comment(rec: D) -> str:
-    return "DCNv2 3x3" if rec["deformable"] else "3x3 conv"
+def _dcn_comment(v: NodeView) -> str:
+    return "DCNv2 3x3" if v["deformable"] else "3x3 conv"
 
 
 @register_op
@@ -711,20 +738,20 @@ class DeformConv(Op):
 
     name, record = "deform_conv", DeformConvRec
 
-    def layers(self, rec: D) -> list[Layer]:
-        return _dcn_layers(rec, rec["in_channels"], rec["out_channels"])
+    def layers(self, v: NodeView) -> list[Layer]:
+        return _dcn_layers(v, v["in_channels"], v["out_channels"])
 
-    def module(self, rec: D, syms: D) -> Expr:
-        args = (rec["in_channels"], rec["out_channels"])
-        return Expr("DeformConv", args, () if rec["deformable"] else (("deformable", False),))
+    def module(self, v: NodeView) -> Expr:
+        args = (v["in_channels"], v["out_channels"])
+        return Expr("DeformConv", args, () if v["deformable"] else (("deformable", False),))
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        what = f"P: {_dcn_comment(rec)}, {_chans(rec)}, reduction {meta['reduction']}"
-        return f"{what} {_where(meta, 'eq. 1')}"
+    def comment(self, v: NodeView) -> str:
+        what = f"P: {_dcn_comment(v)}, {_chans(v)}, reduction {v.meta['reduction']}"
+        return f"{what} {_where(v, 'eq. 1')}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        kind = "DCN" if rec["deformable"] else "conv"
-        return box(f"P {kind} {rec['in_channels']}→{rec['out_channels']}", "project", height="0.3")
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        kind = "DCN" if v["deformable"] else "conv"
+        return box(f"P {kind} {v['in_channels']}→{v['out_channels']}", "project", height="0.3")
 
 
 class SumNodeRec(TypedDict):
@@ -739,29 +766,29 @@ class SumNode(_Aggregation):
 
     name, record = "sum_node", SumNodeRec
 
-    def layers(self, rec: D) -> list[Layer]:
-        return _dcn_layers(rec, rec["channels"], rec["channels"])
+    def layers(self, v: NodeView) -> list[Layer]:
+        return _dcn_layers(v, v["channels"], v["channels"])
 
-    def module(self, rec: D, syms: D) -> Expr:
-        args = (rec["channels"], rec["channels"])
-        return Expr("DeformConv", args, () if rec["deformable"] else (("deformable", False),))
+    def module(self, v: NodeView) -> Expr:
+        args = (v["channels"], v["channels"])
+        return Expr("DeformConv", args, () if v["deformable"] else (("deformable", False),))
 
-    def call(self, rec: D, n_inputs: int) -> Expr:
+    def call(self, v: NodeView) -> Expr:
         return Expr("self", (Expr("torch.add", (In(0), In(1))),))
 
-    def lint(self, rec: D, ins: list[str], chans: list[int], reds: list[int]) -> list[str]:
-        bad = [f"sums 2 inputs of {rec['channels']} ch, got {chans}"]
-        return (bad if chans != [rec["channels"]] * 2 else []) + (
-            [f"inputs have different reductions {reds}"] if len(set(reds)) > 1 else []
+    def lint(self, v: NodeView) -> list[str]:
+        bad = [f"sums 2 inputs of {v['channels']} ch, got {list(v.chans)}"]
+        return (bad if v.chans != (v["channels"],) * 2 else []) + (
+            [f"inputs have different reductions {list(v.reds)}"] if len(set(v.reds)) > 1 else []
         )
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        what = f"N: sum -> {_dcn_comment(rec)}, {rec['channels']} ch"
-        return f"{what} {_where(meta, 'eq. 1')}"
+    def comment(self, v: NodeView) -> str:
+        what = f"N: sum -> {_dcn_comment(v)}, {v['channels']} ch"
+        return f"{what} {_where(v, 'eq. 1')}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
         size = {"width": "0.35", "fixedsize": "true", "fontsize": "11"}
-        xlabel = f"Σ {'DCN' if rec['deformable'] else 'conv'} {rec['channels']}"
+        xlabel = f"Σ {'DCN' if v['deformable'] else 'conv'} {v['channels']}"
         return box("N", "aggregate", "circle", xlabel=xlabel, **size)
 
 
@@ -780,22 +807,22 @@ class HeadBranch(Op):
 
     name, record = "head_branch", HeadBranchRec
 
-    def layers(self, rec: D) -> list[Layer]:
+    def layers(self, v: NodeView) -> list[Layer]:
         cin, hidden, cout, k = (
-            rec[f] for f in ("in_channels", "head_conv", "out_channels", "final_kernel")
+            v[f] for f in ("in_channels", "head_conv", "out_channels", "final_kernel")
         )
         if not hidden:
             return [_conv("", cin, cout, k, bias=True)]
         return [_conv("0", cin, hidden, 3, bias=True), _conv("2", hidden, cout, k, bias=True)]
 
-    def module(self, rec: D, syms: D) -> Expr:
-        args = (rec["in_channels"], rec["head_conv"], rec["out_channels"])
-        kw = (("final_kernel", rec["final_kernel"]), ("heatmap", rec["heatmap"]))
+    def module(self, v: NodeView) -> Expr:
+        args = (v["in_channels"], v["head_conv"], v["out_channels"])
+        kw = (("final_kernel", v["final_kernel"]), ("heatmap", v["heatmap"]))
         return Expr("centernet_head", args, kw)
 
-    def comment(self, rec: D, meta: D, n_inputs: int, syms: D) -> str:
-        hidden = f" via {rec['head_conv']}" if rec["head_conv"] else ""
-        return f"head: {rec['in_channels']}{hidden} -> {rec['out_channels']} ch {_where(meta)}"
+    def comment(self, v: NodeView) -> str:
+        hidden = f" via {v['head_conv']}" if v["head_conv"] else ""
+        return f"head: {v['in_channels']}{hidden} -> {v['out_channels']} ch {_where(v)}"
 
-    def look(self, rec: D, meta: D, node: str, detail: str) -> dict[str, str]:
-        return box(f"{node} {rec['in_channels']}→{rec['out_channels']}", "block")
+    def look(self, v: NodeView, detail: str) -> dict[str, str]:
+        return box(f"{v.name} {v['in_channels']}→{v['out_channels']}", "block")

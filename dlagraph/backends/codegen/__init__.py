@@ -23,7 +23,7 @@ from ...errors import CodegenError, SpecError, one_line
 from ...io import MARKER
 from ...ir.analysis import default_cfg, static_params
 from ...ir.compile import compile_spec
-from ...ir.graph import check, feature_info, op
+from ...ir.graph import check, feature_info, op, view
 from ...ir.ops import Expr, Sym
 from ...names import class_name
 from ...spec import Spec, resolve_spec_path
@@ -70,7 +70,7 @@ def _init_lines(g: nx.DiGraph, classes: dict[str, Any], helpers: set[str]) -> li
             if parent not in made:
                 lines.append(f"self.{parent} = nn.Module()")
                 made.add(parent)
-        expr = op(g, n).module(a["rec"], a["layout"].get("symbols", {}))
+        expr = op(g, n).module(view(g, n))
         for call in _callees(expr):
             if call.source is not None:
                 classes.setdefault(call.fn, call.source)

@@ -12,7 +12,7 @@ from typing import Any
 
 import networkx as nx
 
-from ...ir.graph import inputs, op, stages
+from ...ir.graph import inputs, op, stages, view
 from ...names import var_name
 from .layout import call_parts, del_lines, source, wrap_statement
 
@@ -24,8 +24,8 @@ Item = tuple[list[str], str, list[str]]  # lines, the variable defined, the vari
 def _statement(g: nx.DiGraph, n: str, var: dict[str, str]) -> Item:
     a, definition = g.nodes[n], op(g, n)
     ins = [var.get(u, var_name(u)) for u in inputs(g, n)]
-    call = definition.call(a["rec"], len(ins))
-    comment = definition.comment(a["rec"], a["meta"], len(ins), a["layout"].get("symbols", {}))
+    v = view(g, n)
+    call, comment = definition.call(v), definition.comment(v)
     lines = wrap_statement(var_name(n), *call_parts(call, ins, a["layout"].get("module")), comment)
     return lines, var_name(n), ins
 
@@ -93,9 +93,9 @@ def bodies(g: nx.DiGraph) -> Bodies:
             continue
         top.append(_statement(g, n, var))
     ins = [var.get(u, var_name(u)) for u in inputs(g, output)]
-    ret = source(op(g, output).call(g.nodes[output]["rec"], len(ins)), ins, None)
+    ret = source(op(g, output).call(view(g, output)), ins, None)
     top.append(([f"return {ret}"], "", ins))
     out.forward = _with_frees(top, set(ins))
     definition = op(g, output)
-    out.return_type = definition.return_type(g.nodes[output]["rec"], len(ins))  # type: ignore[attr-defined]
+    out.return_type = definition.return_type(view(g, output))  # type: ignore[attr-defined]
     return out

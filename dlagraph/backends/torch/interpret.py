@@ -31,7 +31,7 @@ from ...checkpoints.read import read_owned
 from ...errors import DlagraphError
 from ...ir.analysis import static_params
 from ...ir.compile import compile_spec
-from ...ir.graph import check, describe, inputs, op, stages, topo_order
+from ...ir.graph import check, describe, inputs, op, stages, topo_order, view
 from ...ir.ops import Expr, In, Sym
 from ...names import class_name, var_name
 from ...spec import Spec
@@ -66,8 +66,7 @@ def _construct(value: Any) -> Any:
 
 def make_module(g: nx.DiGraph, n: str) -> nn.Module:
     """The torch module node ``n`` owns."""
-    a = g.nodes[n]
-    expr = op(g, n).module(a["rec"], a["layout"].get("symbols", {}))
+    expr = op(g, n).module(view(g, n))
     if expr is None:
         raise DlagraphError(f"node {describe(g, n)} owns no module")
     return _construct(expr)
@@ -114,8 +113,8 @@ class _Emitter:
         return self.graph.create_node("call_function", _resolve(v), args, kwargs, name=name)
 
     def node(self, n: str) -> Any:
-        a, ins = self.g.nodes[n], inputs(self.g, n)
-        result = self.value(op(self.g, n).call(a["rec"], len(ins)), n, ins, var_name(n))
+        ins = inputs(self.g, n)
+        result = self.value(op(self.g, n).call(view(self.g, n)), n, ins, var_name(n))
         if result.name != var_name(n):
             raise DlagraphError(f"fx renamed {var_name(n)!r} to {result.name!r}")
         self.env[n] = result
@@ -168,7 +167,7 @@ def _fx_graph(g: nx.DiGraph, checkpoint: bool = False) -> fx.Graph:
             continue  # the backbone ran above; unused nodes are checkpoint-only
         if n == g.graph["output"]:
             ins = inputs(g, n)
-            graph.output(em.value(op(g, n).call(g.nodes[n]["rec"], len(ins)), n, ins, None))
+            graph.output(em.value(op(g, n).call(view(g, n)), n, ins, None))
         else:
             em.node(n)
     graph.lint()
