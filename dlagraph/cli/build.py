@@ -19,6 +19,7 @@ from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import node_table
 from ..spec import json_schema, load_spec, presets
+from ..spec.overrides import apply_overrides, parse_sets
 from .common import DEFAULT_OUTPUT, add_timeout_option, spec_paths
 
 __all__ = ["add_arguments", "run", "add_preset_arguments", "run_presets", "run_schema"]
@@ -48,6 +49,8 @@ def _diagram(g: nx.DiGraph, out: Path, args: argparse.Namespace, notes: list[str
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    if args.set:  # applied to the spec's data, then validated (and scaled) as a whole
+        spec = load_spec(apply_overrides(spec.to_dict(), parse_sets(args.set)))
     g = compile_spec(spec)
     size = tuple(args.input_size) if args.input_size else default_input_size(g)
     s = summarize(g, size)
@@ -116,6 +119,13 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         help="input height and width for MACs and shapes (default: 224x224, or the smallest "
         "larger size the network's total stride divides)",
+    )
+    b.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="set a spec field by its dotted path, VALUE read as YAML: scale.width=0.5, "
+        "levels.3.depth=2, aggregation.residual=true (repeatable)",
     )
     b.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
     b.add_argument("--print-graph", action="store_true", help="print one row per DAG node")

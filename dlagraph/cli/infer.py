@@ -8,33 +8,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from .._version import __version__
-from ..errors import SpecError, clip, one_line
+from ..errors import clip, one_line
 from ..io import MARKER, write_outputs
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..spec import spec_to_yaml
+from ..spec.overrides import parse_sets
 from .common import count
 
-__all__ = ["add_infer_arguments", "run_infer", "add_diff_arguments", "run_diff", "parse_sets"]
-
-
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``--set a.b=VALUE`` options as overrides; VALUE is read as YAML (``true``, ``3``, ``[1, 2]``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise SpecError(f"--set {item!r}: give FIELD=VALUE, e.g. aggregation.residual=true")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise SpecError(f"--set {item!r}: the value is not YAML") from None
-    return out
+__all__ = ["add_infer_arguments", "run_infer", "add_diff_arguments", "run_diff"]
 
 
 def run_infer(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from ..heads import (
     registered_heads,
 )
 from ..limits import IDENT, MAX_BLOCKS, MAX_CHANNELS, MAX_TREE_LEVELS
-from .errors import Loc, _message, _problems
+from .errors import Loc, _message, _problems, flatten_errors, format_loc, problem_message
 
 __all__ = [
     "Spec",
@@ -57,6 +57,7 @@ __all__ = [
     "TreeLevel",
     "BlockSpec",
     "Aggregation",
+    "Scale",
     "ClassifierHead",
     "FeaturesHead",
     "MAX_BLOCKS",
@@ -194,6 +195,36 @@ class Aggregation(_Model):
         return k
 
 
+class Scale(_Model):
+    """Compound scaling of a spec's levels, applied when the spec is read (docs/spec.md "Scaling").
+
+    Every level's channels become ``c * width`` rounded to the nearest multiple of ``divisor``
+    (half up, at least ``divisor``, and one ``divisor`` more where rounding lost over 10%: timm's
+    ``make_divisible``), then raised by ``divisor`` until the block type accepts them (a split
+    block's middle width must divide by its cardinality); every HDA depth ``d`` becomes
+    ``round(d * depth)`` (half up, at least 1). Conv counts, the aggregation and the head stay.
+    """
+
+    width: float = Field(1.0, gt=0, le=16, allow_inf_nan=False, description="channel multiplier")
+    depth: float = Field(1.0, gt=0, le=16, allow_inf_nan=False, description="HDA depth multiplier")
+    divisor: int = Field(8, ge=1, le=1024, description="channels round to multiples of this")
+
+    def channels(self, c: int, accepts: Any = None) -> int:
+        """``c`` scaled and rounded; ``accepts(c)`` is the block type's channel rule, if any."""
+        d, v = self.divisor, c * self.width
+        out = max(d, int(v + d / 2) // d * d)
+        if out < 0.9 * v:
+            out += d
+        for _ in range(64):  # a rule no multiple of the divisor meets stops here: its error shows
+            if accepts is None or accepts(out):
+                break
+            out += d
+        return min(out, MAX_CHANNELS)
+
+    def depth_of(self, d: int) -> int:
+        return max(1, math.floor(d * self.depth + 0.5))
+
+
 def _head_options(v: Any) -> Any:
     """The head's options model, chosen by ``type`` from the head registry (user heads too)."""
     if isinstance(v, BaseModel):
@@ -247,6 +278,11 @@ class Spec(_Model):
     )
     layout: Literal["timm", "official"] = "timm"
     in_channels: int = Field(3, gt=0, le=1024)
+    scale: Scale | None = Field(
+        None,
+        description="width/depth multipliers, applied when the spec is read: the spec then holds "
+        "the scaled levels (and no longer claims a paper name or reference it does not equal)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -335,7 +371,43 @@ class Spec(_Model):
                 f"most {MAX_BLOCKS:,}",
             )
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _apply_scale(cls, data: Any, handler: Any) -> Spec:
+        # defined after `_semantics`, so that `handler` runs it too: the scaled spec is checked whole
+        spec = handler(data)  # the spec as written, its scale included
+        if spec.scale is None:
+            return spec
+        try:
+            return handler(spec._scaled())
+        except ValidationError as e:
+            found = flatten_errors(e)
+        where = "the scaled network fails at "
+        raise _problems(
+            [(("scale",), f"{where}{format_loc(loc)}: {problem_message(p)}") for loc, p in found]
+        )
+
     # ---- derived views ----------------------------------------------------------------------
+
+    def _scaled(self) -> dict[str, Any]:
+        """This spec's data with ``scale`` applied to the levels (and removed)."""
+        s, bt = self.scale, get_block_type(self.block.type)
+        assert s is not None
+        data = self.to_dict()
+        del data["scale"]
+
+        def accepts(c: int) -> bool:
+            return not bt.check(c, self.block.options)
+
+        for lvl in data["levels"]:
+            tree = "depth" in lvl
+            lvl["channels"] = s.channels(lvl["channels"], accepts if tree else None)
+            if tree:
+                lvl["depth"] = s.depth_of(lvl["depth"])
+        if data["levels"] != self.to_dict()["levels"]:  # no longer the paper's or timm's network
+            data.pop("paper_name", None)
+            data.pop("reference", None)
+        return data
 
     def aggregates_input(self, index: int) -> bool:
         """Whether tree level ``levels[index]`` aggregates S(x) at its root (eq. 5), defaults applied."""

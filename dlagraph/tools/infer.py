@@ -24,13 +24,14 @@ import torch
 
 from ..backends.torch.interpret import build_module
 from ..checkpoints.read import read_state_dict
-from ..errors import DlagraphError, SpecError, safe_repr
+from ..errors import DlagraphError
 from ..heads import get_head_type, registered_heads
 from ..heads.registry import Shapes
 from ..heads.shapes import echo, foreign, get
 from ..ir.compile import compile_spec
 from ..limits import MAX_TREE_LEVELS
 from ..spec import Spec, load_spec
+from ..spec.overrides import apply_overrides
 from ..spec.schema import SHADOWED_MODULES
 
 __all__ = ["infer_spec", "infer_checkpoint", "Inference", "expected_shapes", "apply_overrides"]
@@ -51,40 +52,6 @@ def expected_shapes(spec: Spec | str | Path | Mapping[str, Any]) -> Shapes:
     with torch.device("meta"):
         model = build_module(spec, init=False)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``data`` with each dotted path (``aggregation.residual``, ``levels.3.aggregate_input``) set.
-
-    Raises:
-        SpecError: one line per path that does not lead into the spec (a list index that is not a
-            number or out of range, a step into a value that is neither a mapping nor a list).
-    """
-    problems = []
-    for path, value in overrides.items():
-        shown = safe_repr(str(path), 80)
-        node: Any = data
-        *heads, leaf = str(path).split(".")
-        try:
-            for h in heads:
-                node = node[_index(node, h)] if isinstance(node, list) else node.setdefault(h, {})
-                if not isinstance(node, (dict, list)):
-                    raise ValueError(f"{safe_repr(h)} is not a mapping or list in the spec")
-            if isinstance(node, list):
-                node[_index(node, leaf)] = value
-            else:
-                node[leaf] = value
-        except ValueError as e:
-            problems.append(f"--set {shown}: {e}")
-    if problems:
-        raise SpecError(problems)
-    return data
-
-
-def _index(items: list[Any], step: str) -> int:
-    if not step.isdigit() or int(step) >= len(items):
-        raise ValueError(f"{safe_repr(step)} is not an index 0..{len(items) - 1} of its list")
-    return int(step)
 
 
 def infer_spec(
