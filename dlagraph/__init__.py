@@ -28,7 +28,9 @@ from .heads import HeadOptions as HeadOptions
 from .heads import register_head as register_head
 from .heads import registered_heads as registered_heads
 from .heads import unregister_head as unregister_head
+from .ir import ActivationMemory as ActivationMemory
 from .ir import Summary as Summary
+from .ir import activation_memory as activation_memory
 from .ir import compile_spec as compile_spec
 from .ir import summarize as summarize
 from .spec import Spec as Spec
@@ -56,6 +58,8 @@ __all__ = [
     "GraphError",
     "HeadOptions",
     "InputSizeError",
+    "ActivationMemory",
+    "activation_memory",
     "Layer",
     "RegistryError",
     "Spec",

@@ -129,6 +129,9 @@ class BlockType:
     description: str = ""
     builtin: bool = False
     dilation: bool = True  # accepts a `dilation` argument (needed by dilated segmentation nets)
+    # (cin, cout, stride, dilation, options, (h, w)) -> (peak, saved) elements per image, where
+    # the layers' statement model (dlagraph.ir.ops.Block.memory) does not describe the forward
+    memory: Callable[..., tuple[int, int]] | None = None
 
     def resolve(self) -> Any:
         """The torch class (imports it on first use for built-in types)."""
@@ -180,6 +183,7 @@ def register_block(
     options: type[BaseModel] | None = None,
     layers: Callable[..., list[Layer]] | None = None,
     check: Callable[[int, BaseModel], list[str]] | None = None,
+    memory: Callable[..., tuple[int, int]] | None = None,
     description: str = "",
     replace: bool = False,
 ) -> Callable[[type], type]:
@@ -191,6 +195,9 @@ def register_block(
     before the final activation. ``options`` (or a nested class ``Options``) is a pydantic model of the
     extra spec keys; ``layers`` (or a ``layers`` staticmethod) describes its convs for static parameter
     and MAC counts. Without ``layers``, parameter counts are taken from a meta-device instance.
+    ``memory(cin, cout, stride, dilation, options, (h, w))`` returns ``(peak, saved)`` activation
+    elements per image, for :func:`~dlagraph.activation_memory`, where the forward is not the
+    ``out = relu(bn(conv(out)))`` chain of its ``layers`` (``res2net``'s is an example).
 
     Example:
         >>> import dlagraph
@@ -225,6 +232,7 @@ def register_block(
                 options=opts,
                 layers=lay,
                 check=check or (lambda out, o: []),
+                memory=memory,
                 description=description or (cls.__doc__ or "").strip().split("\n")[0],
                 dilation=takes_dilation,
             ),
@@ -325,6 +333,27 @@ def _res2_layers(cin: int, cout: int, s: int, d: int, o: Any) -> list[Layer]:
     return out + conv("3", w * o.scale, cout, 1, div=s)
 
 
+def _res2_memory(
+    cin: int, cout: int, s: int, d: int, o: Any, hw: tuple[int, int]
+) -> tuple[int, int]:
+    """DlaBottle2neck's forward: ``out`` (the 1x1 output, split into views) and every group's
+    output (``spo``) live to the end; a group's input is a view, or a new sum ``sp + spx[i]``;
+    the concatenation lives until ``conv3`` returns. Saved: the BN inputs, the ReLU outputs, the
+    sums and the concatenation (the convs' other inputs are views of saved tensors)."""
+    w, n, a = _res2_width(cout, o), max(1, o.scale - 1), hw[0] * hw[1]
+    b = -(-hw[0] // s) * -(-hw[1] // s)
+    c1 = w * o.scale * a
+    peaks, groups, sums = [2 * c1], 0, 0
+    for i in range(n):
+        summed = 0 if i == 0 or s > 1 else w * b
+        peaks.append(c1 + groups + summed + 2 * w * b)
+        groups, sums = groups + w * b, sums + summed
+    groups += w * b if o.scale > 1 and s > 1 else 0  # the pooled last split (else a view)
+    cat, c3 = w * o.scale * b, cout * b
+    peaks += [c1 + groups + cat + c3, c1 + groups + 2 * c3]
+    return max(peaks), 2 * c1 + sums + 2 * n * w * b + cat + c3
+
+
 def _res2_check(cout: int, o: Any) -> list[str]:
     w = _res2_width(cout, o)
     if w == 0 or w % o.cardinality:
@@ -377,4 +406,5 @@ _builtin(
     options=Res2NetOptions,
     layers=_res2_layers,
     check=_res2_check,
+    memory=_res2_memory,
 )

@@ -404,6 +404,7 @@ def _deformed(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow  # two ONNX exports: about 10 s each on one core
 @pytest.mark.parametrize("backend", ["interpreter", "generated"])
 def test_onnx_export_with_deformconv_runs_in_onnxruntime(backend: str) -> None:
     ort = pytest.importorskip("onnxruntime")
@@ -425,6 +426,7 @@ def test_onnx_export_with_deformconv_runs_in_onnxruntime(backend: str) -> None:
         assert torch.allclose(torch.from_numpy(g), w, atol=1e-4), k
 
 
+@pytest.mark.slow  # inductor compiles the network: about 10 s on one core
 def test_torch_compile_has_no_graph_breaks_and_torchscript_scripts() -> None:
     model = _deformed(build_module("fairmot_dla34"))
     x = torch.randn(1, 3, 64, 64)

@@ -131,6 +131,7 @@ def test_int8_reference_graph_is_close_to_fp32_and_quantized() -> None:
         assert rel_rms(model(cal[0]), fast(cal[0])) < 0.3
 
 
+@pytest.mark.slow  # two int8 compiles: about 10 s on one core
 def test_int8_compiles_and_takes_other_batch_sizes() -> None:
     model = tiny()
     cal = batches(8, batch=1)  # a batch of one: the exported batch dimension stays dynamic

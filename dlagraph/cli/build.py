@@ -18,9 +18,10 @@ from ..io import MARKER, write_outputs
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import node_table
+from ..ir.memory import activation_memory
 from ..spec import json_schema, load_spec, presets
 from ..spec.overrides import apply_overrides, parse_sets
-from .common import DEFAULT_OUTPUT, add_timeout_option, spec_paths
+from .common import DEFAULT_OUTPUT, add_timeout_option, positive, spec_paths
 
 __all__ = ["add_arguments", "run", "add_preset_arguments", "run_presets", "run_schema"]
 
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         why = f" (the smallest input from 224 that the total stride {g.graph['total_stride']} divides)"
     print(f"MACs at {size[0]}x{size[1]}: {s.macs:,} ({s.macs / 1e9:.2f} G){why}")
     print(f"aggregation nodes: {s.aggregation_nodes}")
+    print(activation_memory(g, args.batch, size, summary=s).describe())
     if s.unused:
         print(
             f"unused nodes ({s.unused_params:,} params; in the reference module tree, never read):"
@@ -119,6 +121,13 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         help="input height and width for MACs and shapes (default: 224x224, or the smallest "
         "larger size the network's total stride divides)",
+    )
+    b.add_argument(
+        "--batch",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="batch size of the activation-memory figures (default 1)",
     )
     b.add_argument(
         "--set",

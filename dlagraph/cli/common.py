@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..backends.render import DIAGRAM_TIMEOUT
 
-__all__ = ["DEFAULT_OUTPUT", "spec_paths", "add_timeout_option", "count", "seconds"]
+__all__ = ["DEFAULT_OUTPUT", "spec_paths", "add_timeout_option", "count", "positive", "seconds"]
 
 DEFAULT_OUTPUT = "dlagraph-out"  # not build/: `pip wheel .` and setuptools write there
 
@@ -30,6 +30,14 @@ def count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number from 1 to a million (a batch, a number of trials)."""
+    value = count(text)
+    if not 1 <= value <= 10**6:
+        raise argparse.ArgumentTypeError(f"must be 1 to 1,000,000 (got {value})")
     return value
 
 

@@ -9,5 +9,7 @@ documented graph algorithms. Nothing here imports torch.
 from .analysis import Summary as Summary
 from .analysis import summarize as summarize
 from .compile import compile_spec as compile_spec
+from .memory import ActivationMemory as ActivationMemory
+from .memory import activation_memory as activation_memory
 
-__all__ = ["Summary", "compile_spec", "summarize"]
+__all__ = ["ActivationMemory", "Summary", "activation_memory", "compile_spec", "summarize"]

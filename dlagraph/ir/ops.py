@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import html
 import keyword
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from typing_extensions import TypedDict
@@ -33,7 +33,19 @@ from typing_extensions import TypedDict
 from ..blocks import Layer, get_block_type
 from ..errors import GraphError
 
-__all__ = ["Expr", "In", "Sym", "NodeView", "Op", "OPS", "register_op", "op_of", "COLORS", "box"]
+__all__ = [
+    "Expr",
+    "In",
+    "Sym",
+    "NodeView",
+    "Mem",
+    "Op",
+    "OPS",
+    "register_op",
+    "op_of",
+    "COLORS",
+    "box",
+]
 
 D = dict[str, Any]
 HW = tuple[int, int]
@@ -129,6 +141,27 @@ def box(label: str, kind: str = "plain", shape: str = "box", **extra: str) -> di
     return {"label": label, "shape": shape, **style, **extra}
 
 
+@dataclass(frozen=True)
+class Mem:
+    """What running a node keeps in memory, per image, in elements of the activation dtype:
+    ``peak``, the most held at once by the node beyond its inputs (its output included);
+    ``saved``, what autograd saves of the node's own intermediate tensors for backward (``index``:
+    int64 elements, max pooling's indices); whether it saves its first input (a conv's) and its
+    output (a ReLU saves its result); ``alias``: the output is a view of the input."""
+
+    peak: int
+    saved: int = 0
+    index: int = 0
+    saves_input: bool = False
+    saves_output: bool = False
+    alias: bool = False
+
+
+def _sizes(layers: list[Layer], hw: HW) -> list[int]:
+    """Each layer's output elements per image, for input ``hw`` at the node."""
+    return [x.out_channels * -(-hw[0] // x.out_div) * -(-hw[1] // x.out_div) for x in layers]
+
+
 def _conv(name: str, cin: int, cout: int, k: int, s: int = 1, div: int = 1, **kw: Any) -> Layer:
     return Layer(name, "conv", cin, cout, k, s, out_div=div, **kw)
 
@@ -169,6 +202,17 @@ class Op:
     def macs(self, v: NodeView) -> int:
         """Multiply-accumulates for the H x W at port 0."""
         return sum(layer.macs(*v.hw[0]) for layer in self.layers(v))
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        """Memory of the node (``out``: its output elements per image). Default: an
+        ``nn.Sequential`` of its layers (each layer's input freed once the next returns), a ReLU
+        after each BN in place; autograd saves each conv's and BN's input and each ReLU's output."""
+        sizes = _sizes(self.layers(v), v.hw[0]) if self.layers(v) else []
+        if not sizes:
+            return Mem(out)
+        peak = max(a + b for a, b in zip([0, *sizes], sizes, strict=False))
+        ends_in_relu = self.layers(v)[-1].kind == "bn"
+        return Mem(peak, sum(sizes[:-1]), saves_input=True, saves_output=ends_in_relu)
 
     def module(self, v: NodeView) -> Expr | None:
         return None
@@ -228,6 +272,9 @@ class Input(Op):
     def look(self, v: NodeView, detail: str) -> dict[str, str]:
         return {"label": f"input\n{v['channels']} ch", "shape": "oval", "fontsize": "10"}
 
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return Mem(out)
+
 
 class OutputRec(TypedDict):
     kind: str  # "tensor" | "list" | "tuple" | "dict"
@@ -251,6 +298,9 @@ class Output(Op):
         ins = [In(i) for i in range(len(v.inputs))]
         named = dict(zip(v["names"], ins, strict=False))
         return {"tensor": In(0), "list": ins, "tuple": tuple(ins), "dict": named}[v["kind"]]
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return Mem(0, alias=True)
 
     def return_type(self, v: NodeView) -> str:
         """The annotation of ``forward``'s result in generated code."""
@@ -337,6 +387,9 @@ class Downsample(Op):
     def module(self, v: NodeView) -> Expr:
         return Expr("nn.MaxPool2d", (v["stride"],), (("stride", v["stride"]),))
 
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return Mem(out, index=out, saves_input=True)  # backward reads the input and the indices
+
     def comment(self, v: NodeView) -> str:
         what = "S(x), eq. 5" if v.meta.get("role") == "S" else "for the shortcut"
         return f"2x2 max pool to reduction {v.meta['reduction']} {_where(v, what)}"
@@ -367,6 +420,9 @@ class Project(Op):
 
     def module(self, v: NodeView) -> Expr:
         return Expr("project", (v["in_channels"], v["out_channels"]))
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return replace(super().memory(v, out), saves_output=False)  # no ReLU after its BN
 
     def comment(self, v: NodeView) -> str:
         return f"shortcut: {_chans(v)} {_where(v)}"
@@ -410,6 +466,22 @@ class Block(Op):
     def params(self, v: NodeView) -> int:
         bt, args = self._args(v)
         return bt.count_params(*args)
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        """Statements ``out = relu(bn(conv(out)))``: the previous ``out`` lives until each
+        returns, the conv's output until the BN returns; the shortcut is added in place. A block
+        without static layers is counted as its output alone."""
+        bt, args = self._args(v)
+        if bt.memory is not None:
+            peak, saved = bt.memory(*args, v.hw[0])
+            return Mem(peak, saved, saves_input=True, saves_output=True)
+        layers = self.layers(v)
+        if not layers:
+            return Mem(out, saves_input=True, saves_output=True)
+        sizes = _sizes(layers, v.hw[0])
+        convs, bns = sizes[0::2], sizes[1::2]
+        peak = max(p + c + b for p, c, b in zip([0, *bns], convs, bns, strict=False))
+        return Mem(peak, sum(sizes[:-1]), saves_input=True, saves_output=True)
 
     def module(self, v: NodeView) -> Expr:
         bt, args = self._args(v)
@@ -508,6 +580,11 @@ class Aggregate(_Aggregation):
         kw = (("kernel_size", v["kernel_size"]), ("residual", v["residual"]))
         return Expr("DlaRoot", (v["in_channels"], v["out_channels"]), kw)
 
+    def memory(self, v: NodeView, out: int) -> Mem:
+        # bn(conv(cat(xs))): the concatenation lives until the conv returns, which the BN saves
+        cat, c = v["in_channels"] * v.hw[0][0] * v.hw[0][1], out
+        return Mem(max(cat + c, 2 * c), cat + c, saves_output=True)
+
     def call(self, v: NodeView) -> Expr:
         return Expr("self", ([In(i) for i in range(len(v.inputs))],))
 
@@ -531,6 +608,11 @@ class IdaNode(_Aggregation):
     def module(self, v: NodeView) -> Expr:
         return Expr("ida_node", (v["in_channels"], v["out_channels"], v["kernel_size"]))
 
+    def memory(self, v: NodeView, out: int) -> Mem:
+        # Sequential(conv, BN, ReLU)(cat(xs)): the caller holds the concatenation throughout
+        cat, c = v["in_channels"] * v.hw[0][0] * v.hw[0][1], out
+        return Mem(cat + 2 * c, cat + c, saves_output=True)
+
     def call(self, v: NodeView) -> Expr:
         return Expr("self", (Expr("torch.cat", ([In(i) for i in range(len(v.inputs))], 1)),))
 
@@ -546,6 +628,9 @@ class GlobalPool(Op):
 
     def module(self, v: NodeView) -> Expr:
         return Expr("nn.AdaptiveAvgPool2d", (1,))
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return Mem(out)  # torch pools to 1x1 by a mean, whose backward needs only the shape
 
     def comment(self, v: NodeView) -> str:
         return f"global average pool: {v['channels']} ch {_where(v)}"
@@ -565,6 +650,9 @@ class Dropout(Op):
 
     def module(self, v: NodeView) -> Expr:
         return Expr("nn.Dropout", (v["p"],))
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return Mem(0, alias=True)  # in eval, and at p=0, the input itself
 
     def lint(self, v: NodeView) -> list[str]:
         ok = 0.0 <= v["p"] < 1.0
@@ -619,6 +707,9 @@ class Flatten(Op):
     def module(self, v: NodeView) -> Expr:
         return Expr("nn.Flatten", (1,))
 
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return Mem(0, alias=True)
+
     def comment(self, v: NodeView) -> str:
         return f"logits as (N, {v.syms.get('channels', v['channels'])}) {_where(v)}"
 
@@ -648,6 +739,9 @@ class Upsample(Op):
     def layers(self, v: NodeView) -> list[Layer]:
         c, f = v["channels"], v["factor"]
         return [Layer("", "conv", c, c, 2 * f, f, groups=c)]
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return Mem(out, saves_input=True)
 
     def macs(self, v: NodeView) -> int:
         # a transposed conv scatters each input pixel over its k x k kernel
@@ -702,6 +796,9 @@ class LogSoftmax(Op):
     def module(self, v: NodeView) -> Expr:
         return Expr("nn.LogSoftmax", (), (("dim", 1),))
 
+    def memory(self, v: NodeView, out: int) -> Mem:
+        return Mem(out, saves_output=True)
+
     def comment(self, v: NodeView) -> str:
         return f"log-probabilities over the classes {_where(v)}"
 
@@ -722,6 +819,17 @@ def _dcn_layers(v: NodeView, cin: int, cout: int) -> list[Layer]:
     return [_conv("conv", cin, cout, 3, bias=True), offsets, _bn("actf.0", cout)]
 
 
+def _dcn_memory(v: NodeView, out: int) -> tuple[int, int]:
+    """(peak, saved) of ``DeformConv`` (DCN -> BN -> ReLU) beyond its input, per image: the offset
+    conv's 27 maps live (chunked into views) while the 18 offsets are concatenated, the 9-map
+    mask is a sigmoid and the DCN runs; autograd saves the offsets and the mask (and the input),
+    and the BN its input. The plain-conv variant is a conv -> BN -> ReLU."""
+    if not v["deformable"]:
+        return 2 * out, out
+    maps = out // (v["channels"] if "channels" in v else v["out_channels"])
+    return max((27 + 18 + 9) * maps + out, 2 * out), 27 * maps + out
+
+
 def _dcn_comment(v: NodeView) -> str:
     return "DCNv2 3x3" if v["deformable"] else "3x3 conv"
 
@@ -740,6 +848,10 @@ class DeformConv(Op):
 
     def layers(self, v: NodeView) -> list[Layer]:
         return _dcn_layers(v, v["in_channels"], v["out_channels"])
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        peak, saved = _dcn_memory(v, out)
+        return Mem(peak, saved, saves_input=True, saves_output=True)
 
     def module(self, v: NodeView) -> Expr:
         args = (v["in_channels"], v["out_channels"])
@@ -768,6 +880,11 @@ class SumNode(_Aggregation):
 
     def layers(self, v: NodeView) -> list[Layer]:
         return _dcn_layers(v, v["channels"], v["channels"])
+
+    def memory(self, v: NodeView, out: int) -> Mem:
+        # DeformConv(a + b): the caller holds the sum, which the DCN (or conv) saves
+        peak, saved = _dcn_memory(v, out)
+        return Mem(out + peak, out + saved, saves_output=True)
 
     def module(self, v: NodeView) -> Expr:
         args = (v["channels"], v["channels"])

@@ -1,0 +1,124 @@
+"""Static activation memory (dlagraph.activation_memory) against a measurement on CPU: the live
+tensor storage bytes a TorchDispatchMode sees while the generated class runs (inference) and the
+storages autograd saves, seen by saved-tensor hooks (training)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import dlagraph
+from dlagraph.ir.compile import compile_spec
+
+from .helpers import exec_generated
+from .strategies import TEST_BLOCK, valid_specs
+
+
+class LiveBytes(TorchDispatchMode):
+    """The bytes of the storages of every tensor an op returns, until the last tensor viewing a
+    storage is gone; ``peak`` is the most at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: dict[int, list[int]] = {}
+        self.now = self.peak = 0
+
+    def track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self.refs:
+            self.refs[key] = [0, storage.nbytes()]
+            self.now += storage.nbytes()
+            self.peak = max(self.peak, self.now)
+        self.refs[key][0] += 1
+        weakref.finalize(t, self._drop, key)
+
+    def _drop(self, key: int) -> None:
+        ref = self.refs[key]
+        ref[0] -= 1
+        if ref[0] == 0:
+            self.now -= ref[1]
+            del self.refs[key]
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        return out
+
+
+def measured(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(inference peak, bytes saved for backward) of ``model`` on ``x``."""
+    model.eval()
+    mode = LiveBytes()
+    with torch.no_grad(), mode:
+        mode.track(x)  # the caller's image, alive throughout
+        model(x)  # the result is dropped at once
+    weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in weights:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return mode.peak, sum(saved.values())
+
+
+def check(spec: Any, batch: int, size: tuple[int, int]) -> None:
+    g = compile_spec(spec)
+    static = dlagraph.activation_memory(g, batch, size)
+    torch.manual_seed(0)
+    model = exec_generated(dlagraph.generate_source(g))()
+    peak, saved = measured(model, torch.randn(batch, g.graph["in_channels"], *size))
+    assert static.inference_peak == pytest.approx(peak, rel=0.05), (static, peak)
+    assert static.training_saved == pytest.approx(saved, rel=0.10), (static, saved)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("dla36", 224),
+        ("dla60_res2next", 128),
+        ("dla104_s", 128),
+        ("dla34_up", 128),
+        ("dla36_seg_camvid", 128),
+        ("centernet_tiny_shapes", 64),
+        ("dla_tiny_digits", 32),
+    ],
+)
+def test_presets_within_5_percent_in_inference_and_10_in_training(name: str, size: int) -> None:
+    check(name, 2, (size, size))
+
+
+@settings(max_examples=30, deadline=None)
+@given(valid_specs(max_tree_levels=3, max_depth=2))
+def test_random_specs_within_5_and_10_percent(spec: dict) -> None:
+    if spec["block"]["type"] == TEST_BLOCK:  # a user block: counted as its output alone
+        spec = {**spec, "block": {"type": "basic"}}
+        spec["levels"] = [{**lv, "channels": 8} if "depth" in lv else lv for lv in spec["levels"]]
+    side = compile_spec(spec).graph["total_stride"] * 2
+    check(spec, 2, (side, side))
+
+
+def test_batch_and_dtype_scale_the_figures_and_bad_arguments_are_refused() -> None:
+    g = compile_spec("dla36")
+    one = dlagraph.activation_memory(g)
+    four = dlagraph.activation_memory(g, 4, dtype="bfloat16")
+    assert four.inference_peak == 2 * one.inference_peak
+    assert four.training_saved < 4 * one.training_saved  # max pooling's int64 indices stay 8 bytes
+    for kwargs in ({"batch": 0}, {"dtype": "int3"}):
+        with pytest.raises(ValueError):
+            dlagraph.activation_memory(g, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(dlagraph.InputSizeError):
+        dlagraph.activation_memory(g, 1, (100, 100))
