@@ -423,6 +423,30 @@ def bench_deploy(
     ]
 
 
+def bench_fit(candidates: int, trials: int) -> list[str]:
+    """dlagraph fit's speed: the static evaluation of one candidate (spec -> DAG -> parameters,
+    MACs, activation memory) on one core, and a whole search through optuna's journal storage."""
+    from dlagraph.fit import Budget, fit
+    from dlagraph.fit.search import costs
+
+    base, budget = dlagraph.load_spec("dla36").to_dict(), Budget(params=2_000_000)
+    widths = [0.25 + 0.125 * (i % 11) for i in range(candidates)]
+    start = time.perf_counter()
+    for w in widths:
+        costs({**base, "scale": {"width": w}}, budget)
+    rate = candidates / (time.perf_counter() - start)
+    METRICS["fit_candidates_per_s"] = rate
+    rows = [f"| static evaluation of a DLA-36-sized candidate | {rate:,.0f} candidates/s |"]
+    if trials:
+        with tempfile.TemporaryDirectory() as d:
+            start = time.perf_counter()
+            fit("dla48_b_s", Budget(params=1_310_000), Path(d) / "s.log", trials=trials)
+            took = time.perf_counter() - start
+        METRICS["fit_trials_s"] = took
+        rows.append(f"| `fit` of {trials:,} trials (dla48_b_s, 1.31M parameters) | {took:.1f} s |")
+    return ["### dlagraph fit (one process)", "", "| what | measured |", "|---|---:|", *rows]
+
+
 def targets() -> list[str]:
     """The performance targets against what this run measured."""
     m = METRICS
@@ -445,6 +469,12 @@ def targets() -> list[str]:
             backend, name = k.split("_")[1], k.split("_", 2)[2]
             label = "interpreter" if backend == "interp" else "generated"
             rows.append((f"CPU {label} within 3% of timm ({name})", f"{m[k]:.3f}x", m[k] <= 1.03))
+    if "fit_candidates_per_s" in m:
+        rate = m["fit_candidates_per_s"]
+        rows.append(("fit: >= 200 candidates/s (dla36, one core)", f"{rate:,.0f}/s", rate >= 200))
+    if "fit_trials_s" in m:
+        rows.append(("fit: 2,000 trials well under a minute", f"{m['fit_trials_s']:.0f} s",
+                     m["fit_trials_s"] < 40))  # fmt: skip
     lines = ["### Targets", "", "| target | measured | met |", "|---|---:|---|"]
     lines += [f"| {t} | {v} | {'yes' if ok else 'no'} |" for t, v, ok in rows]
     return lines + [""]
@@ -540,11 +570,13 @@ def main(argv: list[str] | None = None) -> int:
         out += ["Smoke run (--smoke): tiny sizes, one run each; not a measurement.", ""]
         out += bench_build(1, "dla36", depths=6, dag_runs=1) + [""] + bench_load(1, "dla36") + [""]
         out += bench_cpu(["dla36"], 1, 1, size=64) + [""]
+        out += bench_fit(50, 0) + [""]
         # fp32 only: each compile takes seconds, and int8's path is run by docs/deployment.md
         out += bench_deploy("dla_tiny_digits", 2, 32, 1, precisions=["fp32"]) + [""]
         print("\n".join(out))
         return 0
     out += bench_build(3 if args.quick else 5) + [""]
+    out += bench_fit(300, 0 if args.quick else 2000) + [""]
     out += bench_load(3 if args.quick else 9) + [""]
     out += bench_cpu(["dla36"] if args.quick else ["dla36", "dla104_s"], 8, runs) + [""]
     if args.quick:

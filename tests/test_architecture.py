@@ -90,6 +90,10 @@ LAYERS = {
     "dlagraph.backends": TORCH,
     "dlagraph.tools": TORCH | {"dlagraph.tools"},
     "dlagraph.deploy": TORCH | {"dlagraph.deploy"},
+    # design search: the static analysis only (no torch)
+    "dlagraph.fit": BASE
+    | {"dlagraph.io", "dlagraph.blocks", "dlagraph.heads", "dlagraph.spec", "dlagraph.ir"}
+    | {"dlagraph.fit"},
 }
 
 

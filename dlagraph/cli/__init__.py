@@ -17,7 +17,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import DlagraphError, clip, one_line
-from . import bench, build, codegen, draw, infer
+from . import bench, build, codegen, draw, fit, infer
 
 __all__ = ["main", "parser", "COMMANDS"]
 
@@ -72,6 +72,14 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = 
         "compile and calibration times.",
         bench.add_arguments,
         bench.run,
+    ),
+    "fit": (
+        "search for DLAs within a budget: a Pareto front of exact costs",
+        "Search the space around a base spec (width, HDA depth per level, block type, residual "
+        "roots) for designs within a parameter, MAC and memory budget, with optuna; write the "
+        "Pareto front as YAML specs, a table and a plot. Needs the fit extra.",
+        fit.add_arguments,
+        fit.run,
     ),
     "schema": (
         "print the spec's JSON Schema (for editor completion)",

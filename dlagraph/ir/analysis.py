@@ -170,10 +170,14 @@ def default_cfg(g: nx.DiGraph) -> dict[str, Any]:
 def summarize(
     spec: Spec | str | Path | dict[str, Any] | nx.DiGraph,
     input_size: tuple[int, int] | None = None,
+    paths: bool = True,
 ) -> Summary:
     """Exact parameter count, MACs, per-node shapes and a per-level table, computed statically.
 
     ``input_size`` defaults to :func:`default_input_size` (224x224 for the paper's networks).
+    ``paths=False`` skips the aggregation-path counts (``aggregations_to_output``, the levels'
+    ``aggregations_to_root``, left empty and 0): a search costing thousands of designs needs
+    only the counts and shapes.
 
     Raises:
         SpecError: for an invalid spec.
@@ -222,7 +226,7 @@ def summarize(
     output_shape: Any = [info[u].shape for u in inputs(g, g.graph["output"])]
     if len(output_shape) == 1 and g.nodes[g.graph["output"]]["rec"]["kind"] == "tensor":
         output_shape = output_shape[0]
-    to_output = _aggregations_on_paths(g)
+    to_output = _aggregations_on_paths(g) if paths else {}
     return Summary(
         name=g.graph["name"],
         paper_name=g.graph["paper_name"],
@@ -232,7 +236,7 @@ def summarize(
         macs=sum(ni.macs for ni in nodes if not ni.unused),
         output_shape=output_shape,
         nodes=nodes,
-        levels=_levels(g, nodes),
+        levels=_levels(g, nodes, paths),
         aggregation_nodes=sum(1 for n in g if _is_aggregation(g, n)),
         aggregations_to_output={n: d for n, d in to_output.items() if _is_block(g, n)},
         unused=sorted(unused, key=lambda n: g.nodes[n]["index"]),
@@ -298,7 +302,7 @@ def aggregations_to_root(g: nx.DiGraph, i: int) -> int:
     return max(d[b] for b in d if _is_block(g, b))
 
 
-def _levels(g: nx.DiGraph, nodes: list[NodeInfo]) -> list[LevelInfo]:
+def _levels(g: nx.DiGraph, nodes: list[NodeInfo], paths: bool = True) -> list[LevelInfo]:
     facts = {lv["module"]: lv for lv in g.graph["levels"]}
     groups: dict[str, list[NodeInfo]] = {}
     for ni in nodes:
@@ -319,7 +323,7 @@ def _levels(g: nx.DiGraph, nodes: list[NodeInfo]) -> list[LevelInfo]:
                 depth=lv["depth"] if tree else None,
                 blocks=sum(_is_block(g, m.name) for m in members),
                 aggregations=sum(_is_aggregation(g, m.name) for m in members),
-                aggregations_to_root=aggregations_to_root(g, lv["index"]) if tree else 0,
+                aggregations_to_root=aggregations_to_root(g, lv["index"]) if tree and paths else 0,
                 params=sum(m.params for m in members),
                 macs=sum(m.macs for m in members if not m.unused),
                 shape=last.shape,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -161,7 +162,8 @@ def reduction(g: nx.DiGraph, n: str) -> int:
 
 def inputs(g: nx.DiGraph, n: str) -> list[str]:
     """The inputs of node ``n`` in argument (``port``) order."""
-    return [u for u, _, _ in sorted(g.in_edges(n, data="port"), key=lambda e: e[2])]
+    pred = g._pred[n]  # networkx's adjacency dict: no view object per call (a hot path)
+    return sorted(pred, key=lambda u: pred[u]["port"])
 
 
 def paper_inputs(g: nx.DiGraph, n: str) -> list[str]:
@@ -170,9 +172,20 @@ def paper_inputs(g: nx.DiGraph, n: str) -> list[str]:
     return [u for u, _, d in sorted(edges, key=lambda e: e[2].get("paper_port", e[2]["port"]))]
 
 
+_ORDERS: weakref.WeakKeyDictionary[nx.DiGraph, tuple[Any, list[str]]] = weakref.WeakKeyDictionary()
+
+
 def topo_order(g: nx.DiGraph) -> list[str]:
-    """A deterministic topological order: ties are broken by creation index."""
-    return list(nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["index"]))
+    """A deterministic topological order: ties are broken by creation index.
+
+    Kept per graph while its nodes, indices and edges stay the same (the check, the analysis and
+    every backend ask for it several times; ``dlagraph fit`` compiles thousands of graphs)."""
+    key = (tuple((n, a.get("index")) for n, a in g.nodes(data=True)), frozenset(g.edges))
+    hit = _ORDERS.get(g)
+    if hit is None or hit[0] != key:
+        order = list(nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["index"]))
+        _ORDERS[g] = hit = (key, order)
+    return list(hit[1])
 
 
 def describe(g: nx.DiGraph, n: str) -> str:

@@ -1,0 +1,165 @@
+"""The front's files: one YAML spec per design, ``front.md`` (the table ``fit`` prints) and a
+plot of parameters against MACs (colour: activation memory) with the base spec and the paper's
+presets marked, by matplotlib. The same study gives the same bytes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._version import __version__
+from ..errors import DlagraphError
+from ..io import MARKER
+from ..ir.analysis import summarize
+from ..ir.compile import compile_spec
+from ..spec import Spec, load_spec, presets
+from .search import FitResult, costs
+from .space import Budget
+
+__all__ = ["table", "front_files"]
+
+
+def _si(n: float, unit: str = "") -> str:
+    for suffix, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}{unit}"
+    return f"{n:.3g}{unit}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def table(result: FitResult, base: Spec, budget: Budget) -> str:
+    """The front as a Markdown table, the base spec's row first."""
+    _, bp, bm, bmem = costs(base.to_dict(), budget)
+    rows = [
+        "| design | parameters | MACs | memory | width | depths | block | residual |",
+        "|---|---:|---:|---:|---:|---|---|---|",
+        f"| {base.name} (base) | {bp:,} | {_si(bm)} | {_mib(bmem)} | 1 | "
+        f"{_depths(base.to_dict())} | {base.block.type} | {base.aggregation.residual} |",
+    ]
+    for m in result.front:
+        block = m.spec["block"]["type"] + (
+            f" ({m.spec['block']['cardinality']})" if "cardinality" in m.spec["block"] else ""
+        )
+        rows.append(
+            f"| trial {m.trial} | {m.params:,} | {_si(m.macs)} | {_mib(m.memory)} | "
+            f"{m.choices.get('width', 1)} | {_depths(m.spec)} | {block} | "
+            f"{m.spec['aggregation']['residual']} |"
+        )
+    return "\n".join(rows)
+
+
+def _depths(data: dict[str, Any]) -> str:
+    return ", ".join(str(lv["depth"]) for lv in data["levels"] if "depth" in lv)
+
+
+def front_files(
+    result: FitResult, base: Spec, budget: Budget, out: Path, plot: bool = True
+) -> dict[Path, str | bytes]:
+    """Every file of the front: ``front/<name>_t<trial>.yaml``, ``front.md``, ``front.png``
+    and ``front.svg``."""
+    files: dict[Path, str | bytes] = {}
+    h, w = budget.size
+    for m in result.front:
+        compile_spec(m.spec)  # the IR's lint, which the search skipped
+        name = f"{base.name}_t{m.trial}"
+        data = {**m.spec, "name": name}
+        head = (
+            f"# {MARKER} {__version__}: dlagraph fit of {base.name}, trial {m.trial}; "
+            f"parameters {m.params:,}, MACs at {h}x{w} {m.macs:,}, inference activation memory "
+            f"at batch {budget.batch} {m.memory:,} bytes\n"
+        )
+        files[out / "front" / f"{name}.yaml"] = head + yaml.safe_dump(
+            data, sort_keys=False, default_flow_style=None
+        )
+    limits = ", ".join(
+        f"{n} <= {v:,}"
+        for n, v in (
+            ("parameters", budget.params),
+            ("MACs", budget.macs),
+            ("memory", budget.memory),
+        )
+        if v is not None
+    )
+    files[out / "front.md"] = (
+        f"<!-- {MARKER} {__version__} -->\n# dlagraph fit: {base.name}\n\n"
+        f"Budget: {limits} (at {h}x{w}, batch {budget.batch}); {result.trials} trials, "
+        f"{result.feasible} within the budget, {len(result.front)} on the Pareto front "
+        f"(more parameters, fewer MACs, less activation memory).\n\n"
+        + table(result, base, budget)
+        + "\n"
+    )
+    if plot and result.points:
+        files.update(_plots(result, base, budget, out))
+    return files
+
+
+def _plots(result: FitResult, base: Spec, budget: Budget, out: Path) -> dict[Path, bytes]:
+    try:
+        import matplotlib
+    except ImportError:
+        raise DlagraphError(
+            "dlagraph fit needs optuna and matplotlib: pip install 'dlagraph[fit]'"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "dlagraph"  # the same ids in every run
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    pts = [p for p in result.points if p[3]]
+    if pts:
+        ax.scatter(
+            [p[0] / 1e6 for p in pts],
+            [p[1] / 1e9 for p in pts],
+            s=6,
+            c="#cccccc",
+            label="designs within the budget",
+        )
+    front = result.front
+    sc = ax.scatter(
+        [m.params / 1e6 for m in front],
+        [m.macs / 1e9 for m in front],
+        c=[m.memory / 2**20 for m in front],
+        cmap="viridis",
+        s=30,
+        label="Pareto front",
+        zorder=3,
+    )
+    fig.colorbar(sc, ax=ax, label=f"inference activation memory, MiB (batch {budget.batch})")
+    _, bp, bm, _ = costs(base.to_dict(), budget)
+    ax.scatter([bp / 1e6], [bm / 1e9], marker="*", s=160, c="#d62728", label=f"base: {base.name}")
+    for path in presets().values():  # the paper's classification networks
+        g = compile_spec(path)
+        if g.graph["paper_name"] and g.graph["classifier"] and g.graph["in_channels"] == 3:
+            s = summarize(g, budget.size)
+            spec = load_spec(path)
+            ax.scatter([s.params / 1e6], [s.macs / 1e9], marker="^", s=25, c="#555555")
+            ax.annotate(
+                spec.paper_name,
+                (s.params / 1e6, s.macs / 1e9),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    if budget.params:
+        ax.axvline(budget.params / 1e6, ls="--", c="#888888", lw=0.8)
+    if budget.macs:
+        ax.axhline(budget.macs / 1e9, ls="--", c="#888888", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel(f"MACs at {budget.size[0]}x{budget.size[1]} (G)")
+    ax.set_title(f"dlagraph fit: {base.name}")
+    ax.legend(fontsize=7, loc="lower right")
+    files: dict[Path, bytes] = {}
+    for fmt, meta in (("png", {"Title": MARKER}), ("svg", {"Title": MARKER, "Date": None})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, metadata=meta)
+        files[out / f"front.{fmt}"] = buf.getvalue()
+    plt.close(fig)
+    return files

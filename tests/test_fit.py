@@ -1,0 +1,188 @@
+"""dlagraph fit: the front is exact and non-dominated, deterministic, resumable after Ctrl-C,
+shared by workers without duplicates, and bad input gets one line each."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import dlagraph
+from dlagraph.fit import Budget, fit, load_space
+
+from .test_cli import run
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("matplotlib")
+
+BUDGET = Budget(params=1_310_000)  # DLA-48-B-s's 1.31M parameters (paper Table 3), 224x224
+
+
+def tiny(*args: str, budget: str = "300K") -> list[str]:
+    """``dlagraph fit`` of the digits network at 32x32 (fast), with ``args``."""
+    return ["fit", "dla_tiny_digits", "--size", "32", "--max-params", budget, *args]
+
+
+def study(path: Path) -> optuna.Study:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(
+        study_name="dlagraph-fit", storage=JournalStorage(JournalFileBackend(str(path)))
+    )
+
+
+def test_the_front_is_within_budget_exact_and_non_dominated(tmp_path: Path) -> None:
+    result = fit("dla48_b_s", BUDGET, tmp_path / "s.log", trials=60)
+    assert result.trials == 60 and result.front
+    for m in result.front:
+        s = dlagraph.summarize(m.spec)  # costs recomputed from the written spec
+        assert (s.params, s.macs) == (m.params, m.macs) and m.params <= BUDGET.params
+        assert dlagraph.activation_memory(m.spec).inference_peak == m.memory
+    for a in result.front:  # no member is dominated by another feasible design
+        for p, mac, mem, ok in result.points:
+            if ok and (p, mac, mem) != (a.params, a.macs, a.memory):
+                assert not (p >= a.params and mac <= a.macs and mem <= a.memory)
+    with torch.device("meta"):  # and the parameter count is torch's
+        model = dlagraph.build_module(result.front[-1].spec)
+    assert sum(p.numel() for p in model.parameters()) == result.front[-1].params
+
+
+def test_the_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
+    outs = []
+    for d in ("a", "b"):
+        r = run(*tiny("--trials", "40", "-o", str(tmp_path / d)))
+        assert r.returncode == 0, r.stderr
+        outs.append(
+            {
+                p.relative_to(tmp_path / d): p.read_bytes()
+                for p in (tmp_path / d).rglob("*")
+                if p.is_file() and p.name != "study.log"
+            }
+        )
+    assert outs[0] == outs[1] and Path("front.svg") in outs[0] and Path("front.md") in outs[0]
+    yaml_files = [p for p in outs[0] if p.suffix == ".yaml"]
+    built = run(
+        "build", str(tmp_path / "a" / yaml_files[0]), "--no-diagram", "-o", str(tmp_path / "built")
+    )
+    assert built.returncode == 0, built.stderr
+
+
+def test_interrupted_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "dlagraph",
+        *tiny("--trials", "100000", "--no-plot", "-o", str(tmp_path)),
+    ]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    log = tmp_path / "study.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 20_000):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    done = len(study(log).get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    assert done > 0
+    again = run(*tiny("--trials", str(done + 10), "--no-plot", "-o", str(tmp_path)))
+    assert again.returncode == 0, again.stderr
+    finished = study(log).get_trials(
+        states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    )
+    assert done + 10 <= len(finished) <= done + 11  # the interrupted trial is not counted
+
+
+def test_two_workers_share_one_study_without_duplicates(tmp_path: Path) -> None:
+    log = tmp_path / "shared.log"
+    args = tiny("--trials", "60", "--no-plot", "--study", str(log))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dlagraph", *args, "-o", str(tmp_path / w)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for w in ("a", "b")
+    ]
+    for w in workers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+    trials = study(log).get_trials()
+    finished = [t for t in trials if t.state.is_finished()]
+    assert 60 <= len(finished) <= 61  # the last two may finish together
+    assert len({t.number for t in trials}) == len(trials)
+    keys = [t.user_attrs["spec_key"] for t in finished if t.state.name == "COMPLETE"]
+    assert len(keys) == len(set(keys))  # no network evaluated twice
+
+
+def test_bad_input_is_one_line_each(tmp_path: Path) -> None:
+    r = run("fit", "dla36", "--max-params", "10K", "-o", str(tmp_path / "x"))
+    assert r.returncode == 2 and not (tmp_path / "x").exists()
+    assert r.stderr.startswith("error: nothing in the search space fits the budget: its smallest")
+    assert len(r.stderr.strip().splitlines()) == 1
+    space = tmp_path / "space.yaml"
+    for text, want in (
+        ("widht: [0.5, 1]\n", ["space.widht: unknown key"]),
+        (
+            "width: [2, 1]\ndepth: [0, 3]\nblocks: [nope]\n",
+            [
+                "space.width: give [min, max]",
+                "space.depth: give [min, max]",
+                "space.blocks: 'nope'",
+            ],
+        ),
+    ):
+        space.write_text(text)
+        r = run(
+            "fit", "dla36", "--max-params", "1M", "--space", str(space), "-o", str(tmp_path / "y")
+        )
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(lines) == len(want)
+        assert all(w in line for w, line in zip(want, lines, strict=True)), lines
+    for bad in (["--max-params", "lots"], ["--max-memory", "3 apples"], ["--trials", "0"], []):
+        r = run("fit", "dla36", *bad, "-o", str(tmp_path / "z"))
+        last = r.stderr.strip().splitlines()[-1]  # argparse's usage, then one line of error
+        assert r.returncode == 2 and last.startswith(("dlagraph fit: error:", "error:")), r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "z").exists()
+    first = run(*tiny("--trials", "20", "--no-plot", "-o", str(tmp_path / "s")))
+    assert first.returncode == 0, first.stderr
+    other = run(*tiny("--trials", "20", "--no-plot", "-o", str(tmp_path / "s"), budget="250K"))
+    assert (
+        other.returncode == 2
+        and "made for another base spec, search space or budget" in other.stderr
+    )
+
+
+def test_the_space_is_a_model_with_defaults() -> None:
+    assert load_space(None) == load_space({})
+    assert load_space({"width": [0.5, 0.5], "blocks": ["basic"]}).blocks == ("basic",)
+
+
+def test_without_the_fit_extra_the_error_names_it(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['optuna'] = None\n"  # as if it were not installed
+        "from dlagraph.cli import main\n"
+        "sys.exit(main(['fit', 'dla36', '--max-params', '1M', '-o', sys.argv[1]]))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "o")], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and not (tmp_path / "o").exists()
+    assert r.stderr.strip() == (
+        "error: dlagraph fit needs optuna and matplotlib: pip install 'dlagraph[fit]'"
+    )
