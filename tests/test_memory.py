@@ -101,7 +101,7 @@ def test_presets_within_5_percent_in_inference_and_10_in_training(name: str, siz
     check(name, 2, (size, size))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(valid_specs(max_tree_levels=3, max_depth=2))
 def test_random_specs_within_5_and_10_percent(spec: dict) -> None:
     if spec["block"]["type"] == TEST_BLOCK:  # a user block: counted as its output alone
