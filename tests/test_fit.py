@@ -54,6 +54,7 @@ def test_the_front_is_within_budget_exact_and_non_dominated(tmp_path: Path) -> N
     assert sum(p.numel() for p in model.parameters()) == result.front[-1].params
 
 
+@pytest.mark.slow  # two searches and their plots: about 10 s
 def test_the_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
     outs = []
     for d in ("a", "b"):
@@ -74,6 +75,7 @@ def test_the_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stderr
 
 
+@pytest.mark.slow  # a search interrupted, then resumed: about 10 s
 def test_interrupted_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
     args = [
         sys.executable,
@@ -105,6 +107,7 @@ def test_interrupted_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert done + 10 <= len(finished) <= done + 11  # the interrupted trial is not counted
 
 
+@pytest.mark.slow  # two worker processes: about 10 s
 def test_two_workers_share_one_study_without_duplicates(tmp_path: Path) -> None:
     log = tmp_path / "shared.log"
     args = tiny("--trials", "30", "--no-plot", "--study", str(log))

@@ -6,11 +6,14 @@ interrupted ``fit`` resumes and several workers can share one study."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,14 +211,49 @@ def fit(
 
     remaining = trials - done0
     if remaining > 0:
-        st.optimize(
-            objective,
-            n_trials=remaining,
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), report],
-        )
+        with _stop_between_trials(st):
+            st.optimize(
+                objective,
+                n_trials=remaining,
+                callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), report],
+            )
     result = _result(optuna, st)
     result.storage = str(study)
     return result
+
+
+@contextlib.contextmanager
+def _stop_between_trials(st: Any) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP end the search after the running trial (a few milliseconds),
+    then act as they would have: a signal that lands inside optuna's storage write breaks its
+    bookkeeping (optuna 5 then raises UnboundLocalError), and the study would keep a half-told
+    trial. Signals the process ignores stay ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        with contextlib.suppress(RuntimeError):  # outside a trial: the loop ends by itself
+            st.stop()
+
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    sigs = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    old = {s: signal.getsignal(s) for s in sigs if signal.getsignal(s) is not signal.SIG_IGN}
+    for s in old:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if caught:  # now the signal's own handler (the CLI's raises; the default ends the process)
+        handler = old[caught[0]]
+        if callable(handler):
+            handler(caught[0], None)
+        else:
+            signal.raise_signal(caught[0])
 
 
 def _result(optuna: Any, st: Any) -> FitResult:
