@@ -189,3 +189,31 @@ def test_without_the_fit_extra_the_error_names_it(tmp_path: Path) -> None:
     assert r.stderr.strip() == (
         "error: dlagraph fit needs optuna and matplotlib: pip install 'dlagraph[fit]'"
     )
+
+
+def test_hostile_sizes_studies_and_space_files_are_one_line_each(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.log"
+    garbage.write_text("not a journal\n")
+    fifo = tmp_path / "space.fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("width: [0.5, 1]\n" + "#" * 2_000_000)
+    cases = [
+        (tiny("--size", "33", "-o", str(tmp_path / "a")), "input size 33x33"),
+        (
+            tiny("--size", "32", "32", "32", "-o", str(tmp_path / "a")),
+            "--size takes one side or H W",
+        ),
+        (tiny("--study", str(garbage), "-o", str(tmp_path / "a")), "not an optuna study"),
+        (tiny("--study", str(tmp_path), "-o", str(tmp_path / "a")), "not an optuna study"),
+        (tiny("--space", str(fifo), "-o", str(tmp_path / "a")), "not a regular file"),
+        (tiny("--space", str(huge), "-o", str(tmp_path / "a")), "bytes"),
+        (tiny("--space", str(tmp_path), "-o", str(tmp_path / "a")), "folder"),
+    ]
+    for args, want in cases:
+        r = subprocess.run(
+            [sys.executable, "-m", "dlagraph", *args], capture_output=True, text=True, timeout=60
+        )
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and want in lines[0], (args, r.stderr)
+        assert not (tmp_path / "a").exists()

@@ -117,3 +117,16 @@ def test_a_scale_no_divisor_step_can_fix_is_one_error_at_scale() -> None:
         ]
     finally:
         dlagraph.unregister_block("odd_only")
+
+
+def test_build_refuses_nan_and_infinite_scales_and_batches_out_of_range(tmp_path) -> None:
+    for args in (
+        ["--set", "scale.width=.nan"],
+        ["--set", "scale.depth=.inf"],
+        ["--batch", "0"],
+        ["--batch", "1000001"],
+        ["--batch", "-3"],
+    ):
+        r = run("build", "dla36", *args, "-o", str(tmp_path / "o"))
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "o").exists()

@@ -332,3 +332,13 @@ def test_mixing_convs_and_depth_names_what_each_level_kind_takes() -> None:
 def test_spec_named_like_a_module_it_would_shadow(name: str) -> None:
     (found,) = problems_of_mapping({**TINY, "name": name})
     assert f"name: must not be the name of a Python module ({name}.py would shadow" in found
+
+
+def test_a_fifo_or_device_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(SpecError, match="is not a regular file"):
+            load_spec(path)

@@ -22,25 +22,26 @@ _BYTES = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2*
 def amount(text: str) -> int:
     """An argparse type: a count above 0 with an optional K/M/G suffix (``1.5M``, ``600e6``)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([KMGT]?)\s*", text, re.I)
-    if not m or float(m[1]) * _SI[m[2].upper()] < 1 or float(m[1]) * _SI[m[2].upper()] > 1e15:
+    value = float(m[1]) * _SI[m[2].upper()] if m else 0.0
+    if not 1 <= value <= 1e15:
         raise argparse.ArgumentTypeError(
             f"give a number from 1 with K, M or G, e.g. 1.5M (got {text!r})"
         )
-    return int(float(m[1]) * _SI[m[2].upper()])
+    return int(value)
 
 
 def memory_size(text: str) -> int:
     """An argparse type: bytes, with B, KB/MB/GB (10^3) or KiB/MiB/GiB (2^10) (``300MB``)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMG]?I?B)\s*", text, re.I)
-    if not m or not 1 <= float(m[1]) * _BYTES[m[2].upper()] <= 2**60:
+    value = float(m[1]) * _BYTES[m[2].upper()] if m else 0.0
+    if not 1 <= value <= 2**60:
         raise argparse.ArgumentTypeError(f"give a size like 300MB or 1.5GiB (got {text!r})")
-    return int(float(m[1]) * _BYTES[m[2].upper()])
+    return int(value)
 
 
-def _bar(done: int, total: int, result: object, left: float) -> None:
-    front = getattr(result, "front", [])
-    best = f", most parameters within the budget {max(m.params for m in front):,}" if front else ""
-    line = f"\rtrial {done}/{total}, front {len(front)}{best}, {left:.0f} s left"
+def _bar(done: int, total: int, best: int | None, left: float) -> None:
+    most = f", most parameters within the budget {best:,}" if best is not None else ""
+    line = f"\rtrial {done}/{total}{most}, {left:.0f} s left"
     print(line.ljust(100)[:100], end="", file=sys.stderr, flush=True)
 
 
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     base = load_spec(args.base)
     if args.set:
         base = load_spec(apply_overrides(base.to_dict(), parse_sets(args.set)))
+    if len(args.size) > 2:
+        raise SpecError(f"--size takes one side or H W, not {len(args.size)} numbers")
     size = (args.size[0], args.size[-1])
     budget = Budget(
         params=args.max_params,

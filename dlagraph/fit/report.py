@@ -15,8 +15,9 @@ from ..errors import DlagraphError
 from ..io import MARKER
 from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
+from ..ir.memory import format_bytes as _mib
 from ..spec import Spec, load_spec, presets
-from .search import FitResult, costs
+from .search import FitResult
 from .space import Budget
 
 __all__ = ["table", "front_files"]
@@ -29,13 +30,9 @@ def _si(n: float, unit: str = "") -> str:
     return f"{n:.3g}{unit}"
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
-
-
 def table(result: FitResult, base: Spec, budget: Budget) -> str:
     """The front as a Markdown table, the base spec's row first."""
-    _, bp, bm, bmem = costs(base.to_dict(), budget)
+    bp, bm, bmem = result.base
     rows = [
         "| design | parameters | MACs | memory | width | depths | block | residual |",
         "|---|---:|---:|---:|---:|---|---|---|",
@@ -131,7 +128,7 @@ def _plots(result: FitResult, base: Spec, budget: Budget, out: Path) -> dict[Pat
         zorder=3,
     )
     fig.colorbar(sc, ax=ax, label=f"inference activation memory, MiB (batch {budget.batch})")
-    _, bp, bm, _ = costs(base.to_dict(), budget)
+    bp, bm, _ = result.base
     ax.scatter([bp / 1e6], [bm / 1e9], marker="*", s=160, c="#d62728", label=f"base: {base.name}")
     for path in presets().values():  # the paper's classification networks
         g = compile_spec(path)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DlagraphError, InputSizeError, SpecError
+from ..errors import DlagraphError, InputSizeError, SpecError, clip
 from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
 from ..ir.memory import activation_memory
@@ -61,6 +61,7 @@ class FitResult:
     feasible: int
     points: list[tuple[int, int, int, bool]] = field(default_factory=list)  # every design's costs
     storage: str = ""
+    base: tuple[int, int, int] = (0, 0, 0)  # the base spec's parameters, MACs and memory
 
 
 def costs(data: dict[str, Any], budget: Budget) -> tuple[Spec, int, int, int]:
@@ -75,7 +76,10 @@ def costs(data: dict[str, Any], budget: Budget) -> tuple[Spec, int, int, int]:
 def smallest(base: Spec, space: Space, budget: Budget) -> tuple[int, int, int]:
     """The least parameters, MACs and memory the space reaches (its smallest corner, per block)."""
 
-    class Corner:
+    @dataclass
+    class Corner:  # answers a trial's questions with the least of each range
+        block: str
+
         def suggest_float(self, name: str, lo: float, hi: float, step: float) -> float:
             return lo
 
@@ -83,15 +87,11 @@ def smallest(base: Spec, space: Space, budget: Budget) -> tuple[int, int, int]:
             return lo
 
         def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
-            return self.pick if name == "block" else choices[0] if name != "cardinality" else 0
+            return {"block": self.block, "cardinality": min(choices)}.get(name, min(choices))
 
     found = []
     for block in space.blocks:
-        corner = Corner()
-        corner.pick = block  # type: ignore[attr-defined]
-        data = candidate(base, space.model_copy(update={"residual": (False,)}), corner)
-        if block == "split":
-            data["block"]["cardinality"] = min(space.cardinality)
+        data = candidate(base, space, Corner(block))  # residual: min((False, True)) is False
         try:
             found.append(costs(data, budget)[1:])
         except (SpecError, InputSizeError):
@@ -133,7 +133,7 @@ def fit(
     space: Space | None = None,
     trials: int = 200,
     seed: int = 0,
-    progress: Callable[[int, int, FitResult, float], None] | None = None,
+    progress: Callable[[int, int, int | None, float], None] | None = None,
 ) -> FitResult:
     """Search the space around ``base`` for designs within ``budget``; return the Pareto front.
 
@@ -147,6 +147,7 @@ def fit(
     optuna = _optuna()
     base = load_spec(base)
     space = space or Space()
+    summarize(base, budget.size)  # an input size the network cannot take: its own error first
     low = smallest(base, space, budget)
     names = ("parameters", "MACs", f"memory at batch {budget.batch}")
     over = [
@@ -162,13 +163,20 @@ def fit(
     shared = "://" in str(study) or Path(str(study)).exists()
     # workers sharing a study must not draw the same candidates
     sampler = optuna.samplers.NSGAIISampler(seed=seed + (os.getpid() if shared else 0))
-    st = optuna.create_study(
-        storage=_storage(optuna, study),
-        study_name=STUDY,
-        directions=DIRECTIONS,
-        sampler=sampler,
-        load_if_exists=True,
-    )
+    try:
+        st = optuna.create_study(
+            storage=_storage(optuna, study),
+            study_name=STUDY,
+            directions=DIRECTIONS,
+            sampler=sampler,
+            load_if_exists=True,
+        )
+    except (ValueError, KeyError, TypeError, OSError, ImportError) as e:  # a file of something
+        # else (optuna's journal reader raises JSONDecodeError, a ValueError), a folder, a bad URL
+        raise SpecError(
+            f"{study}: not an optuna study dlagraph fit can open ({type(e).__name__}: "
+            f"{clip(str(e).splitlines()[0] if str(e) else '', 80)})"
+        ) from None
     made_for = st.user_attrs.get("key")
     if made_for is None:
         st.set_user_attr("key", key)
@@ -202,12 +210,16 @@ def fit(
         return params, macs, memory
 
     start, done0 = time.perf_counter(), len(st.get_trials(deepcopy=False, states=finished))
+    best: list[int] = []  # the most parameters within the budget, in this process's trials
 
     def report(study_: Any, trial: Any) -> None:
-        if progress is not None:
-            done = len(study_.get_trials(deepcopy=False, states=finished))
-            rate = (done - done0) / max(time.perf_counter() - start, 1e-9)
-            progress(done, trials, _result(optuna, study_), (trials - done) / max(rate, 1e-9))
+        if progress is None:
+            return
+        if trial.values and all(v <= 0 for v in trial.user_attrs.get("violation", [1])):
+            best[:] = [max([*best, int(trial.values[0])])]
+        done = len(study_.get_trials(deepcopy=False, states=finished))
+        rate = (done - done0) / max(time.perf_counter() - start, 1e-9)
+        progress(done, trials, best[0] if best else None, (trials - done) / max(rate, 1e-9))
 
     remaining = trials - done0
     if remaining > 0:
@@ -219,6 +231,7 @@ def fit(
             )
     result = _result(optuna, st)
     result.storage = str(study)
+    result.base = costs(base.to_dict(), budget)[1:]
     return result
 
 

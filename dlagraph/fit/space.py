@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..blocks import registered_blocks
 from ..errors import SpecError
 from ..spec import Spec
 from ..spec.errors import _problems, flatten_errors, format_loc, problem_message
+from ..spec.load import _read as read_yaml
 
 __all__ = ["Space", "Budget", "load_space", "candidate"]
 
@@ -82,10 +82,7 @@ def load_space(source: str | Path | dict[str, Any] | None) -> Space:
         data: Any = source
     else:
         where = str(source)
-        try:
-            data = yaml.safe_load(Path(source).read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise SpecError(f"{where}: not a readable YAML file ({type(e).__name__})") from None
+        data = read_yaml(Path(source))[0]  # the spec files' reader: bounded, strict YAML
     if not isinstance(data, dict):
         raise SpecError(f"{where}: a search space is a mapping like {{width: [0.5, 1.0]}}")
     data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

@@ -13,6 +13,7 @@ saves it (a ReLU) or any reader does (a conv).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,7 @@ from .compile import compile_spec
 from .graph import inputs, op, stages, topo_order, view
 from .ops import Mem
 
-__all__ = ["ActivationMemory", "activation_memory", "DTYPE_BYTES"]
+__all__ = ["ActivationMemory", "activation_memory", "DTYPE_BYTES", "format_bytes"]
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -45,11 +46,12 @@ class ActivationMemory:
         h, w = self.input_size
         return (
             f"activation memory at batch {self.batch}, {h}x{w}, {self.dtype}: inference peak "
-            f"{_mb(self.inference_peak)}, saved for backward in training {_mb(self.training_saved)}"
+            f"{format_bytes(self.inference_peak)}, saved for backward in training {format_bytes(self.training_saved)}"
         )
 
 
-def _mb(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """``9.8 MiB``, ``1.2 GiB``: bytes in the largest binary unit from MiB."""
     for unit, shift in (("PiB", 50), ("TiB", 40), ("GiB", 30)):
         if n >= 2**shift:
             return f"{n / 2**shift:,.1f} {unit}"
@@ -85,7 +87,7 @@ def activation_memory(
     for n in topo_order(g):
         if n in skip:
             continue
-        out = _elements(info[n].shape) if n != g.graph["output"] else 0
+        out = math.prod(info[n].shape) if n != g.graph["output"] else 0
         hws = [_hw(info[u].shape) for u in inputs(g, n)] or [s.input_size]
         v = view(g, n, hws)
         mem[n] = op(g, n).memory(v, out)
@@ -101,13 +103,6 @@ def activation_memory(
         batch * peak * unit,
         batch * (saved * unit + index * 8) + stats * 4,
     )
-
-
-def _elements(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _hw(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -207,11 +207,12 @@ class Op:
         """Memory of the node (``out``: its output elements per image). Default: an
         ``nn.Sequential`` of its layers (each layer's input freed once the next returns), a ReLU
         after each BN in place; autograd saves each conv's and BN's input and each ReLU's output."""
-        sizes = _sizes(self.layers(v), v.hw[0]) if self.layers(v) else []
-        if not sizes:
+        layers = self.layers(v)
+        if not layers:
             return Mem(out)
+        sizes = _sizes(layers, v.hw[0])
         peak = max(a + b for a, b in zip([0, *sizes], sizes, strict=False))
-        ends_in_relu = self.layers(v)[-1].kind == "bn"
+        ends_in_relu = layers[-1].kind == "bn"
         return Mem(peak, sum(sizes[:-1]), saves_input=True, saves_output=ends_in_relu)
 
     def module(self, v: NodeView) -> Expr | None:

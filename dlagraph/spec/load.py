@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,12 @@ def _read(path: Path) -> tuple[Any, yaml.Node | None]:
             source=name,
         )
     try:
+        # stat first: opening a FIFO would block until a writer comes, a device never ends
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise SpecError(
+                f"{name}: is not a regular file (a FIFO, socket or device); not reading it",
+                source=name,
+            )
         with open(path, "rb") as f:
             raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:

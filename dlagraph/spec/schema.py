@@ -395,6 +395,7 @@ class Spec(_Model):
         assert s is not None
         data = self.to_dict()
         del data["scale"]
+        before = [dict(lvl) for lvl in data["levels"]]
 
         def accepts(c: int) -> bool:
             return not bt.check(c, self.block.options)
@@ -404,7 +405,7 @@ class Spec(_Model):
             lvl["channels"] = s.channels(lvl["channels"], accepts if tree else None)
             if tree:
                 lvl["depth"] = s.depth_of(lvl["depth"])
-        if data["levels"] != self.to_dict()["levels"]:  # no longer the paper's or timm's network
+        if data["levels"] != before:  # no longer the paper's or timm's network
             data.pop("paper_name", None)
             data.pop("reference", None)
         return data
