@@ -447,6 +447,51 @@ def bench_fit(candidates: int, trials: int) -> list[str]:
     return ["### dlagraph fit (one process)", "", "| what | measured |", "|---|---:|", *rows]
 
 
+def bench_fit_paper(trials: int, runs: int, precision: str = "int8") -> list[str]:
+    """The paper's comparison (docs/fit.md): a fit at DLA-48-B-s's budget (1.31M parameters,
+    224x224), its front's designs near the budget against DLA-48-B-s, DLA-48-S-s and DLA-62-S-s,
+    with int8 latency (batch 1, 2 threads) measured for all of them in one interleaved run."""
+    from dlagraph.deploy.bench import cpu_description
+    from dlagraph.deploy.latency import measure_latency
+    from dlagraph.fit import Budget, fit
+
+    budget = Budget(params=1_310_000)
+    with tempfile.TemporaryDirectory() as d:
+        result = fit("dla48_b_s", budget, Path(d) / "s.log", trials=trials)
+    near = sorted(
+        (m for m in result.front if m.params >= 0.9 * budget.params), key=lambda m: m.macs
+    )
+    picked = near[:3] + [min(result.front, key=lambda m: (m.memory, -m.params))]
+    picked = list({m.trial: m for m in picked}.values())
+    rows = [
+        (f"`{n}`", dlagraph.load_spec(n).to_dict()) for n in ("dla48_b_s", "dla48_s_s", "dla62_s_s")
+    ]
+    for m in picked:
+        block = m.spec["block"]["type"]
+        depths = ", ".join(str(lv["depth"]) for lv in m.spec["levels"] if "depth" in lv)
+        rows.append((f"fit, trial {m.trial}: {block}, width {m.choices['width']}, depths {depths}"
+                     f"{', residual' if m.spec['aggregation']['residual'] else ''}", m.spec))  # fmt: skip
+    times = measure_latency([spec for _, spec in rows], precision=precision, threads=2, runs=runs)
+    lines = [
+        f"### dlagraph fit against the paper: {trials:,} trials at DLA-48-B-s's 1.31M parameters",
+        "",
+        f"CPU: {cpu_description()}. Latency: `dlagraph.optimize` {precision} (compiled), batch 1, "
+        f"224x224, 2 threads, median of {runs}, all rows interleaved; memory at batch 1, fp32.",
+        "",
+        "| network | parameters | MACs | inference activation memory | saved for training "
+        f"| {precision} latency |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for (label, spec), t in zip(rows, times, strict=True):
+        s = dlagraph.summarize(spec)
+        mem = dlagraph.activation_memory(spec)
+        lines.append(
+            f"| {label} | {s.params:,} | {s.macs / 1e6:,.0f}M | {mem.inference_peak / 2**20:.1f} MiB "
+            f"| {mem.training_saved / 2**20:.1f} MiB | {t * 1e3:.2f} ms |"
+        )
+    return lines
+
+
 def targets() -> list[str]:
     """The performance targets against what this run measured."""
     m = METRICS
@@ -559,7 +604,13 @@ def main(argv: list[str] | None = None) -> int:
         help="only the GPU tables, each appended to --out as soon as it is measured (for a lent "
         "accelerator with a time budget: compiled rows for dla36 only)",
     )
+    ap.add_argument(
+        "--fit-paper", action="store_true", help="only the fit-against-the-paper table, printed"
+    )
     args = ap.parse_args(argv)
+    if args.fit_paper:
+        print("\n".join(bench_fit_paper(2000, 21)))
+        return 0
     if args.update_results:
         args.out = str(RESULTS)
     if args.gpu_only:
@@ -577,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out += bench_build(3 if args.quick else 5) + [""]
     out += bench_fit(300, 0 if args.quick else 2000) + [""]
+    if not args.quick:
+        out += bench_fit_paper(2000, 21) + [""]
     out += bench_load(3 if args.quick else 9) + [""]
     out += bench_cpu(["dla36"] if args.quick else ["dla36", "dla104_s"], 8, runs) + [""]
     if args.quick:

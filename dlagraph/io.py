@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import CodegenError, clip, one_line
 
-__all__ = ["MARKER", "write_outputs", "is_generated"]
+__all__ = ["MARKER", "write_outputs", "is_generated", "read_bounded"]
 
 # Every generated text file carries this marker in its first lines (a comment in .py and .dot,
 # an attribute in .graph.json, a comment in .svg), so dlagraph can tell its own files apart.
@@ -37,6 +37,23 @@ def _open_regular(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    Raises:
+        OSError: the file cannot be opened, is not a regular file (a FIFO, device, folder or
+            symlink: never opened for reading), or is over ``limit`` bytes.
+    """
+    fd = _open_regular(path)
+    if fd is None:
+        raise OSError(errno.EINVAL, "not a regular file dlagraph can read")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"over {limit:,} bytes")
+    return data
 
 
 def is_generated(path: Path) -> bool:

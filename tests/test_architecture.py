@@ -112,10 +112,11 @@ def test_each_layer_imports_only_the_layers_below() -> None:
             assert lb in LAYERS[la], f"{a} (layer {la}) imports {b} (layer {lb})"
 
 
-def test_spec_ir_codegen_diagram_and_cli_do_not_import_torch() -> None:
+def test_spec_ir_codegen_diagram_fit_and_cli_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import dlagraph, dlagraph.cli, dlagraph.backends.codegen, dlagraph.backends.diagram\n"
+        "import dlagraph.fit.search, dlagraph.fit.latency, dlagraph.fit.evaluate\n"
         "dlagraph.generate_source('dla36'); dlagraph.draw('dla34_up'); dlagraph.summarize('dla169')\n"
         "print('torch' in sys.modules)\n"
     )

@@ -167,7 +167,7 @@ def test_bad_input_is_one_line_each(tmp_path: Path) -> None:
     other = run(*tiny("--trials", "20", "--no-plot", "-o", str(tmp_path / "s"), budget="250K"))
     assert (
         other.returncode == 2
-        and "made for another base spec, search space or budget" in other.stderr
+        and "made for another base spec, search space, budget or" in other.stderr
     )
 
 

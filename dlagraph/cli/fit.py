@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from ..errors import SpecError
 from ..io import write_outputs
@@ -13,7 +15,7 @@ from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
 from .common import DEFAULT_OUTPUT, count, positive
 
-__all__ = ["add_arguments", "run", "amount", "memory_size"]
+__all__ = ["add_arguments", "run", "amount", "memory_size", "duration"]
 
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _BYTES = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -39,8 +41,19 @@ def memory_size(text: str) -> int:
     return int(value)
 
 
-def _bar(done: int, total: int, best: int | None, left: float) -> None:
-    most = f", most parameters within the budget {best:,}" if best is not None else ""
+def duration(text: str) -> float:
+    """An argparse type: seconds, with ms, s or us (``20ms``, ``0.5s``)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)\s*", text, re.I)
+    value = float(m[1]) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m[2].lower()] if m else 0.0
+    if not 1e-6 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"give a time like 20ms or 0.5s (got {text!r})")
+    return value
+
+
+def _bar(done: int, total: int, best: float | None, left: float, scored: bool = False) -> None:
+    most = ""
+    if best is not None:
+        most = f", best score {best:.4f}" if scored else f", most parameters in budget {best:,.0f}"
     line = f"\rtrial {done}/{total}{most}, {left:.0f} s left"
     print(line.ljust(100)[:100], end="", file=sys.stderr, flush=True)
 
@@ -54,9 +67,20 @@ def run(args: argparse.Namespace) -> int:
     base = load_spec(args.base)
     if args.set:
         base = load_spec(apply_overrides(base.to_dict(), parse_sets(args.set)))
-    if len(args.size) > 2:
-        raise SpecError(f"--size takes one side or H W, not {len(args.size)} numbers")
-    size = (args.size[0], args.size[-1])
+    evaluate = None
+    if args.epochs is not None and args.evaluate != "digits":
+        raise SpecError("--epochs is for --evaluate digits")
+    if args.evaluate:
+        from ..tools.evaluate import digits_spec, resolve_evaluator
+
+        evaluate = resolve_evaluator(args.evaluate, args.epochs or 8)
+        if args.evaluate == "digits":  # the data's channels and classes
+            base = digits_spec(base)
+    sides = args.size or [32 if args.evaluate == "digits" else 224]
+    if len(sides) > 2:
+        raise SpecError(f"--size takes one side or H W, not {len(sides)} numbers")
+    size = (sides[0], sides[-1])
+    timing = _timing(args, size)
     budget = Budget(
         params=args.max_params,
         macs=args.max_macs,
@@ -73,13 +97,17 @@ def run(args: argparse.Namespace) -> int:
         load_space(args.space),
         args.trials,
         args.seed,
-        progress=_bar if sys.stderr.isatty() else None,
+        progress=partial(_bar, scored=evaluate is not None) if sys.stderr.isatty() else None,
+        evaluate=evaluate,
     )
     if sys.stderr.isatty():
         print(file=sys.stderr)
+    if result.front and timing is not None:
+        result = _measure(result, timing, out, args.max_latency)
     if not result.front:
+        what = "the budget" + (" and --max-latency" if args.max_latency else "")
         raise SpecError(
-            f"no design within the budget after {result.trials} trials; raise --trials or the budget"
+            f"no design within {what} after {result.trials} trials; raise --trials or the budget"
         )
     files = front_files(result, base, budget, out, plot=not args.no_plot)
     write_outputs(files, force=args.force)
@@ -92,6 +120,50 @@ def run(args: argparse.Namespace) -> int:
     for p in files:
         print(f"wrote {p}")
     return 0
+
+
+def _timing(args: argparse.Namespace, size: tuple[int, int]) -> dict[str, Any] | None:
+    """The latency measurement's settings, or None without --measure / --max-latency."""
+    if not (args.measure or args.max_latency):
+        for flag, value in (("--precision", args.precision), ("--threads", args.threads)):
+            if value is not None:
+                raise SpecError(f"{flag} is for --measure or --max-latency")
+        return None
+    return {
+        "precision": args.precision or "fp32",
+        "batch": args.batch,
+        "size": size,
+        "threads": args.threads,
+        "compile": not args.eager,
+    }
+
+
+def _measure(result: Any, timing: dict[str, Any], out: Path, limit: float | None) -> Any:
+    import torch
+
+    from ..deploy.latency import measure_latency
+    from ..fit.latency import CACHE, measure_front
+    from ..system import cpu_description
+
+    h, w = timing["size"]
+    threads = timing["threads"] or torch.get_num_threads()
+    setting = (
+        f"{timing['precision']}{'' if timing['compile'] else ' eager'}, batch {timing['batch']}, "
+        f"{h}x{w}, {threads} thread{'s' * (threads > 1)}"
+    )
+
+    def say(done: int, total: int) -> None:
+        print(f"measuring latency ({setting}): {total - done} design(s)", file=sys.stderr)
+
+    return measure_front(
+        result,
+        lambda specs: measure_latency(specs, **{**timing, "threads": threads}),
+        setting,
+        out / CACHE,
+        limit,
+        progress=say,
+        identity=f"{cpu_description()}; torch {torch.__version__}",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -108,9 +180,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--size",
         type=positive,
         nargs="+",
-        default=[224],
         metavar="S",
-        help="input side (or H W) for MACs and memory (default 224)",
+        help="input side (or H W) for MACs, memory and latency (default 224; 32 with digits)",
     )
     p.add_argument(
         "--batch",
@@ -145,6 +216,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--output",
         metavar="DIR",
         help=f"output folder (default: {DEFAULT_OUTPUT}/fit/<base>/)",
+    )
+    p.add_argument(
+        "--max-latency",
+        type=duration,
+        metavar="T",
+        help="measured latency per batch, e.g. 20ms (implies --measure)",
+    )
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="measure the front's latency (optimize + the bench harness; cached in DIR)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        help="precision of the latency measurement (default fp32)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive,
+        metavar="N",
+        help="threads of the latency measurement (default: torch's)",
+    )
+    p.add_argument(
+        "--eager", action="store_true", help="measure latency without torch.compile (faster)"
+    )
+    p.add_argument(
+        "--evaluate",
+        metavar="HOW",
+        help="accuracy as an objective: digits, or python:module:function (docs/fit.md)",
+    )
+    p.add_argument(
+        "--epochs", type=positive, metavar="N", help="training epochs of --evaluate digits (8)"
     )
     p.add_argument("--no-plot", action="store_true", help="write no front.png / front.svg")
     p.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")

@@ -21,7 +21,7 @@ from ..spec import Spec
 from ..system import cpu_description, native_bf16
 from .optimize import optimize
 
-__all__ = ["BenchRow", "bench_spec", "cpu_description", "table", "timm_equivalent"]
+__all__ = ["BenchRow", "bench_spec", "cpu_description", "interleaved", "table", "timm_equivalent"]
 
 ProgressFn = Callable[[str, float | None], None]
 
@@ -98,7 +98,7 @@ def bench_spec(
         )
         setup = sum(v for k, v in opt.report.steps.items() if k != "fold BN")
         models[f"dlagraph.optimize, {precision}"] = (_eager(opt, x), f"{setup:.1f} s")
-    times = _interleaved({k: f for k, (f, _) in models.items()}, runs)
+    times = interleaved({k: f for k, (f, _) in models.items()}, runs)
     rows = [BenchRow(k, times[k], batch, models[k][1]) for k in models]
     return rows, rows[0].label
 
@@ -111,7 +111,9 @@ def _eager(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callabl
     return run
 
 
-def _interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, float]:
+    """The median seconds of each function over ``runs`` calls, one call of each in turn (so
+    that drift hits them alike), after one warm-up call each."""
     for f in fns.values():  # warm-up (and any compile left)
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}

@@ -241,6 +241,10 @@ def optimize(
         # dynamic=False: one graph per batch size, compiled in seconds. With a dynamic batch,
         # torch 2.14's inductor asserted wrong strides in a fused bf16 conv (1-channel input)
         net = torch.compile(net, dynamic=False)
+        # every optimized DLA is one more cache entry of the same code (the fx module's
+        # __call__): past dynamo's limit (8) later models would silently run uncompiled, so each
+        # optimized model raises it by its own entries (one per batch size it meets, a few)
+        torch._dynamo.config.recompile_limit += 4
     shape = tuple(first.shape[1:]) if precision == "int8" and first is not None else None
     out = OptimizedModule(net, precision, report, shape)
     out.training = False

@@ -17,7 +17,7 @@ from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
 from ..ir.memory import format_bytes as _mib
 from ..spec import Spec, load_spec, presets
-from .search import FitResult
+from .search import FitResult, Member
 from .space import Budget
 
 __all__ = ["table", "front_files"]
@@ -32,23 +32,41 @@ def _si(n: float, unit: str = "") -> str:
 
 def table(result: FitResult, base: Spec, budget: Budget) -> str:
     """The front as a Markdown table, the base spec's row first."""
-    bp, bm, bmem = result.base
+    extra = ""
+    if result.evaluated:
+        extra += f" {result.evaluated} |"
+    if result.measured:
+        extra += f" latency ({result.measured}) |"
     rows = [
-        "| design | parameters | MACs | memory | width | depths | block | residual |",
-        "|---|---:|---:|---:|---:|---|---|---|",
-        f"| {base.name} (base) | {bp:,} | {_si(bm)} | {_mib(bmem)} | 1 | "
-        f"{_depths(base.to_dict())} | {base.block.type} | {base.aggregation.residual} |",
+        f"| design | parameters | MACs | memory |{extra} width | depths | block | residual |",
+        "|---|---:|---:|---:|" + "---:|" * extra.count("|") + "---:|---|---|---|",
     ]
-    for m in result.front:
+    assert result.base is not None
+    for m in [result.base, *result.front]:
         block = m.spec["block"]["type"] + (
             f" ({m.spec['block']['cardinality']})" if "cardinality" in m.spec["block"] else ""
         )
+        cells = ""
+        if result.evaluated:
+            cells += " - |" if m.accuracy is None else f" {m.accuracy:.4f} |"
+        if result.measured:
+            cells += " - |" if m.latency is None else f" {m.latency * 1e3:.2f} ms |"
+        name = f"{base.name} (base)" if m.trial < 0 else f"trial {m.trial}"
         rows.append(
-            f"| trial {m.trial} | {m.params:,} | {_si(m.macs)} | {_mib(m.memory)} | "
+            f"| {name} | {m.params:,} | {_si(m.macs)} | {_mib(m.memory)} |{cells} "
             f"{m.choices.get('width', 1)} | {_depths(m.spec)} | {block} | "
             f"{m.spec['aggregation']['residual']} |"
         )
     return "\n".join(rows)
+
+
+def _objectives(result: FitResult) -> str:
+    text = "more parameters, fewer MACs, less activation memory"
+    if result.evaluated:
+        text = f"a higher {result.evaluated}, fewer parameters, fewer MACs, less activation memory"
+    if result.measured:
+        text += f"; latency measured for the front: {result.measured}"
+    return text
 
 
 def _depths(data: dict[str, Any]) -> str:
@@ -69,7 +87,10 @@ def front_files(
         head = (
             f"# {MARKER} {__version__}: dlagraph fit of {base.name}, trial {m.trial}; "
             f"parameters {m.params:,}, MACs at {h}x{w} {m.macs:,}, inference activation memory "
-            f"at batch {budget.batch} {m.memory:,} bytes\n"
+            f"at batch {budget.batch} {m.memory:,} bytes"
+            + (f"; {result.evaluated} {m.accuracy:.4f}" if m.accuracy is not None else "")
+            + (f"; latency {m.latency * 1e3:.2f} ms ({result.measured})" if m.latency else "")
+            + "\n"
         )
         files[out / "front" / f"{name}.yaml"] = head + yaml.safe_dump(
             data, sort_keys=False, default_flow_style=None
@@ -87,13 +108,43 @@ def front_files(
         f"<!-- {MARKER} {__version__} -->\n# dlagraph fit: {base.name}\n\n"
         f"Budget: {limits} (at {h}x{w}, batch {budget.batch}); {result.trials} trials, "
         f"{result.feasible} within the budget, {len(result.front)} on the Pareto front "
-        f"(more parameters, fewer MACs, less activation memory).\n\n"
-        + table(result, base, budget)
-        + "\n"
+        f"({_objectives(result)}).\n\n" + table(result, base, budget) + "\n"
     )
     if plot and result.points:
         files.update(_plots(result, base, budget, out))
     return files
+
+
+_ATTR = {"latency": "measured", "accuracy": "evaluated"}
+
+
+def _panel(ax: Any, kind: str, result: FitResult, base: Spec) -> None:
+    """Latency against parameters, or the score against MACs, for the front and the base."""
+    assert result.base is not None
+    members = [m for m in result.front if getattr(m, kind) is not None]
+    scale = 1e3 if kind == "latency" else 1.0
+
+    def xy(m: Member) -> tuple[float, float]:
+        value = getattr(m, kind) * scale
+        return (value, m.params / 1e6) if kind == "latency" else (m.macs / 1e9, value)
+
+    if members:
+        xs, ys = zip(*map(xy, members), strict=True)
+        ax.scatter(xs, ys, c="#1f77b4", s=30, label="Pareto front", zorder=3)
+        for m, x, y in zip(members, xs, ys, strict=True):
+            ax.annotate(
+                f"t{m.trial}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points"
+            )
+    if getattr(result.base, kind) is not None:
+        x, y = xy(result.base)
+        ax.scatter([x], [y], marker="*", s=160, c="#d62728", label=f"base: {base.name}")
+    if kind == "latency":
+        ax.set_xlabel(f"latency, ms ({result.measured})")
+        ax.set_ylabel("parameters (M)")
+    else:
+        ax.set_xlabel("MACs (G)")
+        ax.set_ylabel(str(result.evaluated))
+    ax.legend(fontsize=7, loc="best")
 
 
 def _plots(result: FitResult, base: Spec, budget: Budget, out: Path) -> dict[Path, bytes]:
@@ -107,7 +158,11 @@ def _plots(result: FitResult, base: Spec, budget: Budget, out: Path) -> dict[Pat
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "dlagraph"  # the same ids in every run
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    extra = [k for k in ("latency", "accuracy") if getattr(result, _ATTR[k])]
+    fig, axes = plt.subplots(
+        1, 1 + len(extra), figsize=(7 + 4.5 * len(extra), 4.5), dpi=100, squeeze=False
+    )
+    ax = axes[0][0]
     pts = [p for p in result.points if p[3]]
     if pts:
         ax.scatter(
@@ -128,7 +183,8 @@ def _plots(result: FitResult, base: Spec, budget: Budget, out: Path) -> dict[Pat
         zorder=3,
     )
     fig.colorbar(sc, ax=ax, label=f"inference activation memory, MiB (batch {budget.batch})")
-    bp, bm, _ = result.base
+    assert result.base is not None
+    bp, bm = result.base.params, result.base.macs
     ax.scatter([bp / 1e6], [bm / 1e9], marker="*", s=160, c="#d62728", label=f"base: {base.name}")
     for path in presets().values():  # the paper's classification networks
         g = compile_spec(path)
@@ -153,6 +209,9 @@ def _plots(result: FitResult, base: Spec, budget: Budget, out: Path) -> dict[Pat
     ax.set_ylabel(f"MACs at {budget.size[0]}x{budget.size[1]} (G)")
     ax.set_title(f"dlagraph fit: {base.name}")
     ax.legend(fontsize=7, loc="lower right")
+    for kind, side in zip(extra, axes[0][1:], strict=True):
+        _panel(side, kind, result, base)
+    fig.tight_layout()
     files: dict[Path, bytes] = {}
     for fmt, meta in (("png", {"Title": MARKER}), ("svg", {"Title": MARKER, "Date": None})):
         buf = io.BytesIO()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import signal
 import threading
@@ -23,9 +24,10 @@ from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
 from ..ir.memory import activation_memory
 from ..spec import Spec, load_spec
+from .evaluate import Evaluation, Evaluator, Stopped, evaluator_name
 from .space import Budget, Space, candidate
 
-__all__ = ["fit", "FitResult", "Member", "costs", "smallest"]
+__all__ = ["fit", "FitResult", "Member", "costs", "smallest", "pareto"]
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # parameters, MACs, inference memory
 STUDY = "dlagraph-fit"
@@ -44,7 +46,8 @@ def _optuna() -> Any:
 
 @dataclass(frozen=True)
 class Member:
-    """One design: its trial, its spec (scaled, ready for ``dlagraph build``) and its costs."""
+    """One design: its trial, its spec (scaled, ready for ``dlagraph build``) and its costs;
+    ``accuracy`` with an evaluator, ``latency`` (seconds per batch) once measured."""
 
     trial: int
     spec: dict[str, Any]
@@ -52,6 +55,16 @@ class Member:
     macs: int
     memory: int
     choices: dict[str, Any]
+    accuracy: float | None = None
+    latency: float | None = None
+    feasible: bool = True
+
+    def objectives(self) -> tuple[float, ...]:
+        """Larger is better in each: parameters (capacity, up to the budget), -MACs, -memory;
+        with a score, the score and -parameters (fewer for the same score is better)."""
+        if self.accuracy is None:
+            return (self.params, -self.macs, -self.memory)
+        return (self.accuracy, -self.params, -self.macs, -self.memory)
 
 
 @dataclass
@@ -59,12 +72,19 @@ class FitResult:
     front: list[Member]  # the Pareto front of the feasible designs, by parameters
     trials: int  # trials finished in the study (complete and pruned)
     feasible: int
-    points: list[tuple[int, int, int, bool]] = field(default_factory=list)  # every design's costs
+    designs: list[Member] = field(default_factory=list)  # every costed design, in trial order
     storage: str = ""
-    base: tuple[int, int, int] = (0, 0, 0)  # the base spec's parameters, MACs and memory
+    base: Member | None = None  # the base spec, as trial -1
+    evaluated: str | None = None  # the evaluator's name, if accuracy is an objective
+    measured: str | None = None  # how latency was measured, if it was
+
+    @property
+    def points(self) -> list[tuple[int, int, int, bool]]:
+        """Every design's parameters, MACs, memory and whether it is within the budget."""
+        return [(m.params, m.macs, m.memory, m.feasible) for m in self.designs]
 
 
-def costs(data: dict[str, Any], budget: Budget) -> tuple[Spec, int, int, int]:
+def costs(data: Spec | dict[str, Any], budget: Budget) -> tuple[Spec, int, int, int]:
     """The spec of ``data`` and its exact parameters, MACs and inference activation bytes."""
     spec = load_spec(data)
     g = compile_spec(spec, lint=False)  # the front's designs are linted when written
@@ -116,8 +136,18 @@ def _storage(optuna: Any, study: str | Path) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    Path(text).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(text))  # a file workers on one machine share
+    try:
+        Path(text).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(text))  # a file workers on one machine share
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise _not_a_study(study, e) from None
+
+
+def _not_a_study(where: str | Path, e: Exception) -> SpecError:
+    return SpecError(
+        f"{where}: not an optuna study dlagraph fit can open ({type(e).__name__}: "
+        f"{clip(str(e).splitlines()[0] if str(e) else '', 80)})"
+    )
 
 
 def _violations(b: Budget, params: int, macs: int, memory: int) -> dict[str, float]:
@@ -133,21 +163,159 @@ def fit(
     space: Space | None = None,
     trials: int = 200,
     seed: int = 0,
-    progress: Callable[[int, int, int | None, float], None] | None = None,
+    progress: Callable[[int, int, float | None, float], None] | None = None,
+    evaluate: Evaluator | None = None,
 ) -> FitResult:
     """Search the space around ``base`` for designs within ``budget``; return the Pareto front.
 
     ``study`` is a journal file path or an optuna storage URL; a study that already holds trials
-    for the same base, space and budget resumes until it holds ``trials`` finished trials.
+    for the same base, space, budget and evaluator resumes until it holds ``trials`` finished
+    trials. ``evaluate`` (see :mod:`.evaluate`) adds its score, e.g. accuracy, as an objective:
+    each design within the budget is evaluated (those over it are not), and optuna's pruner
+    stops weak evaluations early. ``progress(done, total, best, seconds_left)`` is called after
+    each trial (``best``: the most parameters, or the best score, within the budget).
 
     Raises:
         SpecError: the budget is below the smallest design of the space (one line, with it), or
-            the study was made for another base spec, space or budget.
+            the study was made for another base spec, space, budget or evaluator.
     """
     optuna = _optuna()
     base = load_spec(base)
     space = space or Space()
     summarize(base, budget.size)  # an input size the network cannot take: its own error first
+    _check_reachable(base, space, budget)
+    scored = evaluator_name(evaluate) if evaluate is not None else None
+    key = _key(base.to_dict(), space, budget, scored)
+    shared = "://" in str(study) or Path(str(study)).exists()
+    storage = _storage(optuna, study)
+    # workers sharing a study must not draw the same candidates
+    sampler = optuna.samplers.NSGAIISampler(seed=seed + (os.getpid() if shared else 0))
+    # with a score, parameters are a cost like the others (the score measures capacity)
+    directions = ["minimize", *DIRECTIONS[1:], "maximize"] if scored else DIRECTIONS
+    st = _open(optuna, study, storage, STUDY, directions, sampler)
+    made_for = st.user_attrs.get("key")
+    if made_for is None:
+        st.set_user_attr("key", key)
+        st.set_user_attr("base", base.name)
+    elif made_for != key:
+        raise SpecError(
+            f"{study}: this study was made for another base spec, search space, budget or "
+            f"evaluator (base {st.user_attrs.get('base')!r}); give another -o or --study"
+        )
+    curves = None
+    if evaluate is not None:  # the learning curves, for the pruner (see .evaluate)
+        pruner = optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=3)
+        curves = _open(optuna, study, storage, STUDY + "-accuracy", ["maximize"], None, pruner)
+    State = optuna.trial.TrialState
+    finished = (State.COMPLETE, State.PRUNED)
+    stopping: list[int] = []  # the signals caught (see _stop_between_trials)
+
+    def is_stopping() -> bool:
+        return bool(stopping)
+
+    def score(spec: Spec) -> float:
+        assert evaluate is not None and curves is not None
+        curve = curves.ask()
+
+        def report(value: float, step: int) -> bool:
+            curve.report(value, step)
+            return bool(curve.should_prune())
+
+        try:
+            value = _evaluate(evaluate, spec, Evaluation(budget.size, seed, report, is_stopping))
+        except optuna.TrialPruned:
+            curves.tell(curve, state=State.PRUNED)
+            raise
+        except BaseException:  # stopped, or the evaluator failed: the trial fails
+            curves.tell(curve, state=State.FAIL)
+            raise
+        curves.tell(curve, value)
+        return value
+
+    def objective(trial: Any) -> tuple[float, ...]:
+        try:
+            spec = load_spec(candidate(base, space, trial))
+        except SpecError as e:
+            raise optuna.TrialPruned(str(e).splitlines()[0]) from None
+        spec_key = _key(spec.to_dict())
+        trial.set_user_attr("spec_key", spec_key)
+        # the same network again (another width rounds to the same channels)? Every worker's
+        # trials, running ones too, are read: of two at once, the first number wins. Checked
+        # before costing: late in a search about half the candidates are repeats
+        for t in st.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING)):
+            if t.user_attrs.get("spec_key") == spec_key and t.number < trial.number:
+                raise optuna.TrialPruned(f"the same network as trial {t.number}")
+        try:
+            _, params, macs, memory = costs(spec, budget)
+        except (SpecError, InputSizeError) as e:
+            raise optuna.TrialPruned(str(e).splitlines()[0]) from None
+        violation = _violations(budget, params, macs, memory)
+        feasible = all(v <= 0 for v in violation.values())
+        # only designs within the budget are evaluated: the sampler ranks any feasible design
+        # above every infeasible one, so their score would not be used
+        accuracy = score(spec) if evaluate is not None and feasible else None
+        # one write for all (the journal storage syncs each write to disk)
+        design = {"spec": spec.to_dict(), "violation": [*violation.values()], "score": accuracy}
+        trial.set_user_attr("design", design)
+        for name, value in violation.items():  # optuna's samplers prefer the feasible
+            trial.set_constraint(name, value)
+        return (params, macs, memory) + (() if evaluate is None else (accuracy or 0.0,))
+
+    start, done0 = time.perf_counter(), len(st.get_trials(deepcopy=False, states=finished))
+    best: list[float] = []  # the best feasible design of this process: parameters, or score
+
+    def report(study_: Any, trial: Any) -> None:
+        if progress is None:
+            return
+        if trial.values and _feasible(trial):
+            best[:] = [max([*best, trial.values[-1] if scored else trial.values[0]])]
+        done = len(study_.get_trials(deepcopy=False, states=finished))
+        rate = (done - done0) / max(time.perf_counter() - start, 1e-9)
+        progress(done, trials, best[0] if best else None, (trials - done) / max(rate, 1e-9))
+
+    remaining = trials - done0
+    if remaining > 0:
+        with _stop_between_trials(st, stopping):
+            st.optimize(
+                objective,
+                n_trials=remaining,
+                callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), report],
+            )
+    result = _result(optuna, st)
+    result.storage = str(study)
+    result.evaluated = scored
+    _, *base_costs = costs(base, budget)
+    base_score = None
+    if evaluate is not None:  # once per study: a rerun reads it back
+        base_score = st.user_attrs.get("base_score")
+        if base_score is None:
+            with _stop_between_trials(st, stopping):
+                never = Evaluation(budget.size, seed, lambda v, s: False, is_stopping)
+                base_score = _evaluate(evaluate, base, never)
+            st.set_user_attr("base_score", base_score)
+    result.base = Member(-1, base.to_dict(), *base_costs, {}, base_score)  # type: ignore[misc]
+    return result
+
+
+def _evaluate(evaluate: Evaluator, spec: Spec, evaluation: Evaluation) -> float:
+    """The evaluator's score; its own failures are one line (``DlagraphError``)."""
+    import optuna
+
+    try:
+        score = float(evaluate(spec, evaluation))
+    except (optuna.TrialPruned, Stopped, DlagraphError):
+        raise
+    except Exception as e:  # a user's function: whatever it raises is reported in one line
+        raise DlagraphError(
+            f"evaluate: {evaluator_name(evaluate)} raised {type(e).__name__}: "
+            f"{clip(str(e).splitlines()[0] if str(e) else '', 120)}"
+        ) from e
+    if not math.isfinite(score):
+        raise DlagraphError(f"evaluate: {evaluator_name(evaluate)} returned {score} (not finite)")
+    return score
+
+
+def _check_reachable(base: Spec, space: Space, budget: Budget) -> None:
     low = smallest(base, space, budget)
     names = ("parameters", "MACs", f"memory at batch {budget.batch}")
     over = [
@@ -159,92 +327,41 @@ def fit(
         raise SpecError(
             f"nothing in the search space fits the budget: its smallest design has {', '.join(over)}"
         )
-    key = _key(base.to_dict(), space, budget)
-    shared = "://" in str(study) or Path(str(study)).exists()
-    # workers sharing a study must not draw the same candidates
-    sampler = optuna.samplers.NSGAIISampler(seed=seed + (os.getpid() if shared else 0))
+
+
+def _open(
+    optuna: Any,
+    where: str | Path,
+    storage: Any,
+    name: str,
+    directions: list[str],
+    sampler: Any,
+    pruner: Any = None,
+) -> Any:
     try:
-        st = optuna.create_study(
-            storage=_storage(optuna, study),
-            study_name=STUDY,
-            directions=DIRECTIONS,
+        return optuna.create_study(
+            storage=storage,
+            study_name=name,
+            directions=directions,
             sampler=sampler,
+            pruner=pruner,
             load_if_exists=True,
         )
     except (ValueError, KeyError, TypeError, OSError, ImportError) as e:  # a file of something
         # else (optuna's journal reader raises JSONDecodeError, a ValueError), a folder, a bad URL
-        raise SpecError(
-            f"{study}: not an optuna study dlagraph fit can open ({type(e).__name__}: "
-            f"{clip(str(e).splitlines()[0] if str(e) else '', 80)})"
-        ) from None
-    made_for = st.user_attrs.get("key")
-    if made_for is None:
-        st.set_user_attr("key", key)
-        st.set_user_attr("base", base.name)
-    elif made_for != key:
-        raise SpecError(
-            f"{study}: this study was made for another base spec, search space or budget (base "
-            f"{st.user_attrs.get('base')!r}); give another -o or --study"
-        )
-    State = optuna.trial.TrialState
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-    def objective(trial: Any) -> tuple[int, int, int]:
-        data = candidate(base, space, trial)
-        try:
-            spec, params, macs, memory = costs(data, budget)
-        except (SpecError, InputSizeError) as e:
-            raise optuna.TrialPruned(str(e).splitlines()[0]) from None
-        spec_key = _key(spec.to_dict())
-        trial.set_user_attr("spec_key", spec_key)
-        # the same network again (another width rounds to the same channels)? Every worker's
-        # trials, running ones too, are read: of two at once, the first number wins
-        for t in st.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING)):
-            if t.user_attrs.get("spec_key") == spec_key and t.number < trial.number:
-                raise optuna.TrialPruned(f"the same network as trial {t.number}")
-        trial.set_user_attr("spec", spec.to_dict())
-        violation = _violations(budget, params, macs, memory)
-        trial.set_user_attr("violation", list(violation.values()))
-        for name, value in violation.items():  # optuna's samplers prefer the feasible
-            trial.set_constraint(name, value)
-        return params, macs, memory
-
-    start, done0 = time.perf_counter(), len(st.get_trials(deepcopy=False, states=finished))
-    best: list[int] = []  # the most parameters within the budget, in this process's trials
-
-    def report(study_: Any, trial: Any) -> None:
-        if progress is None:
-            return
-        if trial.values and all(v <= 0 for v in trial.user_attrs.get("violation", [1])):
-            best[:] = [max([*best, int(trial.values[0])])]
-        done = len(study_.get_trials(deepcopy=False, states=finished))
-        rate = (done - done0) / max(time.perf_counter() - start, 1e-9)
-        progress(done, trials, best[0] if best else None, (trials - done) / max(rate, 1e-9))
-
-    remaining = trials - done0
-    if remaining > 0:
-        with _stop_between_trials(st):
-            st.optimize(
-                objective,
-                n_trials=remaining,
-                callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), report],
-            )
-    result = _result(optuna, st)
-    result.storage = str(study)
-    result.base = costs(base.to_dict(), budget)[1:]
-    return result
+        raise _not_a_study(where, e) from None
 
 
 @contextlib.contextmanager
-def _stop_between_trials(st: Any) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP end the search after the running trial (a few milliseconds),
-    then act as they would have: a signal that lands inside optuna's storage write breaks its
-    bookkeeping (optuna 5 then raises UnboundLocalError), and the study would keep a half-told
-    trial. Signals the process ignores stay ignored."""
+def _stop_between_trials(st: Any, caught: list[int]) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP end the search after the running trial (a few milliseconds;
+    an evaluation stops at its next step), then act as they would have: a signal that lands
+    inside optuna's storage write breaks its bookkeeping (optuna 5 then raises
+    UnboundLocalError), and the study would keep a half-told trial. Signals the process ignores
+    stay ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:
         caught.append(signum)
@@ -258,6 +375,9 @@ def _stop_between_trials(st: Any) -> Iterator[None]:
         signal.signal(s, stop)
     try:
         yield
+    except Stopped:  # an evaluation ended early: its trial is failed, to be run again
+        if not caught:
+            raise
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -269,42 +389,44 @@ def _stop_between_trials(st: Any) -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
+def _feasible(trial: Any) -> bool:
+    design = trial.user_attrs.get("design")
+    return design is not None and all(v <= 0 for v in design["violation"])
+
+
 def _result(optuna: Any, st: Any) -> FitResult:
-    complete = st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    finished = len(
-        st.get_trials(
-            deepcopy=False,
-            states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
+    State = optuna.trial.TrialState
+    complete = st.get_trials(deepcopy=False, states=(State.COMPLETE,))
+    finished = len(st.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED)))
+    designs = [
+        Member(
+            t.number,
+            t.user_attrs["design"]["spec"],
+            *map(int, t.values[:3]),  # type: ignore[arg-type]
+            dict(t.params),
+            t.user_attrs["design"].get("score"),
+            feasible=_feasible(t),
         )
-    )
-    ok = [t for t in complete if all(v <= 0 for v in t.user_attrs["violation"])]
-    points = [
-        (*map(int, t.values), all(v <= 0 for v in t.user_attrs["violation"])) for t in complete
+        for t in sorted(complete, key=lambda t: t.number)
     ]
-    front = [
-        Member(t.number, t.user_attrs["spec"], *map(int, t.values), dict(t.params))
-        for t in _pareto(ok)
-    ]
-    front.sort(key=lambda m: (m.params, m.macs, m.memory, m.trial))
-    return FitResult(front, finished, len(ok), points)  # type: ignore[arg-type]
+    ok = [m for m in designs if m.feasible]
+    return FitResult(pareto(ok), finished, len(ok), designs)
 
 
-def _pareto(trials: list[Any]) -> list[Any]:
-    """The feasible trials no other dominates (more or equal parameters, less or equal MACs and
-    memory, one strictly better); identical costs keep the first trial. (optuna's ``best_trials``
-    does the same, but also for infeasible trials when none is feasible.)"""
+def pareto(members: list[Member]) -> list[Member]:
+    """The members no other dominates (at least as good in every objective of
+    :meth:`Member.objectives`, better in one), by parameters; of identical costs the first
+    trial stays. (optuna's ``best_trials`` does the same, but also for infeasible trials when
+    none is feasible.)"""
 
-    def dominates(a: Any, b: Any) -> bool:
-        sa, sb = (
-            (a.values[0], -a.values[1], -a.values[2]),
-            (b.values[0], -b.values[1], -b.values[2]),
-        )
+    def dominates(a: Member, b: Member) -> bool:
+        sa, sb = a.objectives(), b.objectives()
         return all(x >= y for x, y in zip(sa, sb, strict=True)) and sa != sb
 
-    out, costs_seen = [], set()
-    for t in sorted(trials, key=lambda t: t.number):
-        if any(dominates(o, t) for o in trials) or tuple(t.values) in costs_seen:
+    out, seen = [], set()
+    for m in sorted(members, key=lambda m: m.trial):
+        if any(dominates(o, m) for o in members) or m.objectives() in seen:
             continue
-        costs_seen.add(tuple(t.values))
-        out.append(t)
-    return out
+        seen.add(m.objectives())
+        out.append(m)
+    return sorted(out, key=lambda m: (m.params, m.macs, m.memory, m.trial))

@@ -1,0 +1,62 @@
+"""Latency of candidate designs (``dlagraph fit --measure``): each spec built with random
+weights, turned into a deployment module by :func:`.optimize.optimize` and timed by the bench
+harness, all candidates interleaved run by run so that drift hits them alike."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from ..spec import Spec, load_spec
+from .bench import _eager, interleaved
+from .optimize import optimize
+
+__all__ = ["measure_latency"]
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def measure_latency(
+    specs: Sequence[Spec | dict[str, Any]],
+    *,
+    precision: str = "fp32",
+    batch: int = 1,
+    size: tuple[int, int] = (224, 224),
+    threads: int | None = None,
+    compile: bool = True,
+    runs: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[float]:
+    """The median seconds per batch of each spec, in ``precision`` (``optimize``'s, compiled
+    unless ``compile=False``) at ``batch`` x ``size`` on ``threads`` threads (default: torch's).
+    int8 calibrates on one random batch: a timing, not an accuracy. ``progress(i, n)`` is called
+    as each model is prepared."""
+    from ..backends.torch.interpret import build_module
+
+    fns: dict[str, Callable[[], Any]] = {}
+    with _threads(threads):
+        for i, data in enumerate(specs):
+            if progress:
+                progress(i, len(specs))
+            spec = load_spec(data)
+            torch.manual_seed(0)
+            channels = 3 if spec.in_channels is None else spec.in_channels
+            x = torch.randn(batch, channels, *size)
+            model = build_module(spec).eval()
+            calibration = [x] if precision == "int8" else None
+            opt = optimize(model, precision, calibration, compile=compile, example_input=x)  # type: ignore[arg-type]
+            fns[str(i)] = _eager(opt, x)
+        times = interleaved(fns, runs)
+    return [times[str(i)] for i in range(len(specs))]
