@@ -48,7 +48,8 @@ _LAZY = {
     "register_timm_models": ("dlagraph.backends.torch.dla", "register_timm_models"),
     "infer_spec": ("dlagraph.tools.infer", "infer_spec"),
     "infer_checkpoint": ("dlagraph.tools.infer", "infer_checkpoint"),
-    "optimize": ("dlagraph.deploy.optimize", "optimize"),
+    "optimize": ("dlagraph.deploy.select", "optimize"),
+    "export": ("dlagraph.deploy.export", "export"),
 }
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "load_weights",
     "native_bf16",
     "optimize",
+    "export",
     "register_block",
     "register_head",
     "register_timm_models",

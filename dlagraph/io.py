@@ -12,12 +12,13 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .errors import CodegenError, clip, one_line
 
-__all__ = ["MARKER", "write_outputs", "is_generated", "read_bounded"]
+__all__ = ["MARKER", "write_outputs", "check_targets", "is_generated", "read_bounded"]
 
 # Every generated text file carries this marker in its first lines (a comment in .py and .dot,
 # an attribute in .graph.json, a comment in .svg), so dlagraph can tell its own files apart.
@@ -105,6 +106,17 @@ def _mkdirs(folder: Path, created: list[Path]) -> None:
         created.append(d)
 
 
+def check_targets(paths: Iterable[Path], *, force: bool = False) -> None:
+    """Refuse, before any work, the targets :func:`write_outputs` would refuse.
+
+    Raises:
+        CodegenError: naming every refused target, one line each.
+    """
+    refused = list(dict.fromkeys(r for p in paths if (r := _refusal(p, force)) is not None))
+    if refused:
+        raise CodegenError("\n".join(refused))
+
+
 def write_outputs(files: dict[Path, str | bytes], *, force: bool = False) -> None:
     """Write every file atomically (stage + rename), or none of them.
 
@@ -115,9 +127,7 @@ def write_outputs(files: dict[Path, str | bytes], *, force: bool = False) -> Non
         CodegenError: naming every target that is refused, or the write that failed (after the
             rollback). Other exceptions (KeyboardInterrupt) propagate after the rollback.
     """
-    refused = list(dict.fromkeys(r for p in files if (r := _refusal(p, force)) is not None))
-    if refused:
-        raise CodegenError("\n".join(refused))
+    check_targets(files, force=force)
     created: list[Path] = []
     staged: list[tuple[str, Path]] = []
     backups: list[list[Any]] = []  # [target, old file kept aside or None, moved aside yet]

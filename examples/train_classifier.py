@@ -15,6 +15,7 @@ written atomically to ``--out`` after every epoch (rank 0 only); ``--resume`` co
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -143,6 +144,14 @@ def deploy_accuracies(
         fast = dlagraph.optimize(model, precision, calibration=data)
         out[precision] = evaluate(fast, whole, torch.device("cpu"))
         print(f"test accuracy, {precision} (dlagraph.optimize): {out[precision]:.4f}", flush=True)
+    # int8 in the other runtimes (the same conversion `dlagraph export` writes), where installed
+    for backend in ("openvino", "onnxruntime"):
+        if importlib.util.find_spec(backend) is None:
+            print(f"{backend}: not installed (pip install 'dlagraph[deploy]')", flush=True)
+            continue
+        fast = dlagraph.optimize(model, "int8", calibration=batches, backend=backend)
+        out[f"int8 {backend}"] = evaluate(fast, whole, torch.device("cpu"))
+        print(f"test accuracy, int8 ({backend}): {out[f'int8 {backend}']:.4f}", flush=True)
     return out
 
 

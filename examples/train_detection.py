@@ -15,6 +15,7 @@ It ends with ``mAP@0.5: 0.xxxx`` on a held-out split.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import sys
 import time
@@ -167,6 +168,14 @@ def deploy_scores(
         fast = dlagraph.optimize(model, precision, calibration=data)
         out[precision] = evaluate(fast, test_images, test_targets, ratio)
         print(f"mAP@0.5, {precision} (dlagraph.optimize): {out[precision]:.4f}", flush=True)
+    # int8 in the other runtimes (the same conversion `dlagraph export` writes), where installed
+    for backend in ("openvino", "onnxruntime"):
+        if importlib.util.find_spec(backend) is None:
+            print(f"{backend}: not installed (pip install 'dlagraph[deploy]')", flush=True)
+            continue
+        fast = dlagraph.optimize(model, "int8", calibration=calibration, backend=backend)
+        out[f"int8 {backend}"] = evaluate(fast, test_images, test_targets, ratio)
+        print(f"mAP@0.5, int8 ({backend}): {out[f'int8 {backend}']:.4f}", flush=True)
     return out
 
 

@@ -48,6 +48,9 @@ def test_digits_classifier_reaches_95_percent_and_keeps_it_in_int8_and_bf16(
     # dlagraph.optimize: int8 calibrated on training images, and bf16, lose at most 0.5 points
     # (a gain is no failure: int8 classifies two more of the 360 test images right here)
     assert acc["int8"] >= acc["fp32"] - 0.005
+    # the same in OpenVINO (NNCF) and ONNX Runtime (static QDQ): what `dlagraph export` writes
+    for backend in ("openvino", "onnxruntime"):
+        assert acc[f"int8 {backend}"] >= acc["fp32"] - 0.005, backend
     if dlagraph.native_bf16():  # elsewhere bf16 is emulated: the example skips it, and says so
         assert acc["bf16"] >= acc["fp32"] - 0.005
     else:
@@ -165,6 +168,8 @@ def test_detection_example_learns_and_keeps_its_map_in_int8_and_bf16(tmp_path: P
     assert score["fp32"] >= 0.5
     # dlagraph.optimize on the validation set: within 1 point of fp32's mAP@0.5
     assert abs(score["int8"] - score["fp32"]) <= 0.01
+    for backend in ("openvino", "onnxruntime"):  # what `dlagraph export` writes, in its runtime
+        assert abs(score[f"int8 {backend}"] - score["fp32"]) <= 0.01, backend
     if dlagraph.native_bf16():
         assert abs(score["bf16"] - score["fp32"]) <= 0.01
 
@@ -187,6 +192,9 @@ def test_detection_example_learns_and_keeps_its_map_in_int8_and_bf16(tmp_path: P
     calibration = list(mod.make_detection_data(256, 64, seed=0)[0].split(64))
     fast = dlagraph.optimize(twin, "int8", calibration)  # bf16's lowered DCN: test_optimize.py
     assert "lowered to gather + matmul" in str(fast.report)
+    assert abs(mod.evaluate(fast, images, targets, 4) - score["fp32"]) <= 0.01
+    # OpenVINO runs the DCNs natively (DeformableConvolution), the rest in int8
+    fast = dlagraph.optimize(twin, "int8", calibration, backend="openvino")
     assert abs(mod.evaluate(fast, images, targets, 4) - score["fp32"]) <= 0.01
 
 

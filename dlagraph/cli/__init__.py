@@ -17,7 +17,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import DlagraphError, clip, one_line
-from . import bench, build, codegen, draw, fit, infer
+from . import bench, build, codegen, draw, export, fit, infer
 
 __all__ = ["main", "parser", "COMMANDS"]
 
@@ -72,6 +72,15 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = 
         "compile and calibration times.",
         bench.add_arguments,
         bench.run,
+    ),
+    "export": (
+        "export to ONNX, OpenVINO, torch.export or TorchScript, checked in its runtime",
+        "Export a spec, preset or checkpoint in fp32, bf16 or int8 with each format's own "
+        "toolchain, run the artifact in its runtime against the PyTorch model (max error, top-1 "
+        "agreement) and write it with a metadata file. OpenVINO and ONNX Runtime are the deploy "
+        "extra.",
+        export.add_arguments,
+        export.run,
     ),
     "fit": (
         "search for DLAs within a budget: a Pareto front of exact costs",

@@ -21,6 +21,7 @@ from ..system import available_memory, native_bf16
 __all__ = ["add_arguments", "run"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
+BACKENDS = ("torch", "openvino", "onnxruntime")
 
 
 def _positive(text: str) -> int:
@@ -53,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="calibrate int8 on random inputs (timings are real; accuracy is not measured)",
     )
     p.add_argument("--no-timm-best", action="store_true", help="skip timm's bf16 autocast row")
+    p.add_argument(
+        "--backend",
+        nargs="+",
+        choices=BACKENDS,
+        metavar="B",
+        help="torch, openvino and/or onnxruntime (default: torch and each runtime installed)",
+    )
 
 
 class _Progress:
@@ -86,12 +94,20 @@ def run(args: argparse.Namespace) -> int:
     # bf16 by default only where the CPU computes in it: elsewhere it is emulated, and slower
     default = ["fp32", "bf16"] if native_bf16() else ["fp32"]
     precisions = args.precision or default + (["int8"] if args.calibrate else [])
-    if "int8" in precisions and importlib.util.find_spec("torchao") is None:
+    backends = args.backend or [
+        b for b in BACKENDS if b == "torch" or importlib.util.find_spec(b) is not None
+    ]
+    for b in backends:
+        if b != "torch" and importlib.util.find_spec(b) is None:
+            raise DlagraphError(
+                f"--backend {b}: {b} is not installed: pip install 'dlagraph[deploy]'"
+            )
+    if "int8" in precisions and "torch" in backends and importlib.util.find_spec("torchao") is None:
         raise DlagraphError(
             "int8 needs torchao, which is not installed: pip install 'dlagraph[deploy]' (or "
             "leave out int8: --precision fp32 bf16)"
         )
-    _check_memory(spec, args.batch, args.size, 2 + len(precisions))
+    _check_memory(spec, args.batch, args.size, 2 + len(precisions) * len(backends))
     if "int8" in precisions and not args.calibrate:
         raise DlagraphError(
             "--precision int8 needs calibration data: add --calibrate to calibrate on random "
@@ -121,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         calibration_batches=4,
         timm_best=not args.no_timm_best,
         progress=_Progress(),
+        backends=backends,
     )
     print()
     print("\n".join(table(rows, baseline)))

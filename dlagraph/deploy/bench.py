@@ -8,18 +8,15 @@ them alike; each row is the median of ``runs`` timed batches after a warm-up.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..spec import Spec
 from ..system import cpu_description, native_bf16
-from .optimize import optimize
+from .timing import _eager, interleaved
 
 __all__ = ["BenchRow", "bench_spec", "cpu_description", "interleaved", "table", "timm_equivalent"]
 
@@ -59,12 +56,15 @@ def bench_spec(
     calibration_batches: int = 0,
     timm_best: bool = True,
     progress: ProgressFn | None = None,
+    backends: list[str] | None = None,
 ) -> tuple[list[BenchRow], str]:
-    """Time ``spec`` in each precision; returns the rows (the baseline first) and its name.
+    """Time ``spec`` in each precision on each backend (``torch``, ``openvino``,
+    ``onnxruntime``; default torch); returns the rows (the baseline first) and its name.
 
     int8 calibrates on ``calibration_batches`` random batches (a timing, not an accuracy run).
     """
     from ..backends.torch.interpret import build_module
+    from .select import optimize as optimize_on
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3 if spec.in_channels is None else spec.in_channels, size, size)
@@ -84,45 +84,37 @@ def bench_spec(
                 "",
             )
     models["dlagraph, fp32 eager (as built)"] = (_eager(model, x), "")
-    for precision in precisions:
-        calibration = None
-        if precision == "int8":
-            gen = torch.Generator().manual_seed(1)
-            calibration = [torch.randn(x.shape, generator=gen) for _ in range(calibration_batches)]
-        opt = optimize(
-            model,
-            precision,  # type: ignore[arg-type]
-            calibration,
-            example_input=x,
-            progress=(lambda s, t, p=precision: progress(f"{p}: {s}", t)) if progress else None,
-        )
-        setup = sum(v for k, v in opt.report.steps.items() if k != "fold BN")
-        models[f"dlagraph.optimize, {precision}"] = (_eager(opt, x), f"{setup:.1f} s")
+    for backend in backends or ["torch"]:
+        for precision in precisions:
+            if backend == "onnxruntime" and precision == "bf16":
+                continue  # ONNX Runtime's CPU provider has no bf16 convolutions
+            calibration = None
+            if precision == "int8":
+                gen = torch.Generator().manual_seed(1)
+                calibration = [
+                    torch.randn(x.shape, generator=gen) for _ in range(max(calibration_batches, 1))
+                ]
+            label = precision if backend == "torch" else f"{backend} {precision}"
+            opt = optimize_on(
+                model,
+                precision,
+                calibration,
+                backend=backend,
+                example_input=x,
+                progress=(lambda s, t, p=label: progress(f"{p}: {s}", t)) if progress else None,
+            )
+            setup = sum(v for k, v in opt.report.steps.items() if k != "fold BN")
+            name = "dlagraph.optimize" if backend == "torch" else RUNTIME_NAMES[backend]
+            models[f"{name}, {precision}"] = (_eager(opt, x), f"{setup:.1f} s")
     times = interleaved({k: f for k, (f, _) in models.items()}, runs)
     rows = [BenchRow(k, times[k], batch, models[k][1]) for k in models]
     return rows, rows[0].label
 
 
-def _eager(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], Any]:
-    def run() -> Any:
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
-            return model(x)
-
-    return run
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, float]:
-    """The median seconds of each function over ``runs`` calls, one call of each in turn (so
-    that drift hits them alike), after one warm-up call each."""
-    for f in fns.values():  # warm-up (and any compile left)
-        f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for k, f in fns.items():
-            start = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+RUNTIME_NAMES = {
+    "openvino": "OpenVINO (dlagraph.optimize)",
+    "onnxruntime": "ONNX Runtime (dlagraph.optimize)",
+}
 
 
 def table(rows: list[BenchRow], baseline: str) -> list[str]:

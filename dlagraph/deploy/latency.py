@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from ..spec import Spec, load_spec
-from .bench import _eager, interleaved
 from .optimize import optimize
+from .timing import _eager, interleaved
 
 __all__ = ["measure_latency"]
 

@@ -1,0 +1,97 @@
+"""``dlagraph export``: a spec, preset or checkpoint as ONNX, OpenVINO IR, a torch.export
+program or TorchScript, checked in its runtime against PyTorch. torch is imported when it runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import SpecError
+from .common import DEFAULT_OUTPUT, positive
+
+__all__ = ["add_arguments", "run"]
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+def _batch(text: str) -> int | str:
+    if text == "dynamic":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number or dynamic (got {text!r})") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be 1 to 4096 or dynamic (got {value})")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..deploy.export import export
+
+    if args.size is not None and len(args.size) > 2:
+        raise SpecError(f"--size takes one side or H W, not {len(args.size)} numbers")
+    size = None if args.size is None else (args.size[0], args.size[-1])
+    source, weights = args.model, args.weights
+    if Path(source).suffix.lower() in CHECKPOINT_SUFFIXES and Path(source).is_file():
+        if weights is not None:
+            raise SpecError("give a checkpoint, or a spec with --weights, not both")
+        from ..tools.infer import infer_checkpoint
+
+        found = infer_checkpoint(source)
+        for note in found.assumptions:
+            print(f"assumed (from the checkpoint) {note}")
+        source, weights = found.spec, args.model
+    out = Path(args.output or Path(DEFAULT_OUTPUT) / "export")
+    result = export(
+        source,
+        args.format,
+        out,
+        precision=args.precision,
+        calibration=args.calibration,
+        size=size,
+        batch=args.batch,
+        weights=weights,
+        calibration_images=args.calibration_images,
+        name=args.name,
+        force=args.force,
+    )
+    print(result)
+    for p in result.files:
+        print(f"wrote {p}")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a spec file, a preset name, or a checkpoint (.pth, .safetensors)")
+    p.add_argument("--format", required=True, choices=("onnx", "openvino", "pt2", "torchscript"))
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "int8"),
+        help="fp32 (default); bf16 for pt2 and torchscript; int8 for onnx, openvino and pt2",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="SOURCE",
+        help="int8 calibration images: digits, folder:PATH or random (a timing run only)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=positive,
+        default=256,
+        metavar="N",
+        help="calibration images (default 256)",
+    )
+    p.add_argument("--weights", metavar="FILE", help="a checkpoint for the spec's weights")
+    p.add_argument(
+        "--size", type=positive, nargs="+", metavar="S", help="input side or H W (default 224)"
+    )
+    p.add_argument(
+        "--batch", type=_batch, default=1, metavar="N", help="batch size, or dynamic (default 1)"
+    )
+    p.add_argument("--name", help="file name stem (default: the spec's name)")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", help=f"output folder (default: {DEFAULT_OUTPUT}/export/)"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")

@@ -1,0 +1,118 @@
+"""Calibration and check images for int8 (``--calibration digits|folder:PATH|random``): batches
+at the network's input size, normalised by its ``pretrained_cfg`` (mean and std), and a separate
+check batch that the export verifies on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from ..errors import DlagraphError, clip, one_line
+
+__all__ = ["Images", "images", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm")
+MAX_IMAGE_PIXELS = 40_000_000  # a decompression bomb is refused, not decoded
+
+
+@dataclass
+class Images:
+    calibration: list[torch.Tensor]  # batches of ``batch`` images (the last may be smaller)
+    check: torch.Tensor  # other images, for the exported model's check against PyTorch
+    source: str
+
+
+def images(
+    source: str,
+    channels: int,
+    size: tuple[int, int],
+    cfg: dict[str, Any],
+    count: int = 256,
+    batch: int = 32,
+    check: int = 32,
+) -> Images:
+    """``count`` calibration images and ``check`` others from ``source``: ``digits``
+    (scikit-learn's, shipped with it), ``folder:PATH`` (image files under PATH, sorted by name),
+    or ``random`` (a timing run: int8 accuracy from random inputs means nothing).
+
+    Raises:
+        DlagraphError: an unknown source, an empty folder, an image that cannot be read.
+    """
+    if not 1 <= count <= 100_000:
+        raise DlagraphError(f"calibration images: give 1 to 100,000 (got {count})")
+    if source == "random":
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(count + check, channels, *size, generator=gen)
+    elif source == "digits":
+        x = _digits(count + check, size)
+    elif source.startswith("folder:"):
+        x = _folder(Path(source[7:]), count + check, channels, size)
+    else:
+        raise DlagraphError(
+            f"calibration: give digits, folder:PATH or random (got {clip(one_line(source), 80)!r})"
+        )
+    if source != "random":
+        x = x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x[:, :channels]
+        mean = torch.tensor(cfg.get("mean", (0.0,)), dtype=torch.float32)
+        std = torch.tensor(cfg.get("std", (1.0,)), dtype=torch.float32)
+        x = (x - _per_channel(mean, channels)) / _per_channel(std, channels)
+    n_check = min(check, max(1, len(x) // 5)) if len(x) < count + check else check
+    calib, held = x[: len(x) - n_check], x[len(x) - n_check :]
+    return Images(list(calib.split(batch)), held.contiguous(), source)
+
+
+def _per_channel(v: torch.Tensor, channels: int) -> torch.Tensor:
+    v = v if len(v) == channels else v.mean().expand(channels)
+    return v.view(1, channels, 1, 1)
+
+
+def _digits(n: int, size: tuple[int, int]) -> torch.Tensor:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DlagraphError(
+            "--calibration digits needs scikit-learn: pip install scikit-learn"
+        ) from None
+    d = load_digits()
+    x = torch.tensor(d.images[:n], dtype=torch.float32).unsqueeze(1) / 16.0
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    where = clip(one_line(str(root)), 120)
+    if channels not in (1, 3):
+        raise DlagraphError(
+            f"calibration: image files give 1 or 3 channels; the network takes {channels}"
+        )
+    if not root.is_dir():
+        raise DlagraphError(f"calibration: {where} is not a folder")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DlagraphError("--calibration folder: needs Pillow: pip install pillow") from None
+    files = sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )[:n]
+    if not files:
+        raise DlagraphError(f"calibration: no images ({', '.join(IMAGE_SUFFIXES)}) under {where}")
+    out = []
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im = im.convert("L" if channels == 1 else "RGB").resize(
+                    (size[1], size[0]), Image.Resampling.BILINEAR
+                )
+                t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+        except Exception as e:  # Pillow's errors (and its bomb check) are one line here
+            raise DlagraphError(
+                f"calibration: cannot read {clip(one_line(str(p)), 120)} ({type(e).__name__}: "
+                f"{clip(one_line(str(e)), 80)})"
+            ) from None
+        c = 1 if channels == 1 else 3
+        out.append(t.view(size[0], size[1], c).permute(2, 0, 1).float() / 255.0)
+    return torch.stack(out)

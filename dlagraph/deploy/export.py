@@ -1,0 +1,374 @@
+"""``dlagraph export``: a DLA as a deployment artifact, each format made by its own maintained
+toolchain and checked by running the artifact in its runtime against the PyTorch model.
+
+| format | file(s) | made by | runs in | precisions |
+|---|---|---|---|---|
+| ``onnx`` | ``NAME.onnx`` | ``torch.onnx`` (dynamo exporter); int8: ONNX Runtime's static QDQ | ONNX Runtime | fp32, int8 |
+| ``openvino`` | ``NAME.xml`` + ``NAME.bin`` | ``openvino.convert_model``; int8: NNCF | OpenVINO | fp32, int8 |
+| ``pt2`` | ``NAME.pt2`` | ``torch.export``; int8: torchao's PT2E | ``torch.export.load`` | fp32, bf16, int8 |
+| ``torchscript`` | ``NAME.pt`` | ``torch.jit.trace`` + ``freeze`` | ``torch.jit.load`` | fp32, bf16 |
+
+Every artifact is written with ``NAME.FORMAT.json`` beside it (spec, input size and batch,
+normalisation, classes, outputs, the check's numbers, dlagraph's version), all files at once or
+none (:func:`dlagraph.io.write_outputs`). BatchNorm is folded into the convs first (the same
+function, fewer ops for every runtime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+from .._version import __version__
+from ..errors import DlagraphError, clip, one_line
+from ..io import MARKER, check_targets, is_generated, read_bounded, write_outputs
+from ..spec import Spec, load_spec
+from .calibration import Images, images
+from .runtimes import (
+    compile_openvino,
+    need,
+    onnx_bytes,
+    onnxruntime_session,
+    openvino_model,
+    quantize_onnx,
+)
+
+__all__ = ["export", "ExportResult", "FORMATS"]
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32", "int8"),
+    "openvino": ("fp32", "int8"),
+    "pt2": ("fp32", "bf16", "int8"),
+    "torchscript": ("fp32", "bf16"),
+}
+RUNTIME = {
+    "onnx": "ONNX Runtime",
+    "openvino": "OpenVINO",
+    "pt2": "torch.export.load",
+    "torchscript": "torch.jit.load",
+}
+WHY_NOT = {
+    ("onnx", "bf16"): "ONNX Runtime's CPU provider has no bf16 convolutions",
+    ("openvino", "bf16"): "OpenVINO picks bf16 at run time on CPUs that have it "
+    "(INFERENCE_PRECISION_HINT); export fp32",
+    ("torchscript", "int8"): "TorchScript has no maintained int8 path; use pt2, onnx or openvino",
+}
+
+
+@dataclass
+class ExportResult:
+    """What was written, and how the artifact compares with the PyTorch model on the check
+    images: ``max_error`` relative to the largest reference output, ``agreement`` the share of
+    images whose top-1 class is the same (classifiers; else None)."""
+
+    files: list[Path]
+    format: str
+    precision: str
+    max_error: float
+    agreement: float | None
+    runtime: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        agree = "" if self.agreement is None else f", top-1 agreement {self.agreement:.4f}"
+        return (
+            f"{self.format} {self.precision} in {self.runtime}: max error {self.max_error:.2e} "
+            f"(relative){agree}"
+        )
+
+
+def export(
+    model: nn.Module | Spec | str | Path | dict[str, Any],
+    format: str,
+    out: str | Path,
+    *,
+    precision: str = "fp32",
+    calibration: str | list[torch.Tensor] | None = None,
+    size: tuple[int, int] | None = None,
+    batch: int | str = 1,
+    weights: str | Path | None = None,
+    calibration_images: int = 256,
+    name: str | None = None,
+    force: bool = False,
+) -> ExportResult:
+    """Export a DLA (a module from :func:`dlagraph.build_module`, or a spec / preset, built with
+    ``weights`` or random ones) to ``out`` in ``format`` and ``precision``, and check it.
+
+    Args:
+        calibration: int8 only: ``digits``, ``folder:PATH`` or ``random`` (see
+            :mod:`.calibration`), or your own NCHW batches (normalised as the model expects);
+            the check images come from the same source (with your batches: the last one).
+        size: input (H, W); default the spec's smallest square input from 224.
+        batch: the artifact's batch size, or ``"dynamic"`` (any batch: checked at two sizes).
+
+    Raises:
+        DlagraphError: an unknown format or a precision it does not take (one line saying why),
+            a missing runtime (naming the extra), int8 without calibration, a refused write.
+    """
+    if format not in FORMATS:
+        raise DlagraphError(
+            f"format: give one of {', '.join(FORMATS)} (got {clip(one_line(str(format)), 40)!r})"
+        )
+    if precision not in ("fp32", "bf16", "int8"):
+        raise DlagraphError(f"precision: give fp32, bf16 or int8 (got {precision!r})")
+    if precision not in FORMATS[format]:
+        raise DlagraphError(f"{format} {precision}: not supported: {WHY_NOT[format, precision]}")
+    if precision == "int8" and calibration is None:
+        raise DlagraphError("int8 needs --calibration digits, folder:PATH or random")
+    if calibration is not None and precision != "int8":
+        raise DlagraphError(f"calibration is for int8 (the precision is {precision})")
+    dynamic = batch == "dynamic"
+    if not dynamic and not (isinstance(batch, int) and 1 <= batch <= 4096):
+        raise DlagraphError(f"batch: give 1 to 4096 or dynamic (got {batch!r})")
+    model, spec = _model(model, weights)
+    from ..ir.analysis import default_cfg, default_input_size, summarize
+    from ..ir.compile import compile_spec
+
+    g = compile_spec(spec)
+    size = tuple(size or default_input_size(g))  # type: ignore[assignment]
+    summarize(g, size)  # an input size the network cannot take: its own one-line error
+    channels = g.graph["in_channels"]
+    cfg = default_cfg(g)
+    if getattr(model, "pretrained_cfg", None):
+        cfg = {**cfg, **model.pretrained_cfg}
+    n = 2 if dynamic else batch
+    if calibration is None or isinstance(calibration, str):
+        data = images(
+            calibration or "random",
+            channels,
+            size,
+            cfg,
+            count=calibration_images,
+            batch=n,
+            check=32,
+        )
+    else:
+        batches = [b.float() for b in calibration]
+        if not batches or any(b.dim() != 4 or b.shape[1:] != (channels, *size) for b in batches):
+            raise DlagraphError(
+                f"calibration: give NCHW batches of {channels}x{size[0]}x{size[1]} images"
+            )
+        held = batches[-1] if len(batches) > 1 else batches[0]
+        data = Images(batches[:-1] or batches, held, "your batches")
+    example = data.check[:n] if len(data.check) >= n else data.check.repeat(n, 1, 1, 1)[:n]
+    name = name or spec.name
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name):
+        raise DlagraphError(
+            f"name: letters, digits, '_', '.' and '-', at most 100, not starting with '.' or '-' "
+            f"(got {clip(one_line(name), 60)!r})"
+        )
+    suffix = "" if precision == "fp32" else f"_{precision}"
+    stem = Path(out) / f"{name}{suffix}"
+    meta_path = stem.with_name(f"{stem.name}.{format}.json")
+    ours = _ours(meta_path)
+    exts = {
+        "onnx": [".onnx"],
+        "openvino": [".xml", ".bin"],
+        "pt2": [".pt2"],
+        "torchscript": [".pt"],
+    }
+    planned = [stem.with_name(stem.name + e) for e in exts[format]]
+    force = force or all(p.name in ours or not p.exists() for p in planned)
+    check_targets([*planned, meta_path], force=force)  # before minutes of conversion
+    from .optimize import _prepare
+
+    folded = _prepare(model).to(memory_format=torch.contiguous_format)
+    with tempfile.TemporaryDirectory() as tmp:
+        files, run = _MAKERS[format](folded, example, precision, dynamic, data, Path(tmp) / "a")
+        max_error, agreement = _check(model, run, data, n, dynamic, bool(g.graph["classifier"]))
+        outputs = [list(t.shape[1:]) for t in tree_flatten(_eval(model, example))[0]]
+        targets = {stem.with_name(stem.name + ext): blob for ext, blob in files.items()}
+        meta = {
+            "generator": f"{MARKER} {__version__}",
+            "format": format,
+            "precision": precision,
+            "runtime": RUNTIME[format],
+            "files": {p.name: hashlib.sha256(b).hexdigest() for p, b in targets.items()},
+            "input": {
+                "name": "x",
+                "shape": ["batch" if dynamic else batch, channels, *size],
+                "dtype": "float32",
+                "mean": list(cfg.get("mean", ())),
+                "std": list(cfg.get("std", ())),
+                "layout": "NCHW, RGB in [0, 1] then (x - mean) / std",
+            },
+            "outputs": outputs,
+            "num_classes": g.graph["num_classes"],
+            "calibration": None if precision != "int8" else data.source,
+            "check": {"images": len(data.check), "max_error": max_error, "agreement": agreement},
+            "spec": spec.to_dict(),
+        }
+        write_outputs({**targets, meta_path: json.dumps(meta, indent=1) + "\n"}, force=force)
+    return ExportResult(
+        [*targets, meta_path], format, precision, max_error, agreement, RUNTIME[format], meta
+    )
+
+
+def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec]:
+    from ..backends.torch.interpret import build_module
+
+    if isinstance(model, nn.Module):
+        if weights is not None:
+            raise DlagraphError("weights: give them to build_module, not with a built model")
+        dag = getattr(model, "dag", None)
+        if dag is None or "spec" not in dag.graph:
+            raise DlagraphError(
+                "model: give a module from dlagraph.build_module, or a spec (the export's "
+                "metadata carries the spec)"
+            )
+        if model.training:
+            raise DlagraphError("export folds BatchNorm's running statistics: call model.eval()")
+        return model, load_spec(dag.graph["spec"])
+    spec = load_spec(model)
+    torch.manual_seed(0)
+    return build_module(spec, weights=weights).eval(), spec
+
+
+def _eval(model: nn.Module, x: torch.Tensor) -> Any:
+    with torch.inference_mode():
+        return model(x)
+
+
+def _ours(meta_path: Path) -> set[str]:
+    """The artifact files an earlier export wrote here (its metadata lists them): these may be
+    replaced without --force; anything else is the user's."""
+    if not is_generated(meta_path):
+        return set()
+    try:
+        data = json.loads(read_bounded(meta_path, 16 * 2**20))
+        return {str(k) for k in data.get("files", {})}
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return set()
+
+
+def _check(
+    model: nn.Module, run: Any, data: Images, n: int, dynamic: bool, classifier: bool
+) -> tuple[float, float | None]:
+    """The artifact against the PyTorch model on the check images: in batches of ``n`` (and,
+    for a dynamic batch, also all at once)."""
+    x = data.check
+    sizes = [n] + ([len(x)] if dynamic and len(x) != n else [])
+    worst, agree, total = 0.0, 0, 0
+    for size in sizes:
+        for i in range(0, len(x) - size + 1, size):
+            xb = x[i : i + size]
+            ref = [t.float() for t in tree_flatten(_eval(model, xb))[0]]
+            got = [t.float() for t in tree_flatten(run(xb))[0]]
+            if len(ref) != len(got) or any(
+                a.shape != b.shape for a, b in zip(ref, got, strict=False)
+            ):
+                raise DlagraphError(
+                    f"the artifact's outputs {[tuple(t.shape) for t in got]} are not the model's "
+                    f"{[tuple(t.shape) for t in ref]}"
+                )
+            for a, b in zip(ref, got, strict=True):
+                scale = a.abs().max().clamp_min(1e-12)
+                worst = max(worst, ((a - b).abs().max() / scale).item())
+            if classifier:
+                agree += int((ref[0].argmax(1) == got[0].argmax(1)).sum())
+                total += len(xb)
+    return worst, (agree / total if classifier and total else None)
+
+
+# --- one maker per format: (files by extension, a function running the artifact) -----------
+
+
+def _onnx(
+    net: nn.Module, x: torch.Tensor, precision: str, dynamic: bool, data: Images, tmp: Path
+) -> Any:
+    blob = onnx_bytes(net, x, dynamic)
+    if precision == "int8":
+        blob = quantize_onnx(blob, data.calibration)
+    run = onnxruntime_session(blob)
+    return {".onnx": blob}, _wrap(run, net, x)
+
+
+def _openvino(
+    net: nn.Module, x: torch.Tensor, precision: str, dynamic: bool, data: Images, tmp: Path
+) -> Any:
+    ov = need("openvino", "openvino export")
+    calib = data.calibration if precision == "int8" else None
+    ov_model = openvino_model(net, x, dynamic, calib)
+    tmp.mkdir(parents=True, exist_ok=True)
+    xml = tmp / "model.xml"
+    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+    files = {".xml": xml.read_bytes(), ".bin": xml.with_suffix(".bin").read_bytes()}
+    run = compile_openvino(ov.Core().read_model(str(xml)))  # what was written, read back (f32)
+    return files, _wrap(run, net, x)
+
+
+def _pt2(
+    net: nn.Module, x: torch.Tensor, precision: str, dynamic: bool, data: Images, tmp: Path
+) -> Any:
+    dims = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic else None
+    from .runtimes import _Named, _quiet
+
+    model: nn.Module = _Named(net)
+    example = x
+    if precision == "bf16":
+        model, example = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    if precision == "int8":
+        from .optimize import _batch_checker, _is_deformable, _quantize
+
+        keep = [n for n, m in net.named_modules() if _is_deformable(m)]
+        step = lambda name: contextlib.nullcontext()  # noqa: E731
+        converted, _, _ = _quantize(net, data.calibration, keep, step, _batch_checker(net))
+        model = _Named(converted)
+    with _quiet(), torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=dims)
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "model.pt2"
+    torch.export.save(program, str(path))
+    loaded = torch.export.load(str(path)).module()
+    dtype = example.dtype
+
+    def run(xb: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return loaded(xb.to(dtype))
+
+    return {".pt2": path.read_bytes()}, run
+
+
+def _torchscript(
+    net: nn.Module, x: torch.Tensor, precision: str, dynamic: bool, data: Images, tmp: Path
+) -> Any:
+    from .runtimes import _quiet
+
+    model, example = net, x
+    if precision == "bf16":
+        model, example = copy.deepcopy(net).to(torch.bfloat16), x.to(torch.bfloat16)
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.freeze(torch.jit.trace(model, example, strict=False).eval())
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "model.pt"
+    traced.save(str(path))
+    with _quiet():  # torch 2.14 calls TorchScript deprecated: the format is still asked for
+        loaded = torch.jit.load(str(path))
+
+    def run(xb: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return loaded(xb.to(example.dtype))
+
+    return {".pt": path.read_bytes()}, run
+
+
+def _wrap(run: Any, net: nn.Module, x: torch.Tensor) -> Any:
+    """A runtime's flat numpy outputs in the model's output structure."""
+    from .runtimes import RuntimeModule, structure
+
+    spec, _ = structure(net, x)
+    return RuntimeModule(run, spec, "", "")
+
+
+_MAKERS = {"onnx": _onnx, "openvino": _openvino, "pt2": _pt2, "torchscript": _torchscript}

@@ -1,0 +1,227 @@
+"""dlagraph export and optimize's runtimes: every format runs in its own runtime (loaded here
+independently of dlagraph) and computes what the PyTorch model computes; int8 keeps a trained
+classifier's accuracy; bad input, foreign files and interruptions leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dlagraph
+from dlagraph.errors import DlagraphError
+
+ort = pytest.importorskip("onnxruntime")
+ov = pytest.importorskip("openvino")
+pytest.importorskip("onnxscript")
+
+TINY = "dla_tiny_digits"
+
+
+def reference(x: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(0)  # export builds a spec with seed 0, as here
+    model = dlagraph.build_module(TINY).eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def run_artifact(fmt: str, files: list[Path], x: torch.Tensor) -> torch.Tensor:
+    """The artifact run by its runtime directly, as a deployer would."""
+    path = next(p for p in files if not p.name.endswith(".json"))
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    if fmt == "openvino":
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return torch.from_numpy(compiled(x.numpy())[0])
+    if fmt == "pt2":
+        return torch.export.load(str(path)).module()(x)
+    return torch.jit.load(str(path))(x)
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "onnx",
+        pytest.param("openvino", marks=pytest.mark.slow),
+        pytest.param("pt2", marks=pytest.mark.slow),
+        pytest.param("torchscript", marks=pytest.mark.slow),
+    ],
+)
+def test_each_format_runs_in_its_runtime_and_computes_the_model(fmt: str, tmp_path: Path) -> None:
+    result = dlagraph.export(TINY, fmt, tmp_path, batch="dynamic", size=(32, 32))
+    assert result.max_error < 1e-4 and result.agreement == 1.0
+    meta = json.loads((tmp_path / f"{TINY}.{fmt}.json").read_text())
+    assert meta["format"] == fmt and meta["input"]["shape"] == ["batch", 1, 32, 32]
+    assert meta["input"]["mean"] == [0.5] and meta["num_classes"] == 10
+    assert meta["spec"] == dlagraph.load_spec(TINY).to_dict()
+    assert set(meta["files"]) == {p.name for p in result.files if not p.name.endswith(".json")}
+    for batch in (1, 5):  # any batch: the artifact was exported with a dynamic one
+        x = torch.randn(batch, 1, 32, 32)
+        got, want = run_artifact(fmt, result.files, x), reference(x)
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+
+
+def test_a_checkpoint_exports_from_the_command_line(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    model = dlagraph.build_module(TINY).eval()
+    ckpt = tmp_path / "my_digits.pth"
+    torch.save(model.state_dict(), ckpt)
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [sys.executable, "-m", "dlagraph", "export", str(ckpt), "--format", "onnx", "--size", "32",
+         "-o", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (
+        "onnx fp32 in ONNX Runtime: max error" in r.stdout and "top-1 agreement 1.0000" in r.stdout
+    )
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    got = run_artifact("onnx", [out / "my_digits.onnx"], x)
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"\x89PNG not really")
+    for kwargs, want in (
+        ({"format": "tflite"}, "format: give one of onnx, openvino, pt2, torchscript"),
+        ({"format": "onnx", "precision": "bf16"}, "onnx bf16: not supported: ONNX Runtime's"),
+        ({"format": "torchscript", "precision": "int8"}, "torchscript int8: not supported"),
+        ({"format": "onnx", "precision": "int8"}, "int8 needs --calibration"),
+        ({"format": "onnx", "calibration": "digits"}, "calibration is for int8"),
+        ({"format": "onnx", "batch": 0}, "batch: give 1 to 4096 or dynamic"),
+        ({"format": "onnx", "name": "../x"}, "name: letters, digits"),
+        ({"format": "onnx", "size": (33, 33)}, "33x33"),
+        ({"format": "onnx", "precision": "int8", "calibration": "imagenet"}, "calibration: give"),
+        ({"format": "onnx", "precision": "int8", "calibration": f"folder:{empty}"}, "no images"),
+        ({"format": "onnx", "precision": "int8", "calibration": f"folder:{broken}"}, "cannot read"),
+        ({"format": "onnx", "precision": "int8", "calibration": "folder:/nonexistent"}, "not a folder"),
+    ):  # fmt: skip
+        with pytest.raises((DlagraphError, ValueError)) as e:
+            dlagraph.export(TINY, out=out, **{"size": (32, 32), **kwargs})
+        assert want in str(e.value) and len(str(e.value).splitlines()) == 1, str(e.value)
+        assert not out.exists()
+
+
+def test_foreign_files_are_kept_and_own_files_replaced(tmp_path: Path) -> None:
+    mine = tmp_path / f"{TINY}.onnx"
+    mine.write_bytes(b"someone's model")
+    with pytest.raises(DlagraphError, match="not generated by dlagraph|--force"):
+        dlagraph.export(TINY, "onnx", tmp_path, size=(32, 32))
+    assert mine.read_bytes() == b"someone's model"
+    assert not (tmp_path / f"{TINY}.onnx.json").exists()
+    mine.unlink()
+    first = dlagraph.export(TINY, "onnx", tmp_path, size=(32, 32))
+    again = dlagraph.export(
+        TINY, "onnx", tmp_path, size=(32, 32)
+    )  # its own files: replaced without --force
+    assert [p.name for p in first.files] == [p.name for p in again.files]
+
+
+def test_an_interrupted_export_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dlagraph.deploy.export as export_module
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "onnxruntime_session", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dlagraph.export(TINY, "onnx", tmp_path / "o", size=(32, 32))
+    assert not (tmp_path / "o").exists()
+
+
+def test_without_the_deploy_extra_the_error_names_it(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['openvino'] = None\n"
+        "from dlagraph.cli import main\n"
+        "sys.exit(main(['export', 'dla_tiny_digits', '--format', 'openvino', '-o', sys.argv[1]]))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "o")], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and not (tmp_path / "o").exists()
+    assert (
+        r.stderr.strip() == "error: openvino export needs openvino: pip install 'dlagraph[deploy]'"
+    )
+
+
+def test_runtime_backends_compute_the_model_at_any_batch() -> None:
+    model = dlagraph.build_module(TINY).eval()
+    x = torch.randn(4, 1, 32, 32)
+    for backend in ("onnxruntime", "openvino"):
+        fast = dlagraph.optimize(model, backend=backend, example_input=x)
+        for batch in (1, 3):
+            xb = torch.randn(batch, 1, 32, 32)
+            with torch.no_grad():
+                assert torch.allclose(fast(xb), model(xb), atol=1e-4, rtol=1e-4), backend
+        assert (
+            fast.backend == backend
+            and "convert" in str(fast.report)
+            or "export" in str(fast.report)
+        )
+    for kwargs, want in (
+        ({"backend": "tensorrt"}, "backend: must be one of torch, openvino, onnxruntime, auto"),
+        ({"backend": "onnxruntime", "precision": "bf16", "example_input": x}, "no bf16"),
+        ({"backend": "openvino", "precision": "int8", "example_input": x}, "int8 needs calibration"),
+        ({"backend": "openvino"}, "give example_input"),
+        ({"backend": "openvino", "example_input": torch.randn(2, 3, 32, 32)}, "has 3 channels"),
+    ):  # fmt: skip
+        with pytest.raises(DlagraphError) as e:
+            dlagraph.optimize(model, **kwargs)
+        assert want in str(e.value), str(e.value)
+
+
+@pytest.mark.slow  # builds six candidates: about 30 s
+def test_auto_picks_the_fastest_faithful_candidate_and_caches_the_choice(tmp_path: Path) -> None:
+    model = dlagraph.build_module(TINY).eval()
+    x = torch.randn(8, 1, 32, 32)
+    calibration = [torch.randn(8, 1, 32, 32) for _ in range(4)]
+    cache = tmp_path / "auto.json"
+    # torch's candidates uncompiled (compiling them is the slow part, not what is tested here)
+    kw = {"backend": "auto", "example_input": x, "cache": cache, "compile": False}
+    fast = dlagraph.optimize(model, "int8", calibration, **kw)
+    report = fast.auto
+    measured = {k: v for k, v in report.rows.items() if v is not None}
+    assert report.chosen == min(measured, key=measured.__getitem__) and not report.cached
+    assert {k.split(" ")[1] for k in report.rows} <= {"fp32", "int8"}  # no bf16 asked: none tried
+    if not dlagraph.native_bf16():
+        assert not any("bf16" in k for k in report.rows)
+    again = dlagraph.optimize(model, "int8", calibration, **kw)
+    assert again.auto.cached and again.auto.chosen == report.chosen
+    with torch.no_grad():
+        assert (again(x).argmax(1) == model(x).argmax(1)).float().mean() >= 0.9
+    broken = '{"generator": "Generated by dlagraph 0", "entries": 5}'
+    cache.write_text(broken)  # a broken cache of ours is measured again and rewritten
+    third = dlagraph.optimize(model, "fp32", **kw)
+    assert not third.auto.cached and json.loads(cache.read_text())["entries"]
+    cache.write_text("someone's notes")  # a file that is not ours is never overwritten
+    dlagraph.optimize(model, "fp32", **kw)
+    assert cache.read_text() == "someone's notes"
+
+
+def test_export_cli_rejects_bad_flags(tmp_path: Path) -> None:
+    from dlagraph.cli import main
+
+    for args in (
+        ["--format", "onnx", "--batch", "many"],
+        ["--format", "onnx", "--size", "1", "2", "3"],
+    ):
+        try:
+            code = main(["export", TINY, *args, "-o", str(tmp_path / "o")])
+        except SystemExit as e:
+            code = e.code
+        assert code == 2 and not (tmp_path / "o").exists()
