@@ -502,6 +502,45 @@ def bench_fit_paper(trials: int, runs: int, precision: str = "int8") -> list[str
     return lines
 
 
+def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
+    """dlagraph.deploy.rewrites.split_roots measured on every backend: the same folded model with
+    and without it, all rows interleaved, fp32, 2 threads."""
+    import importlib.util
+
+    from dlagraph.deploy.bench import cpu_description
+    from dlagraph.deploy.rewrites import split_roots
+    from dlagraph.deploy.select import optimize
+    from dlagraph.deploy.timing import _eager, interleaved
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = dlagraph.build_module(name).eval()
+    x = torch.randn(batch, 3, 224, 224)
+    split = dlagraph.build_module(name).eval()
+    split.load_state_dict(model.state_dict())
+    n = split_roots(split, x[:1])
+    with torch.no_grad():
+        err = (split(x) - model(x)).abs().max().item()
+    backends = ["torch"] + [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
+    fns = {}
+    for b in backends:
+        for label, m in (("", model), (" + split roots", split)):
+            fns[f"{b} fp32{label}"] = _eager(optimize(m, backend=b, example_input=x), x)
+    times = interleaved(fns, runs)
+    lines = [
+        f"### Rewrite: split roots ({name}, {n} roots, batch {batch}, 224x224, 2 threads, fp32)",
+        "",
+        f"CPU: {cpu_description()}. Max difference from the unsplit model: {err:.1e}.",
+        "",
+        "| backend | ms / batch | with split roots | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for b in backends:
+        a, c = times[f"{b} fp32"], times[f"{b} fp32 + split roots"]
+        lines.append(f"| {b} | {a * 1e3:.1f} | {c * 1e3:.1f} | {a / c:.2f}x |")
+    return lines
+
+
 def targets() -> list[str]:
     """The performance targets against what this run measured."""
     m = METRICS
@@ -623,9 +662,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--fit-paper", action="store_true", help="only the fit-against-the-paper table, printed"
     )
+    ap.add_argument(
+        "--rewrites", action="store_true", help="only the rewrites table (dla36), printed"
+    )
     args = ap.parse_args(argv)
     if args.fit_paper:
         print("\n".join(bench_fit_paper(2000, 21)))
+        return 0
+    if args.rewrites:
+        print("\n".join(bench_rewrites("dla36", 8, 11)))
         return 0
     if args.update_results:
         args.out = str(RESULTS)

@@ -152,7 +152,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, targets: list, ratio:
 
 def deploy_scores(
     model: torch.nn.Module, images: torch.Tensor, test_images: torch.Tensor, test_targets: list,
-    ratio: int,
+    ratio: int, runtimes: bool = False,
 ) -> dict[str, float]:  # fmt: skip
     """mAP@0.5 after ``dlagraph.optimize`` in bf16, and in int8 calibrated on 256 training
     images (CPU inference)."""
@@ -169,7 +169,7 @@ def deploy_scores(
         out[precision] = evaluate(fast, test_images, test_targets, ratio)
         print(f"mAP@0.5, {precision} (dlagraph.optimize): {out[precision]:.4f}", flush=True)
     # int8 in the other runtimes (the same conversion `dlagraph export` writes), where installed
-    for backend in ("openvino", "onnxruntime"):
+    for backend in ("openvino", "onnxruntime") if runtimes else ():
         if importlib.util.find_spec(backend) is None:
             print(f"{backend}: not installed (pip install 'dlagraph[deploy]')", flush=True)
             continue
@@ -204,6 +204,11 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
         "--deploy",
         action="store_true",
         help="also score the model after dlagraph.optimize in bf16 and int8 (CPU inference)",
+    )
+    ap.add_argument(
+        "--runtimes",
+        action="store_true",
+        help="with --deploy: also int8 in OpenVINO and ONNX Runtime (what dlagraph export writes)",
     )
     args = ap.parse_args(argv)
     if args.threads:
@@ -261,7 +266,7 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
         torch.save({"model": model.state_dict(), "spec": spec.to_dict()}, args.save)
     scores = {"fp32": score}
     if args.deploy:
-        scores |= deploy_scores(model, images, test_images, test_targets, ratio)
+        scores |= deploy_scores(model, images, test_images, test_targets, ratio, args.runtimes)
     return scores
 
 

@@ -168,8 +168,6 @@ def test_detection_example_learns_and_keeps_its_map_in_int8_and_bf16(tmp_path: P
     assert score["fp32"] >= 0.5
     # dlagraph.optimize on the validation set: within 1 point of fp32's mAP@0.5
     assert abs(score["int8"] - score["fp32"]) <= 0.01
-    for backend in ("openvino", "onnxruntime"):  # what `dlagraph export` writes, in its runtime
-        assert abs(score[f"int8 {backend}"] - score["fp32"]) <= 0.01, backend
     if dlagraph.native_bf16():
         assert abs(score["bf16"] - score["fp32"]) <= 0.01
 
@@ -193,9 +191,11 @@ def test_detection_example_learns_and_keeps_its_map_in_int8_and_bf16(tmp_path: P
     fast = dlagraph.optimize(twin, "int8", calibration)  # bf16's lowered DCN: test_optimize.py
     assert "lowered to gather + matmul" in str(fast.report)
     assert abs(mod.evaluate(fast, images, targets, 4) - score["fp32"]) <= 0.01
-    # OpenVINO runs the DCNs natively (DeformableConvolution), the rest in int8
-    fast = dlagraph.optimize(twin, "int8", calibration, backend="openvino")
-    assert abs(mod.evaluate(fast, images, targets, 4) - score["fp32"]) <= 0.01
+    # int8 in OpenVINO and ONNX Runtime (what `dlagraph export` writes), which run the DCNs
+    # natively (DeformableConvolution, ONNX DeformConv): within 1 point of mAP@0.5 too
+    for backend in ("openvino", "onnxruntime"):
+        fast = dlagraph.optimize(twin, "int8", calibration, backend=backend)
+        assert abs(mod.evaluate(fast, images, targets, 4) - score["fp32"]) <= 0.01, backend
 
 
 def test_detection_data_boxes_enclose_their_shapes() -> None:

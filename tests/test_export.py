@@ -213,3 +213,24 @@ def test_auto_picks_the_fastest_faithful_candidate_and_caches_the_choice(tmp_pat
     cache.write_text("someone's notes")  # a file that is not ours is never overwritten
     _write(cache, {"k": {"chosen": "openvino int8", "rows": {}}})
     assert cache.read_text() == "someone's notes" and _read(cache) == {}
+
+
+def test_split_roots_computes_what_the_roots_compute() -> None:
+    from dlagraph.deploy.rewrites import SplitRoot, split_roots
+
+    for name in (
+        "dla_tiny_digits",
+        {
+            **dlagraph.load_spec("dla_tiny_digits").to_dict(),
+            "aggregation": {"residual": True, "kernel_size": 3},
+        },
+    ):
+        torch.manual_seed(0)
+        model = dlagraph.build_module(name).eval()
+        split = dlagraph.build_module(name).eval()
+        split.load_state_dict(model.state_dict())
+        x = torch.randn(2, 1, 32, 32)
+        n = split_roots(split, x)
+        assert n == sum(isinstance(m, SplitRoot) for m in split.modules()) > 0
+        with torch.no_grad():
+            assert torch.allclose(split(x), model(x), atol=1e-5)

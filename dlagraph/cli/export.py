@@ -64,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a spec file, a preset name, or a checkpoint (.pth, .safetensors)")
-    p.add_argument("--format", required=True, choices=("onnx", "openvino", "pt2", "torchscript"))
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "openvino", "pt2", "torchscript"),
+        help="onnx (ONNX Runtime), openvino (IR), pt2 (torch.export) or torchscript",
+    )
     p.add_argument(
         "--precision",
         default="fp32",
