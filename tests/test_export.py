@@ -233,4 +233,4 @@ def test_split_roots_computes_what_the_roots_compute() -> None:
         n = split_roots(split, x)
         assert n == sum(isinstance(m, SplitRoot) for m in split.modules()) > 0
         with torch.no_grad():
-            assert torch.allclose(split(x), model(x), atol=1e-5)
+            assert torch.allclose(split(x), model(x), rtol=1e-5, atol=1e-4)

@@ -134,20 +134,20 @@ def test_measure_latency_times_optimized_models() -> None:
 @pytest.mark.slow  # three searches, their fronts timed eagerly: about 20 s
 def test_fit_measure_on_the_command_line_caches_and_limits(tmp_path: Path) -> None:
     out = tmp_path / "o"
-    first = cli(*tiny("--trials", "16", "--measure", "--eager", "--no-plot", "-o", str(out)))
+    first = cli(*tiny("--trials", "12", "--measure", "--eager", "--no-plot", "-o", str(out)))
     assert first.returncode == 0, first.stderr
     assert "latency (fp32 eager, batch 1, 32x32" in first.stdout
     assert "measuring latency" in first.stderr and (out / "latency.json").exists()
     spec = next((out / "front").glob("*.yaml")).read_text()
     assert "; latency " in spec.splitlines()[0]
-    again = cli(*tiny("--trials", "16", "--measure", "--eager", "--no-plot", "-o", str(out)))
+    again = cli(*tiny("--trials", "12", "--measure", "--eager", "--no-plot", "-o", str(out)))
     assert again.returncode == 0 and "measuring latency" not in again.stderr  # the cache
     assert again.stdout == first.stdout
     none = cli(
-        *tiny("--trials", "16", "--max-latency", "1us", "--eager", "--no-plot", "-o", str(out))
+        *tiny("--trials", "12", "--max-latency", "1us", "--eager", "--no-plot", "-o", str(out))
     )
     assert none.returncode == 2 and none.stderr.strip().splitlines()[-1] == (
-        "error: no design within the budget and --max-latency after 16 trials; raise --trials "
+        "error: no design within the budget and --max-latency after 12 trials; raise --trials "
         "or the budget"
     )
 
