@@ -43,6 +43,7 @@ from .runtimes import (
     openvino_model,
     quantize_onnx,
 )
+from .timing import compare
 
 __all__ = ["export", "ExportResult", "FORMATS"]
 
@@ -263,18 +264,11 @@ def _check(
     for size in sizes:
         for i in range(0, len(x) - size + 1, size):
             xb = x[i : i + size]
-            ref = [t.float() for t in tree_flatten(_eval(model, xb))[0]]
-            got = [t.float() for t in tree_flatten(run(xb))[0]]
-            if len(ref) != len(got) or any(
-                a.shape != b.shape for a, b in zip(ref, got, strict=False)
-            ):
-                raise DlagraphError(
-                    f"the artifact's outputs {[tuple(t.shape) for t in got]} are not the model's "
-                    f"{[tuple(t.shape) for t in ref]}"
-                )
-            for a, b in zip(ref, got, strict=True):
-                scale = a.abs().max().clamp_min(1e-12)
-                worst = max(worst, ((a - b).abs().max() / scale).item())
+            try:
+                error, ref, got = compare(_eval(model, xb), run(xb))
+            except ValueError as e:
+                raise DlagraphError(f"the artifact's {e}") from None
+            worst = max(worst, error)
             if classifier:
                 agree += int((ref[0].argmax(1) == got[0].argmax(1)).sum())
                 total += len(xb)

@@ -4,8 +4,7 @@ harness, all candidates interleaved run by run so that drift hits them alike."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -13,19 +12,9 @@ import torch
 from ..spec import Spec, load_spec
 from .optimize import optimize
 from .timing import _eager, interleaved
+from .timing import threads as timing_threads
 
 __all__ = ["measure_latency"]
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def measure_latency(
@@ -46,7 +35,7 @@ def measure_latency(
     from ..backends.torch.interpret import build_module
 
     fns: dict[str, Callable[[], Any]] = {}
-    with _threads(threads):
+    with timing_threads(threads):
         for i, data in enumerate(specs):
             if progress:
                 progress(i, len(specs))

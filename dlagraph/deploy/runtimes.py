@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -249,8 +248,3 @@ def onnxruntime_session(data: bytes, threads: int | None = None) -> Callable[[An
         return session.run(None, {name: x})
 
     return run
-
-
-def cpu_threads() -> int:
-    """The threads torch uses, which the runtimes are given too (one setting for all rows)."""
-    return torch.get_num_threads() or os.cpu_count() or 1

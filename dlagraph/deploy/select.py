@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
 from .._version import __version__
 from ..errors import DlagraphError, DlagraphWarning, safe_repr
@@ -40,7 +39,8 @@ from .runtimes import (
     quantize_onnx,
     structure,
 )
-from .timing import _eager, interleaved
+from .timing import _eager, compare, interleaved
+from .timing import threads as torch_threads
 
 __all__ = ["optimize", "BACKENDS", "AutoReport"]
 
@@ -237,7 +237,7 @@ def _auto(
             "auto: no candidate kept the model's outputs: "
             + "; ".join(f"{k}: {v}" for k, v in why.items())
         )
-    with _torch_threads(threads):
+    with torch_threads(threads):
         times = interleaved({k: _eager(m, x) for k, m in built_all.items()}, runs=7)
     chosen = min(times, key=times.__getitem__)
     rows: dict[str, float | None] = {f"{b} {p}": times.get(f"{b} {p}") for b, p in candidates}
@@ -258,7 +258,7 @@ def _build(
     compile: bool,
 ) -> nn.Module:
     if backend == "torch":
-        with _torch_threads(threads), warnings.catch_warnings():
+        with torch_threads(threads), warnings.catch_warnings():
             warnings.simplefilter("ignore", DlagraphWarning)
             return optimize_torch(model, precision, calibration, compile=compile, example_input=x)  # type: ignore[arg-type]
     return _runtime(model, backend, precision, calibration, x, threads)
@@ -268,12 +268,7 @@ def _keeps_outputs(
     reference: nn.Module, m: nn.Module, x: torch.Tensor, precision: str
 ) -> str | None:
     with torch.inference_mode():
-        ref = [t.float() for t in tree_flatten(reference(x))[0]]
-        got = [t.float() for t in tree_flatten(m(x))[0]]
-    worst = max(
-        ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
-        for a, b in zip(ref, got, strict=True)
-    )
+        worst, ref, got = compare(reference(x), m(x))
     if worst > MAX_ERROR[precision]:
         return f"relative error {worst:.3f} > {MAX_ERROR[precision]}"
     dag = getattr(reference, "dag", None)
@@ -287,20 +282,7 @@ def _keeps_outputs(
 def _available(backend: str) -> bool:
     import importlib.util
 
-    module = {"torch": "torch", "openvino": "openvino", "onnxruntime": "onnxruntime"}[backend]
-    return importlib.util.find_spec(module) is not None
-
-
-class _torch_threads:  # noqa: N801 (a context manager)
-    def __init__(self, n: int | None) -> None:
-        self.n, self.old = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        if self.n:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.set_num_threads(self.old)
+    return importlib.util.find_spec(backend) is not None  # the backends' names are the packages
 
 
 def _versions() -> str:

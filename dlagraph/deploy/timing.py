@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
-__all__ = ["interleaved"]
+__all__ = ["interleaved", "threads", "compare"]
 
 
 def _eager(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], Any]:
@@ -34,3 +36,32 @@ def interleaved(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, float
             f()
             times[k].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """torch on ``n`` threads inside (None: as it is), its setting restored after."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def compare(ref_out: Any, out: Any) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
+    """The largest error of ``out`` against ``ref_out`` (relative to each reference output's
+    largest value), and both flattened (the first output's top-1 is a classifier's)."""
+    ref = [t.float() for t in tree_flatten(ref_out)[0]]
+    got = [t.float() for t in tree_flatten(out)[0]]
+    if len(ref) != len(got) or any(a.shape != b.shape for a, b in zip(ref, got, strict=False)):
+        raise ValueError(
+            f"outputs {[tuple(t.shape) for t in got]} are not the model's "
+            f"{[tuple(t.shape) for t in ref]}"
+        )
+    worst = max(
+        ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+        for a, b in zip(ref, got, strict=True)
+    )
+    return worst, ref, got
