@@ -503,12 +503,14 @@ def bench_fit_paper(trials: int, runs: int, precision: str = "int8") -> list[str
 
 
 def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
-    """dlagraph.deploy.rewrites.split_roots measured on every backend: the same folded model with
-    and without it, all rows interleaved, fp32, 2 threads."""
+    """dlagraph.deploy.rewrites measured on every backend, fp32, 2 threads, all rows of a table
+    interleaved, each rewrite alone (``rewrites=False`` keeps optimize from adding the others):
+    split roots (the same folded model with and without it) and channel padding (a DLA-36 at
+    width 0.6, whose channels are not multiples of 8, with and without it)."""
     import importlib.util
 
     from dlagraph.deploy.bench import cpu_description
-    from dlagraph.deploy.rewrites import split_roots
+    from dlagraph.deploy.rewrites import pad_channels, split_roots
     from dlagraph.deploy.select import optimize
     from dlagraph.deploy.timing import _eager, interleaved
 
@@ -525,7 +527,8 @@ def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
     fns = {}
     for b in backends:
         for label, m in (("", model), (" + split roots", split)):
-            fns[f"{b} fp32{label}"] = _eager(optimize(m, backend=b, example_input=x), x)
+            fast = optimize(m, backend=b, example_input=x, rewrites=False)
+            fns[f"{b} fp32{label}"] = _eager(fast, x)
     times = interleaved(fns, runs)
     lines = [
         f"### Rewrite: split roots ({name}, {n} roots, batch {batch}, 224x224, 2 threads, fp32)",
@@ -537,6 +540,38 @@ def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
     ]
     for b in backends:
         a, c = times[f"{b} fp32"], times[f"{b} fp32 + split roots"]
+        lines.append(f"| {b} | {a * 1e3:.1f} | {c * 1e3:.1f} | {a / c:.2f}x |")
+    # channel padding: the same weights, unpadded and padded
+    spec = dlagraph.load_spec(name).to_dict()
+    widths = [12, 20, 40, 76, 152, 308]  # DLA-36's at width 0.6, rounded to 4
+    spec["levels"] = [{**lv, "channels": c} for lv, c in zip(spec["levels"], widths, strict=True)]
+    spec = {k: v for k, v in spec.items() if k not in ("reference", "paper_name")}
+    spec["name"] = f"{name}_w060"
+    odd = dlagraph.build_module(spec).eval()
+    padded = pad_channels(odd)
+    assert padded is not None
+    with torch.no_grad():
+        err = ((padded(x) - odd(x)).abs().max() / odd(x).abs().max()).item()
+    fns = {}
+    for b in backends:
+        for label, m in (("plain", odd), ("padded", padded)):
+            fast = optimize(m, backend=b, example_input=x, rewrites=False)
+            fns[f"{b} {label}"] = _eager(fast, x)
+    times = interleaved(fns, runs)
+    macs = dlagraph.summarize(spec).macs, dlagraph.summarize(padded.dag).macs
+    lines += [
+        "",
+        f"### Rewrite: channels padded to multiples of 8 ({name} at width 0.6: "
+        f"{', '.join(map(str, widths))} channels; batch {batch}, 224x224, 2 threads, fp32)",
+        "",
+        f"MACs {macs[0] / 1e6:,.0f}M -> {macs[1] / 1e6:,.0f}M. Max difference from the "
+        f"unpadded model, relative to its largest output: {err:.1e}.",
+        "",
+        "| backend | ms / batch | padded | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for b in backends:
+        a, c = times[f"{b} plain"], times[f"{b} padded"]
         lines.append(f"| {b} | {a * 1e3:.1f} | {c * 1e3:.1f} | {a / c:.2f}x |")
     return lines
 

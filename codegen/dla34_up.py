@@ -364,6 +364,14 @@ class Dla34Up(nn.Module):
         level1 = self.base.level1(level0)  # 16 -> 32 ch, reduction 2 (levels[1])
         del level0
         level2_root = self.forward_level2(level1)
+        # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
+        dla_up_ida_3_proj_1 = self.dla_up.ida_3.proj_1(level2_root)
+        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
+        dla_up_ida_3_up_1 = self.dla_up.ida_3.up_1(dla_up_ida_3_proj_1)
+        del dla_up_ida_3_proj_1
+        # N: 64 -> 32 ch (head.down_ratio, eq. 1)
+        dla_up_ida_3_node_1 = self.dla_up.ida_3.node_1(torch.cat([level1, dla_up_ida_3_up_1], 1))
+        del level1, dla_up_ida_3_up_1
         level3_tree2_root = self.forward_level3(level2_root)
         level4_tree2_root = self.forward_level4(level3_tree2_root)
         level5_root = self.forward_level5(level4_tree2_root)
@@ -422,7 +430,7 @@ class Dla34Up(nn.Module):
         dla_up_ida_2_node_1 = self.dla_up.ida_2.node_1(
             torch.cat([level2_root, dla_up_ida_2_up_1], 1)
         )
-        del dla_up_ida_2_up_1
+        del level2_root, dla_up_ida_2_up_1
         # N: 128 -> 64 ch (head.down_ratio, eq. 1)
         dla_up_ida_2_node_2 = self.dla_up.ida_2.node_2(
             torch.cat([dla_up_ida_2_node_1, dla_up_ida_2_up_2], 1)
@@ -434,12 +442,6 @@ class Dla34Up(nn.Module):
         )
         del dla_up_ida_2_up_3
         # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
-        dla_up_ida_3_proj_1 = self.dla_up.ida_3.proj_1(level2_root)
-        del level2_root
-        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
-        dla_up_ida_3_up_1 = self.dla_up.ida_3.up_1(dla_up_ida_3_proj_1)
-        del dla_up_ida_3_proj_1
-        # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
         dla_up_ida_3_proj_2 = self.dla_up.ida_3.proj_2(dla_up_ida_2_node_1)
         del dla_up_ida_2_node_1
         # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
@@ -448,28 +450,25 @@ class Dla34Up(nn.Module):
         # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
         dla_up_ida_3_proj_3 = self.dla_up.ida_3.proj_3(dla_up_ida_2_node_2)
         del dla_up_ida_2_node_2
-        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
-        dla_up_ida_3_up_3 = self.dla_up.ida_3.up_3(dla_up_ida_3_proj_3)
-        del dla_up_ida_3_proj_3
         # P: 64 -> 32 ch, reduction 4 (head.down_ratio, eq. 1)
         dla_up_ida_3_proj_4 = self.dla_up.ida_3.proj_4(dla_up_ida_2_node_3)
         del dla_up_ida_2_node_3
-        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
-        dla_up_ida_3_up_4 = self.dla_up.ida_3.up_4(dla_up_ida_3_proj_4)
-        del dla_up_ida_3_proj_4
-        # N: 64 -> 32 ch (head.down_ratio, eq. 1)
-        dla_up_ida_3_node_1 = self.dla_up.ida_3.node_1(torch.cat([level1, dla_up_ida_3_up_1], 1))
-        del level1, dla_up_ida_3_up_1
         # N: 64 -> 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_node_2 = self.dla_up.ida_3.node_2(
             torch.cat([dla_up_ida_3_node_1, dla_up_ida_3_up_2], 1)
         )
         del dla_up_ida_3_node_1, dla_up_ida_3_up_2
+        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
+        dla_up_ida_3_up_3 = self.dla_up.ida_3.up_3(dla_up_ida_3_proj_3)
+        del dla_up_ida_3_proj_3
         # N: 64 -> 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_node_3 = self.dla_up.ida_3.node_3(
             torch.cat([dla_up_ida_3_node_2, dla_up_ida_3_up_3], 1)
         )
         del dla_up_ida_3_node_2, dla_up_ida_3_up_3
+        # U: x2 bilinear-initialised, 32 ch (head.down_ratio, eq. 1)
+        dla_up_ida_3_up_4 = self.dla_up.ida_3.up_4(dla_up_ida_3_proj_4)
+        del dla_up_ida_3_proj_4
         # N: 64 -> 32 ch (head.down_ratio, eq. 1)
         dla_up_ida_3_node_4 = self.dla_up.ida_3.node_4(
             torch.cat([dla_up_ida_3_node_3, dla_up_ida_3_up_4], 1)

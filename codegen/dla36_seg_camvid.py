@@ -316,7 +316,6 @@ class Dla36SegCamvid(nn.Module):
         level2_root = self.forward_level2(level1)
         level3_tree2_root = self.forward_level3(level2_root)
         level4_tree2_root = self.forward_level4(level3_tree2_root)
-        level5_root = self.forward_level5(level4_tree2_root)
         # P: 64 -> 32 ch, reduction 4 (head.ida_channels, eq. 1)
         ida_up_proj_1 = self.ida_up.proj_1(level2_root)
         del level2_root
@@ -331,25 +330,26 @@ class Dla36SegCamvid(nn.Module):
         del ida_up_proj_2
         # P: 256 -> 32 ch, reduction 8 (head.ida_channels, eq. 1)
         ida_up_proj_3 = self.ida_up.proj_3(level4_tree2_root)
-        del level4_tree2_root
-        # U: x4 bilinear-initialised, 32 ch (head.ida_channels, eq. 1)
-        ida_up_up_3 = self.ida_up.up_3(ida_up_proj_3)
-        del ida_up_proj_3
-        # P: 512 -> 32 ch, reduction 8 (head.ida_channels, eq. 1)
-        ida_up_proj_4 = self.ida_up.proj_4(level5_root)
-        del level5_root
-        # U: x4 bilinear-initialised, 32 ch (head.ida_channels, eq. 1)
-        ida_up_up_4 = self.ida_up.up_4(ida_up_proj_4)
-        del ida_up_proj_4
         # N: 64 -> 32 ch (head.upsample, eq. 1)
         ida_up_node_1 = self.ida_up.node_1([level1, ida_up_up_1])
         del level1, ida_up_up_1
+        # U: x4 bilinear-initialised, 32 ch (head.ida_channels, eq. 1)
+        ida_up_up_3 = self.ida_up.up_3(ida_up_proj_3)
+        del ida_up_proj_3
         # N: 64 -> 32 ch (head.upsample, eq. 1)
         ida_up_node_2 = self.ida_up.node_2([ida_up_node_1, ida_up_up_2])
         del ida_up_node_1, ida_up_up_2
         # N: 64 -> 32 ch (head.upsample, eq. 1)
         ida_up_node_3 = self.ida_up.node_3([ida_up_node_2, ida_up_up_3])
         del ida_up_node_2, ida_up_up_3
+        level5_root = self.forward_level5(level4_tree2_root)
+        del level4_tree2_root
+        # P: 512 -> 32 ch, reduction 8 (head.ida_channels, eq. 1)
+        ida_up_proj_4 = self.ida_up.proj_4(level5_root)
+        del level5_root
+        # U: x4 bilinear-initialised, 32 ch (head.ida_channels, eq. 1)
+        ida_up_up_4 = self.ida_up.up_4(ida_up_proj_4)
+        del ida_up_proj_4
         # N: 64 -> 32 ch (head.upsample, eq. 1)
         ida_up_node_4 = self.ida_up.node_4([ida_up_node_3, ida_up_up_4])
         del ida_up_node_3, ida_up_up_4

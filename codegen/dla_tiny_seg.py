@@ -312,27 +312,27 @@ class DlaTinySeg(nn.Module):
         # P: 32 -> 16 ch, reduction 8 (head.ida_channels, eq. 1)
         ida_up_proj_2 = self.ida_up.proj_2(level3_tree2_root)
         del level3_tree2_root
-        # U: x4 bilinear-initialised, 16 ch (head.ida_channels, eq. 1)
-        ida_up_up_2 = self.ida_up.up_2(ida_up_proj_2)
-        del ida_up_proj_2
         # P: 48 -> 16 ch, reduction 8 (head.ida_channels, eq. 1)
         ida_up_proj_3 = self.ida_up.proj_3(level4_root)
         del level4_root
-        # U: x4 bilinear-initialised, 16 ch (head.ida_channels, eq. 1)
-        ida_up_up_3 = self.ida_up.up_3(ida_up_proj_3)
-        del ida_up_proj_3
         # P: 64 -> 16 ch, reduction 8 (head.ida_channels, eq. 1)
         ida_up_proj_4 = self.ida_up.proj_4(level5_root)
         del level5_root
-        # U: x4 bilinear-initialised, 16 ch (head.ida_channels, eq. 1)
-        ida_up_up_4 = self.ida_up.up_4(ida_up_proj_4)
-        del ida_up_proj_4
         # N: 32 -> 16 ch (head.upsample, eq. 1)
         ida_up_node_1 = self.ida_up.node_1([level1, ida_up_up_1])
         del level1, ida_up_up_1
+        # U: x4 bilinear-initialised, 16 ch (head.ida_channels, eq. 1)
+        ida_up_up_2 = self.ida_up.up_2(ida_up_proj_2)
+        del ida_up_proj_2
         # N: 32 -> 16 ch (head.upsample, eq. 1)
         ida_up_node_2 = self.ida_up.node_2([ida_up_node_1, ida_up_up_2])
         del ida_up_node_1, ida_up_up_2
+        # U: x4 bilinear-initialised, 16 ch (head.ida_channels, eq. 1)
+        ida_up_up_3 = self.ida_up.up_3(ida_up_proj_3)
+        del ida_up_proj_3
+        # U: x4 bilinear-initialised, 16 ch (head.ida_channels, eq. 1)
+        ida_up_up_4 = self.ida_up.up_4(ida_up_proj_4)
+        del ida_up_proj_4
         # N: 32 -> 16 ch (head.upsample, eq. 1)
         ida_up_node_3 = self.ida_up.node_3([ida_up_node_2, ida_up_up_3])
         del ida_up_node_2, ida_up_up_3

@@ -40,12 +40,15 @@ from torch.utils._pytree import tree_map
 from ..errors import DlagraphError, DlagraphWarning, safe_repr
 from ..system import cpu_description, native_bf16
 from .deform import LoweredDCN
-from .rewrites import split_roots
+from .rewrites import pad_channels, split_roots
 
 __all__ = ["PRECISIONS", "OptimizedModule", "optimize"]
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+# fp32 lanes of the vector unit the rewrites pad channels to: 8 on AVX2; AVX-512's 16 was not
+# measured on such a CPU, and 16 on AVX2 was slower than 8 on every backend
+SIMD_FP32 = 8
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
 
@@ -159,6 +162,7 @@ def optimize(
     compile: bool = True,
     example_input: torch.Tensor | None = None,
     progress: Callable[[str, float | None], None] | None = None,
+    rewrites: bool = True,
 ) -> OptimizedModule:
     """A copy of ``model`` ready for fast CPU inference in ``precision``.
 
@@ -177,6 +181,9 @@ def optimize(
             int8 compiles with its first calibration batch).
         progress: called as ``progress(step, None)`` when a step starts and
             ``progress(step, seconds)`` when it ends (the CLI shows them).
+        rewrites: apply the rewrites measured to win (:mod:`dlagraph.deploy.rewrites`): when
+            compiled, levels' channels padded to a multiple of 8 (fp32, int8) and each
+            aggregation root's conv split per input (fp32); ``False`` for an A/B comparison.
 
     Returns:
         An :class:`OptimizedModule`; ``.report`` lists the steps and their times.
@@ -208,18 +215,23 @@ def optimize(
         say(name, report.steps[name])
 
     with step("fold BN"):
-        net = _prepare(model)
+        # channel padding: measured 1.25-1.31x in compiled fp32, 1.04x in int8
+        # (docs/deployment.md); bf16 not measured (no CPU here has it), so not padded
+        pad = compile and rewrites and precision in ("fp32", "int8")
+        net = _prepare(model, SIMD_FP32 if pad else None)
+    if getattr(net, "channels_padded_to", None):
+        report.notes.append(f"levels' channels padded to multiples of {SIMD_FP32}")
     check = _batch_checker(net)
     if example_input is not None:
         check(example_input, "example_input")
-    if precision == "fp32" and compile:
+    if precision == "fp32" and compile and rewrites:
         # measured on DLA-36 (benchmarks/bench.py --rewrites): 1.14x in compiled fp32; slower
         # in int8 (0.94x), OpenVINO (0.89x) and ONNX Runtime (0.94x), which keep the concat
-        with step("split roots"):
-            if split_roots(net, _probe(net)):
-                report.notes.append("aggregation roots' convs split per input (no concat)")
-            else:
-                del report.steps["split roots"]
+        start = time.perf_counter()
+        probe = example_input[:1] if example_input is not None else _probe(net)
+        if split_roots(net, probe):
+            report.steps["split roots"] = time.perf_counter() - start
+            report.notes.append("aggregation roots' convs split per input (no concat)")
     deformable = [name for name, m in net.named_modules() if _is_deformable(m)]
     if deformable and compile:
         _replace(net, deformable, LoweredDCN)
@@ -285,8 +297,9 @@ def _warn_emulated_bf16() -> None:
     )
 
 
-def _prepare(model: nn.Module | Any) -> nn.Module:
-    """A folded, channels_last, eval-mode copy of ``model`` (built first if it is a spec)."""
+def _prepare(model: nn.Module | Any, pad: int | None = None) -> nn.Module:
+    """A folded, channels_last, eval-mode copy of ``model`` (built first if it is a spec), its
+    levels' channels padded to a multiple of ``pad`` where they are not (:func:`.pad_channels`)."""
     from ..backends.torch.modules import fold_batchnorm
 
     if not isinstance(model, nn.Module):
@@ -299,7 +312,7 @@ def _prepare(model: nn.Module | Any) -> nn.Module:
         raise DlagraphError(
             "optimize folds BatchNorm's running statistics: call model.eval() first"
         )
-    net = copy.deepcopy(model).eval()
+    net = (pad and pad_channels(model, pad)) or copy.deepcopy(model).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     fold_batchnorm(net)  # CenterNet's DeformConv too

@@ -13,6 +13,7 @@ from typing import Any
 import networkx as nx
 
 from ...ir.graph import inputs, op, stages, view
+from ...ir.memory import run_order
 from ...names import var_name
 from .layout import call_parts, del_lines, source, wrap_statement
 
@@ -59,13 +60,11 @@ class Bodies:
 def bodies(g: nx.DiGraph) -> Bodies:
     out = Bodies()
     facts = {lv["index"]: lv for lv in g.graph["levels"]}
-    top: list[Item] = []
+    top: dict[str, Item] = {}
     var = {g.graph["input"]: "x"}
-    backbone: set[str] = set()
     for st in stages(g):
-        backbone |= set(st["nodes"])
         if len(st["nodes"]) == 1:
-            top.append(_statement(g, st["output"], var))
+            top[st["output"]] = _statement(g, st["output"], var)
             out.steps.append((st["index"], f"self.{g.nodes[st['output']]['layout']['module']}"))
             continue
         name = f"forward_level{st['index']}"
@@ -86,16 +85,15 @@ def bodies(g: nx.DiGraph) -> Bodies:
         )
         out.steps.append((st["index"], f"self.{name}"))
         read = var.get(st["input"], var_name(st["input"]))
-        top.append(([f"{ret} = self.{name}({read})"], ret, [read]))
+        top[st["output"]] = ([f"{ret} = self.{name}({read})"], ret, [read])
     output = g.graph["output"]
-    for n in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["index"]):
-        if n in backbone or n in (g.graph["input"], output) or g.nodes[n]["layout"].get("unused"):
-            continue
-        top.append(_statement(g, n, var))
+    # the steps and the head's nodes in the order that keeps the fewest activations alive
+    order = [n for n in run_order(g) if n != output]
+    lines = [top[n] if n in top else _statement(g, n, var) for n in order]
     ins = [var.get(u, var_name(u)) for u in inputs(g, output)]
     ret = source(op(g, output).call(view(g, output)), ins, None)
-    top.append(([f"return {ret}"], "", ins))
-    out.forward = _with_frees(top, set(ins))
+    lines.append(([f"return {ret}"], "", ins))
+    out.forward = _with_frees(lines, set(ins))
     definition = op(g, output)
     out.return_type = definition.return_type(view(g, output))  # type: ignore[attr-defined]
     return out

@@ -31,7 +31,8 @@ from ...checkpoints.read import read_owned
 from ...errors import DlagraphError
 from ...ir.analysis import static_params
 from ...ir.compile import compile_spec
-from ...ir.graph import check, describe, inputs, op, stages, topo_order, view
+from ...ir.graph import check, describe, inputs, op, stages, view
+from ...ir.memory import run_order
 from ...ir.ops import Expr, In, Sym
 from ...names import class_name, var_name
 from ...spec import Spec
@@ -143,33 +144,28 @@ def _checkpointed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _fx_graph(g: nx.DiGraph, checkpoint: bool = False) -> fx.Graph:
     """The network's forward: the backbone as one call per step (stem, conv levels, one level
-    module per tree level), then the head's nodes. ``checkpoint`` wraps each step in activation
-    checkpointing (timm's ``set_grad_checkpointing``)."""
+    module per tree level) and the head's nodes, in :func:`~dlagraph.ir.memory.run_order`.
+    ``checkpoint`` wraps each step in activation checkpointing (timm's
+    ``set_grad_checkpointing``)."""
     graph = fx.Graph()
     em = _Emitter(g, graph)
     em.env[g.graph["input"]] = graph.placeholder("x")
-    inside: set[str] = set()
-    for st in stages(g):
-        inside |= set(st["nodes"])
-        x = em.env[st["input"]]
-        name = var_name(st["output"])
-        if checkpoint:
-            mod = graph.create_node("get_attr", st["module"], name=f"{name}_module")
-            em.env[st["output"]] = graph.create_node(
-                "call_function", _checkpointed, (mod, x), name=name
-            )
-        elif len(st["nodes"]) == 1:
-            em.node(st["output"])
-        else:
-            em.env[st["output"]] = graph.create_node("call_module", st["module"], (x,), name=name)
-    for n in topo_order(g):
-        if n in inside or n in em.env or g.nodes[n]["layout"].get("unused"):
-            continue  # the backbone ran above; unused nodes are checkpoint-only
-        if n == g.graph["output"]:
+    steps = {st["output"]: st for st in stages(g)}
+    for n in run_order(g):
+        st = steps.get(n)
+        if st is None and n == g.graph["output"]:
             ins = inputs(g, n)
             graph.output(em.value(op(g, n).call(view(g, n)), n, ins, None))
-        else:
+        elif st is None or len(st["nodes"]) == 1 and not checkpoint:
             em.node(n)
+        else:
+            x = em.env[st["input"]]
+            name = var_name(st["output"])
+            if checkpoint:
+                mod = graph.create_node("get_attr", st["module"], name=f"{name}_module")
+                em.env[n] = graph.create_node("call_function", _checkpointed, (mod, x), name=name)
+            else:
+                em.env[n] = graph.create_node("call_module", st["module"], (x,), name=name)
     graph.lint()
     return graph
 

@@ -1,0 +1,114 @@
+"""The deployment rewrites only dlagraph can make (dlagraph.deploy.rewrites): channel padding
+keeps every output; optimize applies it where it was measured to win and says so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import dlagraph
+from dlagraph.deploy.rewrites import pad_channels
+
+from .helpers import exec_generated
+
+
+def odd(name: str, channels: list[int], **changes: Any) -> dict[str, Any]:
+    """A preset with other level widths (not multiples of 8)."""
+    spec = dlagraph.load_spec(name).to_dict()
+    spec["levels"] = [{**lv, "channels": c} for lv, c in zip(spec["levels"], channels, strict=True)]
+    return {**spec, "name": f"{name}_odd", **changes}
+
+
+def randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """Trained-looking BN statistics, so zero-padded channels would show if they leaked."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+CASES = {
+    "basic": (odd("dla_tiny_digits", [6, 12, 20, 36, 100]), (2, 1, 32, 32)),
+    "bottleneck, residual roots, 3x3": (
+        odd(
+            "dla_tiny_digits",
+            [6, 12, 20, 36, 100],
+            block={"type": "bottleneck"},
+            aggregation={"residual": True, "kernel_size": 3},
+        ),
+        (2, 1, 32, 32),
+    ),
+    # level 2 stays apart from the head's 16 IDA channels (equal, the head drops a projection)
+    "segmentation (IDA up)": (odd("dla_tiny_seg", [6, 20, 20, 28, 44, 60]), (2, 3, 64, 64)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_padded_copy_computes_the_same_outputs(case: str) -> None:
+    spec, shape = CASES[case]
+    torch.manual_seed(0)
+    model = randomised(dlagraph.build_module(spec))
+    padded = pad_channels(model)
+    assert padded is not None
+    levels = padded.dag.graph["spec"]["levels"]
+    assert all(lv["channels"] % 8 == 0 for lv in levels)
+    assert [lv["channels"] for lv in levels] != [lv["channels"] for lv in spec["levels"]]
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        want, got = model(x), padded(x)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    assert model.dag.graph["spec"]["levels"] == spec["levels"]  # the original is left alone
+
+
+def test_nothing_to_pad_or_nothing_padded_exactly() -> None:
+    assert pad_channels(dlagraph.build_module("dla_tiny_digits").eval()) is None  # all 8k
+    spec, _ = CASES["basic"]
+    assert pad_channels(dlagraph.build_module(spec)) is None  # still training: BN not fixed
+    generated = exec_generated(dlagraph.generate_source(spec))().eval()
+    assert pad_channels(generated) is None  # no spec to rebuild from
+    assert pad_channels(dlagraph.build_module(spec).eval(), multiple=1) is None
+    # padded to 16 channels, level 2 would equal the IDA width and lose its projection
+    seg = odd("dla_tiny_seg", [6, 10, 20, 28, 44, 60])
+    assert pad_channels(dlagraph.build_module(seg).eval()) is None
+
+
+def test_optimize_pads_in_compiled_fp32_and_says_so() -> None:
+    spec, shape = CASES["basic"]
+    model = randomised(dlagraph.build_module(spec))
+    x = torch.randn(*shape)
+    fast = dlagraph.optimize(model, example_input=x)
+    assert "padded to multiples of 8" in str(fast.report)
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max() <= 1e-4 * model(x).abs().max()
+    # a generated class has no spec to pad from; its roots are still split (it once raised)
+    generated = exec_generated(dlagraph.generate_source(spec))().eval()
+    generated.load_state_dict(model.state_dict())
+    fast = dlagraph.optimize(generated, example_input=x)
+    assert "padded" not in str(fast.report) and "split per input" in str(fast.report)
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max() <= 1e-4 * model(x).abs().max()
+
+
+def test_openvino_pads_and_onnxruntime_does_not() -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    spec, shape = CASES["basic"]
+    model = randomised(dlagraph.build_module(spec))
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        want = model(x)
+    for backend, padded in (("openvino", True), ("onnxruntime", False)):
+        fast = dlagraph.optimize(model, backend=backend, example_input=x)
+        assert ("padded to multiples of 8" in str(fast.report)) == padded, backend
+        assert (fast(x) - want).abs().max() <= 1e-4 * want.abs().max()
+    plain = dlagraph.optimize(model, backend="openvino", example_input=x, rewrites=False)
+    assert "padded" not in str(plain.report)
+    with pytest.raises(dlagraph.DlagraphError, match="rewrites=False"):
+        dlagraph.optimize(model, backend="auto", example_input=x, rewrites=False)
