@@ -24,7 +24,7 @@ from ..ir.compile import compile_spec
 from ..ir.graph import channels, inputs, op, topo_order, view
 from ..ir.ops import box
 
-__all__ = ["draw", "DrawOptions"]
+__all__ = ["draw", "DrawOptions", "cluster_path", "cluster_title"]
 
 IDA_COLOR = "#c0392b"
 _IDA = {"color": IDA_COLOR, "penwidth": "2", "fontcolor": IDA_COLOR}
@@ -40,6 +40,9 @@ class DrawOptions:
     input_size: tuple[int, int] | None = None  # for shape labels; default: the smallest valid
     legend: bool = True
     ir: bool = False  # show IR attributes (ids, spec paths, ports) in labels
+    ids: bool = (
+        False  # SVG element ids from node names (n:NAME, c:CLUSTER, e:U->V), for the HTML view
+    )
 
 
 def _level_of(n: str) -> str:
@@ -164,6 +167,8 @@ def draw(spec: Any, **options: Any) -> graphviz.Digraph:
                 attrs.update(_IDA)
             if _role(g, n) in ("L1", "L2") and len(ins) == 2 and u == ins[1]:
                 attrs.update(style="dashed")  # the shortcut
+            if opts.ids:
+                attrs["id"] = f"e:{du}->{dv}"
             dot.edge(_id(du), _id(dv), **{k: v for k, v in attrs.items() if v != ""})
     if opts.legend:
         _legend(dot)
@@ -174,21 +179,42 @@ def _id(n: str) -> str:
     return n.replace(".", "_")
 
 
+def cluster_path(g: nx.DiGraph, key: str) -> list[str]:
+    """The clusters a drawn node sits in, outermost first: its level (``level3``, the stem in
+    ``level0``) then each HDA subtree (``level3.tree1`` …), or ``head`` then each dotted module
+    path (``dla_up``, ``dla_up.ida_0`` …) or, for a CenterNet task head, ``heads``; none for the
+    input and output."""
+    if key in (g.graph["input"], g.graph["output"]):
+        return []
+    parts = key.split(".")
+    top = _level_of(key)
+    if top.startswith("level"):
+        return [top] + [".".join(parts[:i]) for i in range(2, len(parts))]
+    if g.nodes[key].get("op") == "head_branch":  # CenterNet's task heads (hm, wh, reg …)
+        return ["head", "heads"]
+    return ["head"] + [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def cluster_title(g: nx.DiGraph, name: str) -> str:
+    """A cluster's caption: the level's (``Level 4: HDA depth 2, 128 ch (level3)``), ``head``,
+    or the subtree's path below its level."""
+    if name == "head":
+        return name
+    if "." not in name and name.startswith("level"):
+        return _level_title(g, name)
+    return name.split(".", 1)[-1]
+
+
 def _clusters(
     dot: graphviz.Digraph, g: nx.DiGraph, drawn: dict[str, list[str]], opts: DrawOptions
 ) -> None:
     """Nested clusters: a level, then each HDA subtree (``level3.tree1`` …) inside it."""
     tree: dict[str, Any] = {}
     for key in drawn:
-        parts = key.split(".")
-        top = _level_of(key)
         if drawn[key][0] in (g.graph["input"], g.graph["output"]):
             dot.node(_id(key), **_attrs_for(g, key, drawn, opts))
             continue
-        if top.startswith("level"):
-            path = [top] + [".".join(parts[:i]) for i in range(2, len(parts))]
-        else:  # head nodes: a cluster, with nested clusters for dotted paths (dla_up.ida_0 …)
-            path = ["head"] + [".".join(parts[:i]) for i in range(1, len(parts))]
+        path = cluster_path(g, key)
         node = tree
         for p in path:
             node = node.setdefault(p, {})
@@ -196,10 +222,11 @@ def _clusters(
 
     def emit(parent: graphviz.Digraph, name: str, sub: dict[str, Any], depth: int) -> None:
         with parent.subgraph(name=f"cluster_{_id(name)}") as c:
+            if opts.ids:
+                c.attr(id=f"c:{name}")
             if depth == 0:
-                title = _level_title(g, name) if name.startswith("level") else "head"
                 c.attr(
-                    label=title,
+                    label=cluster_title(g, name),
                     style="rounded,filled",
                     fillcolor="#fbfcfc",
                     color="#7f8c8d",
@@ -207,7 +234,7 @@ def _clusters(
                 )
             else:
                 c.attr(
-                    label=name.split(".", 1)[-1],
+                    label=cluster_title(g, name),
                     style="rounded,dashed",
                     color="#95a5a6",
                     fontsize="9",
@@ -228,8 +255,10 @@ def _attrs_for(
 ) -> dict[str, str]:
     members = drawn[key]
     if len(members) == 1 and members[0] == key:
-        return _node_attrs(g, key, opts)
-    return _collapsed_attrs(g, key, members)
+        attrs = _node_attrs(g, key, opts)
+    else:
+        attrs = _collapsed_attrs(g, key, members)
+    return {**attrs, "id": f"n:{key}"} if opts.ids else attrs
 
 
 def _legend(dot: graphviz.Digraph) -> None:

@@ -32,7 +32,14 @@ def _graph_json(g: nx.DiGraph) -> str:
     return json.dumps(data, indent=1) + "\n"
 
 
-def _diagram(g: nx.DiGraph, out: Path, args: argparse.Namespace, notes: list[str]) -> dict:
+def _diagram(
+    g: nx.DiGraph,
+    out: Path,
+    args: argparse.Namespace,
+    notes: list[str],
+    size: tuple[int, int],
+) -> dict:
+    """The .dot, the .svg and the interactive .html view (where Graphviz can lay it out)."""
     name = g.graph["name"]
     dot = draw(g)
     files: dict[Path, str | bytes] = {out / f"{name}.dot": dot.source}
@@ -43,8 +50,14 @@ def _diagram(g: nx.DiGraph, out: Path, args: argparse.Namespace, notes: list[str
         return files
     if svg is None:
         notes.append(f"note: no {name}.svg: {install_hint('svg')}")
-    else:
-        files[out / f"{name}.svg"] = svg
+        return files
+    files[out / f"{name}.svg"] = svg
+    from ..backends.html import html_view  # the state_dict names: torch, on the meta device
+
+    try:
+        files[out / f"{name}.html"] = html_view(g, input_size=size, timeout=args.diagram_timeout)
+    except DlagraphError as e:
+        notes.append(f"note: no {name}.html: {e}")
     return files
 
 
@@ -62,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
     notes: list[str] = []
     if not args.no_diagram:
-        files.update(_diagram(g, out, args, notes))
+        files.update(_diagram(g, out, args, notes, size))
     write_outputs(files, force=args.force)
     title = spec.name + (f" ({spec.paper_name})" if spec.paper_name else "")
     ref = f", equals {spec.reference}" if spec.reference else ""
@@ -143,7 +156,7 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
         action="store_true",
         help="generated source gets fold_bn(): BatchNorm folded into convs, channels_last",
     )
-    b.add_argument("--no-diagram", action="store_true", help="write no .dot or .svg")
+    b.add_argument("--no-diagram", action="store_true", help="write no .dot, .svg or .html")
     add_timeout_option(b)
 
 

@@ -1,4 +1,5 @@
-"""``dlagraph draw``: the aggregation-tree diagram of a spec (svg, png, pdf or dot)."""
+"""``dlagraph draw``: the aggregation-tree diagram of a spec (svg, png, pdf or dot), or its
+interactive view (html)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,36 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+VIEW_FORMATS = (*FORMATS, "html")
+
+
+def output_format(out: Path, fmt: str | None) -> str:
+    """The format of ``-o FILE`` (its suffix), checked against ``--format`` when given."""
+    suffix = out.suffix.lstrip(".").lower()
+    if fmt is not None and suffix != fmt:
+        raise DlagraphError(
+            f"{out}: --format {fmt} writes a .{fmt} file; give -o NAME.{fmt} (or leave --format "
+            "out: the suffix says it)"
+        )
+    if suffix not in VIEW_FORMATS:
+        raise DlagraphError(
+            f"{out}: unknown diagram format {clip(repr(suffix))}; use one of "
+            f"{', '.join('.' + f for f in VIEW_FORMATS)}"
+        )
+    return suffix
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    fmt = out.suffix.lstrip(".").lower()
-    if fmt not in FORMATS:
-        raise DlagraphError(
-            f"{out}: unknown diagram format {clip(repr(fmt))}; use one of "
-            f"{', '.join('.' + f for f in FORMATS)}"
-        )
+    fmt = output_format(out, args.format)
+    if fmt == "html":
+        from ..backends.html import html_view
+
+        size = tuple(args.input_size) if args.input_size else None
+        page = html_view(args.spec, input_size=size, timeout=args.diagram_timeout)
+        write_outputs({out: page}, force=args.force)
+        print(f"wrote {out}")
+        return 0
     dot = draw(args.spec, **_options(args))
     try:
         data = render(dot, fmt, args.diagram_timeout)
@@ -56,7 +79,14 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("spec", help="a spec file (YAML) or a preset name")
-    d.add_argument("-o", "--output", required=True, help="FILE.svg, .png, .pdf or .dot")
+    d.add_argument(
+        "-o", "--output", required=True, help="FILE.svg, .png, .pdf, .dot, or .html (interactive)"
+    )
+    d.add_argument(
+        "--format",
+        choices=VIEW_FORMATS,
+        help="the output's format (default: -o's suffix); html: the interactive view, one file",
+    )
     d.add_argument("--force", action="store_true", help="overwrite files dlagraph did not write")
     add_timeout_option(d)
     d.add_argument(
@@ -91,7 +121,8 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        help="input size for --labels shapes (default: the smallest valid size from 224)",
+        help="input size for --labels shapes and the html view's shapes and MACs (default: the "
+        "smallest valid size from 224)",
     )
     d.add_argument("--ir", action="store_true", help="show node ids and spec paths")
     d.add_argument("--no-legend", action="store_true", help="leave out the legend")

@@ -10,13 +10,13 @@ import argparse
 from pathlib import Path
 
 from .._version import __version__
-from ..errors import clip, one_line
+from ..errors import DlagraphError, clip, one_line
 from ..io import MARKER, write_outputs
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..spec import spec_to_yaml
 from ..spec.overrides import parse_sets
-from .common import count
+from .common import add_timeout_option, count
 
 __all__ = ["add_infer_arguments", "run_infer", "add_diff_arguments", "run_diff"]
 
@@ -68,10 +68,25 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from ..tools.diff import diff_text, load_side
+    from ..tools.diff import diff_marks, diff_text, load_side
 
+    if args.format == "html":
+        if args.output is None:
+            raise DlagraphError("--format html: give the page's file, -o NAME.html")
+        out = Path(args.output)
+        if out.suffix.lower() != ".html":
+            raise DlagraphError(f"{out}: --format html writes a .html file; give -o NAME.html")
+    elif args.output is not None:
+        raise DlagraphError("-o: the text report goes to stdout; -o is for --format html")
     a, b = load_side(args.a, args.name), load_side(args.b, args.name)
-    print(diff_text(a, b, examples=args.examples))
+    if args.format == "text":
+        print(diff_text(a, b, examples=args.examples))
+        return 0
+    from ..backends.html import html_view
+
+    page = html_view(b.spec, shapes=b.shapes, diff=diff_marks(a, b), timeout=args.diagram_timeout)
+    write_outputs({out: page}, force=args.force)
+    print(f"wrote {out}")
     return 0
 
 
@@ -88,3 +103,13 @@ def add_diff_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--name", help="the spec name of a checkpoint side (default: from its file name)"
     )
+    p.add_argument(
+        "--format",
+        choices=("text", "html"),
+        default="text",
+        help="text: the report on stdout (default); html: B's interactive view with what "
+        "differs from A marked, written to -o",
+    )
+    p.add_argument("-o", "--output", metavar="FILE.html", help="the page of --format html")
+    p.add_argument("--force", action="store_true", help="overwrite a file dlagraph did not write")
+    add_timeout_option(p)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import clip, one_line
 from ..heads import get_head_type, registered_heads
@@ -21,6 +22,9 @@ from ..ir.compile import compile_spec
 from ..spec import Spec, load_spec
 from .infer import Shapes, expected_shapes, infer_checkpoint
 
+if TYPE_CHECKING:
+    from ..backends.html import DiffMarks
+
 __all__ = [
     "Side",
     "load_side",
@@ -28,6 +32,7 @@ __all__ = [
     "diff_tensors",
     "diff_text",
     "first_difference",
+    "diff_marks",
     "CHECKPOINT_SUFFIXES",
 ]
 
@@ -278,3 +283,45 @@ def diff_text(a: Side, b: Side, examples: int = 3) -> str:
     if not groups:
         lines.append("  the same tensors, names and shapes")
     return "\n".join(lines)
+
+
+def diff_marks(a: Side, b: Side) -> DiffMarks:
+    """What ``dlagraph diff A B --format html`` marks on B's view: each node of B whose tensors
+    A lacks (added), reshapes (changed) or holds under another name (renamed), or whose op or
+    options differ from A's node of the same name; the level table; the tensors only A has."""
+    from ..backends.html import DiffMarks
+
+    d = diff_tensors(a.shapes, b.shapes)
+    status: dict[str, str] = {}
+    for kind, keys in (
+        ("renamed", [new for _, new in d.renamed]),
+        ("changed", [k for k, _, _ in d.reshaped]),
+        ("added", d.added),
+    ):  # the strongest mark wins: added over changed over renamed
+        for k in keys:
+            status[k] = kind
+    ga, gb = compile_spec(a.spec), compile_spec(b.spec)
+    marks: dict[str, str] = {}
+    rank = {"renamed": 0, "changed": 1, "added": 2}
+    for n, attrs in gb.nodes(data=True):
+        module = attrs["layout"].get("module")
+        found = [
+            status[k] for k in b.shapes if module and k.startswith(module + ".") and k in status
+        ]
+        if n not in ga:
+            found.append("added")
+        elif (ga.nodes[n]["op"], ga.nodes[n].get("rec")) != (attrs["op"], attrs.get("rec")):
+            found.append("changed")
+        if found:
+            marks[n] = max(found, key=rank.__getitem__)
+    notes = [f"A assumed {x}" for x in a.assumptions] + [f"B assumed {x}" for x in b.assumptions]
+    first = first_difference(a.spec, b.spec)
+    if first is not None:
+        notes.append(f"first module that differs: {first[0]} ({first[1]})")
+    return DiffMarks(
+        against=a.label,
+        nodes=marks,
+        levels=diff_levels(a.spec, b.spec),
+        removed=sorted(d.removed),
+        notes=notes,
+    )

@@ -1,0 +1,210 @@
+"""The interactive view: one self-contained HTML file of a network's aggregation tree.
+
+The layout is the Graphviz diagram of :mod:`.diagram` (rendered to SVG with ids from the node
+and cluster names); the page adds what a static drawing cannot: fold a level, an HDA subtree or
+a head module into one box with its totals, hover or click a node for its op, options, shapes,
+parameters, MACs and state_dict tensors, search by name or state_dict key, and per group the share
+of the network's parameters and MACs. A diff view marks what changed against another network.
+
+Everything is inline (the script and style ship in ``backends/view/``; no network at view
+time) and the output is deterministic: the same spec gives the same bytes. No torch here: the
+state_dict names come from :func:`dlagraph.tools.infer.expected_shapes`, imported when called.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import jinja2
+import networkx as nx
+
+from .._version import __version__
+from ..errors import DlagraphError
+from ..io import MARKER
+from ..ir.analysis import Summary, summarize
+from ..ir.compile import compile_spec
+from ..ir.graph import inputs, op, topo_order, view
+from .diagram import cluster_path, cluster_title, draw
+from .render import DIAGRAM_TIMEOUT, install_hint, render
+
+__all__ = ["DiffMarks", "html_view"]
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("dlagraph.backends", "view"),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,  # the page is assembled from our own parts; text is escaped where it enters
+    keep_trailing_newline=True,
+)
+
+
+@dataclass
+class DiffMarks:
+    """What the diff view marks: the other network's label, each changed node's status
+    (``changed``, ``added``, ``renamed``), the level table's lines, and the tensors only the
+    other side has."""
+
+    against: str
+    nodes: dict[str, str] = field(default_factory=dict)
+    levels: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def html_view(
+    spec: Any,
+    *,
+    input_size: tuple[int, int] | None = None,
+    shapes: Shapes | None = None,
+    diff: DiffMarks | None = None,
+    timeout: float = DIAGRAM_TIMEOUT,
+) -> str:
+    """The interactive HTML view of a spec, a preset name or a compiled graph.
+
+    Args:
+        input_size: the input the shapes and MACs are computed at (default: the smallest valid
+            from 224, as ``dlagraph build``).
+        shapes: the state_dict's tensor shapes by name (default: the spec's module's, built on
+            the meta device; ``dlagraph diff`` passes a checkpoint's own).
+        diff: the marks of a diff view (:func:`dlagraph.tools.diff.diff_marks`).
+        timeout: seconds Graphviz may take to lay the diagram out.
+
+    Raises:
+        SpecError / InputSizeError: a bad spec or size.
+        DlagraphError: no Graphviz to lay it out (the one-line install hint), or Graphviz failed.
+    """
+    g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
+    s = summarize(g, input_size)
+    if shapes is None:
+        from ..tools.infer import expected_shapes  # torch, on the meta device
+
+        shapes = expected_shapes(g.graph["spec"])
+    svg = render(draw(g, ids=True, labels="channels"), "svg", timeout)
+    if svg is None:
+        raise DlagraphError(f"the HTML view is laid out by Graphviz: {install_hint('svg')}")
+    data = view_data(g, s, shapes, diff)
+    title = g.graph["name"] + (f" ({g.graph['paper_name']})" if g.graph["paper_name"] else "")
+    page = _ENV.get_template("view.html.j2").render(
+        title=html.escape(title + (f" vs {diff.against}" if diff else "")),
+        marker=html.escape(f"{MARKER} {__version__}"),
+        svg=_inline_svg(svg.decode()),
+        data=_script_json(data),
+        style=_asset("view.css"),
+        script=_asset("view.js"),
+    )
+    return page
+
+
+def _asset(name: str) -> str:
+    return resources.files("dlagraph.backends").joinpath("view", name).read_text("utf-8")
+
+
+def _inline_svg(svg: str) -> str:
+    """Graphviz's SVG for inline use: no XML prolog or doctype, no ``<title>`` elements (the
+    page shows its own tooltips; the browser's would repeat Graphviz's internal names)."""
+    svg = svg[svg.index("<svg") :]
+    return re.sub(r"<title>[^<]*</title>\n?", "", svg)
+
+
+def _script_json(data: Any) -> str:
+    """JSON that is safe inside ``<script>``: ``<``, ``>`` and ``&`` escaped, keys sorted."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def view_data(
+    g: nx.DiGraph, s: Summary, shapes: Shapes, diff: DiffMarks | None = None
+) -> dict[str, Any]:
+    """What the page shows, by node and by group (cluster), from the static analysis."""
+    info = {ni.name: ni for ni in s.nodes}
+    order = [n for n in topo_order(g) if not g.nodes[n]["layout"].get("unused")]
+    modules = sorted(shapes)
+    nodes: dict[str, Any] = {}
+    groups: dict[str, Any] = {}
+    for n in order:
+        a, ni = g.nodes[n], info[n]
+        module = a["layout"].get("module") or ""
+        keys = [k for k in modules if module and k.startswith(module + ".")]
+        path = cluster_path(g, n)
+        nodes[n] = {
+            "label": op(g, n).look(view(g, n), "blocks")["label"],
+            "op": a["op"],
+            "role": a["meta"].get("role", ""),
+            "eq": a["meta"].get("eq", ""),
+            "spec_path": a["meta"].get("spec_path", ""),
+            "options": a.get("rec", {}),
+            "module": module,
+            "inputs": [[u, list(info[u].shape)] for u in inputs(g, n) if u in info],
+            "shape": list(ni.shape),
+            "params": ni.params,
+            "macs": ni.macs,
+            "keys": [[k, list(shapes[k])] for k in keys],
+            "group": path[-1] if path else "",
+        }
+        for depth, name in enumerate(path):
+            grp = groups.setdefault(
+                name,
+                {
+                    "title": cluster_title(g, name),
+                    "parent": path[depth - 1] if depth else "",
+                    "depth": depth,
+                    "nodes": [],
+                    "params": 0,
+                    "macs": 0,
+                    "blocks": 0,
+                    "aggregations": 0,
+                },
+            )
+            grp["nodes"].append(n)
+            grp["params"] += ni.params
+            grp["macs"] += ni.macs
+            grp["blocks"] += a["meta"].get("role") in ("L1", "L2")
+            grp["aggregations"] += a["meta"].get("role") == "N"
+    drawn = set(nodes)
+    edges = [[u, v] for u, v in g.edges if u in drawn and v in drawn and u != v]
+    data: dict[str, Any] = {
+        "name": g.graph["name"],
+        "paper_name": g.graph["paper_name"] or "",
+        "input_size": list(s.input_size),
+        "in_channels": g.graph["in_channels"],
+        "params": s.params,
+        "macs": s.macs,
+        "unused": s.unused,
+        "unused_params": s.unused_params,
+        "order": order,
+        "nodes": nodes,
+        "groups": groups,
+        "group_order": [k for k in _group_order(order, nodes, groups)],
+        "edges": edges,
+        "version": __version__,
+    }
+    if diff is not None:
+        data["diff"] = {
+            "against": diff.against,
+            "nodes": diff.nodes,
+            "levels": diff.levels,
+            "removed": diff.removed,
+            "notes": diff.notes,
+        }
+    return data
+
+
+def _group_order(order: list[str], nodes: dict[str, Any], groups: dict[str, Any]) -> list[str]:
+    """Groups in the reading order of their first node (the outline's order)."""
+    seen: dict[str, None] = {}
+    for n in order:
+        chain = []
+        grp = nodes[n]["group"]
+        while grp:
+            chain.append(grp)
+            grp = groups[grp]["parent"]
+        for grp in reversed(chain):
+            seen.setdefault(grp, None)
+    return list(seen)

@@ -1,0 +1,375 @@
+"""The interactive HTML view (dlagraph draw --format html, build's NAME.html, diff --format html):
+the page's data against torch and the static analysis, and the page itself driven in headless
+Chromium: fold and unfold, hover, search by state_dict key, the outline's shares, CenterNet's neck
+and heads, a diff's marks, a screenshot."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import dlagraph
+from dlagraph.backends import render as render_module
+from dlagraph.backends.html import _script_json, html_view
+from dlagraph.cli import main
+from dlagraph.ir.analysis import summarize
+from dlagraph.ir.compile import compile_spec
+
+from .browser import browser  # noqa: F401 - the fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def page_data(page: str) -> dict[str, Any]:
+    return json.loads(re.search(r'id="dlagraph-data">(.*?)</script>', page, re.S).group(1))
+
+
+def number(text: str) -> int:
+    return int(text.split()[0].replace(",", ""))
+
+
+# --- the page, without a browser ------------------------------------------------------------
+
+
+def test_same_spec_same_bytes_and_a_reasonable_size() -> None:
+    first, second = html_view("dla169"), html_view("dla169")
+    assert first == second
+    assert len(first.encode()) < 2 * 2**20  # the issue's bound: well under 2 MB
+    assert html_view("dla36") != html_view("dla36", input_size=(256, 256))
+
+
+def test_self_contained_no_network_at_view_time() -> None:
+    page = html_view("centernet_dla34")
+    assert "<script src" not in page and "<link" not in page and "@import" not in page
+    # the only URLs are XML namespaces of the SVG
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", page))
+    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
+
+
+def test_data_agrees_with_torch() -> None:
+    """Every drawn node's parameters and state_dict tensors are the built module's own; groups and
+    the unused projections add up to the whole network."""
+    for name in ("dla36", "dla34_up", "centernet_dla34"):
+        data = page_data(html_view(name))
+        model = dlagraph.build_module(name)
+        state = model.state_dict()
+        for n, node in data["nodes"].items():
+            if node["module"]:
+                sub = model.get_submodule(node["module"])
+                assert node["params"] == sum(p.numel() for p in sub.parameters()), n
+                want = {
+                    k: list(v.shape) for k, v in state.items() if k.startswith(node["module"] + ".")
+                }
+                assert dict(map(tuple, node["keys"])) == want, n  # type: ignore[arg-type]
+        tops = [g for g, v in data["groups"].items() if not v["parent"]]
+        total = sum(p.numel() for p in model.parameters())
+        assert sum(data["groups"][g]["params"] for g in tops) + data["unused_params"] == total
+
+
+def test_script_json_cannot_close_the_script() -> None:
+    text = _script_json({"name": "</script><script>alert(1)</script>", "a&b": "<!--"})
+    assert "</" not in text and "<!--" not in text and "&" not in text
+    assert json.loads(text) == {"name": "</script><script>alert(1)</script>", "a&b": "<!--"}
+
+
+def test_draw_cli_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "v.html"
+    assert main(["draw", "dla36", "--format", "html", "-o", str(out)]) == 0
+    assert page_data(out.read_text())["name"] == "dla36"
+    assert main(["draw", "dla36", "-o", str(tmp_path / "w.html")]) == 0  # the suffix says it
+    assert main(["draw", "dla36", "--format", "html", "-o", str(tmp_path / "v.svg")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--format html writes a .html file" in err
+    assert not (tmp_path / "v.svg").exists()
+    assert main(["draw", "dla36", "-o", str(tmp_path / "v.htm")]) == 2
+    assert "unknown diagram format 'htm'" in capsys.readouterr().err
+
+
+def test_build_writes_the_view_beside_the_svg(tmp_path: Path) -> None:
+    assert main(["build", "dla_tiny_digits", "-o", str(tmp_path / "a")]) == 0
+    page = (tmp_path / "a" / "dla_tiny_digits.html").read_text()
+    assert page_data(page)["input_size"] == list(summarize("dla_tiny_digits").input_size)
+    assert main(["build", "dla_tiny_digits", "-o", str(tmp_path / "b"), "--no-diagram"]) == 0
+    assert not list((tmp_path / "b").glob("*.html"))
+
+
+def test_no_graphviz_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(render_module, "renderer", lambda fmt: None)
+    out = tmp_path / "v.html"
+    assert main(["draw", "dla36", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "laid out by Graphviz" in err and not out.exists()
+
+
+def test_diff_cli_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wide = tmp_path / "wide.yaml"
+    text = (ROOT / "specs" / "dla36.yaml").read_text()
+    wide.write_text(
+        text.replace("name: dla36", "name: dla36_wide").replace(
+            "{channels: 512, depth: 1}", "{channels: 640, depth: 1}"
+        )
+    )
+    out = tmp_path / "d.html"
+    assert main(["diff", "dla36", str(wide), "--format", "html", "-o", str(out)]) == 0
+    marks = page_data(out.read_text())["diff"]
+    assert marks["nodes"]["level5.root"] == "changed" and "level4.root" not in marks["nodes"]
+    assert marks["nodes"]["fc"] == "changed"  # 640 inputs now
+    assert main(["diff", "dla36", str(wide), "--format", "html"]) == 2
+    assert main(["diff", "dla36", str(wide), "-o", str(tmp_path / "x.html")]) == 2
+    assert (
+        main(["diff", "dla36", str(wide), "--format", "html", "-o", str(tmp_path / "x.txt")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 3 and not (tmp_path / "x.html").exists()
+
+
+# --- in the browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("views")
+    out = {}
+    for name in ("dla36", "centernet_dla34", "dla169"):
+        out[name] = folder / f"{name}.html"
+        out[name].write_text(html_view(name))
+    wide = folder / "wide.yaml"
+    text = (ROOT / "specs" / "dla36.yaml").read_text()
+    wide.write_text(
+        text.replace("name: dla36", "name: dla36_wide").replace("256, depth: 2", "320, depth: 2")
+    )
+    out["diff"] = folder / "diff.html"
+    assert main(["diff", "dla36", str(wide), "--format", "html", "-o", str(out["diff"])]) == 0
+    return out
+
+
+def open_page(driver: Any, path: Path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(path.as_uri())
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.body.dataset.ready") == "true"
+    )
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+
+
+def shown(driver: Any, element_id: str) -> bool:
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]);"
+        "return !!e && getComputedStyle(e).display !== 'none' && e.getBoundingClientRect().width > 0",
+        element_id,
+    )
+
+
+def outline_toggle(driver: Any, group: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, f'#outline .row[data-group="{group}"] .toggle').click()
+
+
+def test_every_node_and_group_is_drawn(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+    for name in ("dla36", "centernet_dla34"):
+        open_page(browser, pages[name])
+        data = page_data(pages[name].read_text())
+        missing = [n for n in data["nodes"] if not shown(browser, f"n:{n}")]
+        assert not missing, missing
+        assert all(shown(browser, f"c:{g}") for g in data["groups"])
+        s = summarize(name)
+        drawn = {ni.name for ni in s.nodes if not ni.unused}
+        assert set(data["nodes"]) == drawn
+
+
+def test_hover_shows_what_torch_computes(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, pages["dla36"])
+    model = dlagraph.build_module("dla36").eval()
+    seen: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        model.get_submodule(m).register_forward_hook(
+            lambda mod, args, out, m=m: seen.__setitem__(m, tuple(out.shape[1:]))
+        )
+        for m in ("level3.tree1.root", "level4.tree2.tree1", "level2.downsample", "fc")
+    ]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    static = {ni.name: ni for ni in summarize("dla36", (224, 224)).nodes}
+    for n, shape in seen.items():
+        el = browser.find_element(By.ID, f"n:{n}")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+        # over the node's own shape (its <g> also spans an aggregation node's outside label)
+        ActionChains(browser).move_to_element(
+            el.find_element(By.CSS_SELECTOR, "ellipse, polygon, path")
+        ).perform()
+        tip = browser.find_element(By.ID, "tooltip")
+        assert tip.is_displayed(), n
+        field = {
+            f: tip.find_element(By.CSS_SELECTOR, f'[data-field="{f}"]').text
+            for f in ("name", "shape", "params", "macs")
+        }
+        assert field["name"] == n
+        assert field["shape"] == "\u00d7".join(map(str, shape))
+        params = sum(p.numel() for p in model.get_submodule(n).parameters())
+        assert number(field["params"]) == params == static[n].params
+        assert number(field["macs"]) == static[n].macs
+    ActionChains(browser).move_by_offset(0, 0).move_to_element(
+        browser.find_element(By.ID, "totals")
+    ).perform()
+    assert not browser.find_element(By.ID, "tooltip").is_displayed()
+
+
+def test_fold_and_unfold_a_subtree(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, pages["dla36"])
+    data = page_data(pages["dla36"].read_text())
+    inside = [n for n in data["nodes"] if n.startswith("level4.tree1.")]
+    assert len(inside) >= 5 and all(shown(browser, f"n:{n}") for n in inside)
+    outline_toggle(browser, "level4.tree1")
+    assert not any(shown(browser, f"n:{n}") for n in inside)
+    assert shown(browser, "n:level4.tree2.root") and shown(browser, "fold:level4.tree1")
+    box = browser.find_element(By.ID, "fold:level4.tree1").text
+    model = dlagraph.build_module("dla36")
+    params = sum(p.numel() for p in model.level4.tree1.parameters())
+    assert f"{params:,} params" in box
+    macs = sum(ni.macs for ni in summarize("dla36").nodes if ni.name.startswith("level4.tree1."))
+    assert f"{macs:,} MACs" in box
+    # the inner edges are hidden; the ones into the box stay
+    assert not shown(browser, "e:level4.tree1.tree1->level4.tree1.tree2")
+    assert shown(browser, "e:level3.tree2.root->level4.tree1.tree1")
+    # folding the level hides the folded subtree's box too; unfolding it shows the box again
+    outline_toggle(browser, "level4")
+    assert shown(browser, "fold:level4") and not shown(browser, "fold:level4.tree1")
+    assert not shown(browser, "n:level4.tree2.root")
+    outline_toggle(browser, "level4")
+    assert shown(browser, "fold:level4.tree1") and shown(browser, "n:level4.tree2.root")
+    browser.find_element(By.ID, "fold:level4.tree1").click()  # the box unfolds itself
+    assert all(shown(browser, f"n:{n}") for n in inside)
+    assert not shown(browser, "fold:level4.tree1")
+    # a cluster's caption in the diagram folds it too
+    caption = browser.find_element(By.CSS_SELECTOR, '[id="c:level3"] > text')
+    browser.execute_script(
+        "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", caption
+    )
+    assert shown(browser, "fold:level3") and not shown(browser, "n:level3.tree1.root")
+
+
+def test_search_a_state_dict_key_reveals_its_node(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, pages["dla36"])
+    browser.find_element(By.ID, "fold-all").click()
+    assert not shown(browser, "n:level4.tree2.tree1")
+    key = "level4.tree2.tree1.conv2.weight"
+    shape = tuple(dlagraph.build_module("dla36").state_dict()[key].shape)
+    box = browser.find_element(By.ID, "search")
+    box.send_keys(key)
+    first = browser.find_element(By.CSS_SELECTOR, "#results li")
+    assert first.text.startswith(key) and "tensor of level4.tree2.tree1" in first.text
+    box.send_keys(Keys.ENTER)
+    assert shown(browser, "n:level4.tree2.tree1")
+    assert "found" in browser.find_element(By.ID, "n:level4.tree2.tree1").get_attribute("class")
+    assert shown(browser, "fold:level3")  # only the way to the node was unfolded
+    details = browser.find_element(By.ID, "details")
+    assert details.find_element(By.CSS_SELECTOR, '[data-field="name"]').text == "level4.tree2.tree1"
+    rows = {
+        r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
+        for r in details.find_elements(By.CSS_SELECTOR, "table.keys tr")
+    }
+    assert rows[key] == "\u00d7".join(map(str, shape))
+    assert (
+        details.find_element(By.CSS_SELECTOR, '[data-field="module"]').text == "level4.tree2.tree1"
+    )
+    box.clear()
+    box.send_keys("no such thing")
+    assert browser.find_element(By.CSS_SELECTOR, "#results li").text == "no node or tensor matches"
+
+
+def test_outline_shares_equal_the_static_analysis(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, pages["dla169"])
+    s = summarize("dla169")
+    for lv in s.levels:
+        if not lv.module.startswith("level") or lv.module == "level0":
+            continue  # level0's cluster also holds the stem (the paper's Level 1)
+        row = browser.find_element(By.CSS_SELECTOR, f'#outline .row[data-group="{lv.module}"]')
+        p = row.find_element(By.CSS_SELECTOR, '[data-field="params-share"]').text
+        m = row.find_element(By.CSS_SELECTOR, '[data-field="macs-share"]').text
+        assert p == f"{100 * lv.params / s.params:.1f}% P", lv.module
+        assert m == f"{100 * lv.macs / s.macs:.1f}% M", lv.module
+    note = browser.find_element(By.ID, "computed-at").text
+    assert "computed at 3\u00d7224\u00d7224" in note and f"{s.params:,} parameters" in note
+    ready = browser.execute_script("return Number(document.body.dataset.readyMs)")
+    print(f"dla169 interactive after {ready:.0f} ms")  # measured, not asserted (docs/view.md)
+
+
+def test_centernet_neck_and_heads_fold(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+    open_page(browser, pages["centernet_dla34"])
+    data = page_data(pages["centernet_dla34"].read_text())
+    neck = [n for n in data["nodes"] if n.startswith("dla_up.")]
+    heads = ["hm", "wh", "reg"]
+    assert neck and all(data["nodes"][n]["group"] == "heads" for n in heads)
+    assert {"head", "dla_up", "dla_up.ida_0", "ida_up", "heads"} <= set(data["groups"])
+    outline_toggle(browser, "dla_up")
+    assert not any(shown(browser, f"n:{n}") for n in neck)
+    assert shown(browser, "fold:dla_up") and all(shown(browser, f"n:{n}") for n in heads)
+    outline_toggle(browser, "heads")
+    assert not any(shown(browser, f"n:{n}") for n in heads) and shown(browser, "fold:heads")
+    assert shown(browser, "n:ida_up.node_1")
+
+
+def test_diff_view_marks_what_changed(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, pages["diff"])
+    cls = lambda n: browser.find_element(By.ID, f"n:{n}").get_attribute("class")  # noqa: E731
+    assert "diff-changed" in cls("level4.tree1.tree1") and "diff-changed" in cls("level5.root")
+    assert "diff" not in cls("level3.tree1.root") and "diff" not in cls("base_layer")
+    assert "changed" in browser.find_element(
+        By.CSS_SELECTOR, '#outline .row[data-group="level4"]'
+    ).get_attribute("class")
+    assert "changed" not in browser.find_element(
+        By.CSS_SELECTOR, '#outline .row[data-group="level2"]'
+    ).get_attribute("class")
+    assert "Differences from dla36" in browser.find_element(By.ID, "details").text
+
+
+def test_screenshot(browser: Any, pages: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, pages["dla36"])
+    outline_toggle(browser, "level5")
+    node = browser.find_element(By.ID, "n:level3.tree2.root")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", node)
+    shape = node.find_element(By.CSS_SELECTOR, "ellipse, polygon, path")
+    ActionChains(browser).move_to_element(shape).click().perform()  # a real click (on "N")
+    assert browser.find_element(By.CSS_SELECTOR, '#details [data-field="name"]').text == (
+        "level3.tree2.root"
+    )
+    shot = tmp_path / "view.png"
+    assert browser.save_screenshot(str(shot))
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (w, h) == tuple(browser.execute_script("return [innerWidth, innerHeight]"))
+
+
+def test_every_preset_opens(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    for name in ("dla34_up", "dla_tiny_seg", "fairmot_dla34", "dla60_res2next"):
+        path = tmp_path / f"{name}.html"
+        path.write_text(html_view(compile_spec(name)))
+        open_page(browser, path)
