@@ -373,3 +373,47 @@ def test_every_preset_opens(browser: Any, tmp_path: Path) -> None:  # noqa: F811
         path = tmp_path / f"{name}.html"
         path.write_text(html_view(compile_spec(name)))
         open_page(browser, path)
+
+
+def test_edges_of_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "v.html"
+    assert main(["draw", "dla36", "-o", str(out), "--input-size", "225", "225"]) == 2
+    assert main(["draw", str(tmp_path / "missing.yaml"), "-o", str(out)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and "225" in errors[0] and "missing.yaml" in errors[1]
+    assert not out.exists()
+    out.write_text("someone's page")  # a file dlagraph did not write is kept
+    assert main(["draw", "dla36", "-o", str(out)]) == 2
+    assert out.read_text() == "someone's page"
+    assert main(["draw", "dla36", "-o", str(out), "--force"]) == 0
+    assert (
+        main(["draw", "dla36", "-o", str(out), "--input-size", "64", "96"]) == 0
+    )  # ours: replaced
+    assert page_data(out.read_text())["input_size"] == [64, 96]
+
+
+def test_diff_html_against_a_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint side: its own tensors are compared (here a narrower level 5 than the spec's)."""
+    spec = dlagraph.load_spec("dla_tiny_digits").to_dict()
+    spec["levels"][4]["channels"] = 96
+    torch.save(dlagraph.build_module(spec).state_dict(), tmp_path / "narrow.pth")
+    out = tmp_path / "d.html"
+    args = ["diff", str(tmp_path / "narrow.pth"), "dla_tiny_digits", "--format", "html", "-o"]
+    assert main([*args, str(out)]) == 0
+    marks = page_data(out.read_text())["diff"]
+    assert marks["nodes"]["level4.root"] == "changed" and "level3.root" not in marks["nodes"]
+    assert "narrow.pth" in marks["against"]
+
+
+def test_hostile_text_stays_text(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    """A file name is free text: as a diff's side it reaches the title, the outline and the
+    details panel, as text, never as markup."""
+    hostile = tmp_path / "<img src=x onerror=\"document.title='owned'\"><b>x.pth"
+    torch.save(dlagraph.build_module("dla_tiny_digits").state_dict(), hostile)
+    path = tmp_path / "hostile.html"
+    assert main(["diff", str(hostile), "dla_tiny_digits", "--format", "html", "-o", str(path)]) == 0
+    open_page(browser, path)
+    assert "owned" not in browser.title and "<img src=x" in browser.title
+    assert not browser.find_elements("css selector", "img, b:not(.legend-diff b)")
+    assert "<img src=x" in browser.find_element("id", "details").text
+    page_data(path.read_text())  # the data block still parses

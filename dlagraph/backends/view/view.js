@@ -74,7 +74,12 @@
       ev.stopPropagation();
       toggle(g);
     });
-    return el;
+    layer.appendChild(el);
+    // a small cluster's area may be smaller than its totals: grow the box to fit them
+    const texts = [...el.querySelectorAll("text")];
+    const wide = Math.max(...texts.map((t) => t.getComputedTextLength())) + 16;
+    rect.setAttribute("width", Math.max(box.width, wide));
+    rect.setAttribute("height", Math.max(box.height, 14 * texts.length + 10));
   }
 
   function refresh() {
@@ -88,7 +93,7 @@
       const parent = D.groups[g].parent;
       const hidden = parent && foldedAbove(parent);
       if (e) e.style.display = hidden ? "none" : "";
-      if (folded.has(g) && !hidden && e) layer.appendChild(foldBox(g));
+      if (folded.has(g) && !hidden && e) foldBox(g);
     }
     for (const [u, v] of D.edges) {
       const e = $(`e:${u}->${v}`);
