@@ -44,7 +44,7 @@ _LAZY = {
     "load_weights": ("dlagraph.checkpoints.load", "load_weights"),
     "generate_source": ("dlagraph.backends.codegen", "generate_source"),
     "draw": ("dlagraph.backends.diagram", "draw"),
-    "html_view": ("dlagraph.backends.html", "html_view"),
+    "html_view": ("dlagraph.tools.html", "html_view"),
     "centernet_decode": ("dlagraph.deploy.decode", "centernet_decode"),
     "register_timm_models": ("dlagraph.backends.torch.dla", "register_timm_models"),
     "infer_spec": ("dlagraph.tools.infer", "infer_spec"),

@@ -41,6 +41,9 @@ def _sources() -> set[str]:
     return {p.relative_to(ROOT).as_posix() for p in (ROOT / "dlagraph").rglob("*.py")}
 
 
+VIEW = {f"dlagraph/tools/view/{n}" for n in ("view.html.j2", "view.css", "view.js")}
+
+
 def test_wheel_holds_the_package_presets_templates_and_license(dists: tuple[Path, Path]) -> None:
     names = set(zipfile.ZipFile(dists[1]).namelist())
     info = {n for n in names if ".dist-info/" in n}
@@ -53,6 +56,7 @@ def test_wheel_holds_the_package_presets_templates_and_license(dists: tuple[Path
             "dlagraph/presets/__init__.py",
             "dlagraph/py.typed",
             "dlagraph/backends/codegen/templates/module.py.j2",
+            *VIEW,
         }
     )
     assert files == wanted  # the package and its data, nothing else (no tests, codegen/, docs)
@@ -73,6 +77,7 @@ def test_sdist_holds_the_sources_and_nothing_else(dists: tuple[Path, Path]) -> N
         "pyproject.toml", "README.md", "LICENSE", "PKG-INFO", "setup.cfg", "MANIFEST.in",
         "dlagraph/py.typed",
         "dlagraph/backends/codegen/templates/module.py.j2",
+        *VIEW,
     }  # fmt: skip
     assert files == wanted
 
@@ -115,6 +120,8 @@ def test_installed_wheel_runs_anywhere_without_dot(
     assert "parameters: 26,309,272" in built.stdout
     svg = (elsewhere / "dlagraph-out" / "dla104_s" / "dla104_s.svg").read_text()
     assert svg.startswith("<?xml") and svg.rstrip().endswith("</svg>") and "<g id=" in svg
+    page = (elsewhere / "dlagraph-out" / "dla104_s" / "dla104_s.html").read_text()
+    assert 'id="n:level5.root"' in page and "dlagraph-data" in page  # the view's assets
 
 
 # ---- repository hygiene --------------------------------------------------------------------------

@@ -190,8 +190,8 @@ def cluster_path(g: nx.DiGraph, key: str) -> list[str]:
     top = _level_of(key)
     if top.startswith("level"):
         return [top] + [".".join(parts[:i]) for i in range(2, len(parts))]
-    if g.nodes[key].get("op") == "head_branch":  # CenterNet's task heads (hm, wh, reg …)
-        return ["head", "heads"]
+    if g.nodes[key]["meta"].get("spec_path", "").startswith("head.heads."):
+        return ["head", "heads"]  # CenterNet's task heads (hm, wh, reg …), from `head.heads`
     return ["head"] + [".".join(parts[:i]) for i in range(1, len(parts))]
 
 

@@ -52,7 +52,7 @@ def _diagram(
         notes.append(f"note: no {name}.svg: {install_hint('svg')}")
         return files
     files[out / f"{name}.svg"] = svg
-    from ..backends.html import html_view  # the state_dict names: torch, on the meta device
+    from ..tools.html import html_view  # the state_dict names: torch, on the meta device
 
     try:
         files[out / f"{name}.html"] = html_view(g, input_size=size, timeout=args.diagram_timeout)

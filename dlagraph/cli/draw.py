@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     fmt = output_format(out, args.format)
     if fmt == "html":
-        from ..backends.html import html_view
+        from ..tools.html import html_view
 
         size = tuple(args.input_size) if args.input_size else None
         page = html_view(args.spec, input_size=size, timeout=args.diagram_timeout)

@@ -82,7 +82,7 @@ def run_diff(args: argparse.Namespace) -> int:
     if args.format == "text":
         print(diff_text(a, b, examples=args.examples))
         return 0
-    from ..backends.html import html_view
+    from ..tools.html import html_view
 
     page = html_view(b.spec, shapes=b.shapes, diff=diff_marks(a, b), timeout=args.diagram_timeout)
     write_outputs({out: page}, force=args.force)

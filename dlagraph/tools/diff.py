@@ -13,17 +13,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import clip, one_line
 from ..heads import get_head_type, registered_heads
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..spec import Spec, load_spec
+from .html import DiffMarks
 from .infer import Shapes, expected_shapes, infer_checkpoint
-
-if TYPE_CHECKING:
-    from ..backends.html import DiffMarks
 
 __all__ = [
     "Side",
@@ -289,8 +286,6 @@ def diff_marks(a: Side, b: Side) -> DiffMarks:
     """What ``dlagraph diff A B --format html`` marks on B's view: each node of B whose tensors
     A lacks (added), reshapes (changed) or holds under another name (renamed), or whose op or
     options differ from A's node of the same name; the level table; the tensors only A has."""
-    from ..backends.html import DiffMarks
-
     d = diff_tensors(a.shapes, b.shapes)
     status: dict[str, str] = {}
     for kind, keys in (

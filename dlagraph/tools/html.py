@@ -1,14 +1,15 @@
 """The interactive view: one self-contained HTML file of a network's aggregation tree.
 
-The layout is the Graphviz diagram of :mod:`.diagram` (rendered to SVG with ids from the node
+The layout is the Graphviz diagram of :mod:`dlagraph.backends.diagram` (rendered to SVG with ids from the node
 and cluster names); the page adds what a static drawing cannot: fold a level, an HDA subtree or
 a head module into one box with its totals, hover or click a node for its op, options, shapes,
 parameters, MACs and state_dict tensors, search by name or state_dict key, and per group the share
 of the network's parameters and MACs. A diff view marks what changed against another network.
 
-Everything is inline (the script and style ship in ``backends/view/``; no network at view
-time) and the output is deterministic: the same spec gives the same bytes. No torch here: the
-state_dict names come from :func:`dlagraph.tools.infer.expected_shapes`, imported when called.
+Everything is inline (the script and style ship in ``tools/view/``; no network at view time)
+and the output is deterministic: the same spec gives the same bytes. The state_dict names come
+from :func:`dlagraph.tools.infer.expected_shapes` (torch, on the meta device), imported when
+called.
 """
 
 from __future__ import annotations
@@ -25,20 +26,20 @@ import jinja2
 import networkx as nx
 
 from .._version import __version__
+from ..backends.diagram import cluster_path, cluster_title, draw
+from ..backends.render import DIAGRAM_TIMEOUT, install_hint, render
 from ..errors import DlagraphError
 from ..io import MARKER
 from ..ir.analysis import Summary, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import inputs, op, topo_order, view
-from .diagram import cluster_path, cluster_title, draw
-from .render import DIAGRAM_TIMEOUT, install_hint, render
 
 __all__ = ["DiffMarks", "html_view"]
 
 Shapes = Mapping[str, tuple[int, ...]]
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("dlagraph.backends", "view"),
+    loader=jinja2.PackageLoader("dlagraph.tools", "view"),
     undefined=jinja2.StrictUndefined,
     autoescape=False,  # the page is assembled from our own parts; text is escaped where it enters
     keep_trailing_newline=True,
@@ -83,7 +84,7 @@ def html_view(
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
     s = summarize(g, input_size)
     if shapes is None:
-        from ..tools.infer import expected_shapes  # torch, on the meta device
+        from .infer import expected_shapes  # torch, on the meta device
 
         shapes = expected_shapes(g.graph["spec"])
     svg = render(draw(g, ids=True, labels="channels"), "svg", timeout)
@@ -103,7 +104,7 @@ def html_view(
 
 
 def _asset(name: str) -> str:
-    return resources.files("dlagraph.backends").joinpath("view", name).read_text("utf-8")
+    return resources.files("dlagraph.tools").joinpath("view", name).read_text("utf-8")
 
 
 def _inline_svg(svg: str) -> str:
