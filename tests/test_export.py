@@ -66,6 +66,7 @@ def test_each_format_runs_in_its_runtime_and_computes_the_model(fmt: str, tmp_pa
         assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
 
 
+@pytest.mark.slow  # two CLI processes, each exporting and checking in ONNX Runtime (~20 s)
 def test_a_checkpoint_exports_from_the_command_line(tmp_path: Path) -> None:
     torch.manual_seed(3)
     model = dlagraph.build_module(TINY).eval()

@@ -79,6 +79,7 @@ def test_nothing_to_pad_or_nothing_padded_exactly() -> None:
     assert pad_channels(dlagraph.build_module(seg).eval()) is None
 
 
+@pytest.mark.slow  # two torch.compile runs
 def test_optimize_pads_in_compiled_fp32_and_says_so() -> None:
     spec, shape = CASES["basic"]
     model = randomised(dlagraph.build_module(spec))
@@ -96,6 +97,7 @@ def test_optimize_pads_in_compiled_fp32_and_says_so() -> None:
         assert (fast(x) - model(x)).abs().max() <= 1e-4 * model(x).abs().max()
 
 
+@pytest.mark.slow  # four runtime conversions
 def test_openvino_pads_and_onnxruntime_does_not() -> None:
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")

@@ -133,21 +133,33 @@ def test_diff_cli_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 # --- in the browser -------------------------------------------------------------------------
 
 
+class Pages(dict):
+    """The pages the browser tests open, written when first asked for."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def __missing__(self, name: str) -> Path:
+        path = self.folder / f"{name}.html"
+        if name == "diff":
+            wide = self.folder / "wide.yaml"
+            text = (ROOT / "specs" / "dla36.yaml").read_text()
+            wide.write_text(
+                text.replace("name: dla36", "name: dla36_wide").replace(
+                    "256, depth: 2", "320, depth: 2"
+                )
+            )
+            assert main(["diff", "dla36", str(wide), "--format", "html", "-o", str(path)]) == 0
+        else:
+            path.write_text(html_view(name))
+        self[name] = path
+        return path
+
+
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("views")
-    out = {}
-    for name in ("dla36", "centernet_dla34", "dla169"):
-        out[name] = folder / f"{name}.html"
-        out[name].write_text(html_view(name))
-    wide = folder / "wide.yaml"
-    text = (ROOT / "specs" / "dla36.yaml").read_text()
-    wide.write_text(
-        text.replace("name: dla36", "name: dla36_wide").replace("256, depth: 2", "320, depth: 2")
-    )
-    out["diff"] = folder / "diff.html"
-    assert main(["diff", "dla36", str(wide), "--format", "html", "-o", str(out["diff"])]) == 0
-    return out
+def pages(tmp_path_factory: pytest.TempPathFactory) -> Pages:
+    return Pages(tmp_path_factory.mktemp("views"))
 
 
 def open_page(driver: Any, path: Path) -> None:
@@ -175,7 +187,7 @@ def outline_toggle(driver: Any, group: str) -> None:
     driver.find_element(By.CSS_SELECTOR, f'#outline .row[data-group="{group}"] .toggle').click()
 
 
-def test_every_node_and_group_is_drawn(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+def test_every_node_and_group_is_drawn(browser: Any, pages: Pages) -> None:  # noqa: F811
     for name in ("dla36", "centernet_dla34"):
         open_page(browser, pages[name])
         data = page_data(pages[name].read_text())
@@ -187,7 +199,7 @@ def test_every_node_and_group_is_drawn(browser: Any, pages: dict[str, Path]) -> 
         assert set(data["nodes"]) == drawn
 
 
-def test_hover_shows_what_torch_computes(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+def test_hover_shows_what_torch_computes(browser: Any, pages: Pages) -> None:  # noqa: F811
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -229,7 +241,7 @@ def test_hover_shows_what_torch_computes(browser: Any, pages: dict[str, Path]) -
     assert not browser.find_element(By.ID, "tooltip").is_displayed()
 
 
-def test_fold_and_unfold_a_subtree(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+def test_fold_and_unfold_a_subtree(browser: Any, pages: Pages) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
 
     open_page(browser, pages["dla36"])
@@ -265,7 +277,7 @@ def test_fold_and_unfold_a_subtree(browser: Any, pages: dict[str, Path]) -> None
     assert shown(browser, "fold:level3") and not shown(browser, "n:level3.tree1.root")
 
 
-def test_search_a_state_dict_key_reveals_its_node(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+def test_search_a_state_dict_key_reveals_its_node(browser: Any, pages: Pages) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -297,7 +309,8 @@ def test_search_a_state_dict_key_reveals_its_node(browser: Any, pages: dict[str,
     assert browser.find_element(By.CSS_SELECTOR, "#results li").text == "no node or tensor matches"
 
 
-def test_outline_shares_equal_the_static_analysis(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+@pytest.mark.slow  # the quick run keeps the other browser tests
+def test_outline_shares_equal_the_static_analysis(browser: Any, pages: Pages) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
 
     open_page(browser, pages["dla169"])
@@ -316,7 +329,7 @@ def test_outline_shares_equal_the_static_analysis(browser: Any, pages: dict[str,
     print(f"dla169 interactive after {ready:.0f} ms")  # measured, not asserted (docs/view.md)
 
 
-def test_centernet_neck_and_heads_fold(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+def test_centernet_neck_and_heads_fold(browser: Any, pages: Pages) -> None:  # noqa: F811
     open_page(browser, pages["centernet_dla34"])
     data = page_data(pages["centernet_dla34"].read_text())
     neck = [n for n in data["nodes"] if n.startswith("dla_up.")]
@@ -331,7 +344,8 @@ def test_centernet_neck_and_heads_fold(browser: Any, pages: dict[str, Path]) -> 
     assert shown(browser, "n:ida_up.node_1")
 
 
-def test_diff_view_marks_what_changed(browser: Any, pages: dict[str, Path]) -> None:  # noqa: F811
+@pytest.mark.slow  # the quick run keeps the other browser tests
+def test_diff_view_marks_what_changed(browser: Any, pages: Pages) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
 
     open_page(browser, pages["diff"])
@@ -347,7 +361,7 @@ def test_diff_view_marks_what_changed(browser: Any, pages: dict[str, Path]) -> N
     assert "Differences from dla36" in browser.find_element(By.ID, "details").text
 
 
-def test_screenshot(browser: Any, pages: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_screenshot(browser: Any, pages: Pages, tmp_path: Path) -> None:  # noqa: F811
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -368,6 +382,7 @@ def test_screenshot(browser: Any, pages: dict[str, Path], tmp_path: Path) -> Non
     assert (w, h) == tuple(browser.execute_script("return [innerWidth, innerHeight]"))
 
 
+@pytest.mark.slow  # the quick run keeps the other browser tests
 def test_every_preset_opens(browser: Any, tmp_path: Path) -> None:  # noqa: F811
     for name in ("dla34_up", "dla_tiny_seg", "fairmot_dla34", "dla60_res2next"):
         path = tmp_path / f"{name}.html"
@@ -405,6 +420,7 @@ def test_diff_html_against_a_checkpoint(tmp_path: Path) -> None:
     assert "narrow.pth" in marks["against"]
 
 
+@pytest.mark.slow  # the quick run keeps the other browser tests
 def test_hostile_text_stays_text(browser: Any, tmp_path: Path) -> None:  # noqa: F811
     """A file name is free text: as a diff's side it reaches the title, the outline and the
     details panel, as text, never as markup."""

@@ -40,9 +40,8 @@ class DrawOptions:
     input_size: tuple[int, int] | None = None  # for shape labels; default: the smallest valid
     legend: bool = True
     ir: bool = False  # show IR attributes (ids, spec paths, ports) in labels
-    ids: bool = (
-        False  # SVG element ids from node names (n:NAME, c:CLUSTER, e:U->V), for the HTML view
-    )
+    # SVG element ids from node names (n:NAME, c:CLUSTER, e:U->V): for scripts and the HTML view
+    ids: bool = True
 
 
 def _level_of(n: str) -> str:
@@ -111,7 +110,7 @@ def draw(spec: Any, **options: Any) -> graphviz.Digraph:
 
     Options (see :class:`DrawOptions`): ``collapse_depth``, ``detail`` ("blocks" | "layers"),
     ``rankdir`` ("TB" | "LR"), ``paper_order``, ``labels`` ("none" | "channels" | "shapes"),
-    ``input_size``, ``legend``, ``ir``. The DOT source is deterministic.
+    ``input_size``, ``legend``, ``ir``, ``ids``. The DOT source is deterministic.
 
     Example:
         >>> dot = draw("dla36", collapse_depth=0)

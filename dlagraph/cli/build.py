@@ -55,7 +55,7 @@ def _diagram(
     from ..tools.html import html_view  # the state_dict names: torch, on the meta device
 
     try:
-        files[out / f"{name}.html"] = html_view(g, input_size=size, timeout=args.diagram_timeout)
+        files[out / f"{name}.html"] = html_view(g, input_size=size, svg=svg)
     except DlagraphError as e:
         notes.append(f"note: no {name}.html: {e}")
     return files

@@ -66,6 +66,7 @@ def html_view(
     shapes: Shapes | None = None,
     diff: DiffMarks | None = None,
     timeout: float = DIAGRAM_TIMEOUT,
+    svg: bytes | None = None,
 ) -> str:
     """The interactive HTML view of a spec, a preset name or a compiled graph.
 
@@ -76,6 +77,8 @@ def html_view(
             the meta device; ``dlagraph diff`` passes a checkpoint's own).
         diff: the marks of a diff view (:func:`dlagraph.tools.diff.diff_marks`).
         timeout: seconds Graphviz may take to lay the diagram out.
+        svg: the diagram already rendered from ``draw(g)`` (``dlagraph build`` renders it once
+            for its .svg file and the view).
 
     Raises:
         SpecError / InputSizeError: a bad spec or size.
@@ -87,7 +90,8 @@ def html_view(
         from .infer import expected_shapes  # torch, on the meta device
 
         shapes = expected_shapes(g.graph["spec"])
-    svg = render(draw(g, ids=True, labels="channels"), "svg", timeout)
+    if svg is None:
+        svg = render(draw(g), "svg", timeout)
     if svg is None:
         raise DlagraphError(f"the HTML view is laid out by Graphviz: {install_hint('svg')}")
     data = view_data(g, s, shapes, diff)
