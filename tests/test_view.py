@@ -433,3 +433,16 @@ def test_hostile_text_stays_text(browser: Any, tmp_path: Path) -> None:  # noqa:
     assert not browser.find_elements("css selector", "img, b:not(.legend-diff b)")
     assert "<img src=x" in browser.find_element("id", "details").text
     page_data(path.read_text())  # the data block still parses
+
+
+def test_diagram_options_reach_the_view(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "v.html"
+    assert main(["draw", "dla36", "-o", str(out), "--rankdir", "LR", "--labels", "shapes"]) == 0
+    page = out.read_text()
+    assert "256x14x14" in page  # an edge's shape label, at the default size
+    assert page != html_view("dla36")
+    assert main(["draw", "dla36", "-o", str(tmp_path / "w.html"), "--collapse-depth", "1"]) == 2
+    assert "--collapse-depth: the html view folds" in capsys.readouterr().err
+    assert not (tmp_path / "w.html").exists()
+    with pytest.raises(dlagraph.DlagraphError, match="collapse_depth"):
+        html_view("dla36", collapse_depth=0)

@@ -54,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if fmt == "html":
         from ..tools.html import html_view
 
-        size = tuple(args.input_size) if args.input_size else None
-        page = html_view(args.spec, input_size=size, timeout=args.diagram_timeout)
+        options = _options(args)
+        if options.pop("collapse_depth") is not None:
+            raise DlagraphError(
+                "--collapse-depth: the html view folds levels and subtrees in the page (click "
+                "them); leave it out"
+            )
+        size = options.pop("input_size")
+        page = html_view(args.spec, input_size=size, timeout=args.diagram_timeout, **options)
         write_outputs({out: page}, force=args.force)
         print(f"wrote {out}")
         return 0

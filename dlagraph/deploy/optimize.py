@@ -227,11 +227,13 @@ def optimize(
     if precision == "fp32" and compile and rewrites:
         # measured on DLA-36 (benchmarks/bench.py --rewrites): 1.14x in compiled fp32; slower
         # in int8 (0.94x), OpenVINO (0.89x) and ONNX Runtime (0.94x), which keep the concat
-        start = time.perf_counter()
         probe = example_input[:1] if example_input is not None else _probe(net)
-        if split_roots(net, probe):
-            report.steps["split roots"] = time.perf_counter() - start
+        with step("split roots"):
+            split = split_roots(net, probe)
+        if split:
             report.notes.append("aggregation roots' convs split per input (no concat)")
+        else:  # a network without aggregation roots
+            del report.steps["split roots"]
     deformable = [name for name, m in net.named_modules() if _is_deformable(m)]
     if deformable and compile:
         _replace(net, deformable, LoweredDCN)

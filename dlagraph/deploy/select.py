@@ -237,7 +237,8 @@ def _auto(
     entries = _read(path)
     if key in entries:  # the choice measured before on this machine: build only it
         b, p = entries[key]["chosen"].split(" ")
-        built = _build(model, b, p, calibration, x, threads, compile)
+        # an fp32 row may win an int8 request (fp32 is always a candidate): not calibrated
+        built = _build(model, b, p, calibration if p == "int8" else None, x, threads, compile)
         built.auto = AutoReport(entries[key]["chosen"], entries[key]["rows"], {}, cached=True)
         return built
     built_all: dict[str, nn.Module] = {}

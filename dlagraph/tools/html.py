@@ -67,6 +67,7 @@ def html_view(
     diff: DiffMarks | None = None,
     timeout: float = DIAGRAM_TIMEOUT,
     svg: bytes | None = None,
+    **draw_options: Any,
 ) -> str:
     """The interactive HTML view of a spec, a preset name or a compiled graph.
 
@@ -79,6 +80,9 @@ def html_view(
         timeout: seconds Graphviz may take to lay the diagram out.
         svg: the diagram already rendered from ``draw(g)`` (``dlagraph build`` renders it once
             for its .svg file and the view).
+        draw_options: the diagram's options (:func:`dlagraph.draw`: ``rankdir``,
+            ``paper_order``, ``detail``, ``labels``, ``legend``, ``ir``); not ``collapse_depth``:
+            the page folds subtrees itself.
 
     Raises:
         SpecError / InputSizeError: a bad spec or size.
@@ -90,8 +94,14 @@ def html_view(
         from .infer import expected_shapes  # torch, on the meta device
 
         shapes = expected_shapes(g.graph["spec"])
+    if "collapse_depth" in draw_options or draw_options.get("ids") is False:
+        raise DlagraphError(
+            "collapse_depth: the HTML view folds levels and subtrees in the page; leave it out"
+            if "collapse_depth" in draw_options
+            else "ids: the HTML view finds the diagram's elements by their ids; leave it out"
+        )
     if svg is None:
-        svg = render(draw(g), "svg", timeout)
+        svg = render(draw(g, input_size=input_size, **draw_options), "svg", timeout)
     if svg is None:
         raise DlagraphError(f"the HTML view is laid out by Graphviz: {install_hint('svg')}")
     data = view_data(g, s, shapes, diff)
