@@ -502,17 +502,36 @@ def bench_fit_paper(trials: int, runs: int, precision: str = "int8") -> list[str
     return lines
 
 
-def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
-    """dlagraph.deploy.rewrites measured on every backend, fp32, 2 threads, all rows of a table
-    interleaved, each rewrite alone (``rewrites=False`` keeps optimize from adding the others):
-    split roots (the same folded model with and without it) and channel padding (a DLA-36 at
-    width 0.6, whose channels are not multiples of 8, with and without it)."""
+def _ab_rows(
+    before: torch.nn.Module, after: torch.nn.Module, x: torch.Tensor, runs: int, column: str
+) -> list[str]:
+    """One rewrite's table: each backend's fp32 time without and with it, all rows interleaved
+    (``rewrites=False``: optimize adds no other rewrite to either side)."""
     import importlib.util
 
-    from dlagraph.deploy.bench import cpu_description
-    from dlagraph.deploy.rewrites import pad_channels, split_roots
     from dlagraph.deploy.select import optimize
     from dlagraph.deploy.timing import _eager, interleaved
+
+    backends = ["torch"] + [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
+    fns = {
+        f"{b} {side}": _eager(optimize(m, backend=b, example_input=x, rewrites=False), x)
+        for b in backends
+        for side, m in (("before", before), ("after", after))
+    }
+    times = interleaved(fns, runs)
+    lines = [f"| backend | ms / batch | {column} | ratio |", "|---|---:|---:|---:|"]
+    for b in backends:
+        t0, t1 = times[f"{b} before"], times[f"{b} after"]
+        lines.append(f"| {b} | {t0 * 1e3:.1f} | {t1 * 1e3:.1f} | {t0 / t1:.2f}x |")
+    return lines
+
+
+def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
+    """dlagraph.deploy.rewrites measured on every backend, fp32, 2 threads, each rewrite alone:
+    split roots (the same folded model with and without it) and channel padding (a DLA-36 at
+    width 0.6, whose channels are not multiples of 8, with and without it)."""
+    from dlagraph.deploy.bench import cpu_description
+    from dlagraph.deploy.rewrites import pad_channels, split_roots
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -523,24 +542,13 @@ def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
     n = split_roots(split, x[:1])
     with torch.no_grad():
         err = (split(x) - model(x)).abs().max().item()
-    backends = ["torch"] + [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
-    fns = {}
-    for b in backends:
-        for label, m in (("", model), (" + split roots", split)):
-            fast = optimize(m, backend=b, example_input=x, rewrites=False)
-            fns[f"{b} fp32{label}"] = _eager(fast, x)
-    times = interleaved(fns, runs)
     lines = [
         f"### Rewrite: split roots ({name}, {n} roots, batch {batch}, 224x224, 2 threads, fp32)",
         "",
         f"CPU: {cpu_description()}. Max difference from the unsplit model: {err:.1e}.",
         "",
-        "| backend | ms / batch | with split roots | ratio |",
-        "|---|---:|---:|---:|",
+        *_ab_rows(model, split, x, runs, "with split roots"),
     ]
-    for b in backends:
-        a, c = times[f"{b} fp32"], times[f"{b} fp32 + split roots"]
-        lines.append(f"| {b} | {a * 1e3:.1f} | {c * 1e3:.1f} | {a / c:.2f}x |")
     # channel padding: the same weights, unpadded and padded
     spec = dlagraph.load_spec(name).to_dict()
     widths = [12, 20, 40, 76, 152, 308]  # DLA-36's at width 0.6, rounded to 4
@@ -552,14 +560,8 @@ def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
     assert padded is not None
     with torch.no_grad():
         err = ((padded(x) - odd(x)).abs().max() / odd(x).abs().max()).item()
-    fns = {}
-    for b in backends:
-        for label, m in (("plain", odd), ("padded", padded)):
-            fast = optimize(m, backend=b, example_input=x, rewrites=False)
-            fns[f"{b} {label}"] = _eager(fast, x)
-    times = interleaved(fns, runs)
     macs = dlagraph.summarize(spec).macs, dlagraph.summarize(padded.dag).macs
-    lines += [
+    return lines + [
         "",
         f"### Rewrite: channels padded to multiples of 8 ({name} at width 0.6: "
         f"{', '.join(map(str, widths))} channels; batch {batch}, 224x224, 2 threads, fp32)",
@@ -567,13 +569,8 @@ def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
         f"MACs {macs[0] / 1e6:,.0f}M -> {macs[1] / 1e6:,.0f}M. Max difference from the "
         f"unpadded model, relative to its largest output: {err:.1e}.",
         "",
-        "| backend | ms / batch | padded | ratio |",
-        "|---|---:|---:|---:|",
+        *_ab_rows(odd, padded, x, runs, "padded"),
     ]
-    for b in backends:
-        a, c = times[f"{b} plain"], times[f"{b} padded"]
-        lines.append(f"| {b} | {a * 1e3:.1f} | {c * 1e3:.1f} | {a / c:.2f}x |")
-    return lines
 
 
 def targets() -> list[str]:

@@ -225,8 +225,8 @@ def optimize(
     if example_input is not None:
         check(example_input, "example_input")
     if precision == "fp32" and compile and rewrites:
-        # measured on DLA-36 (benchmarks/bench.py --rewrites): 1.14x in compiled fp32; slower
-        # in int8 (0.94x), OpenVINO (0.89x) and ONNX Runtime (0.94x), which keep the concat
+        # measured on DLA-36 (benchmarks/bench.py --rewrites): 1.09-1.14x in compiled fp32;
+        # int8 0.94x, OpenVINO 0.89-1.08x, ONNX Runtime 0.85-0.94x, which keep the concat
         probe = example_input[:1] if example_input is not None else _probe(net)
         with step("split roots"):
             split = split_roots(net, probe)

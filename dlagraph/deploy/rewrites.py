@@ -3,9 +3,9 @@ runtime before being kept (``python benchmarks/bench.py --rewrites``).
 
 :func:`split_roots`: an aggregation root's conv over the concatenation of its inputs (eq. 3)
 computed as a sum of one conv per input, ``W [x1; x2; x3] = W1 x1 + W2 x2 + W3 x3``, so no
-concatenated buffer is written and read again. Measured on DLA-36 (docs/deployment.md): 1.14x in
-compiled PyTorch fp32, where ``optimize`` applies it; slower in int8 (0.94x), OpenVINO (0.89x)
-and ONNX Runtime (0.94x), where it is not applied.
+concatenated buffer is written and read again. Measured on DLA-36 (docs/deployment.md): 1.09-1.14x
+in compiled PyTorch fp32, where ``optimize`` applies it; no steady gain in OpenVINO (0.89-1.08x),
+slower in int8 (0.94x) and ONNX Runtime (0.85-0.94x), where it is not applied.
 
 :func:`pad_channels`: every level's channel count rounded up to a multiple of the CPU's fp32
 SIMD width (8 lanes on AVX2), the added channels zero (zero weights, zero BN scale and shift), so

@@ -173,7 +173,7 @@ def _runtime(
         return value
 
     # channel padding measured 1.00-1.16x in OpenVINO fp32 (three runs), 1.09x in its int8,
-    # 0.79-0.81x in ONNX Runtime; split roots slower in both (docs/deployment.md)
+    # 0.75-0.81x in ONNX Runtime; split roots no steady gain in either (docs/deployment.md)
     pad = SIMD_FP32 if rewrites and backend == "openvino" and precision != "bf16" else None
     net = step("fold BN", lambda: _prepare(model, pad)).to(memory_format=torch.contiguous_format)
     if getattr(net, "channels_padded_to", None):
