@@ -96,6 +96,13 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.png").write_bytes(b"\x89PNG not really")
+    from PIL import Image
+
+    bomb = tmp_path / "bomb"  # 45 megapixels in a few kilobytes: over the limit, under twice it
+    bomb.mkdir()
+    Image.new("1", (9000, 5000)).save(bomb / "a.png")
+    assert (bomb / "a.png").stat().st_size < 100_000
+    limit = Image.MAX_IMAGE_PIXELS
     for kwargs, want in (
         ({"format": "tflite"}, "format: give one of onnx, openvino, pt2, torchscript"),
         ({"format": "onnx", "precision": "bf16"}, "onnx bf16: not supported: ONNX Runtime's"),
@@ -109,11 +116,19 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
         ({"format": "onnx", "precision": "int8", "calibration": f"folder:{empty}"}, "no images"),
         ({"format": "onnx", "precision": "int8", "calibration": f"folder:{broken}"}, "cannot read"),
         ({"format": "onnx", "precision": "int8", "calibration": "folder:/nonexistent"}, "not a folder"),
+        ({"format": "onnx", "precision": "int8", "calibration": f"folder:{bomb}"}, "DecompressionBomb"),
+        ({"format": "onnx", "precision": "int8", "calibration": "random", "calibration_images": 0}, "give 1 to 100,000"),
+        ({"format": "onnx", "precision": "int8", "calibration": "random", "calibration_images": 100_001}, "give 1 to 100,000"),
+        ({"format": "onnx", "precision": "int8", "calibration": [torch.randn(2, 3, 32, 32)]}, "calibration[0]: a batch of shape 2x3x32x32"),
+        ({"format": "onnx", "precision": "int8", "calibration": [torch.randn(2, 1, 32, 32), torch.randn(2, 1, 31, 31)]}, "calibration[1]"),
+        ({"format": "onnx", "precision": "int8", "calibration": []}, "a non-empty list of tensors"),
+        ({"format": "onnx", "precision": "int8", "calibration": [torch.full((2, 1, 32, 32), float("nan"))]}, "NaN"),
     ):  # fmt: skip
         with pytest.raises((DlagraphError, ValueError)) as e:
             dlagraph.export(TINY, out=out, **{"size": (32, 32), **kwargs})
         assert want in str(e.value) and len(str(e.value).splitlines()) == 1, str(e.value)
         assert not out.exists()
+    assert Image.MAX_IMAGE_PIXELS == limit  # the caller's Pillow limit is put back
 
 
 def test_foreign_files_are_kept_and_own_files_replaced(tmp_path: Path) -> None:

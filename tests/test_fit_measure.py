@@ -196,6 +196,9 @@ def slow(spec, evaluation):
 
 def broken(spec, evaluation):
     raise ValueError("no data here")
+
+def nan(spec, evaluation):
+    return float("nan")
 """
 
 
@@ -225,6 +228,10 @@ def test_a_users_evaluator_is_an_objective_and_weak_curves_are_pruned(tmp_path: 
     )
     assert broken.returncode == 2 and broken.stderr.strip() == (
         "error: evaluate: scorer:broken raised ValueError: no data here"
+    )
+    nan = cli(*tiny("--trials", "3", "--evaluate", "python:scorer:nan", "-o", "n"), cwd=tmp_path)
+    assert nan.returncode == 2 and nan.stderr.strip() == (
+        "error: evaluate: scorer:nan returned nan (not finite)"
     )
 
 

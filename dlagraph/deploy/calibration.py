@@ -4,6 +4,7 @@ check batch that the export verifies on."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,19 +101,30 @@ def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.T
     if not files:
         raise DlagraphError(f"calibration: no images ({', '.join(IMAGE_SUFFIXES)}) under {where}")
     out = []
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    for p in files:
-        try:
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS
+    try:
+        for p in files:
+            out.append(_read_image(Image, p, channels, size))
+    finally:  # Pillow's limit is process-wide: the caller's is put back
+        Image.MAX_IMAGE_PIXELS = limit
+    return torch.stack(out)
+
+
+def _read_image(Image: Any, p: Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """One image file as a C x H x W tensor in [0, 1]; any failure is one line."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as im:
                 im = im.convert("L" if channels == 1 else "RGB").resize(
                     (size[1], size[0]), Image.Resampling.BILINEAR
                 )
                 t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-        except Exception as e:  # Pillow's errors (and its bomb check) are one line here
-            raise DlagraphError(
-                f"calibration: cannot read {clip(one_line(str(p)), 120)} ({type(e).__name__}: "
-                f"{clip(one_line(str(e)), 80)})"
-            ) from None
-        c = 1 if channels == 1 else 3
-        out.append(t.view(size[0], size[1], c).permute(2, 0, 1).float() / 255.0)
-    return torch.stack(out)
+    except Exception as e:  # Pillow's errors (and its bomb check) are one line here
+        raise DlagraphError(
+            f"calibration: cannot read {clip(one_line(str(p)), 120)} ({type(e).__name__}: "
+            f"{clip(one_line(str(e)), 80)})"
+        ) from None
+    c = 1 if channels == 1 else 3
+    return t.view(size[0], size[1], c).permute(2, 0, 1).float() / 255.0

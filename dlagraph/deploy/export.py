@@ -155,11 +155,21 @@ def export(
             check=32,
         )
     else:
-        batches = [b.float() for b in calibration]
-        if not batches or any(b.dim() != 4 or b.shape[1:] != (channels, *size) for b in batches):
+        if not calibration or not all(isinstance(b, torch.Tensor) for b in calibration):
             raise DlagraphError(
-                f"calibration: give NCHW batches of {channels}x{size[0]}x{size[1]} images"
+                f"calibration: give NCHW batches of {channels}x{size[0]}x{size[1]} images "
+                "(a non-empty list of tensors)"
             )
+        batches = [b.float() for b in calibration]
+        for i, b in enumerate(batches):
+            if b.dim() != 4 or b.shape[1:] != (channels, *size) or len(b) == 0:
+                got = "x".join(map(str, b.shape))
+                raise DlagraphError(
+                    f"calibration[{i}]: a batch of shape {got}; give N x {channels} x {size[0]} x "
+                    f"{size[1]} images (N >= 1)"
+                )
+        if not all(torch.isfinite(b).all() for b in batches):
+            raise DlagraphError("calibration: a batch holds NaN or infinite values")
         held = batches[-1] if len(batches) > 1 else batches[0]
         data = Images(batches[:-1] or batches, held, "your batches")
     example = data.check[:n] if len(data.check) >= n else data.check.repeat(n, 1, 1, 1)[:n]
