@@ -196,7 +196,7 @@ def view_data(
         "order": order,
         "nodes": nodes,
         "groups": groups,
-        "group_order": [k for k in _group_order(order, nodes, groups)],
+        "group_order": _group_order(order, nodes, groups),
         "edges": edges,
         "version": __version__,
     }
