@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dlagraph
-from dlagraph.deploy.rewrites import pad_channels
+from dlagraph.deploy.rewrites import pad_channels, padding
 
 from .helpers import exec_generated
 
@@ -67,6 +67,11 @@ def test_padded_copy_computes_the_same_outputs(case: str) -> None:
     assert model.dag.graph["spec"]["levels"] == spec["levels"]  # the original is left alone
 
 
+def test_padding_only_where_it_was_measured_to_win() -> None:
+    assert padding("torch", "fp32") == padding("openvino", "int8") == 8
+    assert padding("onnxruntime", "fp32") is None and padding("torch", "bf16") is None
+
+
 def test_nothing_to_pad_or_nothing_padded_exactly() -> None:
     assert pad_channels(dlagraph.build_module("dla_tiny_digits").eval()) is None  # all 8k
     spec, _ = CASES["basic"]
@@ -74,6 +79,8 @@ def test_nothing_to_pad_or_nothing_padded_exactly() -> None:
     generated = exec_generated(dlagraph.generate_source(spec))().eval()
     assert pad_channels(generated) is None  # no spec to rebuild from
     assert pad_channels(dlagraph.build_module(spec).eval(), multiple=1) is None
+    # a multiple past the spec's channel limit is refused by the spec, not allocated
+    assert pad_channels(dlagraph.build_module(spec).eval(), multiple=10**9) is None
     # padded to 16 channels, level 2 would equal the IDA width and lose its projection
     seg = odd("dla_tiny_seg", [6, 10, 20, 28, 44, 60])
     assert pad_channels(dlagraph.build_module(seg).eval()) is None

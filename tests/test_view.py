@@ -446,3 +446,5 @@ def test_diagram_options_reach_the_view(tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "w.html").exists()
     with pytest.raises(dlagraph.DlagraphError, match="collapse_depth"):
         html_view("dla36", collapse_depth=0)
+    with pytest.raises(dlagraph.DlagraphError, match="ids: the HTML view finds"):
+        html_view("dla36", ids=False)

@@ -40,15 +40,12 @@ from torch.utils._pytree import tree_map
 from ..errors import DlagraphError, DlagraphWarning, safe_repr
 from ..system import cpu_description, native_bf16
 from .deform import LoweredDCN
-from .rewrites import pad_channels, split_roots
+from .rewrites import pad_channels, padding, split_roots
 
 __all__ = ["PRECISIONS", "OptimizedModule", "optimize"]
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
-# fp32 lanes of the vector unit the rewrites pad channels to: 8 on AVX2; AVX-512's 16 was not
-# measured on such a CPU, and 16 on AVX2 was slower than 8 on every backend
-SIMD_FP32 = 8
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
 
@@ -215,12 +212,10 @@ def optimize(
         say(name, report.steps[name])
 
     with step("fold BN"):
-        # channel padding: measured 1.25-1.31x in compiled fp32, 1.04x in int8
-        # (docs/deployment.md); bf16 not measured (no CPU here has it), so not padded
-        pad = compile and rewrites and precision in ("fp32", "int8")
-        net = _prepare(model, SIMD_FP32 if pad else None)
+        # measured with compiled kernels only: uncompiled, nothing is padded
+        net = _prepare(model, padding("torch", precision) if compile and rewrites else None)
     if getattr(net, "channels_padded_to", None):
-        report.notes.append(f"levels' channels padded to multiples of {SIMD_FP32}")
+        report.notes.append(f"levels' channels padded to multiples of {net.channels_padded_to}")
     check = _batch_checker(net)
     if example_input is not None:
         check(example_input, "example_input")

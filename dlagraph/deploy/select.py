@@ -29,13 +29,13 @@ from ..io import MARKER, read_bounded, write_outputs
 from ..system import cpu_description, native_bf16
 from .optimize import (
     PRECISIONS,
-    SIMD_FP32,
     OptimizeReport,
     _batch_checker,
     _prepare,
     _warn_emulated_bf16,
 )
 from .optimize import optimize as optimize_torch
+from .rewrites import padding
 from .runtimes import (
     RuntimeModule,
     compile_openvino,
@@ -172,12 +172,11 @@ def _runtime(
         say(name, report.steps[name])
         return value
 
-    # channel padding measured 1.00-1.16x in OpenVINO fp32 (three runs), 1.09x in its int8,
-    # 0.75-0.81x in ONNX Runtime; split roots no steady gain in either (docs/deployment.md)
-    pad = SIMD_FP32 if rewrites and backend == "openvino" and precision != "bf16" else None
+    # split roots: no steady gain in either runtime (docs/deployment.md); padding where it won
+    pad = padding(backend, precision) if rewrites else None
     net = step("fold BN", lambda: _prepare(model, pad)).to(memory_format=torch.contiguous_format)
     if getattr(net, "channels_padded_to", None):
-        report.notes.append(f"levels' channels padded to multiples of {pad}")
+        report.notes.append(f"levels' channels padded to multiples of {net.channels_padded_to}")
     check = _batch_checker(net)
     x = example if example is not None else (calibration[0] if calibration else None)
     if x is None:

@@ -172,7 +172,8 @@ def _min_peak_order(
     for i, r in enumerate(reads):
         for j in r:
             readers[j] |= 1 << i
-    final = [top[i][0] in set(inputs(g, out)) for i in range(len(top))]
+    read_by_output = set(inputs(g, out))
+    final = [name in read_by_output for name, _ in top]
     full = (1 << len(top)) - 1
     memo: dict[int, int] = {}
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -29,14 +28,13 @@ from .._version import __version__
 from ..backends.diagram import cluster_path, cluster_title, draw
 from ..backends.render import DIAGRAM_TIMEOUT, install_hint, render
 from ..errors import DlagraphError
+from ..heads.registry import Shapes
 from ..io import MARKER
 from ..ir.analysis import Summary, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import inputs, op, topo_order, view
 
 __all__ = ["DiffMarks", "html_view"]
-
-Shapes = Mapping[str, tuple[int, ...]]
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("dlagraph.tools", "view"),

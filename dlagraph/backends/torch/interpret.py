@@ -156,7 +156,7 @@ def _fx_graph(g: nx.DiGraph, checkpoint: bool = False) -> fx.Graph:
         if st is None and n == g.graph["output"]:
             ins = inputs(g, n)
             graph.output(em.value(op(g, n).call(view(g, n)), n, ins, None))
-        elif st is None or len(st["nodes"]) == 1 and not checkpoint:
+        elif st is None or (len(st["nodes"]) == 1 and not checkpoint):
             em.node(n)
         else:
             x = em.env[st["input"]]
