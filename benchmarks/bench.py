@@ -462,8 +462,8 @@ def bench_fit_paper(trials: int, runs: int, precision: str = "int8") -> list[str
     224x224), its front's designs near the budget against DLA-48-B-s, DLA-48-S-s and DLA-62-S-s,
     with int8 latency (batch 1, 2 threads) measured for all of them in one interleaved run."""
     from dlagraph.deploy.bench import cpu_description
-    from dlagraph.deploy.latency import measure_latency
     from dlagraph.fit import Budget, fit
+    from dlagraph.fit.measure import measure_latency
 
     budget = Budget(params=1_310_000)
     with tempfile.TemporaryDirectory() as d:
@@ -509,7 +509,7 @@ def _ab_rows(
     (``rewrites=False``: optimize adds no other rewrite to either side)."""
     import importlib.util
 
-    from dlagraph.deploy.select import optimize
+    from dlagraph.deploy.optimize import optimize
     from dlagraph.deploy.timing import _eager, interleaved
 
     backends = ["torch"] + [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
@@ -539,7 +539,7 @@ def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
     x = torch.randn(batch, 3, 224, 224)
     split = dlagraph.build_module(name).eval()
     split.load_state_dict(model.state_dict())
-    n = split_roots(split, x[:1])
+    n = split_roots(split)
     with torch.no_grad():
         err = (split(x) - model(x)).abs().max().item()
     lines = [

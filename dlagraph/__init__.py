@@ -12,18 +12,27 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__ as __version__
+from .base.errors import CodegenError as CodegenError
+from .base.errors import DlagraphError as DlagraphError
+from .base.errors import DlagraphWarning as DlagraphWarning
+from .base.errors import GraphError as GraphError
+from .base.errors import InputSizeError as InputSizeError
+from .base.errors import RegistryError as RegistryError
+from .base.errors import SpecError as SpecError
+from .base.errors import WeightsError as WeightsError
+from .base.system import native_bf16 as native_bf16
 from .blocks import Layer as Layer
 from .blocks import register_block as register_block
 from .blocks import registered_blocks as registered_blocks
 from .blocks import unregister_block as unregister_block
-from .errors import CodegenError as CodegenError
-from .errors import DlagraphError as DlagraphError
-from .errors import DlagraphWarning as DlagraphWarning
-from .errors import GraphError as GraphError
-from .errors import InputSizeError as InputSizeError
-from .errors import RegistryError as RegistryError
-from .errors import SpecError as SpecError
-from .errors import WeightsError as WeightsError
+from .deploy.registry import Format as Format
+from .deploy.registry import Runtime as Runtime
+from .deploy.registry import register_format as register_format
+from .deploy.registry import register_runtime as register_runtime
+from .deploy.registry import registered_formats as registered_formats
+from .deploy.registry import registered_runtimes as registered_runtimes
+from .deploy.registry import unregister_format as unregister_format
+from .deploy.registry import unregister_runtime as unregister_runtime
 from .heads import HeadOptions as HeadOptions
 from .heads import register_head as register_head
 from .heads import registered_heads as registered_heads
@@ -36,20 +45,19 @@ from .ir import summarize as summarize
 from .spec import Spec as Spec
 from .spec import load_spec as load_spec
 from .spec import spec_to_yaml as spec_to_yaml
-from .system import native_bf16 as native_bf16
 
 _LAZY = {
     "build_module": ("dlagraph.backends.torch.interpret", "build_module"),
     "fold_bn": ("dlagraph.backends.torch.interpret", "fold_bn"),
     "load_weights": ("dlagraph.checkpoints.load", "load_weights"),
     "generate_source": ("dlagraph.backends.codegen", "generate_source"),
-    "draw": ("dlagraph.backends.diagram", "draw"),
-    "html_view": ("dlagraph.tools.html", "html_view"),
+    "draw": ("dlagraph.views.diagram", "draw"),
+    "html_view": ("dlagraph.views.html", "html_view"),
     "centernet_decode": ("dlagraph.deploy.decode", "centernet_decode"),
     "register_timm_models": ("dlagraph.backends.torch.dla", "register_timm_models"),
-    "infer_spec": ("dlagraph.tools.infer", "infer_spec"),
-    "infer_checkpoint": ("dlagraph.tools.infer", "infer_checkpoint"),
-    "optimize": ("dlagraph.deploy.select", "optimize"),
+    "infer_spec": ("dlagraph.inspect.infer", "infer_spec"),
+    "infer_checkpoint": ("dlagraph.inspect.infer", "infer_checkpoint"),
+    "optimize": ("dlagraph.deploy.optimize", "optimize"),
     "export": ("dlagraph.deploy.export", "export"),
 }
 
@@ -82,6 +90,14 @@ __all__ = [
     "native_bf16",
     "optimize",
     "export",
+    "Format",
+    "Runtime",
+    "register_format",
+    "register_runtime",
+    "registered_formats",
+    "registered_runtimes",
+    "unregister_format",
+    "unregister_runtime",
     "register_block",
     "register_head",
     "register_timm_models",

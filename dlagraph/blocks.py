@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import RegistryError, safe_repr
+from .base.errors import RegistryError, safe_repr
 
 __all__ = [
     "Layer",
@@ -366,7 +366,7 @@ def _res2_check(cout: int, o: Any) -> list[str]:
 
 
 def _builtin(name: str, cls: str, description: str, **contract: Any) -> None:
-    factory = f"dlagraph.backends.torch.modules:{cls}"
+    factory = f"dlagraph.nn.modules:{cls}"
     _add(BlockType(name, factory, description=description, builtin=True, **contract))
 
 

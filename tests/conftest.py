@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header() -> list[str]:
     """The machine, first: int8 rounding and bf16 support differ from CPU to CPU, so a failure
     must name the CPU it happened on."""
-    from dlagraph.system import cpu_description, native_bf16
+    from dlagraph.base.system import cpu_description, native_bf16
 
     bf16 = "native" if native_bf16() else "emulated (bf16 tests skip or expect a warning)"
     return [f"cpu: {cpu_description()}; {os.cpu_count()} cores; bf16 {bf16}"]

@@ -100,7 +100,7 @@ def test_published_checkpoint_loads_strictly_both_ways_and_outputs_are_equal(nam
 def test_the_offsets_really_deform() -> None:
     """With zero offsets a DCN is a plain conv (mask 0.5); perturbed offsets change the output."""
     torch.manual_seed(0)
-    dcn = dlagraph.backends.torch.modules.DCN(4, 8)  # type: ignore[attr-defined]
+    dcn = dlagraph.nn.modules.DCN(4, 8)  # type: ignore[attr-defined]
     x = torch.randn(1, 4, 16, 16)
     plain = nn.functional.conv2d(x, dcn.weight * 0.5, dcn.bias, padding=1)
     assert torch.allclose(dcn(x), plain, atol=1e-5)
@@ -223,7 +223,7 @@ def test_head_names_that_share_a_generated_variable_are_refused(heads: dict) -> 
 def test_the_reserved_names_cover_every_attribute_of_the_built_modules() -> None:
     """The spec layer refuses head names from a static list (it has no torch); that list must hold
     every public attribute the installed torch, the interpreter and the generated classes have."""
-    from dlagraph.names import MODULE_ATTRIBUTES, attribute_clash
+    from dlagraph.base.names import MODULE_ATTRIBUTES, attribute_clash
 
     spec = load_spec("centernet_tiny_shapes")
     interpreted = build_module(spec, weights=build_module(spec).state_dict())  # load_report too

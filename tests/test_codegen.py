@@ -359,7 +359,7 @@ def test_any_text_in_comments_and_docstrings_stays_one_escaped_line(text: str) -
     docstring holding it still parses to one statement."""
     import ast
 
-    from dlagraph.errors import one_line
+    from dlagraph.base.errors import one_line
 
     shown = one_line(text)
     assert shown.isprintable() and '"' not in shown.replace('\\"', "")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dlagraph
-from dlagraph.errors import DlagraphError
+from dlagraph.base.errors import DlagraphError
 
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")
@@ -149,12 +149,12 @@ def test_foreign_files_are_kept_and_own_files_replaced(tmp_path: Path) -> None:
 def test_an_interrupted_export_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dlagraph.deploy.export as export_module
+    import dlagraph.deploy.onnxruntime as ort_module
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export_module, "onnxruntime_session", interrupted)
+    monkeypatch.setattr(ort_module, "onnxruntime_session", interrupted)
     with pytest.raises(KeyboardInterrupt):
         dlagraph.export(TINY, "onnx", tmp_path / "o", size=(32, 32))
     assert not (tmp_path / "o").exists()
@@ -220,7 +220,7 @@ def test_auto_picks_the_fastest_faithful_candidate_and_caches_the_choice(tmp_pat
     assert again.auto.cached and again.auto.chosen == report.chosen
     with torch.no_grad():
         assert (again(x).argmax(1) == model(x).argmax(1)).float().mean() >= 0.9
-    from dlagraph.deploy.select import _read, _write
+    from dlagraph.deploy.auto import _read, _write
 
     # an fp32 row may win an int8 request: the cached choice is then built uncalibrated
     entries = _read(cache)
@@ -254,7 +254,7 @@ def test_split_roots_computes_what_the_roots_compute() -> None:
         split = dlagraph.build_module(name).eval()
         split.load_state_dict(model.state_dict())
         x = torch.randn(2, 1, 32, 32)
-        n = split_roots(split, x)
+        n = split_roots(split)
         assert n == sum(isinstance(m, SplitRoot) for m in split.modules()) > 0
         with torch.no_grad():
             assert torch.allclose(split(x), model(x), rtol=1e-5, atol=1e-4)

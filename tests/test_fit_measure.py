@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import dlagraph
-from dlagraph.errors import SpecError
+from dlagraph.base.errors import SpecError
 from dlagraph.fit import Budget, fit
 from dlagraph.fit.latency import measure_front
 from dlagraph.fit.search import pareto
@@ -117,7 +117,7 @@ def test_hostile_latency_caches_are_one_line_each(
 
 
 def test_measure_latency_times_optimized_models() -> None:
-    from dlagraph.deploy.latency import measure_latency
+    from dlagraph.fit.measure import measure_latency
 
     narrow = dlagraph.load_spec("dla_tiny_digits").to_dict() | {"scale": {"width": 0.25}}
     wide = dlagraph.load_spec("dla_tiny_digits").to_dict() | {"scale": {"width": 4.0}}
@@ -281,7 +281,7 @@ def test_ctrl_c_ends_an_evaluation_within_a_step_and_the_rerun_resumes(tmp_path:
 
 def test_digits_evaluator_trains_and_reports_each_epoch() -> None:
     from dlagraph.fit.evaluate import Evaluation
-    from dlagraph.tools.evaluate import DigitsAccuracy
+    from dlagraph.fit.evaluators import DigitsAccuracy
 
     seen: list[tuple[float, int]] = []
     ev = Evaluation((32, 32), 0, lambda v, s: seen.append((v, s)) or False, lambda: False)

@@ -225,7 +225,7 @@ def test_cli_diff_levels_tensors_and_first_difference(capsys: pytest.CaptureFixt
 
 
 def test_diff_names_renames_and_reshapes(tmp_path: Path) -> None:
-    from dlagraph.tools.diff import diff_tensors, load_side
+    from dlagraph.inspect.diff import diff_tensors, load_side
 
     torch.save(timm.create_model("dla34", num_classes=10).state_dict(), tmp_path / "d.pth")
     a, b = load_side(str(tmp_path / "d.pth")), load_side("centernet_dla34")
@@ -255,7 +255,7 @@ def _levels(model: Any, n: int) -> list:
 
 
 def test_transfer_dla62_s_into_dla104_s_keeps_the_levels_before_the_first_difference() -> None:
-    from dlagraph.tools.diff import first_difference
+    from dlagraph.inspect.diff import first_difference
 
     torch.manual_seed(0)
     a, b = build_module("dla62_s"), build_module("dla104_s")
@@ -278,7 +278,7 @@ def test_transfer_dla62_s_into_dla104_s_keeps_the_levels_before_the_first_differ
 
 
 def test_transfer_across_a_deeper_level_keeps_everything_before_it() -> None:
-    from dlagraph.tools.diff import first_difference
+    from dlagraph.inspect.diff import first_difference
 
     data = load_spec("dla104_s").to_dict()
     data["levels"][4]["depth"] = 3  # Level 5 shallower: levels 0-3 unchanged

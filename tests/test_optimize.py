@@ -18,7 +18,8 @@ pytest.importorskip("torchao")
 import dlagraph  # noqa: E402
 from dlagraph import DlagraphError  # noqa: E402
 from dlagraph.cli import main  # noqa: E402
-from dlagraph.deploy.optimize import _split_reused_modules, optimize  # noqa: E402
+from dlagraph.deploy.optimize import optimize  # noqa: E402
+from dlagraph.deploy.pytorch import _split_reused_modules  # noqa: E402
 
 
 def tiny(seed: int = 0) -> torch.nn.Module:
@@ -314,8 +315,8 @@ def test_gathered_deform_conv_equals_torchvision(
 
 
 def test_lowered_dcn_matches_the_module_in_fp32_and_bf16() -> None:
-    from dlagraph.backends.torch.modules import DCN
     from dlagraph.deploy.deform import LoweredDCN
+    from dlagraph.nn.modules import DCN
 
     torch.manual_seed(0)
     dcn = DCN(16, 24).eval()
@@ -347,7 +348,7 @@ def test_calibration_shapes_are_accepted_exactly_when_the_network_takes_them(sha
     """The check every calibration batch passes, against the rule stated independently: a
     non-empty float NCHW batch with the network's channels (1), sides its total stride (16: five
     levels, each halving) divides, all of the first batch's size."""
-    from dlagraph.deploy.optimize import _batch_checker
+    from dlagraph.deploy.request import batch_checker as _batch_checker
 
     check = _batch_checker(dlagraph.build_module("dla_tiny_digits").eval())
     stride = 2 ** (len(dlagraph.load_spec("dla_tiny_digits").levels) - 1)  # every level halves

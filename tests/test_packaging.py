@@ -41,7 +41,7 @@ def _sources() -> set[str]:
     return {p.relative_to(ROOT).as_posix() for p in (ROOT / "dlagraph").rglob("*.py")}
 
 
-VIEW = {f"dlagraph/tools/view/{n}" for n in ("view.html.j2", "view.css", "view.js")}
+VIEW = {f"dlagraph/views/view/{n}" for n in ("view.html.j2", "view.css", "view.js")}
 
 
 def test_wheel_holds_the_package_presets_templates_and_license(dists: tuple[Path, Path]) -> None:

@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dlagraph import build_module, compile_spec, generate_source, load_spec, spec_to_yaml, summarize
+from dlagraph.base.names import var_name
 from dlagraph.ir.analysis import aggregations_to_root
 from dlagraph.ir.graph import channels, inputs, paper_inputs, topo_order
-from dlagraph.names import var_name
 
 from .helpers import exec_generated
 from .strategies import valid_specs, with_test_block

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlagraph import CodegenError, SpecError, compile_spec, generate_source, load_spec, summarize
-from dlagraph.io import write_outputs
+from dlagraph.base.io import write_outputs
 
 from .strategies import HOSTILE_STRINGS, hostile_yaml, mutated_specs, valid_specs, with_test_block
 

@@ -103,7 +103,7 @@ def test_paper_table_7_parameter_counts() -> None:
 
 
 def test_bilinear_transposed_conv_equals_interpolation_inside() -> None:
-    from dlagraph.backends.torch.modules import bilinear_up
+    from dlagraph.nn.modules import bilinear_up
 
     for f in (2, 4, 8):
         up = bilinear_up(3, f)
@@ -116,7 +116,7 @@ def test_bilinear_transposed_conv_equals_interpolation_inside() -> None:
 
 
 def test_bilinear_init_survives_weight_init() -> None:
-    from dlagraph.backends.torch.modules import bilinear_up
+    from dlagraph.nn.modules import bilinear_up
 
     torch.manual_seed(0)
     model = build_module("specs/dla36_seg_camvid.yaml")

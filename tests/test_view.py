@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import dlagraph
-from dlagraph.backends import render as render_module
 from dlagraph.cli import main
 from dlagraph.ir.analysis import summarize
 from dlagraph.ir.compile import compile_spec
-from dlagraph.tools.html import _script_json, html_view
+from dlagraph.views import render as render_module
+from dlagraph.views.html import _script_json, html_view
 
 from .browser import browser  # noqa: F401 - the fixture
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backends.torch.modules import assign_state
-from ..errors import WeightsError, clip, one_line
+from ..base.errors import WeightsError, clip, one_line
+from ..nn.modules import assign_state
 from .read import read_state_dict, unfit
 
 __all__ = ["load_weights", "assign_weights", "LoadReport"]

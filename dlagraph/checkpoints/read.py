@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from ..errors import WeightsError, clip, safe_repr
-from ..system import available_memory
+from ..base.errors import WeightsError, clip, safe_repr
+from ..base.system import available_memory
 
 __all__ = ["read_state_dict", "read_owned", "unfit", "WRAPPERS"]
 

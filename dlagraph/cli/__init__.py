@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._version import __version__
-from ..errors import DlagraphError, clip, one_line
-from . import bench, build, codegen, draw, export, fit, infer
+from ..base.errors import DlagraphError, clip, one_line
+from . import bench, build, codegen, diff, draw, export, fit, infer, presets, schema
 
 __all__ = ["main", "parser", "COMMANDS"]
 
@@ -47,23 +47,23 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = 
         "List the presets that ship with dlagraph (or the specs of a folder) with their paper "
         "names, references and parameter counts. A preset's name works wherever a spec file "
         "does; a path wins when both exist.",
-        build.add_preset_arguments,
-        build.run_presets,
+        presets.add_arguments,
+        presets.run,
     ),
     "infer": (
         "recover the spec of a DLA checkpoint",
         "Read a checkpoint's tensor names and shapes, and write the spec that reproduces every one "
         "of them (layout, levels, block type, aggregation kernel, head). Fields the weights cannot "
         "show are listed as assumptions; --set changes them.",
-        infer.add_infer_arguments,
-        infer.run_infer,
+        infer.add_arguments,
+        infer.run,
     ),
     "diff": (
         "compare two networks: specs, presets or checkpoints",
         "Compare two networks level by level (channels, depth, blocks, parameters, MACs) and "
         "tensor by tensor (the same, renamed, reshaped, only in one).",
-        infer.add_diff_arguments,
-        infer.run_diff,
+        diff.add_arguments,
+        diff.run,
     ),
     "bench": (
         "CPU inference speed in fp32, bf16 and int8, against timm",
@@ -93,8 +93,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = 
     "schema": (
         "print the spec's JSON Schema (for editor completion)",
         "Print the JSON Schema of a spec file, for editors and validators.",
-        lambda p: None,
-        build.run_schema,
+        schema.add_arguments,
+        schema.run,
     ),
 }
 

@@ -12,16 +12,14 @@ import sys
 import time
 from typing import Any
 
-from ..errors import DlagraphError
+from ..base.errors import DlagraphError
+from ..base.system import available_memory, native_bf16
+from ..deploy.registry import PRECISIONS, get_runtime, registered_runtimes
 from ..ir.analysis import live_peak, summarize
 from ..ir.compile import compile_spec
 from ..spec import load_spec
-from ..system import available_memory, native_bf16
 
 __all__ = ["add_arguments", "run"]
-
-PRECISIONS = ("fp32", "bf16", "int8")
-BACKENDS = ("torch", "openvino", "onnxruntime")
 
 
 def _positive(text: str) -> int:
@@ -57,9 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         nargs="+",
-        choices=BACKENDS,
+        choices=registered_runtimes(),
         metavar="B",
-        help="torch, openvino and/or onnxruntime (default: torch and each runtime installed)",
+        help=f"{', '.join(registered_runtimes())} (default: each one installed)",
     )
 
 
@@ -94,14 +92,11 @@ def run(args: argparse.Namespace) -> int:
     # bf16 by default only where the CPU computes in it: elsewhere it is emulated, and slower
     default = ["fp32", "bf16"] if native_bf16() else ["fp32"]
     precisions = args.precision or default + (["int8"] if args.calibrate else [])
-    backends = args.backend or [
-        b for b in BACKENDS if b == "torch" or importlib.util.find_spec(b) is not None
-    ]
+    backends = args.backend or [b for b in registered_runtimes() if get_runtime(b).available()]
     for b in backends:
-        if b != "torch" and importlib.util.find_spec(b) is None:
-            raise DlagraphError(
-                f"--backend {b}: {b} is not installed: pip install 'dlagraph[deploy]'"
-            )
+        rt = get_runtime(b)
+        if not rt.available():
+            raise DlagraphError(f"--backend {b}: needs {', '.join(rt.packages)}: {rt.extra}")
     if "int8" in precisions and "torch" in backends and importlib.util.find_spec("torchao") is None:
         raise DlagraphError(
             "int8 needs torchao, which is not installed: pip install 'dlagraph[deploy]' (or "

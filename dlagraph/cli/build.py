@@ -1,29 +1,28 @@
-"""``dlagraph build`` (validate, compile, summarise, write every output), ``presets``, ``schema``."""
+"""``dlagraph build``: validate, compile, summarise, write every output."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import networkx as nx
 
 from .._version import __version__
 from ..backends.codegen import generate_source
-from ..backends.diagram import draw
-from ..backends.render import install_hint, render
-from ..errors import DlagraphError
-from ..io import MARKER, write_outputs
+from ..base.errors import DlagraphError
+from ..base.io import MARKER, write_outputs
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import node_table
 from ..ir.memory import activation_memory
-from ..spec import json_schema, load_spec, presets
+from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
-from .common import DEFAULT_OUTPUT, add_timeout_option, positive, spec_paths
+from ..views.diagram import draw
+from ..views.render import install_hint, render
+from .common import DEFAULT_OUTPUT, add_timeout_option, positive
 
-__all__ = ["add_arguments", "run", "add_preset_arguments", "run_presets", "run_schema"]
+__all__ = ["add_arguments", "run"]
 
 
 def _graph_json(g: nx.DiGraph) -> str:
@@ -52,7 +51,7 @@ def _diagram(
         notes.append(f"note: no {name}.svg: {install_hint('svg')}")
         return files
     files[out / f"{name}.svg"] = svg
-    from ..tools.html import html_view  # the state_dict names: torch, on the meta device
+    from ..views.html import html_view  # the state_dict names: torch, on the meta device
 
     try:
         files[out / f"{name}.html"] = html_view(g, input_size=size, svg=svg)
@@ -158,56 +157,3 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--no-diagram", action="store_true", help="write no .dot, .svg or .html")
     add_timeout_option(b)
-
-
-def run_presets(args: argparse.Namespace) -> int:
-    if args.dir is None:  # the presets that ship with dlagraph, usable by name anywhere
-        items = list(presets().items())
-        print(f"presets (give a name to build, draw or codegen; files in {_folder(items)}):")
-    else:
-        folder = Path(args.dir)
-        if not folder.is_dir():
-            raise DlagraphError(f"{folder}: no such folder of specs")
-        items = [(p.name, p) for p in spec_paths([args.dir])]
-    rows = [("preset" if args.dir is None else "spec", "paper name", "reference", "params")]
-    bad: list[str] = []
-    for name, p in items:
-        try:
-            spec = load_spec(p)
-        except DlagraphError as e:  # a bad file of a folder: one line, and the others still listed
-            problems = str(e).splitlines()
-            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-            bad.append(f"{problems[0]}{more}")
-            continue
-        rows.append(
-            (name, spec.paper_name or "-", spec.reference or "-", f"{summarize(spec).params:,}")
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print(
-            "  ".join(
-                c.rjust(w) if i == 3 else c.ljust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            ).rstrip()
-        )
-    for line in bad:
-        print(f"error: {line}", file=sys.stderr)
-    return 2 if bad else 0
-
-
-def _folder(items: list[tuple[str, Path]]) -> str:
-    return str(items[0][1].parent) if items else "-"
-
-
-def add_preset_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "dir",
-        nargs="?",
-        default=None,
-        help="a folder of specs to list instead of the packaged presets",
-    )
-
-
-def run_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(json_schema(), indent=2))
-    return 0

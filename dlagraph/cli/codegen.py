@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..backends.codegen import generate_source
-from ..errors import DlagraphError
-from ..io import write_outputs
+from ..base.errors import DlagraphError
+from ..base.io import write_outputs
 from ..ir.compile import compile_spec
 from ..spec import load_spec
 from .common import spec_paths

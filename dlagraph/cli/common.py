@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..backends.render import DIAGRAM_TIMEOUT
+from ..views.render import DIAGRAM_TIMEOUT
 
 __all__ = ["DEFAULT_OUTPUT", "spec_paths", "add_timeout_option", "count", "positive", "seconds"]
 

@@ -7,10 +7,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..backends.diagram import draw
-from ..backends.render import FORMATS, install_hint, render
-from ..errors import DlagraphError, clip
-from ..io import write_outputs
+from ..base.errors import DlagraphError, clip
+from ..base.io import write_outputs
+from ..views.diagram import draw
+from ..views.render import FORMATS, install_hint, render
 from .common import add_timeout_option
 
 __all__ = ["add_arguments", "run"]
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     fmt = output_format(out, args.format)
     if fmt == "html":
-        from ..tools.html import html_view
+        from ..views.html import html_view
 
         options = _options(args)
         if options.pop("collapse_depth") is not None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import SpecError
+from ..base.errors import SpecError
+from ..deploy.registry import get_format, registered_formats
 from .common import DEFAULT_OUTPUT, positive
 
 __all__ = ["add_arguments", "run"]
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if Path(source).suffix.lower() in CHECKPOINT_SUFFIXES and Path(source).is_file():
         if weights is not None:
             raise SpecError("give a checkpoint, or a spec with --weights, not both")
-        from ..tools.infer import infer_checkpoint
+        from ..inspect.infer import infer_checkpoint
 
         found = infer_checkpoint(source)
         for note in found.assumptions:
@@ -67,8 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format",
         required=True,
-        choices=("onnx", "openvino", "pt2", "torchscript"),
-        help="onnx (ONNX Runtime), openvino (IR), pt2 (torch.export) or torchscript",
+        choices=registered_formats(),
+        help="; ".join(
+            f"{n}: {get_format(n).help or get_format(n).runtime}" for n in registered_formats()
+        ),
     )
     p.add_argument(
         "--precision",

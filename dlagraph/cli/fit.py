@@ -9,8 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
-from ..io import write_outputs
+from ..base.errors import SpecError
+from ..base.io import write_outputs
 from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
 from .common import DEFAULT_OUTPUT, count, positive
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.evaluate != "digits":
         raise SpecError("--epochs is for --evaluate digits")
     if args.evaluate:
-        from ..tools.evaluate import digits_spec, resolve_evaluator
+        from ..fit.evaluators import digits_spec, resolve_evaluator
 
         evaluate = resolve_evaluator(args.evaluate, args.epochs or 8)
         if args.evaluate == "digits":  # the data's channels and classes
@@ -141,9 +141,9 @@ def _timing(args: argparse.Namespace, size: tuple[int, int]) -> dict[str, Any] |
 def _measure(result: Any, timing: dict[str, Any], out: Path, limit: float | None) -> Any:
     import torch
 
-    from ..deploy.latency import measure_latency
+    from ..base.system import cpu_description
     from ..fit.latency import CACHE, measure_front
-    from ..system import cpu_description
+    from ..fit.measure import measure_latency
 
     h, w = timing["size"]
     threads = timing["threads"] or torch.get_num_threads()

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from ..base.system import cpu_description, native_bf16
 from ..spec import Spec
-from ..system import cpu_description, native_bf16
 from .timing import _eager, interleaved
 
 __all__ = ["BenchRow", "bench_spec", "cpu_description", "interleaved", "table", "timm_equivalent"]
@@ -64,7 +64,8 @@ def bench_spec(
     int8 calibrates on ``calibration_batches`` random batches (a timing, not an accuracy run).
     """
     from ..backends.torch.interpret import build_module
-    from .select import optimize as optimize_on
+    from .optimize import optimize as optimize_on
+    from .registry import get_runtime
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3 if spec.in_channels is None else spec.in_channels, size, size)
@@ -85,9 +86,10 @@ def bench_spec(
             )
     models["dlagraph, fp32 eager (as built)"] = (_eager(model, x), "")
     for backend in backends or ["torch"]:
+        runtime = get_runtime(backend)
         for precision in precisions:
-            if backend == "onnxruntime" and precision == "bf16":
-                continue  # ONNX Runtime's CPU provider has no bf16 convolutions
+            if precision not in runtime.precisions:
+                continue  # e.g. ONNX Runtime's CPU provider has no bf16 convolutions
             calibration = None
             if precision == "int8":
                 gen = torch.Generator().manual_seed(1)
@@ -104,17 +106,15 @@ def bench_spec(
                 progress=(lambda s, t, p=label: progress(f"{p}: {s}", t)) if progress else None,
             )
             setup = sum(v for k, v in opt.report.steps.items() if k != "fold BN")
-            name = "dlagraph.optimize" if backend == "torch" else RUNTIME_NAMES[backend]
+            name = (
+                "dlagraph.optimize"
+                if backend == "torch"
+                else f"{runtime.title} (dlagraph.optimize)"
+            )
             models[f"{name}, {precision}"] = (_eager(opt, x), f"{setup:.1f} s")
     times = interleaved({k: f for k, (f, _) in models.items()}, runs)
     rows = [BenchRow(k, times[k], batch, models[k][1]) for k in models]
     return rows, rows[0].label
-
-
-RUNTIME_NAMES = {
-    "openvino": "OpenVINO (dlagraph.optimize)",
-    "onnxruntime": "ONNX Runtime (dlagraph.optimize)",
-}
 
 
 def table(rows: list[BenchRow], baseline: str) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..errors import DlagraphError, clip, one_line
+from ..base.errors import DlagraphError, clip, one_line
 
 __all__ = ["Images", "images", "IMAGE_SUFFIXES"]
 

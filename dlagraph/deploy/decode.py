@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch.nn import functional as F
 
-from ..errors import DlagraphError, safe_repr
+from ..base.errors import DlagraphError, safe_repr
 
 __all__ = ["centernet_decode"]
 

@@ -76,7 +76,7 @@ def deform_conv2d_gather(
 
 
 class LoweredDCN(nn.Module):
-    """A :class:`~dlagraph.backends.torch.modules.DCN` (or a generated file's copy) computed with
+    """A :class:`~dlagraph.nn.modules.DCN` (or a generated file's copy) computed with
     :func:`deform_conv2d_gather`, the same parameters under the same names.
 
     The offset/mask conv runs in float32 even in a bf16 network: an offset is a position, and

@@ -8,16 +8,15 @@ toolchain and checked by running the artifact in its runtime against the PyTorch
 | ``pt2`` | ``NAME.pt2`` | ``torch.export``; int8: torchao's PT2E | ``torch.export.load`` | fp32, bf16, int8 |
 | ``torchscript`` | ``NAME.pt`` | ``torch.jit.trace`` + ``freeze`` | ``torch.jit.load`` | fp32, bf16 |
 
-Every artifact is written with ``NAME.FORMAT.json`` beside it (spec, input size and batch,
+Formats are a registry (:func:`dlagraph.register_format`); these are the built-ins. Every artifact
+is written with ``NAME.FORMAT.json`` beside it (spec, input size and batch,
 normalisation, classes, outputs, the check's numbers, dlagraph's version), all files at once or
-none (:func:`dlagraph.io.write_outputs`). BatchNorm is folded into the convs first (the same
+none (:func:`dlagraph.base.io.write_outputs`). BatchNorm is folded into the convs first (the same
 function, fewer ops for every runtime).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import json
 import re
@@ -31,40 +30,16 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from .._version import __version__
-from ..errors import DlagraphError, clip, one_line
-from ..io import MARKER, check_targets, is_generated, read_bounded, write_outputs
+from ..base.errors import clip, one_line
+from ..base.io import MARKER, check_targets, is_generated, read_bounded, write_outputs
 from ..spec import Spec, load_spec
 from .calibration import Images, images
-from .runtimes import (
-    compile_openvino,
-    need,
-    onnx_bytes,
-    onnxruntime_session,
-    openvino_model,
-    quantize_onnx,
-)
+from .prepare import prepare
+from .registry import FORMATS, PRECISIONS, get_format
+from .request import DeployError, DeployRequest
 from .timing import compare
 
-__all__ = ["export", "ExportResult", "FORMATS"]
-
-FORMATS: dict[str, tuple[str, ...]] = {
-    "onnx": ("fp32", "int8"),
-    "openvino": ("fp32", "int8"),
-    "pt2": ("fp32", "bf16", "int8"),
-    "torchscript": ("fp32", "bf16"),
-}
-RUNTIME = {
-    "onnx": "ONNX Runtime",
-    "openvino": "OpenVINO",
-    "pt2": "torch.export.load",
-    "torchscript": "torch.jit.load",
-}
-WHY_NOT = {
-    ("onnx", "bf16"): "ONNX Runtime's CPU provider has no bf16 convolutions",
-    ("openvino", "bf16"): "OpenVINO picks bf16 at run time on CPUs that have it "
-    "(INFERENCE_PRECISION_HINT); export fp32",
-    ("torchscript", "int8"): "TorchScript has no maintained int8 path; use pt2, onnx or openvino",
-}
+__all__ = ["export", "ExportResult"]
 
 
 @dataclass
@@ -118,20 +93,21 @@ def export(
             a missing runtime (naming the extra), int8 without calibration, a refused write.
     """
     if format not in FORMATS:
-        raise DlagraphError(
-            f"format: give one of {', '.join(FORMATS)} (got {clip(one_line(str(format)), 40)!r})"
+        raise DeployError(
+            f"format: give one of {', '.join(FORMATS.names())} "
+            f"(got {clip(one_line(str(format)), 40)!r})"
         )
-    if precision not in ("fp32", "bf16", "int8"):
-        raise DlagraphError(f"precision: give fp32, bf16 or int8 (got {precision!r})")
-    if precision not in FORMATS[format]:
-        raise DlagraphError(f"{format} {precision}: not supported: {WHY_NOT[format, precision]}")
+    if precision not in PRECISIONS:
+        raise DeployError(f"precision: give {', '.join(PRECISIONS)} (got {precision!r})")
+    fmt = get_format(format)
+    make = fmt.require(precision)
     if precision == "int8" and calibration is None:
-        raise DlagraphError("int8 needs --calibration digits, folder:PATH or random")
+        raise DeployError("int8 needs --calibration digits, folder:PATH or random")
     if calibration is not None and precision != "int8":
-        raise DlagraphError(f"calibration is for int8 (the precision is {precision})")
+        raise DeployError(f"calibration is for int8 (the precision is {precision})")
     dynamic = batch == "dynamic"
     if not dynamic and not (isinstance(batch, int) and 1 <= batch <= 4096):
-        raise DlagraphError(f"batch: give 1 to 4096 or dynamic (got {batch!r})")
+        raise DeployError(f"batch: give 1 to 4096 or dynamic (got {batch!r})")
     model, spec = _model(model, weights)
     from ..ir.analysis import default_cfg, default_input_size, summarize
     from ..ir.compile import compile_spec
@@ -156,7 +132,7 @@ def export(
         )
     else:
         if not calibration or not all(isinstance(b, torch.Tensor) for b in calibration):
-            raise DlagraphError(
+            raise DeployError(
                 f"calibration: give NCHW batches of {channels}x{size[0]}x{size[1]} images "
                 "(a non-empty list of tensors)"
             )
@@ -164,18 +140,18 @@ def export(
         for i, b in enumerate(batches):
             if b.dim() != 4 or b.shape[1:] != (channels, *size) or len(b) == 0:
                 got = "x".join(map(str, b.shape))
-                raise DlagraphError(
+                raise DeployError(
                     f"calibration[{i}]: a batch of shape {got}; give N x {channels} x {size[0]} x "
                     f"{size[1]} images (N >= 1)"
                 )
         if not all(torch.isfinite(b).all() for b in batches):
-            raise DlagraphError("calibration: a batch holds NaN or infinite values")
+            raise DeployError("calibration: a batch holds NaN or infinite values")
         held = batches[-1] if len(batches) > 1 else batches[0]
         data = Images(batches[:-1] or batches, held, "your batches")
     example = data.check[:n] if len(data.check) >= n else data.check.repeat(n, 1, 1, 1)[:n]
     name = name or spec.name
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name):
-        raise DlagraphError(
+        raise DeployError(
             f"name: letters, digits, '_', '.' and '-', at most 100, not starting with '.' or '-' "
             f"(got {clip(one_line(name), 60)!r})"
         )
@@ -183,20 +159,19 @@ def export(
     stem = Path(out) / f"{name}{suffix}"
     meta_path = stem.with_name(f"{stem.name}.{format}.json")
     ours = _ours(meta_path)
-    exts = {
-        "onnx": [".onnx"],
-        "openvino": [".xml", ".bin"],
-        "pt2": [".pt2"],
-        "torchscript": [".pt"],
-    }
-    planned = [stem.with_name(stem.name + e) for e in exts[format]]
+    planned = [stem.with_name(stem.name + e) for e in fmt.extensions]
     force = force or all(p.name in ours or not p.exists() for p in planned)
     check_targets([*planned, meta_path], force=force)  # before minutes of conversion
-    from .optimize import _prepare
-
-    folded = _prepare(model).to(memory_format=torch.contiguous_format)
+    folded = prepare(model).to(memory_format=torch.contiguous_format)
+    request = DeployRequest.of(
+        precision, data.calibration if precision == "int8" else None, example
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        files, run = _MAKERS[format](folded, example, precision, dynamic, data, Path(tmp) / "a")
+        files, run = make(folded, example, request, dynamic, Path(tmp) / "a")
+        if sorted(files) != sorted(fmt.extensions):
+            raise DeployError(
+                f"format {format!r} made {sorted(files)}, not its extensions {list(fmt.extensions)}"
+            )
         max_error, agreement = _check(model, run, data, n, dynamic, bool(g.graph["classifier"]))
         outputs = [list(t.shape[1:]) for t in tree_flatten(_eval(model, example))[0]]
         targets = {stem.with_name(stem.name + ext): blob for ext, blob in files.items()}
@@ -204,7 +179,7 @@ def export(
             "generator": f"{MARKER} {__version__}",
             "format": format,
             "precision": precision,
-            "runtime": RUNTIME[format],
+            "runtime": fmt.runtime,
             "files": {p.name: hashlib.sha256(b).hexdigest() for p, b in targets.items()},
             "input": {
                 "name": "x",
@@ -222,7 +197,7 @@ def export(
         }
         write_outputs({**targets, meta_path: json.dumps(meta, indent=1) + "\n"}, force=force)
     return ExportResult(
-        [*targets, meta_path], format, precision, max_error, agreement, RUNTIME[format], meta
+        [*targets, meta_path], format, precision, max_error, agreement, fmt.runtime, meta
     )
 
 
@@ -231,15 +206,15 @@ def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec]:
 
     if isinstance(model, nn.Module):
         if weights is not None:
-            raise DlagraphError("weights: give them to build_module, not with a built model")
+            raise DeployError("weights: give them to build_module, not with a built model")
         dag = getattr(model, "dag", None)
         if dag is None or "spec" not in dag.graph:
-            raise DlagraphError(
+            raise DeployError(
                 "model: give a module from dlagraph.build_module, or a spec (the export's "
                 "metadata carries the spec)"
             )
         if model.training:
-            raise DlagraphError("export folds BatchNorm's running statistics: call model.eval()")
+            raise DeployError("export folds BatchNorm's running statistics: call model.eval()")
         return model, load_spec(dag.graph["spec"])
     spec = load_spec(model)
     torch.manual_seed(0)
@@ -277,102 +252,14 @@ def _check(
             try:
                 error, ref, got = compare(_eval(model, xb), run(xb))
             except ValueError as e:
-                raise DlagraphError(f"the artifact's {e}") from None
+                raise DeployError(f"the artifact's {e}") from None
+            if error == float("inf"):
+                raise DeployError(
+                    "the artifact's outputs are not finite (NaN or infinite) on the check images: "
+                    "not written; check the model's weights (model(x) itself may be NaN)"
+                )
             worst = max(worst, error)
             if classifier:
                 agree += int((ref[0].argmax(1) == got[0].argmax(1)).sum())
                 total += len(xb)
     return worst, (agree / total if classifier and total else None)
-
-
-# --- one maker per format: (files by extension, a function running the artifact) -----------
-
-
-def _onnx(
-    net: nn.Module, x: torch.Tensor, precision: str, dynamic: bool, data: Images, tmp: Path
-) -> Any:
-    blob = onnx_bytes(net, x, dynamic)
-    if precision == "int8":
-        blob = quantize_onnx(blob, data.calibration)
-    run = onnxruntime_session(blob)
-    return {".onnx": blob}, _wrap(run, net, x)
-
-
-def _openvino(
-    net: nn.Module, x: torch.Tensor, precision: str, dynamic: bool, data: Images, tmp: Path
-) -> Any:
-    ov = need("openvino", "openvino export")
-    calib = data.calibration if precision == "int8" else None
-    ov_model = openvino_model(net, x, dynamic, calib)
-    tmp.mkdir(parents=True, exist_ok=True)
-    xml = tmp / "model.xml"
-    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
-    files = {".xml": xml.read_bytes(), ".bin": xml.with_suffix(".bin").read_bytes()}
-    run = compile_openvino(ov.Core().read_model(str(xml)))  # what was written, read back (f32)
-    return files, _wrap(run, net, x)
-
-
-def _pt2(
-    net: nn.Module, x: torch.Tensor, precision: str, dynamic: bool, data: Images, tmp: Path
-) -> Any:
-    dims = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic else None
-    from .runtimes import _Named, _quiet
-
-    model: nn.Module = _Named(net)
-    example = x
-    if precision == "bf16":
-        model, example = model.to(torch.bfloat16), x.to(torch.bfloat16)
-    if precision == "int8":
-        from .optimize import _batch_checker, _is_deformable, _quantize
-
-        keep = [n for n, m in net.named_modules() if _is_deformable(m)]
-        step = lambda name: contextlib.nullcontext()  # noqa: E731
-        converted, _, _ = _quantize(net, data.calibration, keep, step, _batch_checker(net))
-        model = _Named(converted)
-    with _quiet(), torch.no_grad():
-        program = torch.export.export(model, (example,), dynamic_shapes=dims)
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / "model.pt2"
-    torch.export.save(program, str(path))
-    loaded = torch.export.load(str(path)).module()
-    dtype = example.dtype
-
-    def run(xb: torch.Tensor) -> Any:
-        with torch.no_grad():
-            return loaded(xb.to(dtype))
-
-    return {".pt2": path.read_bytes()}, run
-
-
-def _torchscript(
-    net: nn.Module, x: torch.Tensor, precision: str, dynamic: bool, data: Images, tmp: Path
-) -> Any:
-    from .runtimes import _quiet
-
-    model, example = net, x
-    if precision == "bf16":
-        model, example = copy.deepcopy(net).to(torch.bfloat16), x.to(torch.bfloat16)
-    with _quiet(), torch.no_grad():
-        traced = torch.jit.freeze(torch.jit.trace(model, example, strict=False).eval())
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / "model.pt"
-    traced.save(str(path))
-    with _quiet():  # torch 2.14 calls TorchScript deprecated: the format is still asked for
-        loaded = torch.jit.load(str(path))
-
-    def run(xb: torch.Tensor) -> Any:
-        with torch.no_grad():
-            return loaded(xb.to(example.dtype))
-
-    return {".pt": path.read_bytes()}, run
-
-
-def _wrap(run: Any, net: nn.Module, x: torch.Tensor) -> Any:
-    """A runtime's flat numpy outputs in the model's output structure."""
-    from .runtimes import RuntimeModule, structure
-
-    spec, _ = structure(net, x)
-    return RuntimeModule(run, spec, "", "")
-
-
-_MAKERS = {"onnx": _onnx, "openvino": _openvino, "pt2": _pt2, "torchscript": _torchscript}

@@ -21,16 +21,15 @@ build every network in :func:`dlagraph.ir.memory.run_order`, the order of least 
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
+import networkx as nx
 import torch
 from torch import nn
 
-from ..backends.torch.modules import DlaRoot
-from ..errors import DlagraphError
+from ..base.errors import DlagraphError
+from ..ir.plans import concat_convs, padded_spec
+from ..nn.modules import DlaRoot
 
-__all__ = ["SIMD_FP32", "SplitRoot", "pad_channels", "padding", "split_roots"]
+__all__ = ["SIMD_FP32", "SplitRoot", "dag_of", "pad_channels", "padding", "split_roots"]
 
 # fp32 lanes of the vector unit channels are padded to: 8 on AVX2; AVX-512's 16 was not measured
 # on such a CPU, and 16 on AVX2 was slower than 8 on every backend
@@ -91,71 +90,66 @@ def is_root(m: nn.Module) -> bool:
     )
 
 
-def root_inputs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, list[int]], Any]:
-    """The channels of each ``DlaRoot``'s inputs (module path -> list), read from one forward
-    pass on ``example``; and the model's output."""
-    splits: dict[str, list[int]] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if is_root(m):
+def dag_of(model: nn.Module) -> nx.DiGraph | None:
+    """The DAG a built DLA came from: an interpreted module carries it; a generated class's is
+    compiled from the spec its tensors show (:func:`dlagraph.infer_spec`); ``None`` for a
+    network neither fits."""
+    dag = getattr(model, "dag", None)
+    if dag is not None:
+        return dag
+    from ..inspect.infer import infer_spec
+    from ..ir.compile import compile_spec
 
-            def record(mod: nn.Module, args: tuple, name: str = name) -> None:
-                splits[name] = [int(t.shape[1]) for t in args[0]]
-
-            hooks.append(m.register_forward_pre_hook(record))
     try:
-        with torch.no_grad():
-            out = model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return splits, out
+        return compile_spec(infer_spec(model.state_dict()))
+    except DlagraphError:
+        return None
 
 
-def split_roots(model: nn.Module, example: torch.Tensor) -> int:
+def split_roots(model: nn.Module, g: nx.DiGraph | None = None) -> int:
     """Replace every ``DlaRoot`` of ``model`` (in place) by a :class:`SplitRoot`, its inputs'
-    channels read from one forward pass on ``example``; returns how many were replaced."""
-    if not any(is_root(m) for m in model.modules()) or example.numel() == 0:
+    channels read from the DAG (``g``, else :func:`dag_of`); returns how many were replaced."""
+    g = g if g is not None else dag_of(model)
+    if g is None:
         return 0
-    splits, _ = root_inputs(model, example)
-    for name, channels in splits.items():
-        parent_name, _, attr = name.rpartition(".")
+    n = 0
+    for c in concat_convs(g):
+        if not c.splittable:
+            continue
+        parent_name, _, attr = c.node.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, SplitRoot(model.get_submodule(name), channels))  # type: ignore[arg-type]
-    return len(splits)
+        root = getattr(parent, attr, None)
+        if root is None or not is_root(root) or root.conv.in_channels != sum(c.splits):
+            return n  # not the module tree the DAG describes: leave the rest as it is
+        setattr(parent, attr, SplitRoot(root, list(c.splits)))
+        n += 1
+    return n
 
 
 def pad_channels(model: nn.Module, multiple: int = 8) -> nn.Module | None:
-    """An eval-mode copy of a built DLA (interpreter or generated class, with BatchNorm) whose
-    levels' channel counts are rounded up to ``multiple``, computing the same outputs; ``None``
-    where nothing needs padding or the network cannot be padded exactly (a grouped block, a
-    network that returns its feature maps, a model built from no spec).
+    """An eval-mode copy of a built DLA (from :func:`dlagraph.build_module`, with BatchNorm)
+    whose levels' channel counts are rounded up to ``multiple``, computing the same outputs;
+    ``None`` where nothing needs padding or the network cannot be padded exactly (a grouped
+    block, a network that returns its feature maps, a model built from no spec).
 
     The copy's weights are the model's, zero-padded: a tensor's output channels keep their
-    places at the front; an aggregation root's input channels are laid out per input (its
-    concatenation interleaves the padding), read from one forward pass.
+    places at the front; a conv over a concatenation (an aggregation root, an IDA node) has its
+    input channels laid out per input, as the DAG states them (:func:`.concat_convs`).
     """
     from ..backends.torch.interpret import build_module
+    from ..ir.compile import compile_spec
 
     dag = getattr(model, "dag", None)
-    spec = None if dag is None else dag.graph.get("spec")
-    if spec is None or multiple < 2 or model.training:
-        return None
-    levels = [dict(lv) for lv in spec["levels"]]
-    for lv in levels:
-        lv["channels"] = math.ceil(lv["channels"] / multiple) * multiple
-    if levels == spec["levels"]:
+    spec = None if dag is None or model.training else padded_spec(dag, multiple)
+    if spec is None:
         return None
     try:
-        padded = build_module({**spec, "levels": levels}).eval()
+        g = compile_spec(spec)
+        padded = build_module(g).eval()
     except DlagraphError:  # a block whose padded width is not allowed (a split block's groups)
         return None
-    side = 4 * dag.graph["total_stride"]
-    probe = torch.randn(
-        1, dag.graph["in_channels"], side, side, generator=torch.Generator().manual_seed(0)
-    )
-    old_in, want = root_inputs(model, probe)
-    new_in, _ = root_inputs(padded, probe)
+    old_in = {c.weight: c.splits for c in concat_convs(dag)}
+    new_in = {c.weight: c.splits for c in concat_convs(g)}
     state = model.state_dict()
     fresh = padded.state_dict()
     for key, new in fresh.items():
@@ -166,13 +160,11 @@ def pad_channels(model: nn.Module, multiple: int = 8) -> nn.Module | None:
             fresh[key] = old
             continue
         out = torch.ones_like(new) if key.endswith("running_var") else torch.zeros_like(new)
-        owner = key.rsplit(".", 2)[0]
         dims = [slice(0, n) for n in old.shape]
-        if owner in old_in and key.endswith(".conv.weight") and old.shape[1] != new.shape[1]:
-            # a root's conv over cat(inputs): each input's channels at its own offset
-            start = 0
-            src = 0
-            for a, b in zip(old_in[owner], new_in[owner], strict=True):
+        if key in old_in and old.shape[1] != new.shape[1]:
+            # a conv over cat(inputs): each input's channels at its own offset
+            start = src = 0
+            for a, b in zip(old_in[key], new_in[key], strict=True):
                 part = [dims[0], slice(start, start + a), *dims[2:]]
                 out[tuple(part)] = old[:, src : src + a].to(new.dtype)
                 start, src = start + b, src + a
@@ -180,8 +172,14 @@ def pad_channels(model: nn.Module, multiple: int = 8) -> nn.Module | None:
             out[tuple(dims)] = old
         fresh[key] = out
     padded.load_state_dict(fresh)
+    # the plan is exact by construction; a probe checks it before the copy is used (a block
+    # whose padded channels do not stay zero, a head that returns the padded maps)
+    side = 4 * dag.graph["total_stride"]
+    probe = torch.randn(
+        1, dag.graph["in_channels"], side, side, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
-        got = padded(probe)
+        want, got = model(probe), padded(probe)
     same = isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)
     # summed in another order, fp32 differs in its last bits: compared to the largest output
     if not same or got.shape != want.shape or (got - want).abs().max() > 1e-4 * want.abs().max():

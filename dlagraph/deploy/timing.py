@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -60,8 +61,12 @@ def compare(ref_out: Any, out: Any) -> tuple[float, list[torch.Tensor], list[tor
             f"outputs {[tuple(t.shape) for t in got]} are not the model's "
             f"{[tuple(t.shape) for t in ref]}"
         )
-    worst = max(
+    errors = [
         ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
         for a, b in zip(ref, got, strict=True)
-    )
+    ]
+    # NaN compares False with every limit: an output that is not finite is infinitely wrong
+    worst = max(errors, default=0.0)
+    if any(math.isnan(e) for e in errors) or not all(torch.isfinite(t).all() for t in got):
+        worst = math.inf
     return worst, ref, got

@@ -6,7 +6,7 @@ optuna's pruners work on single-objective studies only (``Trial.should_prune`` r
 multi-objective one), so each evaluation is also a trial of a companion study
 (``dlagraph-fit-accuracy``, in the same storage) whose pruner, a ``PercentilePruner``, compares
 the curve with the other candidates' at the same step. A pruned candidate is pruned in the search
-too. Nothing here needs torch: the digits evaluator lives in :mod:`dlagraph.tools.evaluate`.
+too. Nothing here needs torch: the digits evaluator lives in :mod:`dlagraph.fit.evaluators`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ every candidate: a compile and a timing take seconds each), cached by spec hash 
 setting in ``DIR/latency.json``; with a latency limit, designs measured over it leave the front
 and the designs that then join it are measured, until every design on the front is measured and
 within the limit. The timing itself is a callable (the CLI passes
-:func:`dlagraph.deploy.latency.measure_latency`), so nothing here needs torch."""
+:func:`dlagraph.fit.measure.measure_latency`), so nothing here needs torch."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..errors import SpecError, clip
-from ..io import MARKER, read_bounded, write_outputs
+from ..base.errors import SpecError, clip
+from ..base.io import MARKER, read_bounded, write_outputs
 from .search import FitResult, Member, _key, pareto
 
 __all__ = ["measure_front", "CACHE"]

@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 from .._version import __version__
-from ..errors import DlagraphError
-from ..io import MARKER
+from ..base.errors import DlagraphError
+from ..base.io import MARKER
 from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
 from ..ir.memory import format_bytes as _mib

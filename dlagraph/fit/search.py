@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DlagraphError, InputSizeError, SpecError, clip
+from ..base.errors import DlagraphError, InputSizeError, SpecError, clip
 from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
 from ..ir.memory import activation_memory

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..base.errors import SpecError
 from ..blocks import registered_blocks
-from ..errors import SpecError
 from ..spec import Spec
 from ..spec.errors import _problems, flatten_errors, format_loc, problem_message
 from ..spec.load import _read as read_yaml

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from ..errors import safe_repr
-from ..limits import IDENT, MAX_CHANNELS
-from ..names import attribute_clash
+from ..base.errors import safe_repr
+from ..base.limits import IDENT, MAX_CHANNELS
+from ..base.names import attribute_clash
 from .parts import output
 from .registry import HeadBuilder, HeadOptions, Problems, Shapes, register_head
 from .shapes import get

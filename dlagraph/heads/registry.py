@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import RegistryError, safe_repr
+from ..base.errors import RegistryError, safe_repr
 
 __all__ = [
     "HeadOptions",

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..base.limits import MAX_CHANNELS
 from ..blocks import get_block_type
-from ..limits import MAX_CHANNELS
 from .parts import fc, ida_node, output, proj_up
 from .registry import HeadBuilder, HeadOptions, Problems, Shapes, register_head
 from .shapes import get

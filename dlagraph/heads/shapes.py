@@ -4,7 +4,7 @@ the tensor, never an IndexError or KeyError."""
 
 from __future__ import annotations
 
-from ..errors import DlagraphError, clip, one_line
+from ..base.errors import DlagraphError, clip, one_line
 from .registry import Shapes
 
 __all__ = ["echo", "foreign", "get"]

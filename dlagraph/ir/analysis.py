@@ -16,7 +16,7 @@ from typing import Any
 
 import networkx as nx
 
-from ..errors import InputSizeError
+from ..base.errors import InputSizeError
 from ..spec import Spec
 from .compile import compile_spec
 from .graph import feature_info, inputs, op, topo_order, view

@@ -7,8 +7,8 @@ from typing import Any
 
 import networkx as nx
 
-from ..errors import SpecError
-from ..names import attribute_clash, var_name
+from ..base.errors import SpecError
+from ..base.names import attribute_clash, var_name
 from ..spec import Spec
 from .graph import channels, inputs, reduction
 from .ops import NodeView, op_of

@@ -31,7 +31,7 @@ import networkx as nx
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from ..errors import GraphError, SpecError, clip
+from ..base.errors import GraphError, SpecError, clip
 from ..spec import load_spec
 from .ops import OPS, NodeView, Op, op_of
 

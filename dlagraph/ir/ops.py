@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 
 from typing_extensions import TypedDict
 
+from ..base.errors import GraphError
 from ..blocks import Layer, get_block_type
-from ..errors import GraphError
 
 __all__ = [
     "Expr",
@@ -70,7 +70,7 @@ class Sym:
 @dataclass(frozen=True)
 class Expr:
     """A call ``fn(*args, **kwargs)``: ``fn`` is ``"self"`` (the node's own module), a torch name
-    (``torch.cat``, ``nn.Conv2d``, ``F.interpolate``), a helper of ``backends/torch/modules.py``
+    (``torch.cat``, ``nn.Conv2d``, ``F.interpolate``), a helper of ``nn/modules.py``
     (``conv_bn_relu``), or a registered block class, whose block type is ``source``."""
 
     fn: str
@@ -176,6 +176,10 @@ class Op:
     name: ClassVar[str]
     record: ClassVar[type]  # a TypedDict of the op's semantic fields
     owns_module: ClassVar[bool] = True
+    # its first layer (a conv) reads the concatenation of its inputs in port order: rewrites
+    # lay that conv's input channels out per input (ir/plans.py); ``"split"``: and the module
+    # is a ``DlaRoot``, whose conv may be computed as one conv per input
+    concat: ClassVar[str] = ""
 
     def channels(self, v: NodeView) -> int:
         return v["out_channels"] if "out_channels" in v else v["channels"]
@@ -571,7 +575,7 @@ class AggregateRec(TypedDict):
 class Aggregate(_Aggregation):
     """N of eq. 1-5 (``DlaRoot``): concat in argument order -> conv -> BN (-> + input 0) -> ReLU."""
 
-    name, record = "aggregate", AggregateRec
+    name, record, concat = "aggregate", AggregateRec, "split"
 
     def layers(self, v: NodeView) -> list[Layer]:
         cin, cout = v["in_channels"], v["out_channels"]
@@ -600,7 +604,7 @@ class IdaNodeRec(TypedDict):
 class IdaNode(_Aggregation):
     """The official ``dla_up.py`` IDAUp node: ``Sequential(conv, BN, ReLU)`` on the concatenation."""
 
-    name, record = "ida_node", IdaNodeRec
+    name, record, concat = "ida_node", IdaNodeRec, "concat"
 
     def layers(self, v: NodeView) -> list[Layer]:
         cin, cout = v["in_channels"], v["out_channels"]

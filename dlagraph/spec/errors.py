@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from ..errors import clip, safe_repr
+from ..base.errors import clip, safe_repr
 
 __all__ = ["flatten_errors", "problem_message", "format_loc", "PROBLEMS", "Loc"]
 

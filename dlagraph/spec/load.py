@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..base.errors import SpecError, clip, safe_repr
 from ..blocks import get_block_type, registered_blocks
-from ..errors import SpecError, clip, safe_repr
 from ..heads import get_head_type, registered_heads
 from .errors import Loc, flatten_errors, format_loc, problem_message
 from .schema import Aggregation, ConvLevel, Spec, TreeLevel

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import SpecError, safe_repr
+from ..base.errors import SpecError, safe_repr
 
 __all__ = ["apply_overrides", "parse_sets"]
 

@@ -34,8 +34,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ..base.errors import RegistryError, clip
+from ..base.limits import IDENT, MAX_BLOCKS, MAX_CHANNELS, MAX_TREE_LEVELS
 from ..blocks import get_block_type, registered_blocks
-from ..errors import RegistryError, clip
 from ..heads import (
     CenterNetHead,
     ClassifierHead,
@@ -45,7 +46,6 @@ from ..heads import (
     get_head_type,
     registered_heads,
 )
-from ..limits import IDENT, MAX_BLOCKS, MAX_CHANNELS, MAX_TREE_LEVELS
 from .errors import Loc, _message, _problems, flatten_errors, format_loc, problem_message
 
 __all__ = [

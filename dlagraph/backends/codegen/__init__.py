@@ -19,13 +19,13 @@ import networkx as nx
 import yaml
 
 from ..._version import __version__
-from ...errors import CodegenError, SpecError, one_line
-from ...io import MARKER
+from ...base.errors import CodegenError, SpecError, one_line
+from ...base.io import MARKER
+from ...base.names import class_name
 from ...ir.analysis import default_cfg, static_params
 from ...ir.compile import compile_spec
 from ...ir.graph import check, feature_info, op, view
 from ...ir.ops import Expr, Sym
-from ...names import class_name
 from ...spec import Spec, resolve_spec_path
 from .forward import bodies
 from .layout import call_parts, literal, source, wrap_statement

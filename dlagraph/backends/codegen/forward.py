@@ -12,9 +12,9 @@ from typing import Any
 
 import networkx as nx
 
+from ...base.names import var_name
 from ...ir.graph import inputs, op, stages, view
 from ...ir.memory import run_order
-from ...names import var_name
 from .layout import call_parts, del_lines, source, wrap_statement
 
 __all__ = ["Bodies", "bodies"]

@@ -6,7 +6,7 @@ import enum
 import math
 from typing import Any
 
-from ...errors import CodegenError, one_line
+from ...base.errors import CodegenError, one_line
 from ...ir.ops import Expr, In, Sym
 
 __all__ = ["WIDTH", "literal", "source", "call_parts", "wrap_statement", "del_lines"]

@@ -1,6 +1,6 @@
 """The classes and helpers a generated file copies: the same source the interpreter runs.
 
-Built-in blocks and helpers are read from ``backends/torch/modules.py`` as text (parsed with
+Built-in blocks and helpers are read from ``nn/modules.py`` as text (parsed with
 ``ast``, so code generation never imports torch); a registered block's class is copied with
 ``inspect`` and stripped of its dlagraph contract (decorator, ``Options``, ``layers``).
 """
@@ -15,8 +15,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from ...errors import CodegenError
-from ...names import IMPORTED
+from ...base.errors import CodegenError
+from ...base.names import IMPORTED
 
 __all__ = [
     "IMPORTED",
@@ -30,7 +30,7 @@ __all__ = [
 
 # library classes a registered block may use too (the generated file then copies them)
 BLOCK_HELPERS = {"DCN", "DeformConv"}
-_MODULES = Path(__file__).resolve().parent.parent / "torch" / "modules.py"
+_MODULES = Path(__file__).resolve().parents[2] / "nn" / "modules.py"
 
 
 @functools.cache
@@ -79,7 +79,7 @@ def with_dependencies(names: set[str], sources: list[str]) -> set[str]:
 
 
 def builtin_source(name: str) -> str:
-    """The source of a class or helper of ``backends/torch/modules.py``."""
+    """The source of a class or helper of ``nn/modules.py``."""
     try:
         return _library()[name].rstrip() + "\n"
     except KeyError:

@@ -25,22 +25,22 @@ import torch.utils.checkpoint
 from torch import fx, nn
 from torch.nn import functional as F
 
+from ...base.errors import DlagraphError
+from ...base.names import class_name, var_name
+from ...base.system import available_memory
 from ...checkpoints.instant import skipped_init
 from ...checkpoints.load import assign_weights
 from ...checkpoints.read import read_owned
-from ...errors import DlagraphError
 from ...ir.analysis import static_params
 from ...ir.compile import compile_spec
 from ...ir.graph import check, describe, inputs, op, stages, view
 from ...ir.memory import run_order
 from ...ir.ops import Expr, In, Sym
-from ...names import class_name, var_name
+from ...nn import modules
+from ...nn.modules import fold_batchnorm, init_weights
+from ...nn.timm import InterpreterTimmAPI, timm_attributes
 from ...spec import Spec
-from ...system import available_memory
 from ..codegen.sources import generated_names
-from . import modules
-from .modules import fold_batchnorm, init_weights
-from .timm_api import InterpreterTimmAPI, timm_attributes
 
 __all__ = ["build_module", "fold_bn", "DLAModule", "make_module"]
 

@@ -1,5 +1,5 @@
 """timm's model API on the interpreter's modules: the attributes, and the hooks of
-:class:`~dlagraph.backends.torch.modules.TimmModelAPI` (the same class generated files copy).
+:class:`~dlagraph.nn.modules.TimmModelAPI` (the same class generated files copy).
 
 The backbone runs as a chain of steps (the stem, the conv levels, one GraphModule per tree level:
 :func:`dlagraph.ir.graph.stages`). timm itself is not imported.
@@ -12,8 +12,8 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
-from ...ir.analysis import default_cfg
-from ...ir.graph import feature_info, inputs, stages
+from ..ir.analysis import default_cfg
+from ..ir.graph import feature_info, inputs, stages
 from .modules import TimmModelAPI
 
 __all__ = ["InterpreterTimmAPI", "timm_attributes"]

@@ -1,14 +1,14 @@
 """The interactive view: one self-contained HTML file of a network's aggregation tree.
 
-The layout is the Graphviz diagram of :mod:`dlagraph.backends.diagram` (rendered to SVG with ids from the node
+The layout is the Graphviz diagram of :mod:`dlagraph.views.diagram` (rendered to SVG with ids from the node
 and cluster names); the page adds what a static drawing cannot: fold a level, an HDA subtree or
 a head module into one box with its totals, hover or click a node for its op, options, shapes,
 parameters, MACs and state_dict tensors, search by name or state_dict key, and per group the share
 of the network's parameters and MACs. A diff view marks what changed against another network.
 
-Everything is inline (the script and style ship in ``tools/view/``; no network at view time)
+Everything is inline (the script and style ship in ``views/view/``; no network at view time)
 and the output is deterministic: the same spec gives the same bytes. The state_dict names come
-from :func:`dlagraph.tools.infer.expected_shapes` (torch, on the meta device), imported when
+from :func:`dlagraph.inspect.infer.expected_shapes` (torch, on the meta device), imported when
 called.
 """
 
@@ -25,19 +25,19 @@ import jinja2
 import networkx as nx
 
 from .._version import __version__
-from ..backends.diagram import cluster_path, cluster_title, draw
-from ..backends.render import DIAGRAM_TIMEOUT, install_hint, render
-from ..errors import DlagraphError
+from ..base.errors import DlagraphError
+from ..base.io import MARKER
 from ..heads.registry import Shapes
-from ..io import MARKER
 from ..ir.analysis import Summary, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import inputs, op, topo_order, view
+from .diagram import cluster_path, cluster_title, draw
+from .render import DIAGRAM_TIMEOUT, install_hint, render
 
 __all__ = ["DiffMarks", "html_view"]
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("dlagraph.tools", "view"),
+    loader=jinja2.PackageLoader("dlagraph.views", "view"),
     undefined=jinja2.StrictUndefined,
     autoescape=False,  # the page is assembled from our own parts; text is escaped where it enters
     keep_trailing_newline=True,
@@ -74,7 +74,7 @@ def html_view(
             from 224, as ``dlagraph build``).
         shapes: the state_dict's tensor shapes by name (default: the spec's module's, built on
             the meta device; ``dlagraph diff`` passes a checkpoint's own).
-        diff: the marks of a diff view (:func:`dlagraph.tools.diff.diff_marks`).
+        diff: the marks of a diff view (:func:`dlagraph.inspect.diff.diff_marks`).
         timeout: seconds Graphviz may take to lay the diagram out.
         svg: the diagram already rendered from ``draw(g)`` (``dlagraph build`` renders it once
             for its .svg file and the view).
@@ -89,7 +89,7 @@ def html_view(
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
     s = summarize(g, input_size)
     if shapes is None:
-        from .infer import expected_shapes  # torch, on the meta device
+        from ..inspect.infer import expected_shapes  # torch, on the meta device
 
         shapes = expected_shapes(g.graph["spec"])
     if "collapse_depth" in draw_options or draw_options.get("ids") is False:
@@ -116,7 +116,7 @@ def html_view(
 
 
 def _asset(name: str) -> str:
-    return resources.files("dlagraph.tools").joinpath("view", name).read_text("utf-8")
+    return resources.files("dlagraph.views").joinpath("view", name).read_text("utf-8")
 
 
 def _inline_svg(svg: str) -> str:

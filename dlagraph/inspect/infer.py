@@ -23,13 +23,13 @@ from typing import Any
 import torch
 
 from ..backends.torch.interpret import build_module
+from ..base.errors import DlagraphError
+from ..base.limits import MAX_TREE_LEVELS
 from ..checkpoints.read import read_state_dict
-from ..errors import DlagraphError
 from ..heads import get_head_type, registered_heads
 from ..heads.registry import Shapes
 from ..heads.shapes import echo, foreign, get
 from ..ir.compile import compile_spec
-from ..limits import MAX_TREE_LEVELS
 from ..spec import Spec, load_spec
 from ..spec.overrides import apply_overrides
 from ..spec.schema import SHADOWED_MODULES

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..errors import DlagraphError, SpecError, clip
+from ..base.errors import DlagraphError, SpecError, clip
 from ..ir.compile import compile_spec
 from ..spec import Spec, load_spec
 

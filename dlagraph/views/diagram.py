@@ -18,7 +18,7 @@ import graphviz
 import networkx as nx
 
 from .._version import __version__
-from ..io import MARKER
+from ..base.io import MARKER
 from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import channels, inputs, op, topo_order, view

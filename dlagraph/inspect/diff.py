@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import clip, one_line
+from ..base.errors import clip, one_line
 from ..heads import get_head_type, registered_heads
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..spec import Spec, load_spec
-from .html import DiffMarks
+from ..views.html import DiffMarks
 from .infer import Shapes, expected_shapes, infer_checkpoint
 
 __all__ = [

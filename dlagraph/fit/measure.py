@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from ..deploy.optimize import optimize
+from ..deploy.timing import _eager, interleaved
+from ..deploy.timing import threads as timing_threads
 from ..spec import Spec, load_spec
-from .optimize import optimize
-from .timing import _eager, interleaved
-from .timing import threads as timing_threads
 
 __all__ = ["measure_latency"]
 

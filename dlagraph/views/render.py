@@ -19,8 +19,8 @@ import zlib
 import graphviz
 
 from .._version import __version__
-from ..errors import DlagraphError
-from ..io import MARKER
+from ..base.errors import DlagraphError
+from ..base.io import MARKER
 
 __all__ = ["render", "renderer", "install_hint", "FORMATS", "DIAGRAM_TIMEOUT"]
 

@@ -1,5 +1,6 @@
-"""CPU deployment: one call turns a built DLA (interpreter or generated class) into a fast
-inference module in fp32, bf16 or int8.
+"""PyTorch: the runtime ``torch`` (``dlagraph.optimize``'s default: a built DLA, interpreter or
+generated class, as a fast inference module in fp32, bf16 or int8) and the export formats ``pt2``
+(``torch.export``) and ``torchscript``.
 
 The steps, each measured on a 2-core AVX-512 machine (see benchmarks/RESULTS.md):
 
@@ -24,46 +25,27 @@ call its own partition: export already names the second call ``relu@1``.
 from __future__ import annotations
 
 import copy
-import logging
-import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ..errors import DlagraphError, DlagraphWarning, safe_repr
-from ..system import cpu_description, native_bf16
+from ..base.errors import DlagraphWarning
+from ..base.system import cpu_description, native_bf16
 from .deform import LoweredDCN
-from .rewrites import pad_channels, padding, split_roots
+from .prepare import is_deformable, prepare, quiet
+from .registry import get_runtime
+from .request import DeployError, DeployRequest, OptimizeReport, batch_checker
+from .rewrites import split_roots
 
-__all__ = ["PRECISIONS", "OptimizedModule", "optimize"]
+__all__ = ["OptimizedModule", "build", "make_pt2", "make_torchscript"]
 
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
-
-
-@dataclass
-class OptimizeReport:
-    """What :func:`optimize` did and how long each step took (seconds)."""
-
-    precision: str
-    compiled: bool
-    steps: dict[str, float] = field(default_factory=dict)
-    calibration_batches: int = 0
-    float_modules: list[str] = field(default_factory=list)  # int8: left in floating point
-    notes: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.steps.items())
-        notes = "".join(f"; {note}" for note in self.notes)
-        return f"{self.precision}{' + torch.compile' * self.compiled}: {steps}{notes}"
 
 
 class OptimizedModule(nn.Module):
@@ -92,20 +74,18 @@ class OptimizedModule(nn.Module):
     def forward(self, x: torch.Tensor) -> Any:
         if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
             want, got = (" x ".join(map(str, s)) for s in (self.image_shape, x.shape[1:]))
-            raise DlagraphError(
+            raise DeployError(
                 f"this int8 module was calibrated on {want} images (got {got}): optimize again "
                 "with calibration batches of the size you will run"
             )
         x = x.to(dtype=self._dtype, memory_format=torch.channels_last)
-        with torch.no_grad(), _inductor_settings(), _quiet():
+        with torch.no_grad(), _inductor_settings(), quiet(streams=False):
             out = self.inner(x)
         return tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) else t, out)
 
     def train(self, mode: bool = True) -> OptimizedModule:
         if mode:
-            raise DlagraphError(
-                "an optimized module is for inference only: train the original model"
-            )
+            raise DeployError("an optimized module is for inference only: train the original model")
         # not recursive: an exported (int8) graph refuses train()/eval() calls
         self.training = False
         return self
@@ -123,24 +103,6 @@ class _Float32(nn.Module):
         return self.module(x.float()).to(x.dtype)
 
 
-# torch logs one warning from each on first use, about nothing a CPU user can act on: torchao's
-# import (an Enum registered with pytree) and inductor's first C++ build ("No CUDA runtime")
-_NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension")
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
-
-
 @contextmanager
 def _inductor_settings() -> Iterator[None]:
     # freezing turns the weights into constants, so inductor prepacks them (and folds the int8
@@ -151,91 +113,41 @@ def _inductor_settings() -> Iterator[None]:
         yield
 
 
-def optimize(
-    model: nn.Module | Any,
-    precision: Precision = "fp32",
-    calibration: Iterable[torch.Tensor] | None = None,
-    *,
-    compile: bool = True,
-    example_input: torch.Tensor | None = None,
-    progress: Callable[[str, float | None], None] | None = None,
-    rewrites: bool = True,
-) -> OptimizedModule:
-    """A copy of ``model`` ready for fast CPU inference in ``precision``.
+def build(model: nn.Module, request: DeployRequest) -> OptimizedModule:
+    """The runtime ``torch``: a copy of ``model`` ready for fast CPU inference.
 
-    Args:
-        model: a module from :func:`dlagraph.build_module` or a generated class (or any DLA
-            built of dlagraph's blocks), or a spec / preset name (built with random weights, for
-            benchmarks). The model itself is not changed.
-        precision: ``"fp32"`` (BN folded, channels_last), ``"bf16"`` (also bf16 weights and
-            activations) or ``"int8"`` (static post-training quantization, torchao PT2E with the
-            x86 inductor quantizer).
-        calibration: int8 only: an iterable of input batches (float32 NCHW tensors) from the
-            training data; a few hundred images are enough. The first batch fixes the image size.
-        compile: ``torch.compile`` the result (inductor). int8 without it runs the reference
-            (dequantize -> fp32 op -> quantize) graph, which is exact but slow.
-        example_input: a batch to compile with before returning (else the first call compiles;
-            int8 compiles with its first calibration batch).
-        progress: called as ``progress(step, None)`` when a step starts and
-            ``progress(step, seconds)`` when it ends (the CLI shows them).
-        rewrites: apply the rewrites measured to win (:mod:`dlagraph.deploy.rewrites`): when
-            compiled, levels' channels padded to a multiple of 8 (fp32, int8) and each
-            aggregation root's conv split per input (fp32); ``False`` for an A/B comparison.
-
-    Returns:
-        An :class:`OptimizedModule`; ``.report`` lists the steps and their times.
-
-    Raises:
-        DlagraphError: an unknown precision, int8 without calibration batches, or a model that
-            is still training.
+    fp32: BN folded, channels_last; bf16: also bf16 weights and activations; int8: static
+    post-training quantization (torchao PT2E with the x86 inductor quantizer), specialised to the
+    first calibration batch's image size. ``request.compile``: ``torch.compile`` the result
+    (inductor); int8 without it runs the reference (dequantize -> fp32 op -> quantize) graph,
+    exact but slow. With ``request.rewrites``, when compiled: levels' channels padded to a
+    multiple of 8 (fp32, int8) and each aggregation root's conv split per input (fp32).
     """
-    if precision not in PRECISIONS:
-        raise DlagraphError(
-            f"precision: must be one of {', '.join(PRECISIONS)} (got {safe_repr(precision)})"
-        )
-    if not isinstance(model, (nn.Module, str, Path, Mapping)) and type(model).__name__ != "Spec":
-        raise DlagraphError(
-            f"model: give a built DLA module, a spec or a preset name (got {type(model).__name__})"
-        )
-    if calibration is not None and precision != "int8":
-        raise DlagraphError(f"calibration: only int8 is calibrated (precision is {precision!r})")
-    report = OptimizeReport(precision, compile)
-    say = progress or (lambda step, seconds: None)
-
-    @contextmanager
-    def step(name: str) -> Iterator[None]:
-        say(name, None)
-        start = time.perf_counter()
-        with _quiet():
-            yield
-        report.steps[name] = time.perf_counter() - start
-        say(name, report.steps[name])
-
-    with step("fold BN"):
+    precision, compile = request.precision, request.compile
+    report = request.report(compile)
+    pad = get_runtime("torch").pad.get(precision) if compile and request.rewrites else None
+    with report.step("fold BN"), quiet(streams=False):
         # measured with compiled kernels only: uncompiled, nothing is padded
-        net = _prepare(model, padding("torch", precision) if compile and rewrites else None)
+        net = prepare(model, pad)
     if getattr(net, "channels_padded_to", None):
         report.notes.append(f"levels' channels padded to multiples of {net.channels_padded_to}")
-    check = _batch_checker(net)
-    if example_input is not None:
-        check(example_input, "example_input")
-    if precision == "fp32" and compile and rewrites:
+    check = request.check_batches(net)
+    if precision == "fp32" and compile and request.rewrites:
         # measured on DLA-36 (benchmarks/bench.py --rewrites): 1.09-1.14x in compiled fp32;
         # int8 0.94x, OpenVINO 0.89-1.08x, ONNX Runtime 0.85-0.94x, which keep the concat
-        probe = example_input[:1] if example_input is not None else _probe(net)
-        with step("split roots"):
-            split = split_roots(net, probe)
+        with report.step("split roots"):
+            split = split_roots(net)
         if split:
             report.notes.append("aggregation roots' convs split per input (no concat)")
         else:  # a network without aggregation roots
             del report.steps["split roots"]
-    deformable = [name for name, m in net.named_modules() if _is_deformable(m)]
+    deformable = [name for name, m in net.named_modules() if is_deformable(m)]
     if deformable and compile:
         _replace(net, deformable, LoweredDCN)
         report.notes.append(f"{len(deformable)} deformable conv(s) lowered to gather + matmul")
-    first: torch.Tensor | None = example_input
+    first: torch.Tensor | None = request.example
     if precision == "bf16":
-        _warn_emulated_bf16()
+        warn_emulated_bf16()
         net = _to_bf16(net, deformable, lowered=compile)
         if deformable:
             report.notes.append(
@@ -244,17 +156,13 @@ def optimize(
                 else f"{len(deformable)} deformable conv(s) kept in fp32"
             )
     elif precision == "int8":
-        if calibration is None:
-            raise DlagraphError(
-                "int8 needs calibration batches: optimize(model, 'int8', calibration=[batch, ...]) "
-                "with images from the training data (the CLI's --calibrate uses random inputs)"
-            )
         report.float_modules = deformable
         if deformable:
             report.notes.append(f"{len(deformable)} deformable conv(s) kept in fp32")
-        net, first, report.calibration_batches = _quantize(
-            net, calibration, deformable, step, check
-        )
+        with quiet(streams=False):
+            net, first, report.calibration_batches = quantize(
+                net, request.calibration or (), deformable, report, check
+            )
     if compile:
         # dynamic=False: one graph per batch size, compiled in seconds. With a dynamic batch,
         # torch 2.14's inductor asserted wrong strides in a fused bf16 conv (1-channel input)
@@ -267,21 +175,12 @@ def optimize(
     out = OptimizedModule(net, precision, report, shape)
     out.training = False
     if compile and first is not None:
-        with step("compile"):
+        with report.step("compile"):
             out(first)
     return out
 
 
-def _probe(net: nn.Module) -> torch.Tensor:
-    """A small input the network takes (four times its total stride a side)."""
-    dag = getattr(net, "dag", None)
-    if dag is None:
-        return torch.zeros(0)
-    side = 4 * dag.graph["total_stride"]
-    return torch.zeros(1, dag.graph["in_channels"], side, side)
-
-
-def _warn_emulated_bf16() -> None:
+def warn_emulated_bf16() -> None:
     """Say that bf16 is emulated on this CPU (measured: 3x slower than fp32 on an AVX2-only EPYC)
     instead of handing back a silently slower module; Python shows it once per calling line."""
     if native_bf16():
@@ -292,33 +191,6 @@ def _warn_emulated_bf16() -> None:
         DlagraphWarning,
         stacklevel=3,
     )
-
-
-def _prepare(model: nn.Module | Any, pad: int | None = None) -> nn.Module:
-    """A folded, channels_last, eval-mode copy of ``model`` (built first if it is a spec), its
-    levels' channels padded to a multiple of ``pad`` where they are not (:func:`.pad_channels`)."""
-    from ..backends.torch.modules import fold_batchnorm
-
-    if not isinstance(model, nn.Module):
-        from ..backends.torch.interpret import build_module
-        from ..spec import load_spec
-
-        spec = model if not isinstance(model, str) else load_spec(model)
-        model = build_module(spec).eval()
-    if model.training:
-        raise DlagraphError(
-            "optimize folds BatchNorm's running statistics: call model.eval() first"
-        )
-    net = (pad and pad_channels(model, pad)) or copy.deepcopy(model).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    fold_batchnorm(net)  # CenterNet's DeformConv too
-    return net.to(memory_format=torch.channels_last)
-
-
-def _is_deformable(m: nn.Module) -> bool:
-    # by structure, so the generated classes' own copies of DCN count too
-    return type(m).__name__ == "DCN" and hasattr(m, "conv_offset_mask")
 
 
 def _replace(net: nn.Module, names: list[str], wrap: Callable[[nn.Module], nn.Module]) -> None:
@@ -356,70 +228,34 @@ def _split_reused_modules(gm: torch.fx.GraphModule) -> None:
             stack[key] = (f"{path}@{call}", cls)
 
 
-def _batch_checker(net: nn.Module) -> Callable[..., None]:
-    """A check of input batches for ``net``: a float NCHW tensor, not empty, finite, with the
-    network's input channels and sides its total stride divides, of one size with the first."""
-    dag = getattr(net, "dag", None)
-    stride = dag.graph["total_stride"] if dag is not None else 1
-    chans = dag.graph["in_channels"] if dag is not None else getattr(net, "in_chans", None)
-    seen: list[tuple[int, ...]] = []
-
-    def check(x: Any, name: str) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise DlagraphError(f"{name}: must be a tensor (got {type(x).__name__})")
-        shape = tuple(x.shape)
-        if x.dim() != 4 or not x.is_floating_point():
-            raise DlagraphError(f"{name}: must be a float NCHW batch (got {x.dtype} {list(shape)})")
-        if 0 in shape:
-            raise DlagraphError(f"{name}: is empty ({list(shape)})")
-        if chans is not None and shape[1] != chans:
-            raise DlagraphError(f"{name}: has {shape[1]} channels, the network takes {chans}")
-        if shape[2] % stride or shape[3] % stride:
-            raise DlagraphError(
-                f"{name}: sides {shape[2]}x{shape[3]} are not multiples of the network's total "
-                f"stride {stride}"
-            )
-        if seen and shape[1:] != seen[0]:
-            raise DlagraphError(
-                f"{name}: images of {shape[2]}x{shape[3]} after {seen[0][1]}x{seen[0][2]}; "
-                "calibrate at one size"
-            )
-        if not torch.isfinite(x).all():
-            raise DlagraphError(f"{name}: holds NaN or infinite values")
-        if name.startswith("calibration"):
-            seen.append(shape[1:])
-
-    return check
-
-
-def _quantize(
+def quantize(
     net: nn.Module,
     calibration: Iterable[torch.Tensor],
     keep_float: list[str],
-    step: Callable[[str], Any],
+    report: OptimizeReport,
     check: Callable[..., None],
 ) -> tuple[nn.Module, torch.Tensor, int]:
     """Static int8 post-training quantization through torchao's PT2E flow."""
     try:
-        with _quiet():
+        with quiet(streams=False):
             import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError:
-        raise DlagraphError(
+        raise DeployError(
             "int8 needs torchao: pip install 'dlagraph[deploy]' (or pip install torchao)"
         ) from None
     try:
         batches = iter(calibration)
     except TypeError:
-        raise DlagraphError(
+        raise DeployError(
             f"calibration: give an iterable of NCHW batches (got {type(calibration).__name__})"
         ) from None
     first = next(batches, None)
     if first is None:
-        raise DlagraphError("calibration: holds no batches")
+        raise DeployError("calibration: holds no batches")
     check(first, "calibration[0]")
     first = first.float().contiguous(memory_format=torch.channels_last)
-    with step("export"):
+    with report.step("export"):
         # the batch dimension stays dynamic (export specialises a size of 1, hence two images);
         # the image size is fixed by the first batch
         two = first if first.shape[0] > 1 else first.expand(2, -1, -1, -1)
@@ -431,7 +267,7 @@ def _quantize(
     for name in keep_float:
         quantizer.set_module_name_qconfig(name, None)
     n = 0
-    with step("calibrate"):
+    with report.step("calibrate"):
         prepared = prepare_pt2e(gm, quantizer)
         with torch.no_grad():
             for x in _chain(first, batches):
@@ -439,7 +275,7 @@ def _quantize(
                     check(x, f"calibration[{n}]")
                 prepared(x.float().contiguous(memory_format=torch.channels_last))
                 n += 1
-    with step("convert"):
+    with report.step("convert"):
         converted = convert_pt2e(prepared)
     return converted, first, n
 
@@ -447,3 +283,60 @@ def _quantize(
 def _chain(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
     yield first
     yield from rest
+
+
+# --- the export formats ---------------------------------------------------------------------
+
+
+def make_pt2(
+    net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool, tmp: Path
+) -> Any:
+    """The format ``pt2``: a ``torch.export`` program (int8: torchao's PT2E), run as loaded."""
+    from .onnxruntime import Named
+
+    dims = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic else None
+    model: nn.Module = Named(net)
+    example = x
+    if request.precision == "bf16":
+        model, example = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    if request.precision == "int8":
+        keep = [n for n, m in net.named_modules() if is_deformable(m)]
+        converted, _, _ = quantize(
+            net, request.calibration or (), keep, request.report(), batch_checker(net)
+        )
+        model = Named(converted)
+    with quiet(), torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=dims)
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "model.pt2"
+    torch.export.save(program, str(path))
+    loaded = torch.export.load(str(path)).module()
+    dtype = example.dtype
+
+    def run(xb: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return loaded(xb.to(dtype))
+
+    return {".pt2": path.read_bytes()}, run
+
+
+def make_torchscript(
+    net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool, tmp: Path
+) -> Any:
+    """The format ``torchscript``: traced and frozen, run as loaded."""
+    model, example = net, x
+    if request.precision == "bf16":
+        model, example = copy.deepcopy(net).to(torch.bfloat16), x.to(torch.bfloat16)
+    with quiet(), torch.no_grad():
+        traced = torch.jit.freeze(torch.jit.trace(model, example, strict=False).eval())
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "model.pt"
+    traced.save(str(path))
+    with quiet():  # torch 2.14 calls TorchScript deprecated: the format is still asked for
+        loaded = torch.jit.load(str(path))
+
+    def run(xb: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return loaded(xb.to(example.dtype))
+
+    return {".pt": path.read_bytes()}, run

@@ -1,0 +1,82 @@
+"""One small registry shape for everything users can add: blocks, heads, ops, runtimes, formats.
+
+Each kind keeps its own entry type and its own checks of what an entry must hold; what they
+share is here: a name rule, built-ins that cannot be replaced or removed, ``replace=True`` for a
+user's own, the one-line "unknown ...; registered: ..." error, and a listing with the built-ins
+first, in registration order (the order messages, schemas and ``--help`` show them in).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from .errors import RegistryError, safe_repr
+
+__all__ = ["Registry", "NAME"]
+
+T = TypeVar("T")
+NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+
+
+class Registry(Generic[T]):
+    """Named entries of one ``kind`` ("block type", "head type", "runtime", ...)."""
+
+    def __init__(self, kind: str, pattern: re.Pattern[str] = NAME) -> None:
+        self.kind = kind
+        self._pattern = pattern
+        self._entries: dict[str, T] = {}
+        self._builtin: set[str] = set()
+
+    def add(self, name: str, entry: T, *, replace: bool = False, builtin: bool = False) -> T:
+        """Register ``entry`` as ``name``; a built-in one is never replaced, a user's own only
+        with ``replace=True``."""
+        if not isinstance(name, str) or not self._pattern.match(name):
+            raise RegistryError(
+                f"{self.kind} name {safe_repr(name)} must match {self._pattern.pattern[:-2]}"
+            )
+        if name in self._entries:
+            if name in self._builtin:
+                raise RegistryError(f"{self.kind} {name!r} is built in and cannot be replaced")
+            if not replace:
+                raise RegistryError(
+                    f"{self.kind} {name!r} is already registered (pass replace=True)"
+                )
+        self._entries[name] = entry
+        if builtin:
+            self._builtin.add(name)
+        return entry
+
+    def remove(self, name: str) -> None:
+        """Remove a user's entry (absent: nothing to do); built-ins stay."""
+        if name in self._builtin:
+            raise RegistryError(f"{self.kind} {name!r} is built in and cannot be removed")
+        self._entries.pop(name, None)
+
+    def get(self, name: object) -> T:
+        try:
+            return self._entries[name]  # type: ignore[index]
+        except (KeyError, TypeError):
+            raise RegistryError(
+                f"unknown {self.kind} {safe_repr(name)}; registered: {', '.join(self.names())}"
+            ) from None
+
+    def is_builtin(self, name: str) -> bool:
+        return name in self._builtin
+
+    def names(self) -> list[str]:
+        """Every name, built-ins first, each group in registration order."""
+        return sorted(self._entries, key=lambda n: n not in self._builtin)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(n, self._entries[n]) for n in self.names()]

@@ -1,0 +1,192 @@
+"""``dlagraph.optimize(..., backend="auto")``: every available runtime of the registry built in the
+requested precision (and fp32, which a lower precision must beat), from one built model, timed
+on this machine, interleaved, at the caller's batch and size; the fastest that keeps the model's
+outputs is chosen. The choice is cached by spec, setting, CPU and library versions, so the next
+``auto`` builds only the winner.
+
+No silent slow-downs: bf16 on a CPU without native bf16 is never an ``auto`` candidate, and a
+lower precision that is slower than fp32 on this CPU loses to fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..base.errors import DlagraphError, DlagraphWarning
+from ..base.io import MARKER, read_bounded, write_outputs
+from ..base.system import cpu_description, native_bf16
+from .prepare import prepare
+from .registry import PRECISIONS, RUNTIMES, Runtime
+from .request import DeployError, DeployRequest
+from .timing import _eager, compare, interleaved
+from .timing import threads as torch_threads
+
+__all__ = ["auto", "AutoReport"]
+
+# what "keeps the model's outputs" means for auto (measured int8 rows: about 0.02 relative
+# error, full top-1 agreement on real images)
+MAX_ERROR = {"fp32": 1e-3, "bf16": 0.1, "int8": 0.2}
+MIN_AGREEMENT = 0.9
+
+
+@dataclass
+class AutoReport:
+    """What ``backend="auto"`` measured: ms per batch of every candidate (None: not kept, with
+    why), and the one it chose."""
+
+    chosen: str
+    rows: dict[str, float | None] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
+    cached: bool = False
+
+    def __str__(self) -> str:
+        parts = [
+            f"{k} {v * 1e3:.1f} ms" if v is not None else f"{k}: {self.why.get(k, 'not kept')}"
+            for k, v in self.rows.items()
+        ]
+        how = " (cached choice)" if self.cached else ""
+        return f"auto chose {self.chosen}{how}: " + "; ".join(parts)
+
+
+def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> nn.Module:
+    """The fastest faithful build of ``model`` among the available runtimes (see the module)."""
+    x = request.batch("backend='auto' times the candidates on a batch and")
+    reference = prepare(model)  # folded: the outputs the candidates must keep
+    precisions = ["fp32"] + ([request.precision] if request.precision != "fp32" else [])
+    if "bf16" in precisions and not native_bf16():
+        precisions.remove("bf16")  # emulated: always slower than fp32 here
+    candidates = [
+        (rt, p)
+        for p in precisions
+        for _, rt in RUNTIMES.items()
+        if rt.auto and p in rt.precisions and rt.available()
+    ]
+    labels = [f"{rt.name} {p}" for rt, p in candidates]
+    path = Path(cache) if cache else _default_cache()
+    key = _key(reference, x, request, [*labels, f"compile {request.compile}"])
+    entries = _read(path)
+    chosen = entries.get(key, {}).get("chosen")
+    if chosen in labels:  # the choice measured before on this machine: build only it
+        rt, p = candidates[labels.index(chosen)]
+        built = _build(model, rt, p, request, x)
+        built.auto = AutoReport(chosen, entries[key]["rows"], {}, cached=True)
+        return built
+    built_all: dict[str, nn.Module] = {}
+    why: dict[str, str] = {}
+    for (rt, p), label in zip(candidates, labels, strict=True):
+        try:
+            built_all[label] = _build(model, rt, p, request, x)
+        except DlagraphError as e:  # a candidate this model cannot take (e.g. DCN in a runtime)
+            why[label] = str(e).splitlines()[0]
+    check = request.calibration[-1] if request.calibration else x
+    for label, m in list(built_all.items()):
+        problem = _keeps_outputs(reference, m, check, label.split(" ")[1])
+        if problem:
+            why[label] = problem
+            del built_all[label]
+    if not built_all:
+        raise DeployError(
+            "auto: no candidate kept the model's outputs: "
+            + "; ".join(f"{k}: {v}" for k, v in why.items())
+        )
+    with torch_threads(request.threads):
+        times = interleaved({k: _eager(m, x) for k, m in built_all.items()}, runs=7)
+    chosen = min(times, key=times.__getitem__)
+    rows: dict[str, float | None] = {label: times.get(label) for label in labels}
+    entries[key] = {"chosen": chosen, "rows": rows}
+    _write(path, entries)
+    out = built_all[chosen]
+    out.auto = AutoReport(chosen, rows, why)
+    return out
+
+
+def _build(
+    model: nn.Module, rt: Runtime, precision: str, request: DeployRequest, x: torch.Tensor
+) -> nn.Module:
+    """One candidate: fp32 rows of an int8 request are built uncalibrated."""
+    calibration = request.calibration if precision == "int8" else None
+    req = request.replace(precision=precision, calibration=calibration, example=x, progress=None)
+    with torch_threads(request.threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DlagraphWarning)
+        return rt.require(precision)(model, req)  # type: ignore[no-any-return]
+
+
+def _keeps_outputs(
+    reference: nn.Module, m: nn.Module, x: torch.Tensor, precision: str
+) -> str | None:
+    with torch.inference_mode():
+        worst, ref, got = compare(reference(x), m(x))
+    if worst > MAX_ERROR[precision]:
+        return f"relative error {worst:.3f} > {MAX_ERROR[precision]}"
+    dag = getattr(reference, "dag", None)
+    if dag is not None and dag.graph.get("classifier") and len(x) > 1:
+        agree = (ref[0].argmax(1) == got[0].argmax(1)).float().mean().item()
+        if agree < MIN_AGREEMENT:
+            return f"top-1 agreement {agree:.2f} < {MIN_AGREEMENT}"
+    return None
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("torch", "openvino", "onnxruntime", "torchao", "nncf"):
+        try:
+            out.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def _key(
+    reference: nn.Module, x: torch.Tensor, request: DeployRequest, candidates: list[str]
+) -> str:
+    dag = getattr(reference, "dag", None)
+    spec = dag.graph.get("spec") if dag is not None else type(reference).__qualname__
+    text = json.dumps(
+        [spec, list(x.shape), request.precision, request.threads or torch.get_num_threads(),
+         candidates, cpu_description(), _versions(), __version__],
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _default_cache() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "dlagraph" / "auto.json"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The cached choices; an unreadable or foreign cache is ignored (and rewritten)."""
+    try:
+        data = json.loads(read_bounded(path, 4 * 2**20))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, dict) or not str(data.get("generator")).startswith(MARKER):
+        return {}
+    return {
+        k: v
+        for k, v in entries.items()
+        if isinstance(v, dict) and isinstance(v.get("chosen"), str) and len(v["chosen"].split(" ")) == 2
+        and v["chosen"].split(" ")[0] in RUNTIMES and v["chosen"].split(" ")[1] in PRECISIONS
+        and isinstance(v.get("rows"), dict)
+    }  # fmt: skip
+
+
+def _write(path: Path, entries: dict[str, Any]) -> None:
+    text = json.dumps({"generator": f"{MARKER} {__version__}", "entries": entries}, indent=1)
+    try:
+        write_outputs({path: text + "\n"})
+    except DlagraphError:  # a foreign file there, an unwritable home: measure again next time
+        pass

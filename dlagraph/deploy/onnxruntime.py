@@ -1,0 +1,136 @@
+"""ONNX and ONNX Runtime: the runtime ``onnxruntime`` (``dlagraph.optimize(...,
+backend="onnxruntime")``) and the export format ``onnx``. The folded DLA is exported by
+``torch.onnx``'s dynamo exporter; int8 by ONNX Runtime's static QDQ quantization. The ``deploy``
+extra."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .prepare import RuntimeModule, prepare, quiet, runtime_input, structure
+from .request import DeployError, DeployRequest
+
+__all__ = ["onnx_bytes", "quantize_onnx", "onnxruntime_session", "build", "make"]
+
+
+class Named(nn.Module):
+    """The input named ``x`` for the exporters' dynamic shapes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+
+def onnx_bytes(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = False) -> bytes:
+    """``model`` as ONNX (torch.onnx's dynamo exporter, weights inside the one file)."""
+    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    with tempfile.TemporaryDirectory() as d, quiet(), torch.no_grad():
+        path = Path(d) / "model.onnx"
+        program = torch.onnx.export(
+            Named(model),
+            (example,),
+            dynamo=True,
+            dynamic_shapes=dynamic,
+            input_names=["x"],
+            external_data=False,
+        )
+        program.save(str(path), external_data=False)
+        return path.read_bytes()
+
+
+def quantize_onnx(data: bytes, calibration: Iterable[torch.Tensor]) -> bytes:
+    """int8 ONNX by ONNX Runtime's static quantization (QDQ, per-channel weights)."""
+    import onnx
+    import onnxruntime.quantization as ort_q
+
+    batches = [b.to(torch.float32).numpy() for b in calibration]
+    if not batches:
+        raise DeployError("int8 needs at least one calibration batch")
+
+    class Reader(ort_q.CalibrationDataReader):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            self.it = iter({"x": b} for b in batches)
+
+        def get_next(self) -> Any:
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as d, quiet():
+        src, pre, dst = (Path(d) / n for n in ("m.onnx", "pre.onnx", "q.onnx"))
+        src.write_bytes(data)
+        try:  # shape inference and graph clean-up, as ONNX Runtime recommends before quantizing
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(src), str(pre))
+        except Exception:  # optional: quantize the model as exported
+            pre = src
+        # the stem conv, which reads the image, stays in fp32: quantized (the image per tensor,
+        # its weights per channel) it cost 8 points of accuracy on digits, with any calibration
+        # method; without it int8 is within 0.5 points (tests/test_export.py)
+        graph = onnx.load(str(pre)).graph
+        inputs = {i.name for i in graph.input}
+        stem = [n.name for n in graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+        ort_q.quantize_static(
+            str(pre),
+            str(dst),
+            Reader(),
+            nodes_to_exclude=stem,
+            quant_format=ort_q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=ort_q.QuantType.QUInt8,
+            weight_type=ort_q.QuantType.QInt8,
+        )
+        return dst.read_bytes()
+
+
+def onnxruntime_session(data: bytes, threads: int | None = None) -> Callable[[Any], list[Any]]:
+    """A function running the ONNX model ``data`` with ONNX Runtime's CPU provider."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: Any) -> list[Any]:
+        return session.run(None, {name: x})
+
+    return run
+
+
+def build(model: nn.Module, request: DeployRequest) -> RuntimeModule:
+    """The runtime ``onnxruntime``: any batch size, at the request's image size. No rewrites:
+    padding and split roots were both slower here (docs/deployment.md)."""
+    report = request.report()
+    with report.step("fold BN"):
+        net = prepare(model).to(memory_format=torch.contiguous_format)
+    x = runtime_input(net, request, "backend='onnxruntime'")
+    with report.step("export ONNX"):
+        blob = onnx_bytes(net, x, dynamic_batch=True)
+    if request.precision == "int8":
+        with report.step("quantize (QDQ)"):
+            blob = quantize_onnx(blob, request.calibration or ())
+    with report.step("session"):
+        run = onnxruntime_session(blob, request.threads)
+    return RuntimeModule(run, structure(net, x[:1]), "onnxruntime", request.precision, report)
+
+
+def make(net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool, tmp: Path) -> Any:
+    """The format ``onnx``: one file, weights inside, run by ONNX Runtime."""
+    blob = onnx_bytes(net, x, dynamic)
+    if request.precision == "int8":
+        blob = quantize_onnx(blob, request.calibration or ())
+    run = onnxruntime_session(blob)
+    return {".onnx": blob}, RuntimeModule(run, structure(net, x), "onnxruntime", request.precision)

@@ -1,0 +1,130 @@
+"""What every runtime starts from: the model resolved once (a spec or preset is built here, once),
+its folded eval-mode copy (levels padded where the runtime measured a win), the output structure
+a runtime's flat outputs are put back into, and one way to silence the toolchains."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from .request import DeployError
+from .rewrites import pad_channels
+
+__all__ = ["resolve", "prepare", "quiet", "RuntimeModule", "structure", "is_deformable"]
+
+
+def resolve(model: Any, seed: int | None = 0) -> nn.Module:
+    """``model`` as a built module: a module is returned as it is; a spec, preset name, path or
+    mapping is built once (random weights from ``seed``, for timing and checking)."""
+    if isinstance(model, nn.Module):
+        return model
+    if not isinstance(model, (str, Path, Mapping)) and type(model).__name__ != "Spec":
+        raise DeployError(
+            f"model: give a built DLA module, a spec or a preset name (got {type(model).__name__})"
+        )
+    from ..backends.torch.interpret import build_module
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return build_module(model).eval()
+
+
+def prepare(model: nn.Module, pad: int | None = None) -> nn.Module:
+    """A folded, channels_last, eval-mode copy of ``model``, its levels' channels padded to a
+    multiple of ``pad`` where they are not (:func:`.pad_channels`)."""
+    from ..nn.modules import fold_batchnorm
+
+    if model.training:
+        raise DeployError(
+            "deployment folds BatchNorm's running statistics: call model.eval() first"
+        )
+    net = (pad and pad_channels(model, pad)) or copy.deepcopy(model).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    fold_batchnorm(net)  # CenterNet's DeformConv too
+    return net.to(memory_format=torch.channels_last)
+
+
+# torch logs one warning from each on first use, about nothing a CPU user can act on: torchao's
+# import (an Enum registered with pytree) and inductor's first C++ build ("No CUDA runtime")
+_NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension")
+
+
+@contextlib.contextmanager
+def quiet(streams: bool = True) -> Iterator[None]:
+    """The toolchains' notices, warnings and progress bars (not ours to print); ``streams=False``
+    leaves stdout and stderr alone (around a compiled model's calls)."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        with contextlib.ExitStack() as stack:
+            if streams:
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("ignore")
+                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+def is_deformable(m: nn.Module) -> bool:
+    # by structure, so the generated classes' own copies of DCN count too
+    return type(m).__name__ == "DCN" and hasattr(m, "conv_offset_mask")
+
+
+def structure(model: nn.Module, x: torch.Tensor) -> Any:
+    """The output structure of ``model`` (for :class:`RuntimeModule`)."""
+    with torch.inference_mode():
+        return tree_flatten(model(x))[1]
+
+
+class RuntimeModule(nn.Module):
+    """A compiled runtime model with the module's interface: a float32 NCHW batch in, the
+    original model's output structure (a tensor, a dict of head outputs, ...) out."""
+
+    def __init__(
+        self,
+        run: Callable[[Any], Sequence[Any]],
+        structure: Any,
+        backend: str,
+        precision: str,
+        report: Any = None,
+    ) -> None:
+        super().__init__()
+        self._run, self._structure = run, structure
+        self.backend, self.precision, self.report = backend, precision, report
+        self.training = False
+
+    def forward(self, x: torch.Tensor) -> Any:
+        outs = self._run(x.detach().to(torch.float32).contiguous().numpy())
+        return tree_unflatten([torch.from_numpy(o) for o in outs], self._structure)
+
+    def train(self, mode: bool = True) -> RuntimeModule:
+        if mode:
+            raise DeployError(f"a {self.backend} module is for inference only")
+        return self
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend}, precision={self.precision}"
+
+
+def runtime_input(net: nn.Module, request: Any, who: str) -> torch.Tensor:
+    """The batch a runtime builds for, every given batch checked against ``net`` first."""
+    check = request.check_batches(net)
+    for i, b in enumerate(request.calibration or ()):
+        check(b, f"calibration[{i}]")
+    return request.batch(who).float().contiguous()

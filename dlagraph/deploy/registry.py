@@ -1,0 +1,249 @@
+"""The runtimes ``dlagraph.optimize`` builds for and the formats ``dlagraph export`` writes, as two
+registries in the shape of ``register_block`` / ``register_head``: adding one is one module that
+calls :func:`register_runtime` or :func:`register_format`, and ``optimize(backend=...)``,
+``auto``, ``dlagraph bench --backend`` and ``dlagraph export --format`` pick it up; nothing
+switches on a runtime's or a format's name.
+
+No torch here (the command line lists the choices without it): an entry's ``build`` / ``make``
+is a function, or a ``"module:function"`` reference imported when first used, which is how the
+built-ins below point at the modules that hold them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..base.errors import DlagraphError, RegistryError
+from ..base.registry import Registry
+
+__all__ = [
+    "PRECISIONS",
+    "Runtime",
+    "Format",
+    "register_runtime",
+    "register_format",
+    "unregister_runtime",
+    "unregister_format",
+    "get_runtime",
+    "get_format",
+    "registered_runtimes",
+    "registered_formats",
+]
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+EXTRA = "pip install 'dlagraph[deploy]'"
+
+
+def _resolve(fn: Callable[..., Any] | str) -> Callable[..., Any]:
+    if callable(fn):
+        return fn
+    module, _, name = fn.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def _check_precisions(kind: str, name: str, precisions: tuple[str, ...]) -> None:
+    if not precisions or not set(precisions) <= set(PRECISIONS):
+        raise RegistryError(f"{kind} {name!r}: precisions must be some of {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where an optimized model runs.
+
+    ``build(model, request)`` turns a built DLA (eval mode, not changed) into an inference
+    module for a validated :class:`~dlagraph.deploy.request.DeployRequest` in one of
+    ``precisions``; ``why_not`` says why any other precision is refused. ``packages`` must be
+    importable for it to be available (else one line naming ``extra``); ``auto`` times it when
+    ``auto`` is true. ``pad``: the channel multiple, by precision, that padding was measured to
+    win at on this runtime (``dlagraph.deploy.rewrites``).
+    """
+
+    name: str
+    title: str
+    precisions: tuple[str, ...]
+    build: Callable[..., Any] | str
+    why_not: Mapping[str, str] = field(default_factory=dict)
+    packages: tuple[str, ...] = ()
+    extra: str = EXTRA
+    auto: bool = True
+    pad: Mapping[str, int] = field(default_factory=dict)
+
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(p) is not None for p in self.packages)
+
+    def require(self, precision: str) -> Callable[..., Any]:
+        """Its build function, after one-line refusals: a precision it has not, or a package
+        that is not installed."""
+        if precision not in self.precisions:
+            why = self.why_not.get(precision, f"it builds {', '.join(self.precisions)}")
+            raise DlagraphError(f"backend={self.name!r} {precision}: not supported: {why}")
+        for p in self.packages:
+            if importlib.util.find_spec(p) is None:
+                raise DlagraphError(f"backend={self.name!r} needs {p}: {self.extra}")
+        return _resolve(self.build)
+
+
+@dataclass(frozen=True)
+class Format:
+    """A deployment artifact ``dlagraph export`` writes.
+
+    ``make(net, x, request, dynamic, tmp)`` gets the folded model, the artifact's example input
+    batch, the validated request (precision, int8's calibration batches), whether the batch is
+    dynamic, and a scratch folder; it returns the artifact's bytes by file extension (one key
+    per entry of ``extensions``) and a function that runs the artifact as written, read back by
+    ``runtime``.
+    """
+
+    name: str
+    runtime: str
+    extensions: tuple[str, ...]
+    precisions: tuple[str, ...]
+    make: Callable[..., Any] | str
+    why_not: Mapping[str, str] = field(default_factory=dict)
+    packages: tuple[str, ...] = ()
+    extra: str = EXTRA
+    help: str = ""
+
+    def require(self, precision: str) -> Callable[..., Any]:
+        if precision not in self.precisions:
+            why = self.why_not.get(precision, f"it writes {', '.join(self.precisions)}")
+            raise DlagraphError(f"{self.name} {precision}: not supported: {why}")
+        for p in self.packages:
+            if importlib.util.find_spec(p) is None:
+                raise DlagraphError(f"{self.name} export needs {p}: {self.extra}")
+        return _resolve(self.make)
+
+
+RUNTIMES: Registry[Runtime] = Registry("runtime")
+FORMATS: Registry[Format] = Registry("format")
+
+
+def register_runtime(runtime: Runtime, *, replace: bool = False) -> Runtime:
+    """Add a runtime: ``dlagraph.optimize(..., backend=runtime.name)``, ``auto`` and ``dlagraph
+    bench --backend`` take it from then on."""
+    if not isinstance(runtime, Runtime):
+        raise RegistryError(f"register_runtime: give a Runtime (got {type(runtime).__name__})")
+    _check_precisions("runtime", runtime.name, runtime.precisions)
+    if runtime.name == "auto":
+        raise RegistryError("runtime 'auto' is the choice among the runtimes, not one of them")
+    return RUNTIMES.add(runtime.name, runtime, replace=replace)
+
+
+def register_format(fmt: Format, *, replace: bool = False) -> Format:
+    """Add an export format: ``dlagraph.export(..., format=fmt.name)`` and ``dlagraph export
+    --format`` take it from then on."""
+    if not isinstance(fmt, Format):
+        raise RegistryError(f"register_format: give a Format (got {type(fmt).__name__})")
+    _check_precisions("format", fmt.name, fmt.precisions)
+    if not fmt.extensions or not all(
+        isinstance(e, str) and e.startswith(".") and e[1:].isalnum() for e in fmt.extensions
+    ):
+        raise RegistryError(f"format {fmt.name!r}: extensions must look like '.onnx'")
+    return FORMATS.add(fmt.name, fmt, replace=replace)
+
+
+def unregister_runtime(name: str) -> None:
+    RUNTIMES.remove(name)
+
+
+def unregister_format(name: str) -> None:
+    FORMATS.remove(name)
+
+
+def get_runtime(name: object) -> Runtime:
+    return RUNTIMES.get(name)
+
+
+def get_format(name: object) -> Format:
+    return FORMATS.get(name)
+
+
+def registered_runtimes() -> list[str]:
+    return RUNTIMES.names()
+
+
+def registered_formats() -> list[str]:
+    return FORMATS.names()
+
+
+# --- the built-ins, in the order they are listed and timed --------------------------------------
+# padding measured to win (docs/deployment.md, DLA-36 at width 0.6): compiled PyTorch fp32
+# 1.15-1.31x and int8 1.04x, OpenVINO fp32 1.00-1.16x and int8 1.09x; ONNX Runtime was slower
+# (0.75-0.81x) and bf16 was not measured (no CPU here has it natively)
+SIMD_FP32 = 8  # fp32 lanes of AVX2; 16 on AVX2 was slower than 8 on every backend
+_NO_BF16_ORT = "ONNX Runtime's CPU provider has no bf16 convolutions"
+
+for _rt in (
+    Runtime(
+        "torch",
+        "PyTorch",
+        PRECISIONS,
+        "dlagraph.deploy.pytorch:build",  # int8's torchao is checked where it is imported
+        pad={"fp32": SIMD_FP32, "int8": SIMD_FP32},
+    ),
+    Runtime(
+        "openvino",
+        "OpenVINO",
+        PRECISIONS,
+        "dlagraph.deploy.openvino:build",
+        packages=("openvino",),
+        pad={"fp32": SIMD_FP32, "int8": SIMD_FP32},
+    ),
+    Runtime(
+        "onnxruntime",
+        "ONNX Runtime",
+        ("fp32", "int8"),
+        "dlagraph.deploy.onnxruntime:build",
+        why_not={"bf16": _NO_BF16_ORT},
+        packages=("onnxruntime", "onnxscript"),
+    ),
+):
+    RUNTIMES.add(_rt.name, _rt, builtin=True)
+
+for _fmt in (
+    Format(
+        "onnx",
+        "ONNX Runtime",
+        (".onnx",),
+        ("fp32", "int8"),
+        "dlagraph.deploy.onnxruntime:make",
+        why_not={"bf16": _NO_BF16_ORT},
+        packages=("onnxruntime", "onnxscript"),
+        help="ONNX (torch.onnx's dynamo exporter; int8: ONNX Runtime's static QDQ)",
+    ),
+    Format(
+        "openvino",
+        "OpenVINO",
+        (".xml", ".bin"),
+        ("fp32", "int8"),
+        "dlagraph.deploy.openvino:make",
+        why_not={
+            "bf16": "OpenVINO picks bf16 at run time on CPUs that have it "
+            "(INFERENCE_PRECISION_HINT); export fp32"
+        },
+        packages=("openvino",),
+        help="OpenVINO IR (openvino.convert_model; int8: NNCF)",
+    ),
+    Format(
+        "pt2",
+        "torch.export.load",
+        (".pt2",),
+        PRECISIONS,
+        "dlagraph.deploy.pytorch:make_pt2",
+        help="a torch.export program (int8: torchao's PT2E)",
+    ),
+    Format(
+        "torchscript",
+        "torch.jit.load",
+        (".pt",),
+        ("fp32", "bf16"),
+        "dlagraph.deploy.pytorch:make_torchscript",
+        why_not={"int8": "TorchScript has no maintained int8 path; use pt2, onnx or openvino"},
+        help="TorchScript (torch.jit.trace + freeze)",
+    ),
+):
+    FORMATS.add(_fmt.name, _fmt, builtin=True)

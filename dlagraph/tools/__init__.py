@@ -1,1 +1,0 @@
-"""Checkpoint tools: a checkpoint's spec (:mod:`.infer`) and two networks compared (:mod:`.diff`)."""
