@@ -53,3 +53,20 @@ def exec_generated(src: str) -> type:
     ns: dict[str, Any] = {}
     exec(compile(src, "<generated>", "exec"), ns)  # noqa: S102 - dlagraph's own output
     return ns[ns["__all__"][0]]
+
+
+def trained_bn(model: Any, seed: int = 0) -> Any:
+    """``model`` in eval mode with trained-looking BatchNorm statistics and affine parameters, so
+    that a rewrite or a fold that mishandled them (or a padded channel that leaked) would show."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(c, generator=g) - 0.5)
+    return model.eval()

@@ -1,4 +1,5 @@
-"""dlagraph.optimize (fp32 / bf16 / int8 CPU inference) and `dlagraph bench`.
+"""dlagraph.optimize on PyTorch (fp32 / bf16 / int8 CPU inference), the BN folding every runtime
+starts from (interpreter and generated code, graph-break-free torch.compile), and `dlagraph bench`.
 
 Accuracy on real data lives in test_examples.py (digits; the detection example's mAP@0.5): the
 trained models come from the examples. Speed is measured by benchmarks/bench.py, not asserted.
@@ -10,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .helpers import bf16_warning, exec_generated
+from .helpers import bf16_warning, exec_generated, trained_bn
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchao")
 
 import dlagraph  # noqa: E402
-from dlagraph import DlagraphError  # noqa: E402
+from dlagraph import DlagraphError, build_module, fold_bn, generate_source, load_spec  # noqa: E402
 from dlagraph.cli import main  # noqa: E402
 from dlagraph.deploy.optimize import optimize  # noqa: E402
 from dlagraph.deploy.pytorch import _split_reused_modules  # noqa: E402
@@ -362,3 +363,61 @@ def test_calibration_shapes_are_accepted_exactly_when_the_network_takes_them(sha
             with pytest.raises(DlagraphError, match=rf"^calibration\[{i}\]: "):
                 check(torch.zeros(b, c, h, w), f"calibration[{i}]")
             return
+
+
+# --- BN folding (dlagraph.fold_bn, what every runtime starts from) and graph-break-free compile
+
+FOLD_SPECS = ["dla36", "dla62_s_s", "dla60_res2next", "dla36_seg_camvid", "dla34_up"]
+
+
+def trained_like(name: str) -> object:
+    return trained_bn(build_module(f"specs/{name}.yaml"))
+
+
+def outputs(model: object, x: object) -> tuple:
+    with torch.no_grad():
+        out = model(x)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def rel_err_all(a: tuple, b: tuple) -> float:
+    return max(((u - v).abs().max() / u.abs().max()).item() for u, v in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("name", FOLD_SPECS)
+def test_folded_interpreter_is_close(name: str) -> None:
+    model = trained_like(name)
+    x = torch.randn(2, 3, 64, 64)
+    ref = outputs(model, x)
+    folded = dlagraph.fold_bn(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert rel_err_all(ref, outputs(folded, x.contiguous(memory_format=torch.channels_last))) < 1e-4
+
+
+@pytest.mark.parametrize("name", FOLD_SPECS)
+def test_folded_generated_code_is_close(name: str) -> None:
+    model = trained_like(name)
+    gen = exec_generated(generate_source(f"specs/{name}.yaml", fold_bn=True))()
+    gen.load_state_dict(model.state_dict())  # an ordinary, unfolded checkpoint
+    gen.fold_bn()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gen.modules())
+    x = torch.randn(2, 3, 64, 64)
+    assert rel_err_all(outputs(model, x), outputs(gen, x)) < 1e-4
+
+
+def test_fold_requires_eval_mode() -> None:
+    with pytest.raises(DlagraphError, match="call model.eval"):
+        fold_bn(build_module("specs/dla36.yaml").train())
+
+
+def test_generated_code_compiles_without_graph_breaks() -> None:
+    model = exec_generated(generate_source("specs/dla48_s_s.yaml"))().eval()
+    explain = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 64))
+    assert explain.graph_break_count == 0
+
+
+def test_segmentation_heads_compile_without_graph_breaks() -> None:
+    for name in ("dla36_seg_camvid", "dla34_up"):
+        model = build_module(load_spec(f"specs/{name}.yaml")).eval()
+        explain = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 64))
+        assert explain.graph_break_count == 0, name

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import dlagraph
-from dlagraph.deploy.rewrites import pad_channels, padding
+from dlagraph.deploy.registry import get_runtime
+from dlagraph.deploy.rewrites import SplitRoot, pad_channels, split_roots
 
-from .helpers import exec_generated
+from .helpers import exec_generated, trained_bn
 
 
 def odd(name: str, channels: list[int], **changes: Any) -> dict[str, Any]:
@@ -19,18 +20,6 @@ def odd(name: str, channels: list[int], **changes: Any) -> dict[str, Any]:
     spec = dlagraph.load_spec(name).to_dict()
     spec["levels"] = [{**lv, "channels": c} for lv, c in zip(spec["levels"], channels, strict=True)]
     return {**spec, "name": f"{name}_odd", **changes}
-
-
-def randomised(model: torch.nn.Module) -> torch.nn.Module:
-    """Trained-looking BN statistics, so zero-padded channels would show if they leaked."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    return model.eval()
 
 
 CASES = {
@@ -53,7 +42,7 @@ CASES = {
 def test_padded_copy_computes_the_same_outputs(case: str) -> None:
     spec, shape = CASES[case]
     torch.manual_seed(0)
-    model = randomised(dlagraph.build_module(spec))
+    model = trained_bn(dlagraph.build_module(spec))
     padded = pad_channels(model)
     assert padded is not None
     levels = padded.dag.graph["spec"]["levels"]
@@ -68,8 +57,9 @@ def test_padded_copy_computes_the_same_outputs(case: str) -> None:
 
 
 def test_padding_only_where_it_was_measured_to_win() -> None:
-    assert padding("torch", "fp32") == padding("openvino", "int8") == 8
-    assert padding("onnxruntime", "fp32") is None and padding("torch", "bf16") is None
+    torch_pad, ov_pad = get_runtime("torch").pad, get_runtime("openvino").pad
+    assert torch_pad["fp32"] == torch_pad["int8"] == ov_pad["fp32"] == ov_pad["int8"] == 8
+    assert not get_runtime("onnxruntime").pad and "bf16" not in torch_pad
 
 
 def test_nothing_to_pad_or_nothing_padded_exactly() -> None:
@@ -89,7 +79,7 @@ def test_nothing_to_pad_or_nothing_padded_exactly() -> None:
 @pytest.mark.slow  # two torch.compile runs
 def test_optimize_pads_in_compiled_fp32_and_says_so() -> None:
     spec, shape = CASES["basic"]
-    model = randomised(dlagraph.build_module(spec))
+    model = trained_bn(dlagraph.build_module(spec))
     x = torch.randn(*shape)
     fast = dlagraph.optimize(model, example_input=x)
     assert "padded to multiples of 8" in str(fast.report)
@@ -109,7 +99,7 @@ def test_openvino_pads_and_onnxruntime_does_not() -> None:
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")
     spec, shape = CASES["basic"]
-    model = randomised(dlagraph.build_module(spec))
+    model = trained_bn(dlagraph.build_module(spec))
     x = torch.randn(*shape)
     with torch.no_grad():
         want = model(x)
@@ -121,3 +111,51 @@ def test_openvino_pads_and_onnxruntime_does_not() -> None:
     assert "padded" not in str(plain.report)
     with pytest.raises(dlagraph.DlagraphError, match="rewrites=False"):
         dlagraph.optimize(model, backend="auto", example_input=x, rewrites=False)
+
+
+def test_split_roots_computes_what_the_roots_compute() -> None:
+    for name in (
+        "dla_tiny_digits",
+        {
+            **dlagraph.load_spec("dla_tiny_digits").to_dict(),
+            "aggregation": {"residual": True, "kernel_size": 3},
+        },
+    ):
+        torch.manual_seed(0)
+        model = dlagraph.build_module(name).eval()
+        split = dlagraph.build_module(name).eval()
+        split.load_state_dict(model.state_dict())
+        x = torch.randn(2, 1, 32, 32)
+        n = split_roots(split)
+        assert n == sum(isinstance(m, SplitRoot) for m in split.modules()) > 0
+        with torch.no_grad():
+            assert torch.allclose(split(x), model(x), rtol=1e-5, atol=1e-4)
+
+
+def test_split_roots_reads_a_generated_class_from_the_spec_its_tensors_show() -> None:
+    """A generated class carries no DAG: the roots' input widths come from the spec inferred from
+    its state_dict, not from a forward pass."""
+    spec = {
+        **dlagraph.load_spec("dla_tiny_digits").to_dict(),
+        "aggregation": {"residual": True, "kernel_size": 1},
+    }
+    torch.manual_seed(0)
+    model = exec_generated(dlagraph.generate_source(spec))().eval()
+    split = exec_generated(dlagraph.generate_source(spec))().eval()
+    split.load_state_dict(model.state_dict())
+    n = split_roots(split)
+    assert n == sum(isinstance(m, SplitRoot) for m in split.modules()) > 0
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(split(x), model(x), rtol=1e-5, atol=1e-4)
+
+
+def test_split_roots_leaves_a_module_tree_the_dag_does_not_describe() -> None:
+    model = dlagraph.build_module("dla_tiny_digits").eval()
+    other = dlagraph.compile_spec({**dlagraph.load_spec("dla_tiny_digits").to_dict(), "levels": [
+        {**lv, "channels": lv["channels"] * 2}
+        for lv in dlagraph.load_spec("dla_tiny_digits").to_dict()["levels"]
+    ]})  # fmt: skip
+    assert split_roots(model, other) == 0
+    assert not any(isinstance(m, SplitRoot) for m in model.modules())
+    assert split_roots(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1))) == 0  # no DLA at all

@@ -96,7 +96,7 @@ def bench_spec(
                 calibration = [
                     torch.randn(x.shape, generator=gen) for _ in range(max(calibration_batches, 1))
                 ]
-            label = precision if backend == "torch" else f"{backend} {precision}"
+            label = f"{backend} {precision}"
             opt = optimize_on(
                 model,
                 precision,
@@ -106,12 +106,8 @@ def bench_spec(
                 progress=(lambda s, t, p=label: progress(f"{p}: {s}", t)) if progress else None,
             )
             setup = sum(v for k, v in opt.report.steps.items() if k != "fold BN")
-            name = (
-                "dlagraph.optimize"
-                if backend == "torch"
-                else f"{runtime.title} (dlagraph.optimize)"
-            )
-            models[f"{name}, {precision}"] = (_eager(opt, x), f"{setup:.1f} s")
+            name = f"{runtime.title} (dlagraph.optimize), {precision}"
+            models[name] = (_eager(opt, x), f"{setup:.1f} s")
     times = interleaved({k: f for k, (f, _) in models.items()}, runs)
     rows = [BenchRow(k, times[k], batch, models[k][1]) for k in models]
     return rows, rows[0].label

@@ -41,7 +41,7 @@ from .deform import LoweredDCN
 from .prepare import is_deformable, prepare, quiet
 from .registry import get_runtime
 from .request import DeployError, DeployRequest, OptimizeReport, batch_checker
-from .rewrites import split_roots
+from .rewrites import dag_of, split_roots
 
 __all__ = ["OptimizedModule", "build", "make_pt2", "make_torchscript"]
 
@@ -136,7 +136,9 @@ def build(model: nn.Module, request: DeployRequest) -> OptimizedModule:
         # measured on DLA-36 (benchmarks/bench.py --rewrites): 1.09-1.14x in compiled fp32;
         # int8 0.94x, OpenVINO 0.89-1.08x, ONNX Runtime 0.85-0.94x, which keep the concat
         with report.step("split roots"):
-            split = split_roots(net)
+            # the DAG of the copy (padded: its own); a generated class's from its unfolded
+            # weights, whose spec inference reads BatchNorm's tensors
+            split = split_roots(net, getattr(net, "dag", None) or dag_of(model))
         if split:
             report.notes.append("aggregation roots' convs split per input (no concat)")
         else:  # a network without aggregation roots

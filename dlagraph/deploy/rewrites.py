@@ -29,22 +29,7 @@ from ..base.errors import DlagraphError
 from ..ir.plans import concat_convs, padded_spec
 from ..nn.modules import DlaRoot
 
-__all__ = ["SIMD_FP32", "SplitRoot", "dag_of", "pad_channels", "padding", "split_roots"]
-
-# fp32 lanes of the vector unit channels are padded to: 8 on AVX2; AVX-512's 16 was not measured
-# on such a CPU, and 16 on AVX2 was slower than 8 on every backend
-SIMD_FP32 = 8
-
-# where padding was measured to win (docs/deployment.md, DLA-36 at width 0.6): compiled PyTorch
-# fp32 1.15-1.31x and int8 1.04x, OpenVINO fp32 1.00-1.16x and int8 1.09x; ONNX Runtime was
-# slower (0.75-0.81x) and bf16 was not measured (no CPU here has it natively)
-_PADDING_WINS = {("torch", "fp32"), ("torch", "int8"), ("openvino", "fp32"), ("openvino", "int8")}
-
-
-def padding(backend: str, precision: str) -> int | None:
-    """The multiple :func:`pad_channels` pads to on ``backend`` in ``precision``, or ``None``
-    where padding was not measured to win."""
-    return SIMD_FP32 if (backend, precision) in _PADDING_WINS else None
+__all__ = ["SplitRoot", "dag_of", "pad_channels", "split_roots"]
 
 
 class SplitRoot(nn.Module):
