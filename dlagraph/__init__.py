@@ -13,6 +13,7 @@ from typing import Any
 
 from ._version import __version__ as __version__
 from .base.errors import CodegenError as CodegenError
+from .base.errors import DeployError as DeployError
 from .base.errors import DlagraphError as DlagraphError
 from .base.errors import DlagraphWarning as DlagraphWarning
 from .base.errors import GraphError as GraphError
@@ -63,6 +64,7 @@ _LAZY = {
 
 __all__ = [
     "CodegenError",
+    "DeployError",
     "DlagraphError",
     "DlagraphWarning",
     "GraphError",

@@ -17,6 +17,7 @@ __all__ = [
     "WeightsError",
     "DlagraphWarning",
     "clip",
+    "DeployError",
     "one_line",
     "safe_repr",
 ]
@@ -55,6 +56,11 @@ class CodegenError(DlagraphError):
 
 class WeightsError(DlagraphError):
     """A checkpoint does not fit a model (missing, unexpected or mis-shaped keys, or unsafe content)."""
+
+
+class DeployError(DlagraphError, ValueError):
+    """A deployment request (``optimize``, ``export``) that cannot be carried out as given: a bad
+    argument, a precision a runtime or format lacks, a missing runtime, a bad batch."""
 
 
 class DlagraphWarning(UserWarning):

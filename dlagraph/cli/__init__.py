@@ -1,4 +1,5 @@
-"""The dlagraph command line: build, codegen, draw, presets, infer, diff, bench, schema.
+"""The dlagraph command line: build, codegen, draw, presets, infer, diff, bench, export, fit,
+schema; one module per subcommand.
 
 User errors (bad specs, refused overwrites) print one ``error:`` line per problem on stderr and exit
 with code 2, without a traceback (``--debug`` shows it). Nothing is written unless every output

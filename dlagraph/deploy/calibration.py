@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..base.errors import DlagraphError, clip, one_line
+from ..base.errors import DeployError, clip, one_line
 
 __all__ = ["Images", "images", "IMAGE_SUFFIXES"]
 
@@ -44,7 +44,7 @@ def images(
         DlagraphError: an unknown source, an empty folder, an image that cannot be read.
     """
     if not 1 <= count <= 100_000:
-        raise DlagraphError(f"calibration images: give 1 to 100,000 (got {count})")
+        raise DeployError(f"calibration images: give 1 to 100,000 (got {count})")
     if source == "random":
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(count + check, channels, *size, generator=gen)
@@ -53,7 +53,7 @@ def images(
     elif source.startswith("folder:"):
         x = _folder(Path(source[7:]), count + check, channels, size)
     else:
-        raise DlagraphError(
+        raise DeployError(
             f"calibration: give digits, folder:PATH or random (got {clip(one_line(source), 80)!r})"
         )
     if source != "random":
@@ -75,7 +75,7 @@ def _digits(n: int, size: tuple[int, int]) -> torch.Tensor:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise DlagraphError(
+        raise DeployError(
             "--calibration digits needs scikit-learn: pip install scikit-learn"
         ) from None
     d = load_digits()
@@ -86,20 +86,20 @@ def _digits(n: int, size: tuple[int, int]) -> torch.Tensor:
 def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.Tensor:
     where = clip(one_line(str(root)), 120)
     if channels not in (1, 3):
-        raise DlagraphError(
+        raise DeployError(
             f"calibration: image files give 1 or 3 channels; the network takes {channels}"
         )
     if not root.is_dir():
-        raise DlagraphError(f"calibration: {where} is not a folder")
+        raise DeployError(f"calibration: {where} is not a folder")
     try:
         from PIL import Image
     except ImportError:
-        raise DlagraphError("--calibration folder: needs Pillow: pip install pillow") from None
+        raise DeployError("--calibration folder: needs Pillow: pip install pillow") from None
     files = sorted(
         p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     )[:n]
     if not files:
-        raise DlagraphError(f"calibration: no images ({', '.join(IMAGE_SUFFIXES)}) under {where}")
+        raise DeployError(f"calibration: no images ({', '.join(IMAGE_SUFFIXES)}) under {where}")
     out = []
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS
     try:
@@ -122,7 +122,7 @@ def _read_image(Image: Any, p: Path, channels: int, size: tuple[int, int]) -> to
                 )
                 t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
     except Exception as e:  # Pillow's errors (and its bomb check) are one line here
-        raise DlagraphError(
+        raise DeployError(
             f"calibration: cannot read {clip(one_line(str(p)), 120)} ({type(e).__name__}: "
             f"{clip(one_line(str(e)), 80)})"
         ) from None

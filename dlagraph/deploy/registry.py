@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base.errors import DlagraphError, RegistryError
+from ..base.errors import DeployError, RegistryError
 from ..base.registry import Registry
 
 __all__ = [
@@ -80,10 +80,10 @@ class Runtime:
         that is not installed."""
         if precision not in self.precisions:
             why = self.why_not.get(precision, f"it builds {', '.join(self.precisions)}")
-            raise DlagraphError(f"backend={self.name!r} {precision}: not supported: {why}")
+            raise DeployError(f"backend={self.name!r} {precision}: not supported: {why}")
         for p in self.packages:
             if importlib.util.find_spec(p) is None:
-                raise DlagraphError(f"backend={self.name!r} needs {p}: {self.extra}")
+                raise DeployError(f"backend={self.name!r} needs {p}: {self.extra}")
         return _resolve(self.build)
 
 
@@ -111,10 +111,10 @@ class Format:
     def require(self, precision: str) -> Callable[..., Any]:
         if precision not in self.precisions:
             why = self.why_not.get(precision, f"it writes {', '.join(self.precisions)}")
-            raise DlagraphError(f"{self.name} {precision}: not supported: {why}")
+            raise DeployError(f"{self.name} {precision}: not supported: {why}")
         for p in self.packages:
             if importlib.util.find_spec(p) is None:
-                raise DlagraphError(f"{self.name} export needs {p}: {self.extra}")
+                raise DeployError(f"{self.name} export needs {p}: {self.extra}")
         return _resolve(self.make)
 
 

@@ -15,16 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..base.errors import DlagraphError, safe_repr
+from ..base.errors import DeployError, safe_repr
 from .registry import PRECISIONS
 
 __all__ = ["DeployError", "DeployRequest", "OptimizeReport"]
 
 ProgressFn = Callable[[str, float | None], None]
-
-
-class DeployError(DlagraphError):
-    """A deployment request that cannot be carried out as given (one line per problem)."""
 
 
 @dataclass
