@@ -510,11 +510,11 @@ def _ab_rows(
     import importlib.util
 
     from dlagraph.deploy.optimize import optimize
-    from dlagraph.deploy.timing import _eager, interleaved
+    from dlagraph.deploy.timing import interleaved, runner
 
     backends = ["torch"] + [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
     fns = {
-        f"{b} {side}": _eager(optimize(m, backend=b, example_input=x, rewrites=False), x)
+        f"{b} {side}": runner(optimize(m, backend=b, example_input=x, rewrites=False), x)
         for b in backends
         for side, m in (("before", before), ("after", after))
     }

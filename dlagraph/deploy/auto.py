@@ -28,7 +28,7 @@ from ..base.system import cpu_description, native_bf16
 from .prepare import prepare
 from .registry import PRECISIONS, RUNTIMES, Runtime
 from .request import DeployError, DeployRequest
-from .timing import _eager, compare, interleaved
+from .timing import compare, interleaved, runner
 from .timing import threads as torch_threads
 
 __all__ = ["auto", "AutoReport"]
@@ -100,7 +100,7 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
             + "; ".join(f"{k}: {v}" for k, v in why.items())
         )
     with torch_threads(request.threads):
-        times = interleaved({k: _eager(m, x) for k, m in built_all.items()}, runs=7)
+        times = interleaved({k: runner(m, x) for k, m in built_all.items()}, runs=7)
     chosen = min(times, key=times.__getitem__)
     rows: dict[str, float | None] = {label: times.get(label) for label in labels}
     entries[key] = {"chosen": chosen, "rows": rows}

@@ -16,7 +16,7 @@ import torch
 
 from ..base.system import cpu_description, native_bf16
 from ..spec import Spec
-from .timing import _eager, interleaved
+from .timing import interleaved, runner
 
 __all__ = ["BenchRow", "bench_spec", "cpu_description", "interleaved", "table", "timm_equivalent"]
 
@@ -76,15 +76,15 @@ def bench_spec(
         import timm
 
         ref = timm.create_model(timm_name, pretrained=False).eval()
-        models[f"timm {timm_name}, fp32 eager"] = (_eager(ref, x), "")
+        models[f"timm {timm_name}, fp32 eager"] = (runner(ref, x), "")
         if timm_best and native_bf16():  # emulated bf16 is slower than fp32: no "best" there
             best = timm.create_model(timm_name, pretrained=False).eval()
             best = best.to(memory_format=torch.channels_last)
             models[f"timm {timm_name}, bf16 autocast + channels_last"] = (
-                _eager(best, x.contiguous(memory_format=torch.channels_last), autocast=True),
+                runner(best, x.contiguous(memory_format=torch.channels_last), autocast=True),
                 "",
             )
-    models["dlagraph, fp32 eager (as built)"] = (_eager(model, x), "")
+    models["dlagraph, fp32 eager (as built)"] = (runner(model, x), "")
     for backend in backends or ["torch"]:
         runtime = get_runtime(backend)
         for precision in precisions:
@@ -107,7 +107,7 @@ def bench_spec(
             )
             setup = sum(v for k, v in opt.report.steps.items() if k != "fold BN")
             name = f"{runtime.title} (dlagraph.optimize), {precision}"
-            models[name] = (_eager(opt, x), f"{setup:.1f} s")
+            models[name] = (runner(opt, x), f"{setup:.1f} s")
     times = interleaved({k: f for k, (f, _) in models.items()}, runs)
     rows = [BenchRow(k, times[k], batch, models[k][1]) for k in models]
     return rows, rows[0].label

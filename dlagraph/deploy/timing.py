@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_flatten
 __all__ = ["interleaved", "threads", "compare"]
 
 
-def _eager(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], Any]:
+def runner(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], Any]:
     def run() -> Any:
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
             return model(x)

@@ -17,7 +17,7 @@ from typing import Any
 from .._version import __version__
 from ..base.errors import SpecError, clip
 from ..base.io import MARKER, read_bounded, write_outputs
-from .search import FitResult, Member, _key, pareto
+from .search import FitResult, Member, cache_key, pareto
 
 __all__ = ["measure_front", "CACHE"]
 
@@ -45,7 +45,7 @@ def measure_front(
     done = [0]
 
     def key(m: Member) -> str:
-        return _key(m.spec, setting, identity)
+        return cache_key(m.spec, setting, identity)
 
     def ensure(members: list[Member]) -> None:
         todo = list({key(m): m for m in members if key(m) not in entries}.values())

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..deploy.optimize import optimize
-from ..deploy.timing import _eager, interleaved
+from ..deploy.timing import interleaved, runner
 from ..deploy.timing import threads as timing_threads
 from ..spec import Spec, load_spec
 
@@ -46,6 +46,6 @@ def measure_latency(
             model = build_module(spec).eval()
             calibration = [x] if precision == "int8" else None
             opt = optimize(model, precision, calibration, compile=compile, example_input=x)  # type: ignore[arg-type]
-            fns[str(i)] = _eager(opt, x)
+            fns[str(i)] = runner(opt, x)
         times = interleaved(fns, runs)
     return [times[str(i)] for i in range(len(specs))]

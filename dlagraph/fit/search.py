@@ -121,7 +121,7 @@ def smallest(base: Spec, space: Space, budget: Budget) -> tuple[int, int, int]:
     return tuple(min(f[i] for f in found) for i in range(3))  # type: ignore[return-value]
 
 
-def _key(*parts: Any) -> str:
+def cache_key(*parts: Any) -> str:
     text = json.dumps(
         [p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts],
         sort_keys=True,
@@ -185,7 +185,7 @@ def fit(
     summarize(base, budget.size)  # an input size the network cannot take: its own error first
     _check_reachable(base, space, budget)
     scored = evaluator_name(evaluate) if evaluate is not None else None
-    key = _key(base.to_dict(), space, budget, scored)
+    key = cache_key(base.to_dict(), space, budget, scored)
     shared = "://" in str(study) or Path(str(study)).exists()
     storage = _storage(optuna, study)
     # workers sharing a study must not draw the same candidates
@@ -237,7 +237,7 @@ def fit(
             spec = load_spec(candidate(base, space, trial))
         except SpecError as e:
             raise optuna.TrialPruned(str(e).splitlines()[0]) from None
-        spec_key = _key(spec.to_dict())
+        spec_key = cache_key(spec.to_dict())
         trial.set_user_attr("spec_key", spec_key)
         # the same network again (another width rounds to the same channels)? Every worker's
         # trials, running ones too, are read: of two at once, the first number wins. Checked

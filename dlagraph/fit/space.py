@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..base.errors import SpecError
 from ..blocks import registered_blocks
 from ..spec import Spec
-from ..spec.errors import _problems, flatten_errors, format_loc, problem_message
-from ..spec.load import _read as read_yaml
+from ..spec.errors import flatten_errors, format_loc, problem_message, problems_error
+from ..spec.load import read_yaml
 
 __all__ = ["Space", "Budget", "load_space", "candidate"]
 
@@ -54,7 +54,7 @@ class Space(BaseModel):
         if any(not 1 <= c <= 1024 for c in self.cardinality):
             problems.append((("cardinality",), "each must be 1 to 1024"))
         if problems:
-            raise _problems(problems)
+            raise problems_error(problems)
         return self
 
 

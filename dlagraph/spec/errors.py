@@ -2,7 +2,7 @@
 
 ``('levels', 3, 'tree', 'channels')`` becomes ``levels[3].channels`` (union tags dropped), and the
 message is rephrased with the offending value, cut to a few dozen characters: ``must be greater
-than 0 (got -3)``. Validators that find several problems at once raise :func:`_problems`, whose
+than 0 (got -3)``. Validators that find several problems at once raise :func:`problems_error`, whose
 entries (paths relative to the model, as tuples) are expanded here. Paths stay tuples until they are
 printed, so the YAML line of any key, dashed or quoted, can be looked up exactly.
 """
@@ -16,14 +16,22 @@ from pydantic_core import PydanticCustomError
 
 from ..base.errors import clip, safe_repr
 
-__all__ = ["flatten_errors", "problem_message", "format_loc", "PROBLEMS", "Loc"]
+__all__ = [
+    "flatten_errors",
+    "problem_message",
+    "problems_error",
+    "short_message",
+    "format_loc",
+    "PROBLEMS",
+    "Loc",
+]
 
 PROBLEMS = "dlagraph_problems"  # error type carrying several (relative path, message) problems
 
 Loc = tuple[Any, ...]
 
 
-def _problems(problems: list[tuple[Loc, str]]) -> PydanticCustomError:
+def problems_error(problems: list[tuple[Loc, str]]) -> PydanticCustomError:
     """A pydantic error that carries several problems, each with a path relative to the model."""
     return PydanticCustomError(
         PROBLEMS, "{count} problems", {"problems": problems, "count": len(problems)}
@@ -89,7 +97,7 @@ _MESSAGES = {
 }
 
 
-def _message(err: dict[str, Any]) -> str:
+def short_message(err: dict[str, Any]) -> str:
     """One pydantic error -> a short message in dlagraph's voice, with the offending value."""
     template = _MESSAGES.get(err["type"])
     if template is not None:
@@ -138,4 +146,4 @@ def flatten_errors(e: ValidationError) -> list[tuple[Loc, Any]]:
 
 def problem_message(problem: Any) -> str:
     """The message of an entry of :func:`flatten_errors`."""
-    return problem if isinstance(problem, str) else _message(problem)
+    return problem if isinstance(problem, str) else short_message(problem)

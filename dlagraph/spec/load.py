@@ -136,7 +136,7 @@ def _yaml_problem(e: yaml.YAMLError, name: str) -> SpecError:
     return SpecError(f"{where}: invalid YAML: {clip(what, 200)}", source=name)
 
 
-def _read(path: Path) -> tuple[Any, yaml.Node | None]:
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     name = str(path)
     if path.is_dir():
         raise SpecError(
@@ -367,7 +367,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
         name = "<spec>"
         _check_nesting_data(data, name)
     else:
-        data, root = _read(resolve_spec_path(source))
+        data, root = read_yaml(resolve_spec_path(source))
         name = str(source) if str(source).isprintable() else repr(str(source))
     if not isinstance(data, dict):
         raise SpecError(

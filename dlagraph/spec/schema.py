@@ -46,7 +46,7 @@ from ..heads import (
     get_head_type,
     registered_heads,
 )
-from .errors import Loc, _message, _problems, flatten_errors, format_loc, problem_message
+from .errors import Loc, flatten_errors, format_loc, problem_message, problems_error, short_message
 
 __all__ = [
     "Spec",
@@ -146,7 +146,7 @@ class BlockSpec(BaseModel):
         if "options" in v and set(v) <= {"type", "options"} and isinstance(v["options"], BaseModel):
             return v
         if "type" not in v:
-            raise _problems(
+            raise problems_error(
                 [
                     (
                         ("type",),
@@ -156,22 +156,24 @@ class BlockSpec(BaseModel):
             )
         name = v["type"]
         if not isinstance(name, str):
-            raise _problems([(("type",), "must be a string")])
+            raise problems_error([(("type",), "must be a string")])
         try:
             bt = get_block_type(name)
         except RegistryError as e:
-            raise _problems([(("type",), str(e))]) from None
+            raise problems_error([(("type",), str(e))]) from None
         opts = {k: x for k, x in v.items() if k != "type"}
         try:
             # strict JSON-mode validation: YAML's strings may name an Enum member, but "2" is not
             # an int; Python values (an Enum member, a tuple) pass through their JSON form
             payload = json.dumps(opts, default=_plain_data, allow_nan=True)
         except (TypeError, ValueError) as e:
-            raise _problems([((), clip(str(e), 120))]) from None
+            raise problems_error([((), clip(str(e), 120))]) from None
         try:
             options = bt.options.model_validate_json(payload, strict=True)
         except ValidationError as e:
-            raise _problems([(tuple(err["loc"]), _message(err)) for err in e.errors()]) from None
+            raise problems_error(
+                [(tuple(err["loc"]), short_message(err)) for err in e.errors()]
+            ) from None
         return {"type": name, "options": options}
 
     @model_serializer
@@ -234,23 +236,25 @@ def _head_options(v: Any) -> Any:
     if not isinstance(v, dict):
         raise PydanticCustomError("dict_type", "must be a mapping like {type: classifier}")
     if "type" not in v:
-        raise _problems(
+        raise problems_error(
             [(("type",), f"missing required key (one of: {', '.join(registered_heads())})")]
         )
     try:
         ht = get_head_type(v["type"])
     except RegistryError as e:
-        raise _problems([(("type",), str(e))]) from None
+        raise problems_error([(("type",), str(e))]) from None
     try:
         # strict JSON-mode validation, as for block options: a YAML list may fill a tuple field,
         # but "2" is not an int
         payload = json.dumps(v, default=_plain_data, allow_nan=True)
     except (TypeError, ValueError) as e:
-        raise _problems([((), clip(str(e), 120))]) from None
+        raise problems_error([((), clip(str(e), 120))]) from None
     try:
         return ht.options.model_validate_json(payload, strict=True)
     except ValidationError as e:
-        raise _problems([(tuple(err["loc"]), _message(err)) for err in e.errors()]) from None
+        raise problems_error(
+            [(tuple(err["loc"]), short_message(err)) for err in e.errors()]
+        ) from None
 
 
 Head = Annotated[SerializeAsAny[BaseModel], BeforeValidator(_head_options)]
@@ -347,7 +351,7 @@ class Spec(_Model):
         for loc, msg in get_head_type(self.head.type).check(self, self.head):
             bad(loc, msg)
         if problems:
-            raise _problems(problems)
+            raise problems_error(problems)
         return self
 
     @staticmethod
@@ -383,7 +387,7 @@ class Spec(_Model):
         except ValidationError as e:
             found = flatten_errors(e)
         where = "the scaled network fails at "
-        raise _problems(
+        raise problems_error(
             [(("scale",), f"{where}{format_loc(loc)}: {problem_message(p)}") for loc, p in found]
         )
 
