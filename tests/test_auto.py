@@ -54,3 +54,101 @@ def test_auto_picks_the_fastest_faithful_candidate_and_caches_the_choice(tmp_pat
     cache.write_text("someone's notes")  # a file that is not ours is never overwritten
     _write(cache, {"k": {"chosen": "openvino int8", "rows": {}}})
     assert cache.read_text() == "someone's notes" and _read(cache) == {}
+
+
+@pytest.fixture
+def torch_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto with only the PyTorch runtime available (uncompiled below): fast, and enough to test
+    the cache's rules."""
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
+
+
+def fast_auto(cache: Path, model: object = TINY, precision: str = "fp32") -> torch.nn.Module:
+    x = torch.randn(4, 1, 32, 32)
+    return dlagraph.optimize(
+        model, precision, backend="auto", example_input=x, cache=cache, compile=False
+    )
+
+
+def test_a_preset_name_is_built_once_and_kept_faithful(torch_only: None, tmp_path: Path) -> None:
+    """The reference and every candidate share the one model built from the name (they once
+    each built their own random weights, and no candidate kept 'the model's outputs')."""
+    fast = fast_auto(tmp_path / "a.json")
+    assert fast.auto.chosen == "torch fp32" and not fast.auto.why
+
+
+def test_a_cached_choice_that_is_not_a_candidate_is_measured_again(
+    torch_only: None, tmp_path: Path
+) -> None:
+    from dlagraph.deploy.auto import _read, _write
+
+    cache = tmp_path / "a.json"
+    fast_auto(cache)
+    entries = _read(cache)
+    for entry in entries.values():
+        entry["chosen"] = "torch bf16"  # not a candidate of an fp32 request
+    _write(cache, entries)
+    again = fast_auto(cache)
+    assert not again.auto.cached and again.auto.chosen == "torch fp32"
+    assert [e["chosen"] for e in _read(cache).values()] == ["torch fp32"]  # rewritten
+
+
+def test_a_cached_choice_is_checked_against_the_model_before_it_is_returned(
+    torch_only: None, tmp_path: Path
+) -> None:
+    cache = tmp_path / "a.json"
+    model = dlagraph.build_module(TINY).eval()
+    assert fast_auto(cache, model).auto.cached is False
+    assert fast_auto(cache, model).auto.cached is True
+    with torch.no_grad():
+        model.base_layer[0].weight.view(-1)[0] = float("nan")
+    with pytest.raises(dlagraph.DlagraphError, match="own outputs are not finite"):
+        fast_auto(cache, model)  # the same key, weights that no build can keep
+
+
+@pytest.mark.parametrize("rows", [{"torch fp32": "fast"}, {"torch fp32": float("inf")}, {"x": -1}])
+def test_tampered_cache_rows_are_ignored(rows: dict, torch_only: None, tmp_path: Path) -> None:
+    from dlagraph.deploy.auto import _read, _write
+
+    cache = tmp_path / "a.json"
+    fast_auto(cache)
+    entries = _read(cache)
+    for entry in entries.values():
+        entry["rows"] = rows
+    _write(cache, entries)
+    assert _read(cache) == {}
+    assert str(fast_auto(cache).auto).startswith("auto chose torch fp32")
+
+
+def test_a_relative_xdg_cache_home_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from dlagraph.deploy.auto import _default_cache
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert _default_cache() == tmp_path / ".cache" / "dlagraph" / "auto.json"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _default_cache() == tmp_path / "xdg" / "dlagraph" / "auto.json"
+
+
+def test_concurrent_writers_merge_their_entries(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cache = tmp_path / "a.json"
+    code = (
+        "import sys\n"
+        "from dlagraph.deploy.auto import _update\n"
+        "for i in range(40):\n"
+        "    _update(__import__('pathlib').Path(sys.argv[1]), f'{sys.argv[2]}{i}',\n"
+        "            {'chosen': 'torch fp32', 'rows': {'torch fp32': 0.001}})\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(cache), tag]) for tag in ("a", "b", "c")
+    ]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    from dlagraph.deploy.auto import _read
+
+    assert len(_read(cache)) == 120  # no process lost another's entries

@@ -10,10 +10,12 @@ lower precision that is slower than fp32 on this CPU loses to fp32.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,11 @@ from .._version import __version__
 from ..base.errors import DlagraphError, DlagraphWarning
 from ..base.io import MARKER, read_bounded, write_outputs
 from ..base.system import cpu_description, native_bf16
+from .check import compare
 from .prepare import prepare
 from .registry import PRECISIONS, RUNTIMES, Runtime
 from .request import DeployError, DeployRequest
-from .timing import compare, interleaved, runner
+from .timing import interleaved, runner
 from .timing import threads as torch_threads
 
 __all__ = ["auto", "AutoReport"]
@@ -74,13 +77,19 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
     labels = [f"{rt.name} {p}" for rt, p in candidates]
     path = Path(cache) if cache else _default_cache()
     key = _key(reference, x, request, [*labels, f"compile {request.compile}"])
-    entries = _read(path)
-    chosen = entries.get(key, {}).get("chosen")
-    if chosen in labels:  # the choice measured before on this machine: build only it
+    check = request.calibration[-1] if request.calibration else x
+    cached = _read(path).get(key, {})
+    if cached.get("chosen") in labels:  # measured before on this machine: build only it
+        chosen = cached["chosen"]
         rt, p = candidates[labels.index(chosen)]
-        built = _build(model, rt, p, request, x)
-        built.auto = AutoReport(chosen, entries[key]["rows"], {}, cached=True)
-        return built
+        try:
+            built = _build(model, rt, p, request, x)
+            problem = _keeps_outputs(reference, built, check, p)
+        except DlagraphError as e:
+            problem = str(e).splitlines()[0]
+        if problem is None:  # else: the weights or the runtime changed; measure again
+            built.auto = AutoReport(chosen, cached["rows"], {}, cached=True)
+            return built
     built_all: dict[str, nn.Module] = {}
     why: dict[str, str] = {}
     for (rt, p), label in zip(candidates, labels, strict=True):
@@ -88,7 +97,6 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
             built_all[label] = _build(model, rt, p, request, x)
         except DlagraphError as e:  # a candidate this model cannot take (e.g. DCN in a runtime)
             why[label] = str(e).splitlines()[0]
-    check = request.calibration[-1] if request.calibration else x
     for label, m in list(built_all.items()):
         problem = _keeps_outputs(reference, m, check, label.split(" ")[1])
         if problem:
@@ -103,8 +111,7 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
         times = interleaved({k: runner(m, x) for k, m in built_all.items()}, runs=7)
     chosen = min(times, key=times.__getitem__)
     rows: dict[str, float | None] = {label: times.get(label) for label in labels}
-    entries[key] = {"chosen": chosen, "rows": rows}
-    _write(path, entries)
+    _update(path, key, {"chosen": chosen, "rows": rows})
     out = built_all[chosen]
     out.auto = AutoReport(chosen, rows, why)
     return out
@@ -124,13 +131,14 @@ def _build(
 def _keeps_outputs(
     reference: nn.Module, m: nn.Module, x: torch.Tensor, precision: str
 ) -> str | None:
+    """Why ``m`` does not keep the reference's outputs on ``x`` (None: it does)."""
     with torch.inference_mode():
-        worst, ref, got = compare(reference(x), m(x))
-    if worst > MAX_ERROR[precision]:
-        return f"relative error {worst:.3f} > {MAX_ERROR[precision]}"
+        c = compare(reference(x), m(x), "auto's check batch")
+    if not c.error <= MAX_ERROR[precision]:  # inf: an output that is not finite
+        return f"relative error {c.error:.3f} > {MAX_ERROR[precision]}"
     dag = getattr(reference, "dag", None)
     if dag is not None and dag.graph.get("classifier") and len(x) > 1:
-        agree = (ref[0].argmax(1) == got[0].argmax(1)).float().mean().item()
+        agree = c.agreeing() / len(x)
         if agree < MIN_AGREEMENT:
             return f"top-1 agreement {agree:.2f} < {MIN_AGREEMENT}"
     return None
@@ -162,8 +170,10 @@ def _key(
 
 
 def _default_cache() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "dlagraph" / "auto.json"
+    # the XDG rule: a relative XDG_CACHE_HOME is invalid and ignored (it would be the cwd's)
+    root = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(root) if root and Path(root).is_absolute() else Path.home() / ".cache"
+    return base / "dlagraph" / "auto.json"
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -180,8 +190,43 @@ def _read(path: Path) -> dict[str, Any]:
         for k, v in entries.items()
         if isinstance(v, dict) and isinstance(v.get("chosen"), str) and len(v["chosen"].split(" ")) == 2
         and v["chosen"].split(" ")[0] in RUNTIMES and v["chosen"].split(" ")[1] in PRECISIONS
-        and isinstance(v.get("rows"), dict)
+        and isinstance(v.get("rows"), dict) and all(_seconds(r) for r in v["rows"].values())
     }  # fmt: skip
+
+
+def _seconds(value: object) -> bool:
+    """A cached row: seconds per batch (finite, positive) or None (not kept)."""
+    if value is None:
+        return True
+    return type(value) in (int, float) and 0 < value < 1e6  # type: ignore[operator]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the cache while it is read, updated and replaced, so concurrent
+    ``auto`` calls merge their entries instead of losing one; without ``fcntl`` (Windows) or a
+    writable folder, no lock (the write itself stays atomic)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _update(path: Path, key: str, entry: dict[str, Any]) -> None:
+    """Add one measured choice to the cache, merged with what other processes wrote."""
+    with _locked(path):
+        entries = _read(path)
+        entries[key] = entry
+        _write(path, entries)
 
 
 def _write(path: Path, entries: dict[str, Any]) -> None:

@@ -4,7 +4,9 @@ check batch that the export verifies on."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,18 @@ from ..base.errors import DeployError, clip, one_line
 
 __all__ = ["Images", "images", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm")
+# each suffix decoded by its own Pillow plugin and no other: a ".png" holding PostScript is an
+# unreadable PNG, never handed to Ghostscript
+PILLOW_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
+    ".ppm": "PPM",
+    ".pgm": "PPM",
+}
+IMAGE_SUFFIXES = tuple(PILLOW_FORMATS)
 MAX_IMAGE_PIXELS = 40_000_000  # a decompression bomb is refused, not decoded
 
 
@@ -43,7 +56,7 @@ def images(
     Raises:
         DlagraphError: an unknown source, an empty folder, an image that cannot be read.
     """
-    if not 1 <= count <= 100_000:
+    if not 0 <= count <= 100_000:  # 0: the check images alone (no int8)
         raise DeployError(f"calibration images: give 1 to 100,000 (got {count})")
     if source == "random":
         gen = torch.Generator().manual_seed(0)
@@ -89,17 +102,26 @@ def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.T
         raise DeployError(
             f"calibration: image files give 1 or 3 channels; the network takes {channels}"
         )
+    if not str(root) or str(root) == ".":
+        raise DeployError("calibration: folder: needs a path (folder:PATH)")
+    if root.resolve() == Path(root.resolve().anchor):
+        raise DeployError(
+            f"calibration: {where} is the root of the file system; give a folder of images"
+        )
     if not root.is_dir():
         raise DeployError(f"calibration: {where} is not a folder")
     try:
         from PIL import Image
     except ImportError:
         raise DeployError("--calibration folder: needs Pillow: pip install pillow") from None
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )[:n]
+    files = list(_image_files(root, n))
     if not files:
         raise DeployError(f"calibration: no images ({', '.join(IMAGE_SUFFIXES)}) under {where}")
+    if len(files) < 2:
+        raise DeployError(
+            f"calibration: one image under {where}; int8 needs at least 2 (one to calibrate on, "
+            "one to check)"
+        )
     out = []
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS
     try:
@@ -110,13 +132,27 @@ def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.T
     return torch.stack(out)
 
 
+def _image_files(root: Path, n: int) -> Iterator[Path]:
+    """The first ``n`` image files under ``root``, folder by folder in name order, listed lazily
+    (a huge tree is not walked past the ``n``-th image; links to folders are not followed)."""
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            p = Path(folder) / name
+            if p.suffix.lower() in PILLOW_FORMATS and p.is_file():
+                yield p
+                n -= 1
+                if n <= 0:
+                    return
+
+
 def _read_image(Image: Any, p: Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """One image file as a C x H x W tensor in [0, 1]; any failure is one line."""
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it: refuse those too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(p, formats=[PILLOW_FORMATS[p.suffix.lower()]]) as im:
                 im = im.convert("L" if channels == 1 else "RGB").resize(
                     (size[1], size[0]), Image.Resampling.BILINEAR
                 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -34,12 +35,14 @@ from ..base.errors import clip, one_line
 from ..base.io import MARKER, check_targets, is_generated, read_bounded, write_outputs
 from ..spec import Spec, load_spec
 from .calibration import Images, images
+from .check import compare
 from .prepare import prepare
 from .registry import FORMATS, PRECISIONS, get_format
 from .request import DeployError, DeployRequest
-from .timing import compare
 
 __all__ = ["export", "ExportResult"]
+
+CHECK_IMAGES = 32  # held out from calibration; the artifact is checked on them
 
 
 @dataclass
@@ -114,21 +117,32 @@ def export(
 
     g = compile_spec(spec)
     size = tuple(size or default_input_size(g))  # type: ignore[assignment]
-    summarize(g, size)  # an input size the network cannot take: its own one-line error
+    s = summarize(g, size)  # an input size the network cannot take: its own one-line error
     channels = g.graph["in_channels"]
     cfg = default_cfg(g)
     if getattr(model, "pretrained_cfg", None):
         cfg = {**cfg, **model.pretrained_cfg}
     n = 2 if dynamic else batch
+    if (
+        isinstance(calibration_images, bool)
+        or not isinstance(calibration_images, int)
+        or not 1 <= calibration_images <= 100_000
+    ):
+        raise DeployError(
+            f"calibration images: give 1 to 100,000 (got {clip(one_line(repr(calibration_images)), 40)})"
+        )
+    # fp32 and bf16 need the check images alone; int8 its calibration images too
+    count = calibration_images if precision == "int8" and isinstance(calibration, str) else 0
+    _check_memory(g, s, n, count + CHECK_IMAGES, size)
     if calibration is None or isinstance(calibration, str):
         data = images(
             calibration or "random",
             channels,
             size,
             cfg,
-            count=calibration_images,
+            count=count,
             batch=n,
-            check=32,
+            check=CHECK_IMAGES,
         )
     else:
         if not calibration or not all(isinstance(b, torch.Tensor) for b in calibration):
@@ -160,8 +174,10 @@ def export(
     meta_path = stem.with_name(f"{stem.name}.{format}.json")
     ours = _ours(meta_path)
     planned = [stem.with_name(stem.name + e) for e in fmt.extensions]
-    force = force or all(p.name in ours or not p.exists() for p in planned)
-    check_targets([*planned, meta_path], force=force)  # before minutes of conversion
+    # an earlier export's artifacts (its metadata lists them) are replaced; anything else, the
+    # metadata file's name included, is the user's unless --force
+    own = [p for p in planned if p.name in ours]
+    check_targets([*planned, meta_path], force=force, replace=own)  # before minutes of work
     folded = prepare(model).to(memory_format=torch.contiguous_format)
     request = DeployRequest.of(
         precision, data.calibration if precision == "int8" else None, example
@@ -172,7 +188,9 @@ def export(
             raise DeployError(
                 f"format {format!r} made {sorted(files)}, not its extensions {list(fmt.extensions)}"
             )
-        max_error, agreement = _check(model, run, data, n, dynamic, bool(g.graph["classifier"]))
+        max_error, agreement, compared = _check(
+            model, run, data, n, dynamic, bool(g.graph["classifier"])
+        )
         outputs = [list(t.shape[1:]) for t in tree_flatten(_eval(model, example))[0]]
         targets = {stem.with_name(stem.name + ext): blob for ext, blob in files.items()}
         meta = {
@@ -192,13 +210,39 @@ def export(
             "outputs": outputs,
             "num_classes": g.graph["num_classes"],
             "calibration": None if precision != "int8" else data.source,
-            "check": {"images": len(data.check), "max_error": max_error, "agreement": agreement},
+            "check": {
+                "images": len(data.check),
+                "compared": compared,
+                "max_error": max_error,
+                "agreement": agreement,
+            },
             "spec": spec.to_dict(),
         }
-        write_outputs({**targets, meta_path: json.dumps(meta, indent=1) + "\n"}, force=force)
+        write_outputs(
+            {**targets, meta_path: json.dumps(meta, indent=1) + "\n"}, force=force, replace=own
+        )
     return ExportResult(
         [*targets, meta_path], format, precision, max_error, agreement, fmt.runtime, meta
     )
+
+
+def _check_memory(g: Any, s: Any, batch: int, images: int, size: tuple[int, int]) -> None:
+    """Refuse, before anything is allocated, a size and batch whose export cannot fit: the
+    images, three copies of the weights (the model, its folded copy, the artifact) and a batch's
+    live activations times four (what lives inside the nodes and the runtimes' buffers; an
+    estimate, as ``dlagraph bench`` makes)."""
+    from ..base.system import available_memory
+    from ..ir.analysis import live_peak
+
+    need = 4 * (images * g.graph["in_channels"] * size[0] * size[1])
+    need += 4 * (3 * s.params + 4 * batch * live_peak(g, s))
+    free = available_memory()
+    if free is not None and need > free:
+        raise DeployError(
+            f"batch {batch} at {size[0]}x{size[1]} with {images} images needs about "
+            f"{need / 2**30:,.1f} GiB, but {free / 2**30:,.1f} GiB is available; use a smaller "
+            "--batch, --size or --calibration-images"
+        )
 
 
 def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec]:
@@ -240,26 +284,29 @@ def _ours(meta_path: Path) -> set[str]:
 
 def _check(
     model: nn.Module, run: Any, data: Images, n: int, dynamic: bool, classifier: bool
-) -> tuple[float, float | None]:
-    """The artifact against the PyTorch model on the check images: in batches of ``n`` (and,
-    for a dynamic batch, also all at once)."""
+) -> tuple[float, float | None, int]:
+    """The artifact against the PyTorch model on the check images, in batches of ``n`` (the
+    images repeated up to one batch where there are fewer) and, for a dynamic batch, also all at
+    once; the worst error, the top-1 agreement (classifiers) and how many images were compared.
+    An artifact output that is not finite is refused."""
     x = data.check
+    if len(x) < n:
+        x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n]
     sizes = [n] + ([len(x)] if dynamic and len(x) != n else [])
     worst, agree, total = 0.0, 0, 0
     for size in sizes:
         for i in range(0, len(x) - size + 1, size):
             xb = x[i : i + size]
             try:
-                error, ref, got = compare(_eval(model, xb), run(xb))
-            except ValueError as e:
-                raise DeployError(f"the artifact's {e}") from None
-            if error == float("inf"):
+                c = compare(_eval(model, xb), run(xb))
+            except DeployError as e:
+                raise DeployError(f"the artifact's check: {e}") from None
+            if not math.isfinite(c.error):
                 raise DeployError(
-                    "the artifact's outputs are not finite (NaN or infinite) on the check images: "
-                    "not written; check the model's weights (model(x) itself may be NaN)"
+                    "the artifact's outputs are not finite (NaN or infinite) where the model's "
+                    "are: not written"
                 )
-            worst = max(worst, error)
-            if classifier:
-                agree += int((ref[0].argmax(1) == got[0].argmax(1)).sum())
-                total += len(xb)
-    return worst, (agree / total if classifier and total else None)
+            worst = max(worst, c.error)
+            agree += c.agreeing() if classifier else 0
+            total += len(xb)
+    return worst, (agree / total if classifier else None), total

@@ -124,7 +124,10 @@ def build(model: nn.Module, request: DeployRequest) -> RuntimeModule:
             blob = quantize_onnx(blob, request.calibration or ())
     with report.step("session"):
         run = onnxruntime_session(blob, request.threads)
-    return RuntimeModule(run, structure(net, x[:1]), "onnxruntime", request.precision, report)
+    shape = tuple(x.shape[1:])
+    return RuntimeModule(
+        run, structure(net, x[:1]), "onnxruntime", request.precision, report, shape
+    )
 
 
 def make(net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool, tmp: Path) -> Any:

@@ -102,7 +102,8 @@ def build(model: nn.Module, request: DeployRequest) -> RuntimeModule:
     hint = {"bf16": "bf16", "fp32": "f32"}.get(request.precision)
     with report.step("compile"):
         run = compile_openvino(ov_model, request.threads, hint)
-    return RuntimeModule(run, structure(net, x[:1]), "openvino", request.precision, report)
+    shape = tuple(x.shape[1:])
+    return RuntimeModule(run, structure(net, x[:1]), "openvino", request.precision, report, shape)
 
 
 def make(net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool, tmp: Path) -> Any:

@@ -103,13 +103,26 @@ class RuntimeModule(nn.Module):
         backend: str,
         precision: str,
         report: Any = None,
+        image_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         self._run, self._structure = run, structure
         self.backend, self.precision, self.report = backend, precision, report
+        self.image_shape = image_shape  # (C, H, W) it was built for; any batch size
         self.training = False
 
     def forward(self, x: torch.Tensor) -> Any:
+        if self.image_shape is not None and (
+            not isinstance(x, torch.Tensor)
+            or x.dim() != 4
+            or tuple(x.shape[1:]) != self.image_shape
+        ):
+            want = " x ".join(map(str, self.image_shape))
+            got = " x ".join(map(str, x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise DeployError(
+                f"this {self.backend} module was built for N x {want} batches (got {got}): "
+                "optimize again with an example_input of the size you will run"
+            )
         outs = self._run(x.detach().to(torch.float32).contiguous().numpy())
         return tree_unflatten([torch.from_numpy(o) for o in outs], self._structure)
 

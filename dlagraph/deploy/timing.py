@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -12,9 +11,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
-__all__ = ["interleaved", "threads", "compare"]
+__all__ = ["interleaved", "threads", "runner"]
 
 
 def runner(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], Any]:
@@ -49,24 +47,3 @@ def threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def compare(ref_out: Any, out: Any) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
-    """The largest error of ``out`` against ``ref_out`` (relative to each reference output's
-    largest value), and both flattened (the first output's top-1 is a classifier's)."""
-    ref = [t.float() for t in tree_flatten(ref_out)[0]]
-    got = [t.float() for t in tree_flatten(out)[0]]
-    if len(ref) != len(got) or any(a.shape != b.shape for a, b in zip(ref, got, strict=False)):
-        raise ValueError(
-            f"outputs {[tuple(t.shape) for t in got]} are not the model's "
-            f"{[tuple(t.shape) for t in ref]}"
-        )
-    errors = [
-        ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
-        for a, b in zip(ref, got, strict=True)
-    ]
-    # NaN compares False with every limit: an output that is not finite is infinitely wrong
-    worst = max(errors, default=0.0)
-    if any(math.isnan(e) for e in errors) or not all(torch.isfinite(t).all() for t in got):
-        worst = math.inf
-    return worst, ref, got
