@@ -217,3 +217,59 @@ def test_hostile_sizes_studies_and_space_files_are_one_line_each(tmp_path: Path)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and want in lines[0], (args, r.stderr)
         assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "space, want",
+    [
+        ({"width_step": 1e-300}, "space.width_step: must be at least 0.001"),
+        ({"width_step": 0.3}, "space.width: 0.25 to 1.5 is not a whole number of width_step 0.3 "
+                              "steps; give [0.25, 1.45]"),
+    ],
+)  # fmt: skip
+def test_width_steps_are_checked_in_dlagraphs_words(space: dict, want: str) -> None:
+    with pytest.raises(dlagraph.SpecError) as e:
+        load_space(space)
+    assert len(str(e.value).splitlines()) == 1 and want in str(e.value), str(e.value)
+    assert load_space({"width": [0.5, 0.5], "width_step": 0.3}).width == (0.5, 0.5)  # no range
+
+
+def test_a_rerun_removes_the_designs_no_longer_on_its_front(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    first = run(
+        *tiny("--trials", "30", "--no-plot", "--study", str(tmp_path / "a.log"), "-o", str(out))
+    )
+    assert first.returncode == 0, first.stderr
+    stale = out / "front" / "dla_tiny_digits_t9999.yaml"  # as an earlier run would have left it
+    stale.write_text((next((out / "front").glob("*.yaml"))).read_text())
+    mine = out / "front" / "notes.yaml"  # the user's own file is never removed
+    mine.write_text("mine: true\n")
+    again = run(
+        *tiny("--trials", "30", "--no-plot", "--study", str(tmp_path / "b.log"), "-o", str(out))
+    )
+    assert again.returncode == 0, again.stderr
+    assert not stale.exists() and mine.read_text() == "mine: true\n"
+    written = {p.name for p in (out / "front").glob("*.yaml")} - {"notes.yaml"}
+    assert written == {
+        line.split("/")[-1] for line in again.stdout.split() if line.endswith(".yaml")
+    }
+
+
+def test_a_stray_module_in_the_current_folder_does_not_shadow_an_evaluators_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlagraph.fit.evaluators import resolve_evaluator
+
+    (tmp_path / "json.py").write_text("raise RuntimeError('the stray json.py ran')\n")
+    (tmp_path / "my_eval.py").write_text(
+        "import json\n\ndef score(spec, evaluation):\n    return 1.0\n"
+    )
+    (tmp_path / "needs_dep.py").write_text("import not_installed_dep\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "json", raising=False)
+    path = list(sys.path)
+    assert resolve_evaluator("python:my_eval:score")(None, None) == 1.0
+    assert sys.path == path  # the folder was on the path for that import only
+    with pytest.raises(dlagraph.DlagraphError) as e:
+        resolve_evaluator("python:needs_dep:score")
+    assert "it imports 'not_installed_dep', which does not import" in str(e.value)

@@ -159,3 +159,17 @@ def test_split_roots_leaves_a_module_tree_the_dag_does_not_describe() -> None:
     assert split_roots(model, other) == 0
     assert not any(isinstance(m, SplitRoot) for m in model.modules())
     assert split_roots(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1))) == 0  # no DLA at all
+
+
+def test_split_roots_finds_the_roots_under_the_official_layouts_base_prefix() -> None:
+    """CenterNet's backbone sits under ``base.``: the plan reads each root's module path from the
+    layout, not the node id."""
+    model = trained_bn(dlagraph.build_module("centernet_dla34"))
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        want = model(x)
+    assert split_roots(model) == 6  # DLA-34's aggregation roots
+    assert sum(isinstance(m, SplitRoot) for m in model.base.modules()) == 6
+    with torch.no_grad():
+        got = model(x)
+    assert all((got[k] - want[k]).abs().max() <= 1e-4 * want[k].abs().max() for k in want)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from dlagraph import WeightsError, build_module, load_spec, load_weights
+from dlagraph.checkpoints.read import read_state_dict
 
 from .helpers import TINY
 
@@ -557,3 +558,21 @@ def test_a_transfer_counts_every_model_tensor_once(tiny_model: nn.Module) -> Non
     assert sum(int(r[1]) + int(r[2]) for r in rows) == len(tiny_model.state_dict())
     assert sum(int(r[2]) for r in rows) == 3
     assert "left at init 3 (1 missing, 1 reshaped, 1 unusable in the checkpoint)" in str(report)
+
+
+def test_a_compressed_archive_entry_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """torch.save stores its entries uncompressed: a deflated entry (a few KiB declaring a
+    hundred MiB) is not one of its archives, refused from the directory alone."""
+    import zipfile
+
+    plain = tmp_path / "plain.pth"
+    torch.save(build_module("dla_tiny_digits").state_dict(), plain)
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(plain) as z, zipfile.ZipFile(bomb, "w") as out:
+        for info in z.infolist():
+            out.writestr(info, z.read(info.filename))
+        out.writestr("plain/data/999", b"\0" * (100 * 2**20), zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 2 * plain.stat().st_size
+    with pytest.raises(WeightsError, match=r"entry 'plain/data/999' is compressed .* not reading"):
+        read_state_dict(bomb)
+    assert len(read_state_dict(plain)) > 0

@@ -126,18 +126,25 @@ def check_targets(
 
 
 def write_outputs(
-    files: dict[Path, str | bytes], *, force: bool = False, replace: Iterable[Path] = ()
+    files: dict[Path, str | bytes],
+    *,
+    force: bool = False,
+    replace: Iterable[Path] = (),
+    remove: Iterable[Path] = (),
 ) -> None:
     """Write every file atomically (stage + rename), or none of them.
 
     All refusals are checked before anything is written: an existing file without dlagraph's
     marker is left alone unless ``force``; folders, FIFOs and devices are never replaced.
+    ``remove``: files an earlier run wrote that this one no longer has (each must carry the
+    marker), removed in the same all-or-nothing step.
 
     Raises:
         CodegenError: naming every target that is refused, or the write that failed (after the
             rollback). Other exceptions (KeyboardInterrupt) propagate after the rollback.
     """
     check_targets(files, force=force, replace=replace)
+    gone = [p for p in remove if p not in files and is_generated(p)]
     created: list[Path] = []
     staged: list[tuple[str, Path]] = []
     backups: list[list[Any]] = []  # [target, old file kept aside or None, moved aside yet]
@@ -160,6 +167,12 @@ def write_outputs(
                 os.replace(p, entry[1])
                 entry[2] = True
             os.replace(tmp, p)
+        for p in gone:  # set aside like a replaced file: put back if anything fails
+            fd, old = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".old", dir=p.parent)
+            os.close(fd)
+            backups.append([p, old, False])
+            os.replace(p, old)
+            backups[-1][2] = True
     except BaseException as e:
         _rollback(staged, backups, created)
         if isinstance(e, OSError):

@@ -81,6 +81,7 @@ def _read_file(path: Path) -> tuple[Any, bool]:
             raise WeightsError(
                 f"{_name(path)}: not a readable safetensors file ({_reason(e)})"
             ) from None
+    _check_archive(path)
     try:
         try:  # memory-mapped (twice as fast): loading copies the tensors out of it
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True), False
@@ -94,6 +95,31 @@ def _read_file(path: Path) -> tuple[Any, bool]:
             f"{_name(path)}: not loaded: it is not a readable checkpoint of plain tensors "
             f"({_reason(e)}); dlagraph never unpickles code"
         ) from None
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a ``torch.save`` archive by its directory, before anything is inflated: torch.save
+    stores its entries uncompressed (and they are memory-mapped, so their sizes cost no memory
+    until copied, which :func:`unfit` checks), so a compressed entry (a few KiB that inflate to
+    gigabytes) is not one of its files. A legacy (pre-zip) file has no directory to check."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            entries = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise WeightsError(
+            f"{_name(path)}: not a readable checkpoint archive ({_reason(e)})"
+        ) from None
+    for info in entries:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise WeightsError(
+                f"{_name(path)}: entry {safe_repr(info.filename, 60)} is compressed "
+                f"({info.compress_size:,} bytes declared to inflate to {info.file_size:,}); "
+                "torch.save archives are not, so this is not one; not reading it"
+            )
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:

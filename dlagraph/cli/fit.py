@@ -110,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
             f"no design within {what} after {result.trials} trials; raise --trials or the budget"
         )
     files = front_files(result, base, budget, out, plot=not args.no_plot)
-    write_outputs(files, force=args.force)
+    # an earlier run's designs that are no longer on the front go, in the same write (only
+    # files dlagraph wrote: write_outputs checks each carries its marker)
+    folder = out / "front"
+    stale = sorted(folder.glob("*.yaml")) if folder.is_dir() and not folder.is_symlink() else []
+    write_outputs(files, force=args.force, remove=stale)
     print(
         f"{base.name}: {result.trials} trials, {result.feasible} within the budget, "
         f"{len(result.front)} on the Pareto front; study {result.storage}\n"

@@ -101,8 +101,11 @@ def split_roots(model: nn.Module, g: nx.DiGraph | None = None) -> int:
     for c in concat_convs(g):
         if not c.splittable:
             continue
-        parent_name, _, attr = c.node.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
+        parent_name, _, attr = c.module.rpartition(".")
+        try:
+            parent = model.get_submodule(parent_name) if parent_name else model
+        except AttributeError:
+            return n  # not the module tree the DAG describes: leave the rest as it is
         root = getattr(parent, attr, None)
         if root is None or not is_root(root) or root.conv.in_channels != sum(c.splits):
             return n  # not the module tree the DAG describes: leave the rest as it is

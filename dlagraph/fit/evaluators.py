@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import re
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-from ..base.errors import DlagraphError, SpecError, clip
+from ..base.errors import DlagraphError, SpecError, clip, one_line
 from ..ir.compile import compile_spec
 from ..spec import Spec, load_spec
 
@@ -108,15 +109,31 @@ def resolve_evaluator(text: str, epochs: int = 8) -> Any:
         )
     import sys
 
-    if "" not in sys.path:  # a module next to the user's files, as `python -m` finds it
-        sys.path.insert(0, "")
+    # the current folder is searched for that import only, and last: a stray file there (a
+    # matplotlib.py) must not shadow what the user's module imports
+    added = "" not in sys.path and os.getcwd() not in sys.path
+    if added:
+        sys.path.append("")
     try:
         module = importlib.import_module(m[1])
     except Exception as e:  # a user's module: any error in it is one line here
+        missing = getattr(e, "name", None)
+        if (
+            isinstance(e, ImportError)
+            and missing
+            and missing != m[1]
+            and not m[1].startswith(f"{missing}.")
+        ):
+            raise DlagraphError(
+                f"--evaluate: cannot import {m[1]!r}: it imports {missing!r}, which does not "
+                f"import ({type(e).__name__}: {clip(one_line(str(e)), 80)})"
+            ) from None
         raise DlagraphError(
-            f"--evaluate: cannot import {m[1]!r} ({type(e).__name__}: "
-            f"{clip(str(e).splitlines()[0] if str(e) else '', 80)})"
+            f"--evaluate: cannot import {m[1]!r} ({type(e).__name__}: {clip(one_line(str(e)), 80)})"
         ) from None
+    finally:
+        if added and "" in sys.path:
+            sys.path.remove("")
     fn = getattr(module, m[2], None)
     if not callable(fn):
         raise DlagraphError(f"--evaluate: {m[1]} has no function {m[2]!r}")

@@ -27,7 +27,7 @@ class Space(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     width: tuple[float, float] = (0.25, 1.5)
-    width_step: float = Field(0.125, gt=0, le=1)
+    width_step: float = Field(0.125, ge=0.001, le=1)
     depth: tuple[int, int] = (1, 3)
     blocks: tuple[str, ...] = ("basic", "bottleneck", "split")
     cardinality: tuple[int, ...] = (8, 16, 32)
@@ -39,6 +39,19 @@ class Space(BaseModel):
         lo, hi = self.width
         if not 0 < lo <= hi <= 16:
             problems.append((("width",), f"give [min, max], 0 < min <= max <= 16 (got {[lo, hi]})"))
+        elif lo < hi:
+            # optuna would narrow a range that is not a multiple of the step (with its own
+            # warning): say it in dlagraph's words, with the range that fits
+            steps = (hi - lo) / self.width_step
+            if abs(steps - round(steps)) > 1e-6:
+                fit = lo + int(steps + 1e-9) * self.width_step
+                problems.append(
+                    (
+                        ("width",),
+                        f"{lo:g} to {hi:g} is not a whole number of width_step "
+                        f"{self.width_step:g} steps; give [{lo:g}, {fit:g}] or another step",
+                    )
+                )
         dlo, dhi = self.depth
         if not 1 <= dlo <= dhi <= 8:
             problems.append(

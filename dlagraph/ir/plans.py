@@ -20,10 +20,11 @@ __all__ = ["ConcatConv", "concat_convs", "padded_spec"]
 
 @dataclass(frozen=True)
 class ConcatConv:
-    """A node whose conv reads ``cat(inputs)``: its module path, the conv weight's state_dict
-    key, its inputs' channels in concat order, and whether it is a splittable ``DlaRoot``."""
+    """A node whose conv reads ``cat(inputs)``: its module path (the layout's: the official
+    layout's heads put the backbone under ``base.``), the conv weight's state_dict key, its
+    inputs' channels in concat order, and whether it is a splittable ``DlaRoot``."""
 
-    node: str
+    module: str
     weight: str
     splits: tuple[int, ...]
     splittable: bool
@@ -37,10 +38,11 @@ def concat_convs(g: nx.DiGraph) -> list[ConcatConv]:
         if not o.concat or g.nodes[n]["layout"].get("unused"):
             continue
         conv = o.layers(view(g, n))[0].name
+        module = g.nodes[n]["layout"].get("module", n)
         out.append(
             ConcatConv(
-                node=n,
-                weight=f"{n}.{conv}.weight",
+                module=module,
+                weight=f"{module}.{conv}.weight",
                 splits=tuple(channels(g, i) for i in inputs(g, n)),
                 splittable=o.concat == "split",
             )

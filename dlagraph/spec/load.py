@@ -75,7 +75,7 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = F
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
-def _check_events(text: str, name: str) -> None:
+def check_events(text: str, name: str) -> None:
     """Refuse deep nesting and huge integers from the event stream, before anything is composed
     (the composer and pydantic recurse; Python refuses str() of ints past 4,300 digits)."""
     depth = 0
@@ -164,7 +164,7 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     except UnicodeDecodeError:
         raise SpecError(f"{name}: spec is not UTF-8 text", source=name) from None
     try:
-        _check_events(text, name)
+        check_events(text, name)
         loader = _StrictLoader(text)
         try:
             node = loader.get_single_node()

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from ..base.errors import SpecError, safe_repr
+from .load import check_events
 
 __all__ = ["apply_overrides", "parse_sets"]
 
@@ -19,10 +20,14 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise SpecError(f"--set {item!r}: give FIELD=VALUE, e.g. aggregation.residual=true")
+        shown = f"--set {safe_repr(key.strip(), 60)}"
         try:
+            check_events(value, shown)  # a spec file's bounds: nesting, huge integers
             out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise SpecError(f"--set {item!r}: the value is not YAML") from None
+        except SpecError:
+            raise
+        except (yaml.YAMLError, RecursionError, ValueError):
+            raise SpecError(f"{shown}: the value is not YAML") from None
     return out
 
 
