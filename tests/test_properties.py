@@ -18,6 +18,7 @@ from dlagraph import build_module, compile_spec, generate_source, load_spec, spe
 from dlagraph.base.names import var_name
 from dlagraph.ir.analysis import aggregations_to_root
 from dlagraph.ir.graph import channels, inputs, paper_inputs, topo_order
+from dlagraph.ir.state import state_shapes
 
 from .helpers import exec_generated
 from .strategies import valid_specs, with_test_block
@@ -159,6 +160,15 @@ def test_static_params_equal_torch(spec: dict) -> None:
         assert summarize(spec, (2 ** (len(spec["levels"]) - 1),) * 2).params == sum(
             p.numel() for p in model.parameters()
         )
+
+
+@given(valid_specs())
+def test_ir_state_shapes_equal_torch_state_dict_as_ordered_lists(spec: dict) -> None:
+    with with_test_block():
+        with torch.device("meta"):
+            model = build_module(spec, init=False)
+        want = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+        assert list(state_shapes(compile_spec(spec)).items()) == want
 
 
 @given(valid_specs(max_tree_levels=3, max_depth=2))

@@ -43,6 +43,21 @@ def test_same_spec_same_bytes_and_a_reasonable_size() -> None:
     assert html_view("dla36") != html_view("dla36", input_size=(256, 256))
 
 
+def test_a_summary_given_is_used_as_computed_and_must_be_at_the_size_asked() -> None:
+    """``dlagraph build`` hands its one summary (and its SVG) to the view: the same page."""
+    g = compile_spec("dla36")
+    s = summarize(g, (256, 256))
+    page = html_view(g, summary=s)
+    assert page == html_view("dla36", input_size=(256, 256))
+    assert html_view(g, summary=s, labels="shapes") == html_view(
+        "dla36", input_size=(256, 256), labels="shapes"
+    )
+    with pytest.raises(dlagraph.DlagraphError, match="summary is at 256x256"):
+        html_view(g, summary=s, input_size=(224, 224))
+    with pytest.raises(dlagraph.DlagraphError, match="summary given is at 256x256, not 224x224"):
+        dlagraph.draw(g, summary=s, labels="shapes", input_size=(224, 224))
+
+
 def test_self_contained_no_network_at_view_time() -> None:
     page = html_view("centernet_dla34")
     assert "<script src" not in page and "<link" not in page and "@import" not in page

@@ -1,4 +1,8 @@
-"""``dlagraph build``: validate, compile, summarise, write every output."""
+"""``dlagraph build``: validate, compile, summarise, write every output.
+
+The spec is compiled once and summarised once; every writer (the generated source, the diagram,
+the interactive view, the report) reads that graph and that summary. Nothing here imports torch.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,14 @@ from .._version import __version__
 from ..backends.codegen import generate_source
 from ..base.errors import DlagraphError
 from ..base.io import MARKER, write_outputs
-from ..ir.analysis import default_input_size, summarize
+from ..ir.analysis import Summary, default_input_size, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import node_table
 from ..ir.memory import activation_memory
 from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
 from ..views.diagram import draw
+from ..views.html import html_view
 from ..views.render import install_hint, render
 from .common import DEFAULT_OUTPUT, add_timeout_option, positive
 
@@ -32,15 +37,12 @@ def _graph_json(g: nx.DiGraph) -> str:
 
 
 def _diagram(
-    g: nx.DiGraph,
-    out: Path,
-    args: argparse.Namespace,
-    notes: list[str],
-    size: tuple[int, int],
+    g: nx.DiGraph, s: Summary, out: Path, args: argparse.Namespace, notes: list[str]
 ) -> dict:
-    """The .dot, the .svg and the interactive .html view (where Graphviz can lay it out)."""
+    """The .dot, the .svg and the interactive .html view (where Graphviz can lay it out), from
+    the one compiled graph and its one summary."""
     name = g.graph["name"]
-    dot = draw(g)
+    dot = draw(g, summary=s)
     files: dict[Path, str | bytes] = {out / f"{name}.dot": dot.source}
     try:
         svg = render(dot, "svg", args.diagram_timeout)
@@ -51,10 +53,8 @@ def _diagram(
         notes.append(f"note: no {name}.svg: {install_hint('svg')}")
         return files
     files[out / f"{name}.svg"] = svg
-    from ..views.html import html_view  # the state_dict names: torch, on the meta device
-
-    try:
-        files[out / f"{name}.html"] = html_view(g, input_size=size, svg=svg)
+    try:  # the state_dict names from the IR: no torch
+        files[out / f"{name}.html"] = html_view(g, svg=svg, summary=s)
     except DlagraphError as e:
         notes.append(f"note: no {name}.html: {e}")
     return files
@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output or Path(DEFAULT_OUTPUT) / spec.name)
     files: dict[Path, str | bytes] = {out / f"{spec.name}.graph.json": _graph_json(g)}
     files[out / f"{spec.name}.py"] = generate_source(
-        g, source_path=str(args.spec), fold_bn=args.fold_bn
+        g, source_path=str(args.spec), fold_bn=args.fold_bn, summary=s
     )
     notes: list[str] = []
     if not args.no_diagram:
-        files.update(_diagram(g, out, args, notes, size))
+        files.update(_diagram(g, s, out, args, notes))
     write_outputs(files, force=args.force)
     title = spec.name + (f" ({spec.paper_name})" if spec.paper_name else "")
     ref = f", equals {spec.reference}" if spec.reference else ""

@@ -11,7 +11,7 @@ method given one :class:`NodeView` ``v`` of the node (its record read as ``v["fi
 * ``call(v)`` -- how the inputs become the call in ``forward``, an :class:`Expr` whose
   leaves are :class:`In` (the k-th input, in port order);
 * ``channels`` / ``reduction`` / ``shape`` -- static output facts;
-* ``layers`` / ``params`` / ``macs`` -- parameter and MAC counts;
+* ``layers`` / ``params`` / ``macs`` / ``tensors`` -- parameter and MAC counts, state_dict entries;
 * ``lint`` / ``join_problem`` -- what the graph check and the shape analysis verify at the node;
 * ``comment`` / ``look`` -- the generated-code comment and the diagram node.
 
@@ -197,11 +197,16 @@ class Op:
         return None
 
     def layers(self, v: NodeView) -> list[Layer]:
-        """The parametrised layers (names relative to the node's module)."""
+        """The parametrised layers (names relative to the node's module, in the module's
+        registration order: :meth:`tensors` lists the state_dict from them)."""
         return []
 
     def params(self, v: NodeView) -> int:
         return sum(layer.params for layer in self.layers(v))
+
+    def tensors(self, v: NodeView) -> list[tuple[str, tuple[int, ...]]]:
+        """The state_dict entries of the node's module: (name relative to it, shape)."""
+        return [t for layer in self.layers(v) for t in layer.tensors()]
 
     def macs(self, v: NodeView) -> int:
         """Multiply-accumulates for the H x W at port 0."""
@@ -471,6 +476,10 @@ class Block(Op):
     def params(self, v: NodeView) -> int:
         bt, args = self._args(v)
         return bt.count_params(*args)
+
+    def tensors(self, v: NodeView) -> list[tuple[str, tuple[int, ...]]]:
+        bt, args = self._args(v)
+        return bt.tensors(*args)
 
     def memory(self, v: NodeView, out: int) -> Mem:
         """Statements ``out = relu(bn(conv(out)))``: the previous ``out`` lives until each
@@ -818,10 +827,11 @@ class DeformConvRec(TypedDict):
 
 
 def _dcn_layers(v: NodeView, cin: int, cout: int) -> list[Layer]:
+    # registration order: the published DeformConv registers its BN (``actf``) before the conv
     if not v["deformable"]:
-        return [_conv("conv", cin, cout, 3), _bn("actf.0", cout)]
+        return [_bn("actf.0", cout), _conv("conv", cin, cout, 3)]
     offsets = _conv("conv.conv_offset_mask", cin, 27, 3, bias=True)  # 3 x 3x3: dy, dx, mask
-    return [_conv("conv", cin, cout, 3, bias=True), offsets, _bn("actf.0", cout)]
+    return [_bn("actf.0", cout), _conv("conv", cin, cout, 3, bias=True), offsets]
 
 
 def _dcn_memory(v: NodeView, out: int) -> tuple[int, int]:

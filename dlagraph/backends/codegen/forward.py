@@ -13,6 +13,7 @@ from typing import Any
 import networkx as nx
 
 from ...base.names import var_name
+from ...ir.analysis import Summary
 from ...ir.graph import inputs, op, stages, view
 from ...ir.memory import run_order
 from .layout import call_parts, del_lines, source, wrap_statement
@@ -57,7 +58,9 @@ class Bodies:
         self.return_type = "torch.Tensor"
 
 
-def bodies(g: nx.DiGraph) -> Bodies:
+def bodies(g: nx.DiGraph, summary: Summary | None = None) -> Bodies:
+    """The forward methods of ``g`` (``summary``: its summary at the default input size, which
+    the order of least memory is computed at, where the caller has it)."""
     out = Bodies()
     facts = {lv["index"]: lv for lv in g.graph["levels"]}
     top: dict[str, Item] = {}
@@ -88,7 +91,7 @@ def bodies(g: nx.DiGraph) -> Bodies:
         top[st["output"]] = ([f"{ret} = self.{name}({read})"], ret, [read])
     output = g.graph["output"]
     # the steps and the head's nodes in the order that keeps the fewest activations alive
-    order = [n for n in run_order(g) if n != output]
+    order = [n for n in run_order(g, summary) if n != output]
     lines = [top[n] if n in top else _statement(g, n, var) for n in order]
     ins = [var.get(u, var_name(u)) for u in inputs(g, output)]
     ret = source(op(g, output).call(view(g, output)), ins, None)

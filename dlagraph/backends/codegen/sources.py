@@ -37,12 +37,19 @@ _MODULES = Path(__file__).resolve().parents[2] / "nn" / "modules.py"
 def _library() -> dict[str, str]:
     """Every top-level class and function of the module library, by name, in file order."""
     text = _MODULES.read_text()
-    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)  # once: ast.get_source_segment splits per call
     return {
-        node.name: ast.get_source_segment(text, node) or ""
-        for node in tree.body
+        node.name: _segment(lines, node)
+        for node in ast.parse(text).body
         if isinstance(node, (ast.ClassDef, ast.FunctionDef))
     }
+
+
+def _segment(lines: list[str], node: ast.stmt) -> str:
+    """``ast.get_source_segment`` of a top-level statement (column 0) from the file's lines."""
+    end = node.end_lineno or node.lineno
+    last = lines[end - 1].encode()[: node.end_col_offset].decode()  # offsets count UTF-8 bytes
+    return "".join(lines[node.lineno - 1 : end - 1]) + last
 
 
 def library_names() -> frozenset[str]:
