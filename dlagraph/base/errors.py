@@ -77,8 +77,11 @@ def one_line(text: str) -> str:
 
 
 def clip(text: str, limit: int = 60) -> str:
-    """``text`` on one line and at most ``limit`` characters (an ellipsis marks the cut)."""
-    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    """``text`` on one line and at most ``limit`` characters (an ellipsis marks the cut), every
+    character a terminal would act on (newlines, escapes, other controls) shown escaped, so a
+    hostile name can neither forge a line nor recolour the terminal."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

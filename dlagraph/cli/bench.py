@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 from ..base.errors import DlagraphError
-from ..base.system import available_memory, native_bf16
+from ..base.system import native_bf16
 from ..deploy.registry import PRECISIONS, get_runtime, registered_runtimes
-from ..ir.analysis import live_peak, summarize
+from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
+from ..ir.memory import check_fits
 from ..spec import load_spec
 
 __all__ = ["add_arguments", "run"]
@@ -72,19 +73,10 @@ class _Progress:
 
 
 def _check_memory(spec: Any, batch: int, size: int, models: int) -> None:
-    """Refuse, before torch allocates anything, a batch and size this machine cannot hold: the
-    models' float32 weights, and per image the node outputs alive at once (:func:`live_peak`)
-    times four for what lives inside the nodes and the compiled graphs' buffers (an estimate)."""
+    """Refuse, before torch allocates anything, a batch and size this machine cannot hold."""
     g = compile_spec(spec)
     s = summarize(g, (size, size))  # a size the network cannot take: one clean error
-    need = 4 * (models * s.params + 4 * batch * live_peak(g, s))
-    free = available_memory()
-    if free is not None and need > free:
-        raise DlagraphError(
-            f"batch {batch} at {size}x{size} needs about {need / 2**30:,.1f} GiB (weights of "
-            f"{models} models and activations), but {free / 2**30:,.1f} GiB is available; use a "
-            "smaller --batch or --size"
-        )
+    check_fits(g, s, batch, models=models)
 
 
 def run(args: argparse.Namespace) -> int:

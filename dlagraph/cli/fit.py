@@ -148,8 +148,14 @@ def _measure(result: Any, timing: dict[str, Any], out: Path, limit: float | None
     from ..base.system import cpu_description
     from ..fit.latency import CACHE, measure_front
     from ..fit.measure import measure_latency
+    from ..ir.analysis import summarize
+    from ..ir.compile import compile_spec
+    from ..ir.memory import check_fits
 
     h, w = timing["size"]
+    for m in result.front:  # the largest design decides; each is built and timed in turn
+        g = compile_spec(m.spec)
+        check_fits(g, summarize(g, (h, w)), timing["batch"], models=2)
     threads = timing["threads"] or torch.get_num_threads()
     setting = (
         f"{timing['precision']}{'' if timing['compile'] else ' eager'}, batch {timing['batch']}, "

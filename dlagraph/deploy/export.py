@@ -114,6 +114,7 @@ def export(
     model, spec = _model(model, weights)
     from ..ir.analysis import default_cfg, default_input_size, summarize
     from ..ir.compile import compile_spec
+    from ..ir.memory import check_fits
 
     g = compile_spec(spec)
     size = tuple(size or default_input_size(g))  # type: ignore[assignment]
@@ -133,7 +134,11 @@ def export(
         )
     # fp32 and bf16 need the check images alone; int8 its calibration images too
     count = calibration_images if precision == "int8" and isinstance(calibration, str) else 0
-    _check_memory(g, s, n, count + CHECK_IMAGES, size)
+    # the model, its folded copy and the artifact; the images read
+    check_fits(
+        g, s, n, models=3, images=count + CHECK_IMAGES,
+        hint="use a smaller --batch, --size or --calibration-images",
+    )  # fmt: skip
     if calibration is None or isinstance(calibration, str):
         data = images(
             calibration or "random",
@@ -224,25 +229,6 @@ def export(
     return ExportResult(
         [*targets, meta_path], format, precision, max_error, agreement, fmt.runtime, meta
     )
-
-
-def _check_memory(g: Any, s: Any, batch: int, images: int, size: tuple[int, int]) -> None:
-    """Refuse, before anything is allocated, a size and batch whose export cannot fit: the
-    images, three copies of the weights (the model, its folded copy, the artifact) and a batch's
-    live activations times four (what lives inside the nodes and the runtimes' buffers; an
-    estimate, as ``dlagraph bench`` makes)."""
-    from ..base.system import available_memory
-    from ..ir.analysis import live_peak
-
-    need = 4 * (images * g.graph["in_channels"] * size[0] * size[1])
-    need += 4 * (3 * s.params + 4 * batch * live_peak(g, s))
-    free = available_memory()
-    if free is not None and need > free:
-        raise DeployError(
-            f"batch {batch} at {size[0]}x{size[1]} with {images} images needs about "
-            f"{need / 2**30:,.1f} GiB, but {free / 2**30:,.1f} GiB is available; use a smaller "
-            "--batch, --size or --calibration-images"
-        )
 
 
 def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec]:

@@ -129,6 +129,18 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def shown_storage(study: str | Path) -> str:
+    """The study's place as it may be printed: a database URL without its password."""
+    text = str(study)
+    if "://" not in text:
+        return text
+    scheme, _, rest = text.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}{at}{host}"
+
+
 def _storage(optuna: Any, study: str | Path) -> Any:
     text = str(study)
     if "://" in text:  # a database URL: optuna's RDB storage, shared by workers on many machines
@@ -199,7 +211,7 @@ def fit(
         st.set_user_attr("base", base.name)
     elif made_for != key:
         raise SpecError(
-            f"{study}: this study was made for another base spec, search space, budget or "
+            f"{shown_storage(study)}: this study was made for another base spec, search space, budget or "
             f"evaluator (base {st.user_attrs.get('base')!r}); give another -o or --study"
         )
     curves = None
@@ -282,7 +294,7 @@ def fit(
                 callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), report],
             )
     result = _result(optuna, st)
-    result.storage = str(study)
+    result.storage = shown_storage(study)
     result.evaluated = scored
     _, *base_costs = costs(base, budget)
     base_score = None

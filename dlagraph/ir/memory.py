@@ -265,3 +265,37 @@ def _training_saved(g: nx.DiGraph, mem: dict[str, Mem], size: dict[str, int]) ->
         if m.saves_output or any(mem[v].saves_input for v in firsts):
             saved += size[n]
     return saved, index
+
+
+def check_fits(
+    g: nx.DiGraph,
+    summary: Summary,
+    batch: int,
+    *,
+    models: int = 1,
+    images: int = 0,
+    hint: str = "use a smaller --batch or --size",
+) -> None:
+    """Refuse, before torch allocates anything, a run this machine cannot hold: ``models``
+    float32 copies of the weights, ``images`` input images, and a batch's node outputs alive at
+    once (:func:`~dlagraph.ir.analysis.live_peak`) times four for what lives inside the nodes and
+    the compiled graphs' or runtimes' buffers (an estimate, the one ``bench``, ``export`` and
+    ``fit --measure`` make).
+
+    Raises:
+        DlagraphError: one line with the estimate, what is available, and ``hint``.
+    """
+    from ..base.errors import DlagraphError
+    from ..base.system import available_memory
+    from .analysis import live_peak
+
+    h, w = summary.input_size
+    need = 4 * (models * summary.params + 4 * batch * live_peak(g, summary))
+    need += 4 * images * g.graph["in_channels"] * h * w
+    free = available_memory()
+    if free is not None and need > free:
+        raise DlagraphError(
+            f"batch {batch} at {h}x{w} needs about {need / 2**30:,.1f} GiB (weights of {models} "
+            f"model(s), activations{' and images' if images else ''}), but "
+            f"{free / 2**30:,.1f} GiB is available; {hint}"
+        )
