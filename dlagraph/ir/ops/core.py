@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 
 from typing_extensions import TypedDict
 
-from ..base.errors import GraphError
-from ..blocks import Layer, get_block_type
+from ...base.errors import GraphError
+from ...blocks import Layer, get_block_type
 
 __all__ = [
     "Expr",
