@@ -10,7 +10,9 @@ and count parameters and MACs without importing torch:
   module names them and in registration order, for parameter and MAC counts, layer-level diagrams
   and the state_dict names and shapes of the HTML view;
 * ``check(out, options)``: channel rules (e.g. a split block's width must be divisible by its cardinality);
-* ``module_args(...)``: the constructor arguments of the torch module, used by both backends.
+* ``module_args(...)``: the constructor arguments of the torch module, used by both backends;
+* ``recognise(blocks)``: ``infer``'s reading of the options from a checkpoint's tensor shapes
+  (None when they are not this type's).
 
 Built-in types point at their torch classes by import path, so this module stays torch-free.
 """
@@ -19,25 +21,24 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base.errors import RegistryError, safe_repr
+from .base.registry import Registry, check_options_model
+from .base.shapes import Shapes, get
 
 __all__ = [
     "Layer",
+    "BlockShapes",
     "BlockType",
     "register_block",
     "unregister_block",
     "get_block_type",
     "registered_blocks",
 ]
-
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,30 @@ def _default_module_args(
 
 
 @dataclass(frozen=True)
+class BlockShapes:
+    """The first block of one tree level in a checkpoint, as a block type's ``recognise`` reads
+    it: its tensors' shapes, named relative to the block (``conv1.weight``), its input and output
+    channels, and where it is (``level2.tree1.``; pass ``under=where`` to
+    :func:`~dlagraph.base.shapes.get` so that an error names the whole tensor)."""
+
+    shapes: Shapes
+    in_channels: int
+    out_channels: int
+    where: str = ""
+
+    def names(self) -> set[str]:
+        """The block's child modules that hold tensors (``conv1``, ``bn1``, ``convs`` …)."""
+        return {k.split(".")[0] for k in self.shapes}
+
+
+# what ``recognise`` reads off a checkpoint: the spec options (without ``type``) and, per option
+# the weights cannot show, the value taken and why
+Recognised = tuple[dict[str, Any], dict[str, str]]
+# (the first block of each tree level, Level 3's first) -> Recognised, or None: not this type
+Recognise = Callable[[list[BlockShapes]], Recognised | None]
+
+
+@dataclass(frozen=True)
 class BlockType:
     """A registered block type: its torch factory and the static contract the compiler relies on."""
 
@@ -147,6 +172,7 @@ class BlockType:
     # (cin, cout, stride, dilation, options, (h, w)) -> (peak, saved) elements per image, where
     # the layers' statement model (dlagraph.ir.ops.Block.memory) does not describe the forward
     memory: Callable[..., tuple[int, int]] | None = None
+    recognise: Recognise | None = None
 
     def resolve(self) -> Any:
         """The torch class (imports it on first use for built-in types)."""
@@ -193,19 +219,7 @@ class BlockType:
             return self.resolve()(**self.module_args(cin, cout, stride, dilation, options))
 
 
-_REGISTRY: dict[str, BlockType] = {}
-
-
-def _add(bt: BlockType, replace: bool = False) -> BlockType:
-    if not _NAME.match(bt.name):
-        raise RegistryError(f"block type name {bt.name!r} must match [a-z_][a-z0-9_]*")
-    old = _REGISTRY.get(bt.name)
-    if old is not None and not replace:
-        if old.builtin:
-            raise RegistryError(f"block type {bt.name!r} is built in and cannot be replaced")
-        raise RegistryError(f"block type {bt.name!r} is already registered (pass replace=True)")
-    _REGISTRY[bt.name] = bt
-    return bt
+BLOCKS: Registry[BlockType] = Registry("block type")
 
 
 def register_block(
@@ -215,6 +229,7 @@ def register_block(
     layers: Callable[..., list[Layer]] | None = None,
     check: Callable[[int, BaseModel], list[str]] | None = None,
     memory: Callable[..., tuple[int, int]] | None = None,
+    recognise: Recognise | None = None,
     description: str = "",
     replace: bool = False,
 ) -> Callable[[type], type]:
@@ -230,6 +245,9 @@ def register_block(
     ``memory(cin, cout, stride, dilation, options, (h, w))`` returns ``(peak, saved)`` activation
     elements per image, for :func:`~dlagraph.activation_memory`, where the forward is not the
     ``out = relu(bn(conv(out)))`` chain of its ``layers`` (``res2net``'s is an example).
+    ``recognise(blocks)`` lets ``dlagraph infer`` find the block in a checkpoint: given the first
+    block of each tree level (:class:`BlockShapes`), it returns the spec options and what it
+    assumed (``({"expand": 4}, {})``), or None when the tensors are not this block's.
 
     Example:
         >>> import dlagraph
@@ -247,29 +265,27 @@ def register_block(
     """
 
     def deco(cls: type) -> type:
-        opts = options or getattr(cls, "Options", None) or NoOptions
-        if not (isinstance(opts, type) and issubclass(opts, BaseModel)):
-            raise RegistryError(f"block type {name!r}: options must be a pydantic model class")
-        if opts.model_config.get("extra") != "forbid":
-            raise RegistryError(f"block type {name!r}: its options model must set extra='forbid'")
+        BLOCKS.check(name, replace=replace)
+        opts = check_options_model(
+            "block type", name, options or getattr(cls, "Options", None) or NoOptions
+        )
         lay = layers or getattr(cls, "layers", None)
         try:
             takes_dilation = "dilation" in inspect.signature(cls).parameters
         except (TypeError, ValueError):
             takes_dilation = False
-        _add(
-            BlockType(
-                name=name,
-                factory=cls,
-                options=opts,
-                layers=lay,
-                check=check or (lambda out, o: []),
-                memory=memory,
-                description=description or (cls.__doc__ or "").strip().split("\n")[0],
-                dilation=takes_dilation,
-            ),
-            replace=replace,
+        bt = BlockType(
+            name=name,
+            factory=cls,
+            options=opts,
+            layers=lay,
+            check=check or (lambda out, o: []),
+            memory=memory,
+            recognise=recognise,
+            description=description or (cls.__doc__ or "").strip().split("\n")[0],
+            dilation=takes_dilation,
         )
+        BLOCKS.add(name, bt, replace=replace)
         return cls
 
     return deco
@@ -277,24 +293,16 @@ def register_block(
 
 def unregister_block(name: str) -> None:
     """Remove a user-registered block type (built-in types stay)."""
-    bt = _REGISTRY.get(name)
-    if bt is not None and bt.builtin:
-        raise RegistryError(f"block type {name!r} is built in and cannot be removed")
-    _REGISTRY.pop(name, None)
+    BLOCKS.remove(name)
 
 
 def get_block_type(name: str) -> BlockType:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise RegistryError(
-            f"unknown block type {safe_repr(name)}; registered: {', '.join(registered_blocks())}"
-        ) from None
+    return BLOCKS.get(name)
 
 
 def registered_blocks() -> list[str]:
-    """Names of every registered block type, built-ins first."""
-    return sorted(_REGISTRY, key=lambda n: (not _REGISTRY[n].builtin, n))
+    """Names of every registered block type, built-ins first, in registration order."""
+    return BLOCKS.names()
 
 
 # ---- built-in block types ---------------------------------------------------------------------
@@ -306,12 +314,39 @@ def _basic_layers(cin: int, cout: int, s: int, d: int, o: BaseModel) -> list[Lay
     )
 
 
+def _basic_recognise(blocks: list[BlockShapes]) -> Recognised | None:
+    if not {"conv1", "conv2"} <= blocks[0].names() or "conv3" in blocks[0].names():
+        return None
+    # two full convs to the output width at every level: a user's block may name its convs the
+    # same (kernels are left to the comparison of every tensor that follows, which names one
+    # that differs)
+    full = all(
+        get(b.shapes, "conv1.weight", 4, under=b.where)[:2] == (b.out_channels, b.in_channels)
+        and get(b.shapes, "conv2.weight", 4, under=b.where)[:2] == (b.out_channels,) * 2
+        for b in blocks
+    )
+    return ({}, {}) if full else None
+
+
 def _bottleneck_layers(mid: int, groups: int, cin: int, cout: int, s: int, d: int) -> list[Layer]:
     return (
         conv("1", cin, mid, 1)
         + conv("2", mid, mid, 3, s, groups, d, div=s)
         + conv("3", mid, cout, 1, div=s)
     )
+
+
+def _middle(b: BlockShapes) -> tuple[int, int] | None:
+    """The width and groups of a bottleneck's (or split block's) 3x3 conv, or None: not one."""
+    if not {"conv1", "conv2", "conv3"} <= b.names():
+        return None
+    mid, per_group = get(b.shapes, "conv2.weight", 4, under=b.where)[:2]
+    return mid, mid // per_group
+
+
+def _bottleneck_recognise(blocks: list[BlockShapes]) -> Recognised | None:
+    fits = all(_middle(b) == (b.out_channels // 2, 1) for b in blocks)
+    return ({}, {}) if fits else None
 
 
 class SplitOptions(BaseModel):
@@ -325,6 +360,15 @@ def _split_mid(cout: int, card: int) -> int:
     # The paper halves ResNeXt's width ratio: middle width = out * cardinality / 32 (official
     # BottleneckX); timm's floor(out * 4 / 64) * cardinality // 2 gives the same for valid widths.
     return cout * card // 32
+
+
+def _split_recognise(blocks: list[BlockShapes]) -> Recognised | None:
+    found = _middle(blocks[0])
+    if found is None:
+        return None
+    card = found[1]
+    fits = all(_middle(b) == (_split_mid(b.out_channels, card), card) for b in blocks)
+    return ({"cardinality": card}, {}) if fits else None
 
 
 def _split_check(cout: int, o: BaseModel) -> list[str]:
@@ -348,7 +392,11 @@ class Res2NetOptions(BaseModel):
 
 
 def _res2_width(cout: int, o: Res2NetOptions) -> int:
-    return (cout * o.base_width // 64) * o.cardinality // 2
+    return _split_width(cout, o.base_width, o.cardinality)
+
+
+def _split_width(cout: int, base_width: int, cardinality: int) -> int:
+    return (cout * base_width // 64) * cardinality // 2
 
 
 def _res2_layers(cin: int, cout: int, s: int, d: int, o: Any) -> list[Layer]:
@@ -386,6 +434,34 @@ def _res2_memory(
     return max(peaks), 2 * c1 + sums + 2 * n * w * b + cat + c3
 
 
+def _res2_recognise(blocks: list[BlockShapes]) -> Recognised | None:
+    first = blocks[0]
+    if not {"conv1", "convs", "conv3"} <= first.names():
+        return None
+    width, per_group = get(first.shapes, "convs.0.weight", 4, under=first.where)[:2]
+    card = width // per_group
+    scale = get(first.shapes, "conv1.weight", 4, under=first.where)[0] // width
+    widths = [get(b.shapes, "convs.0.weight", 4, under=b.where)[0] for b in blocks]
+    # every base_width that gives each level's split width builds the same network: the
+    # default 4 when it fits, else the smallest
+    fits = [
+        bw
+        for bw in range(1, 1025)
+        if all(
+            _split_width(b.out_channels, bw, card) == w for b, w in zip(blocks, widths, strict=True)
+        )
+    ]
+    if not fits:
+        return None
+    bw = 4 if 4 in fits else fits[0]
+    note = {}
+    if len(fits) > 1:
+        note["base_width"] = (
+            f"{bw} (base widths {fits[0]}..{fits[-1]} all give these tensor shapes)"
+        )
+    return {"scale": scale, "cardinality": card, "base_width": bw}, note
+
+
 def _res2_check(cout: int, o: Any) -> list[str]:
     w = _res2_width(cout, o)
     if w == 0 or w % o.cardinality:
@@ -399,7 +475,8 @@ def _res2_check(cout: int, o: Any) -> list[str]:
 
 def _builtin(name: str, cls: str, description: str, **contract: Any) -> None:
     factory = f"dlagraph.nn.modules:{cls}"
-    _add(BlockType(name, factory, description=description, builtin=True, **contract))
+    bt = BlockType(name, factory, description=description, builtin=True, **contract)
+    BLOCKS.add(name, bt, builtin=True)
 
 
 def _split_args(cin: int, cout: int, s: int, d: int, o: Any) -> dict[str, Any]:
@@ -407,8 +484,13 @@ def _split_args(cin: int, cout: int, s: int, d: int, o: Any) -> dict[str, Any]:
     return args | {"mid_channels": _split_mid(cout, o.cardinality), "groups": o.cardinality}
 
 
+# registered in the order messages and the schema list them
 _builtin(
-    "basic", "DlaBasic", "two 3x3 convs with a residual add (paper Fig. 3a)", layers=_basic_layers
+    "basic",
+    "DlaBasic",
+    "two 3x3 convs with a residual add (paper Fig. 3a)",
+    layers=_basic_layers,
+    recognise=_basic_recognise,
 )
 _builtin(
     "bottleneck",
@@ -419,6 +501,17 @@ _builtin(
     module_args=lambda cin, cout, s, d, o: (
         _default_module_args(cin, cout, s, d, o) | {"mid_channels": cout // 2}
     ),
+    recognise=_bottleneck_recognise,
+)
+_builtin(
+    "res2net",
+    "DlaBottle2neck",
+    "Res2Net bottleneck with hierarchical splits (timm DlaBottle2neck)",
+    options=Res2NetOptions,
+    layers=_res2_layers,
+    check=_res2_check,
+    memory=_res2_memory,
+    recognise=_res2_recognise,
 )
 _builtin(
     "split",
@@ -430,13 +523,5 @@ _builtin(
     ),
     check=_split_check,
     module_args=_split_args,
-)
-_builtin(
-    "res2net",
-    "DlaBottle2neck",
-    "Res2Net bottleneck with hierarchical splits (timm DlaBottle2neck)",
-    options=Res2NetOptions,
-    layers=_res2_layers,
-    check=_res2_check,
-    memory=_res2_memory,
+    recognise=_split_recognise,
 )

@@ -12,14 +12,18 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
 
 import dlagraph
 from dlagraph import DlagraphError, build_module, infer_checkpoint, infer_spec, load_spec
+from dlagraph.base.shapes import get
+from dlagraph.blocks import BlockShapes
 from dlagraph.cli import main
 from dlagraph.spec import Spec, presets
 
 from .conftest import ROOT
-from .strategies import TEST_BLOCK, valid_specs
+from .helpers import TINY
+from .strategies import TEST_BLOCK, DepthwiseSeparable, valid_specs
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
@@ -185,6 +189,70 @@ def test_foreign_checkpoints_get_clear_errors() -> None:
     sd["level2.extra.weight"] = torch.empty(3)
     with pytest.raises(DlagraphError, match="level2.extra.weight"):
         infer_spec(sd)
+
+
+# ---- a user's block type, recognised through the registry ----------------------------------------
+
+
+class _Expand(torch.nn.Module):
+    """A user's block: 1x1 expansion, depthwise 3x3 (strided), 1x1 projection, its convs named
+    like a bottleneck's."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        expand: int = 4
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand: int = 4):
+        super().__init__()
+        mid = out_channels * expand
+        self.conv1 = torch.nn.Conv2d(in_channels, mid, 1, bias=False)
+        self.conv2 = torch.nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
+        self.conv3 = torch.nn.Conv2d(mid, out_channels, 1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        out = self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x)))))
+        return torch.relu(self.bn3(out) + shortcut)
+
+
+def _recognise_expand(blocks: list[BlockShapes]) -> tuple[dict, dict] | None:
+    b = blocks[0]
+    if b.names() != {"conv1", "conv2", "conv3", "bn3"}:
+        return None
+    mid, per_group = get(b.shapes, "conv2.weight", 4, under=b.where)[:2]
+    return ({"expand": mid // b.out_channels}, {}) if per_group == 1 else None
+
+
+def _recognise_separable(blocks: list[BlockShapes]) -> tuple[dict, dict] | None:
+    conv1 = blocks[0].shapes.get("conv1.weight", ())
+    return ({}, {}) if conv1[1:] == (1, 3, 3) else None  # depthwise: one input channel per group
+
+
+@pytest.mark.parametrize(
+    ("options", "cls", "recognise"),
+    [
+        # a split block's names, and at Level 3 its shapes (cardinality 64), not at Level 4
+        ({"expand": 2}, _Expand, _recognise_expand),
+        # a basic block's names (conv1, bn1, conv2, bn2), not its shapes
+        ({}, DepthwiseSeparable, _recognise_separable),
+    ],
+)
+def test_a_registered_block_type_is_recognised_by_its_own_function(
+    options: dict, cls: type, recognise: Any
+) -> None:
+    block = {"type": "user_test", **options}
+    data = {**TINY, "block": block, "head": {"type": "classifier", "num_classes": 10}}
+    dlagraph.register_block("user_test", recognise=recognise)(cls)
+    try:
+        spec = load_spec(data)
+        got = infer_spec(meta_state(spec), overrides=non_inferable(spec))
+        assert canonical(got) == canonical(spec)
+        dlagraph.register_block("user_test", replace=True)(cls)  # without recognise: not found
+        registered = "basic, bottleneck, res2net, split, user_test"
+        with pytest.raises(DlagraphError, match=rf"level2\.tree1\..* block type \({registered}\)"):
+            infer_spec(meta_state(spec))
+    finally:
+        dlagraph.unregister_block("user_test")
 
 
 # ---- the CLI ---------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from pydantic_core import PydanticCustomError
 from ..base.errors import safe_repr
 from ..base.limits import IDENT, MAX_CHANNELS
 from ..base.names import attribute_clash
+from ..base.shapes import get
 from .parts import output
 from .registry import HeadBuilder, HeadOptions, Problems, Shapes, register_head
-from .shapes import get
 
 __all__ = ["CenterNetHead", "MODULES"]
 

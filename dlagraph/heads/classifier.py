@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..base.shapes import get
 from .parts import fc, output
 from .registry import HeadBuilder, HeadOptions, Shapes, register_head
-from .shapes import get
 
 __all__ = ["ClassifierHead"]
 

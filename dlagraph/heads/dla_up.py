@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..base.shapes import get
 from .parts import fc, ida_node, output, proj_up
 from .registry import HeadBuilder, HeadOptions, Problems, Shapes, register_head
-from .shapes import get
 
 __all__ = ["DlaUpHead"]
 

@@ -24,14 +24,15 @@ pydantic, and reaches the DAG only through the builder it is handed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from ..base.errors import RegistryError, safe_repr
+from ..base.errors import RegistryError
+from ..base.registry import Registry, check_options_model
+from ..base.shapes import Shapes
 
 __all__ = [
     "HeadOptions",
@@ -45,9 +46,7 @@ __all__ = [
     "registered_heads",
 ]
 
-Shapes = dict[str, tuple[int, ...]]
 Problems = list[tuple[tuple[str | int, ...], str]]  # (path under the spec, message)
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 class HeadOptions(BaseModel):
@@ -132,7 +131,7 @@ class HeadType:
     builtin: bool = False
 
 
-_REGISTRY: dict[str, HeadType] = {}
+HEADS: Registry[HeadType] = Registry("head type")
 
 
 def register_head(
@@ -178,17 +177,8 @@ def register_head(
     """
 
     def deco(cls: type[BaseModel]) -> type[BaseModel]:
-        if not _NAME.match(name):
-            raise RegistryError(f"head type name {name!r} must match [a-z_][a-z0-9_]*")
-        old = _REGISTRY.get(name)
-        if old is not None and old.builtin and not _builtin:
-            raise RegistryError(f"head type {name!r} is built in and cannot be replaced")
-        if old is not None and not replace:
-            raise RegistryError(f"head type {name!r} is already registered (pass replace=True)")
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            raise RegistryError(f"head type {name!r}: options must be a pydantic model class")
-        if cls.model_config.get("extra") != "forbid":
-            raise RegistryError(f"head type {name!r}: its options model must set extra='forbid'")
+        HEADS.check(name, replace=replace)
+        check_options_model("head type", name, cls)
         tag = cls.model_fields.get("type")
         if tag is None or get_args(tag.annotation) != (name,):
             raise RegistryError(
@@ -196,7 +186,7 @@ def register_head(
             )
         if backbone_prefix not in ("", "base."):
             raise RegistryError(f"head type {name!r}: backbone_prefix must be '' or 'base.'")
-        _REGISTRY[name] = HeadType(
+        ht = HeadType(
             name=name,
             options=cls,
             build=build,
@@ -211,6 +201,7 @@ def register_head(
             description=description or (cls.__doc__ or "").strip().split("\n")[0],
             builtin=_builtin,
         )
+        HEADS.add(name, ht, replace=replace, builtin=_builtin)
         return cls
 
     return deco
@@ -218,21 +209,13 @@ def register_head(
 
 def unregister_head(name: str) -> None:
     """Remove a user-registered head type (built-in types stay)."""
-    ht = _REGISTRY.get(name)
-    if ht is not None and ht.builtin:
-        raise RegistryError(f"head type {name!r} is built in and cannot be removed")
-    _REGISTRY.pop(name, None)
+    HEADS.remove(name)
 
 
 def get_head_type(name: str) -> HeadType:
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise RegistryError(
-            f"unknown head type {safe_repr(name)}; registered: {', '.join(registered_heads())}"
-        ) from None
+    return HEADS.get(name)
 
 
 def registered_heads() -> list[str]:
     """Names of every registered head type, built-ins first, in registration order."""
-    return sorted(_REGISTRY, key=lambda n: not _REGISTRY[n].builtin)
+    return HEADS.names()

@@ -8,10 +8,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..base.limits import MAX_CHANNELS
+from ..base.shapes import get
 from ..blocks import get_block_type
 from .parts import fc, ida_node, output, proj_up
 from .registry import HeadBuilder, HeadOptions, Problems, Shapes, register_head
-from .shapes import get
 
 __all__ = ["SegmentationHead"]
 

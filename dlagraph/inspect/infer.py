@@ -1,14 +1,16 @@
 """From a checkpoint back to a spec: ``infer_spec``.
 
 Every tensor's name is a module path of the layout and its shape holds channels, kernels and
-groups, so the architecture can be read off the state dict: the backbone prefix and head family
-from the top-level names, the levels from ``level{i}`` (conv levels by their convs, tree levels by
-how deep ``tree1``/``tree2`` nest), the block type from its tensors (a grouped 3x3 conv gives the
-cardinality), the aggregation kernel and whether a level root takes S(x) (eq. 5) from the roots'
-convs. The candidate is then built on the meta device and its state dict must equal the
-checkpoint's names and shapes exactly, in one layout or the other (the official layout's unused
-projections tell them apart). What weights cannot show (a residual root, dropout, a name) is
-taken from the defaults and reported as an assumption, or set with ``overrides``.
+groups, so the architecture can be read off the state dict: the backbone prefix from the top-level
+names, the levels from ``level{i}`` (conv levels by their convs, tree levels by how deep
+``tree1``/``tree2`` nest), the aggregation kernel and whether a level root takes S(x) (eq. 5) from
+the roots' convs. The block and the head are whatever registered type recognises them: the first
+block type whose ``recognise`` reads the first block of each tree level (a grouped 3x3 conv gives
+the cardinality), the first head type whose ``recognise`` reads the tensors outside the backbone.
+The candidate is then built on the meta device and its state dict must equal the checkpoint's
+names and shapes exactly, in one layout or the other (the official layout's unused projections
+tell them apart). What weights cannot show (a residual root, dropout, a name) is taken from the
+defaults and reported as an assumption, or set with ``overrides``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import torch
 from ..backends.torch.interpret import build_module
 from ..base.errors import DlagraphError
 from ..base.limits import MAX_TREE_LEVELS
+from ..base.shapes import Shapes, echo, foreign, get
+from ..blocks import BlockShapes, get_block_type, registered_blocks
 from ..checkpoints.read import read_state_dict
 from ..heads import get_head_type, registered_heads
-from ..heads.registry import Shapes
-from ..heads.shapes import echo, foreign, get
 from ..ir.compile import compile_spec
 from ..spec import Spec, load_spec
 from ..spec.overrides import apply_overrides
@@ -298,52 +300,27 @@ def _root_kernel(shapes: Shapes, p: str) -> int:
 
 
 def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[str, Any], dict]:
-    """The block type and options, from the first block of Level 3."""
-    first = f"{p}level2." + "tree1." * levels[2]["depth"]
-    sub = _under(shapes, first)
-    cout = levels[2]["channels"]
-    names = {k.split(".")[0] for k in sub}
-    if {"conv1", "conv2"} <= names and "conv3" not in names:
-        return {"type": "basic"}, {}
-    if {"conv1", "conv2", "conv3"} <= names:
-        mid, per_group = get(sub, "conv2.weight", 4, under=first)[:2]
-        groups = mid // per_group
-        if groups == 1 and mid == cout // 2:
-            return {"type": "bottleneck"}, {}
-        if mid == cout * groups // 32:
-            return {"type": "split", "cardinality": groups}, {}
-        raise foreign(first + "conv2.weight", sub["conv2.weight"], "is not a DLA block's 3x3 conv")
-    if {"conv1", "convs", "conv3"} <= names:
-        width, per_group = get(sub, "convs.0.weight", 4, under=first)[:2]
-        card = width // per_group
-        scale = get(sub, "conv1.weight", 4, under=first)[0] // width
-        # width = floor(cout * base_width / 64) * card / 2: every base_width that gives it for each
-        # level builds the same network; the default 4 when it fits, else the smallest
-        trees = [lv["channels"] for lv in levels[2:]]
-        fits = [
-            bw
-            for bw in range(1, 1025)
-            if all(
-                (c * bw // 64) * card // 2 == _res2_width(shapes, p, i + 2, lv)
-                for i, (c, lv) in enumerate(zip(trees, levels[2:], strict=True))
-            )
-        ]
-        if not fits:
-            raise foreign(first + "convs.0.weight", sub["convs.0.weight"], "fits no Res2Net width")
-        bw = 4 if 4 in fits else fits[0]
-        note = {}
-        if len(fits) > 1:
-            note["block.base_width"] = (
-                f"{bw} (base widths {fits[0]}..{fits[-1]} all give these tensor shapes)"
-            )
-        return {"type": "res2net", "scale": scale, "cardinality": card, "base_width": bw}, note
-    k = next(iter(sub), None)
-    if k is None:
-        raise DlagraphError(f"not a DLA checkpoint: no block under {first}")
+    """The block type and options: the first registered block type that recognises the first
+    block of each tree level (Level 3's first)."""
+    grouped = _by_level(shapes, p)
+    blocks = []
+    for i, level in enumerate(levels[2:], 2):
+        within = "tree1." * level["depth"]
+        sub = _under(grouped.get(i, {}), within)
+        cin = levels[i - 1]["channels"]
+        blocks.append(BlockShapes(sub, cin, level["channels"], f"{p}level{i}.{within}"))
+    first = blocks[0]
+    if not first.shapes:
+        raise DlagraphError(f"not a DLA checkpoint: no block under {first.where}")
+    for name in registered_blocks():
+        bt = get_block_type(name)
+        found = bt.recognise(blocks) if bt.recognise is not None else None
+        if found is not None:
+            options, notes = found
+            return {"type": name, **options}, {f"block.{k}": v for k, v in notes.items()}
+    k = next(iter(first.shapes))
     raise foreign(
-        first + k, sub[k], "belongs to no built-in block type (basic, bottleneck, split, res2net)"
+        first.where + k,
+        first.shapes[k],
+        f"belongs to no registered block type ({', '.join(registered_blocks())})",
     )
-
-
-def _res2_width(shapes: Shapes, p: str, i: int, level: dict[str, Any]) -> int:
-    return get(shapes, f"{p}level{i}." + "tree1." * level["depth"] + "convs.0.weight", 4)[0]

@@ -19,7 +19,7 @@ import networkx as nx
 from ..base.errors import InputSizeError
 from ..spec import Spec
 from .compile import compile_spec
-from .graph import feature_info, inputs, op, topo_order, view
+from .graph import feature_info, inputs, is_aggregation, is_block, op, topo_order, view
 from .ops import NodeView
 
 __all__ = [
@@ -237,8 +237,8 @@ def summarize(
         output_shape=output_shape,
         nodes=nodes,
         levels=_levels(g, nodes, paths),
-        aggregation_nodes=sum(1 for n in g if _is_aggregation(g, n)),
-        aggregations_to_output={n: d for n, d in to_output.items() if _is_block(g, n)},
+        aggregation_nodes=sum(1 for n in g if is_aggregation(g.nodes[n]["meta"])),
+        aggregations_to_output={n: d for n, d in to_output.items() if is_block(g.nodes[n]["meta"])},
         unused=sorted(unused, key=lambda n: g.nodes[n]["index"]),
         unused_params=sum(ni.params for ni in nodes if ni.unused),
         feature_info=feature_info(g),
@@ -263,14 +263,6 @@ def live_peak(g: nx.DiGraph, summary: Summary) -> int:
     return peak
 
 
-def _is_aggregation(g: nx.DiGraph, n: str) -> bool:
-    return g.nodes[n]["meta"].get("role") == "N"
-
-
-def _is_block(g: nx.DiGraph, n: str) -> bool:
-    return g.nodes[n]["meta"].get("role") in ("L1", "L2")
-
-
 def _aggregations_on_paths(
     g: nx.DiGraph, target: str | None = None, within: str | None = None, pick: Any = max
 ) -> dict[str, int]:
@@ -283,7 +275,7 @@ def _aggregations_on_paths(
             depth[n] = 0
             continue
         options = [
-            depth[s] + _is_aggregation(g, s)
+            depth[s] + is_aggregation(g.nodes[s]["meta"])
             for s in g.successors(n)
             if s in depth and (within is None or s.startswith(within))
         ]
@@ -299,7 +291,7 @@ def aggregations_to_root(g: nx.DiGraph, i: int) -> int:
     lv = next(lv for lv in g.graph["levels"] if lv["index"] == i)
     prefix = lv["module"] + "."
     d = _aggregations_on_paths(g, lv["output"], within=prefix, pick=min)
-    return max(d[b] for b in d if _is_block(g, b))
+    return max(d[b] for b in d if is_block(g.nodes[b]["meta"]))
 
 
 def _levels(g: nx.DiGraph, nodes: list[NodeInfo], paths: bool = True) -> list[LevelInfo]:
@@ -321,8 +313,8 @@ def _levels(g: nx.DiGraph, nodes: list[NodeInfo], paths: bool = True) -> list[Le
                 spec_path=meta.get("spec_path", ""),
                 channels=last.out_channels,
                 depth=lv["depth"] if tree else None,
-                blocks=sum(_is_block(g, m.name) for m in members),
-                aggregations=sum(_is_aggregation(g, m.name) for m in members),
+                blocks=sum(is_block(g.nodes[m.name]["meta"]) for m in members),
+                aggregations=sum(is_aggregation(g.nodes[m.name]["meta"]) for m in members),
                 aggregations_to_root=aggregations_to_root(g, lv["index"]) if tree and paths else 0,
                 params=sum(m.params for m in members),
                 macs=sum(m.macs for m in members if not m.unused),

@@ -22,6 +22,7 @@ from typing import Any
 from ..spec import ConvLevel, TreeLevel
 from .builder import Builder
 from .ops import BlockRec, ConvRec
+from .roles import AGGREGATION, L1, L2, PROJECTION, STEM, SX
 
 __all__ = ["conv_levels", "ida", "level_root", "hda_tree", "aggregation_node"]
 
@@ -47,7 +48,7 @@ def conv_levels(b: Builder, x: str) -> str:
             symbols={"in_channels": "in_chans"} if stem else None,
             spec_path=f"levels[{i}]",
             level=i + 1,
-            role="stem" if stem else "level",
+            role=STEM if stem else "level",
         )
         b.level_outputs[i] = x
     return x
@@ -123,7 +124,7 @@ def hda_tree(
             [x],
             {"channels": cin, "stride": stride},
             register=not official,
-            role="S" if level_root else "pool",
+            role=SX if level_root else "pool",
             **meta,
         )
     shortcut, project = bottom, None
@@ -138,7 +139,7 @@ def hda_tree(
             {"in_channels": cin, "out_channels": cout},
             register=not official,
             unused=n > 1,
-            role="P",
+            role=PROJECTION,
             **meta,
         )
         if n == 1:
@@ -148,7 +149,7 @@ def hda_tree(
     if stride > 1 and not level_root and n > 1:
         b.mark_unused(bottom)  # pooled only for a projection that nothing reads
     if level_root:
-        children = children + [("S", bottom)]
+        children = children + [(SX, bottom)]
     if n == 1:
         spec = b.spec.block
         block = {"block": spec.type, "options": spec.options.model_dump(mode="json")}
@@ -157,10 +158,10 @@ def hda_tree(
         )
         rec2 = BlockRec(**block, in_channels=cout, out_channels=cout, stride=1, dilation=dilation)
         ins = [x] if shortcut == x else [x, shortcut]
-        x1 = b.add(f"{path}.tree1", "block", ins, dict(rec1), role="L1", eq="eq2", **meta)
-        x2 = b.add(f"{path}.tree2", "block", [x1], dict(rec2), role="L2", eq="eq2", **meta)
+        x1 = b.add(f"{path}.tree1", "block", ins, dict(rec1), role=L1, eq="eq2", **meta)
+        x2 = b.add(f"{path}.tree2", "block", [x1], dict(rec2), role=L2, eq="eq2", **meta)
         out = aggregation_node(
-            b, f"{path}.root", [("L2", x2), ("L1", x1)] + children, root_dim, cout, meta
+            b, f"{path}.root", [(L2, x2), (L1, x1)] + children, root_dim, cout, meta
         )
     else:
         sub = {"level_root": False, "meta": meta, "dilation": dilation}
@@ -210,8 +211,8 @@ def aggregation_node(
             "kernel_size": agg.kernel_size,
             "residual": agg.residual,
         },
-        eq="eq5" if "S" in roles else "eq2",
-        role="N",
+        eq="eq5" if SX in roles else "eq2",
+        role=AGGREGATION,
         arg_roles=roles,
         **meta,
     )
@@ -224,4 +225,4 @@ def aggregation_node(
 def _paper_rank(role: str, port: int) -> tuple[int, int]:
     # eq. 5 argument order: S(x), then R_{n-1} … R_1 (the official list holds them shallow first,
     # i.e. R_{n-1} first, so port order is kept), then L1, then L2.
-    return ({"S": 0, "R": 1, "L1": 2, "L2": 3}[role], port)
+    return ({SX: 0, "R": 1, L1: 2, L2: 3}[role], port)

@@ -5,7 +5,9 @@ A node holds four things (README "The IR"):
 * ``op`` -- a name in :data:`~dlagraph.ir.ops.OPS`, which defines everything about it;
 * ``rec`` -- its semantic fields, a plain dict typed by the op's record (``channels``, ``kernel_size``…);
 * ``meta`` -- provenance and static facts: ``spec_path``, paper ``level``, ``role`` (``L1``, ``L2``,
-  ``N``, ``S``, ``P``, ``U``…), ``eq``, and ``reduction`` (the resolution divisor);
+  ``N``, ``S``, ``P``, ``U``…, read with the predicates of :mod:`dlagraph.ir.roles`, re-exported
+  here: :func:`is_aggregation`, :func:`is_block` …), ``eq``, and ``reduction`` (the resolution
+  divisor);
 * ``layout`` -- backend details: the ``module`` path, ``unused`` (checkpoint-only), ``symbols``
   (record fields that are constructor arguments of generated classes: ``in_chans``, ``num_classes``).
 
@@ -34,6 +36,7 @@ from typing_extensions import TypedDict
 from ..base.errors import GraphError, SpecError, clip
 from ..spec import load_spec
 from .ops import OPS, NodeView, Op, op_of
+from .roles import is_aggregation, is_block, is_projection, is_stem, is_sx, is_upsampling, role
 
 __all__ = [
     "IR_VERSION",
@@ -52,6 +55,14 @@ __all__ = [
     "feature_info",
     "stages",
     "is_path",
+    # the node roles (dlagraph.ir.roles)
+    "role",
+    "is_aggregation",
+    "is_block",
+    "is_sx",
+    "is_projection",
+    "is_upsampling",
+    "is_stem",
 ]
 
 IR_VERSION = 2
@@ -387,7 +398,7 @@ def stages(g: nx.DiGraph) -> list[dict[str, Any]]:
     mods = {n: a["layout"].get("module") for n, a in g.nodes(data=True)}
     order = topo_order(g)
     out = []
-    stem = next((n for n in order if g.nodes[n]["meta"].get("role") == "stem"), None)
+    stem = next((n for n in order if is_stem(g.nodes[n]["meta"])), None)
     if stem is not None:
         out.append(
             {

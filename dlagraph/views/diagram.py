@@ -22,7 +22,16 @@ from ..base.errors import DlagraphError
 from ..base.io import MARKER
 from ..ir.analysis import Summary, summarize
 from ..ir.compile import compile_spec
-from ..ir.graph import channels, inputs, op, topo_order, view
+from ..ir.graph import (
+    channels,
+    inputs,
+    is_aggregation,
+    is_block,
+    is_sx,
+    op,
+    topo_order,
+    view,
+)
 from ..ir.ops import box
 
 __all__ = ["draw", "DrawOptions", "cluster_path", "cluster_title"]
@@ -77,13 +86,9 @@ def _node_attrs(g: nx.DiGraph, n: str, opts: DrawOptions) -> dict[str, str]:
     return attrs
 
 
-def _role(g: nx.DiGraph, n: str) -> str:
-    return g.nodes[n]["meta"].get("role", "")
-
-
 def _collapsed_attrs(g: nx.DiGraph, key: str, members: list[str]) -> dict[str, str]:
-    blocks = sum(_role(g, m) in ("L1", "L2") for m in members)
-    aggs = sum(_role(g, m) == "N" for m in members)
+    blocks = sum(is_block(g.nodes[m]["meta"]) for m in members)
+    aggs = sum(is_aggregation(g.nodes[m]["meta"]) for m in members)
     label = f"{key.split('.', 1)[-1]}\n{blocks} blocks, {aggs} N\n→{channels(g, members[-1])} ch"
     return box(label, "collapsed", "box3d")
 
@@ -101,7 +106,7 @@ def _is_ida(g: nx.DiGraph, u: str, v: str) -> bool:
     if v == g.graph["output"] or u == g.graph["input"]:
         return False
     cross = lu != lv and lu.startswith("level") and lv.startswith("level")
-    s_input = _role(g, u) == "S" and _role(g, v) == "N"
+    s_input = is_sx(g.nodes[u]["meta"]) and is_aggregation(g.nodes[v]["meta"])
     upsampling_ida = "eq1" in (g.nodes[u]["meta"].get("eq"), g.nodes[v]["meta"].get("eq"))
     return cross or s_input or upsampling_ida
 
@@ -167,13 +172,13 @@ def draw(spec: Any, *, summary: Summary | None = None, **options: Any) -> graphv
                 continue
             seen.add((du, dv))
             attrs = {"label": _edge_label(g, u, opts, shapes)}
-            if _role(g, n) == "N" and dv == n:
+            if is_aggregation(g.nodes[n]["meta"]) and dv == n:
                 # the argument position, 1-based, in the edge label: head labels collide at
                 # nodes with many inputs
                 attrs["label"] = f"[{positions[u] + 1}] {attrs['label']}".strip()
             if _is_ida(g, u, n):
                 attrs.update(_IDA)
-            if _role(g, n) in ("L1", "L2") and len(ins) == 2 and u == ins[1]:
+            if is_block(g.nodes[n]["meta"]) and len(ins) == 2 and u == ins[1]:
                 attrs.update(style="dashed")  # the shortcut
             if opts.ids:
                 attrs["id"] = f"e:{du}->{dv}"

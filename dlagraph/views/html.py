@@ -28,10 +28,10 @@ import networkx as nx
 from .._version import __version__
 from ..base.errors import DlagraphError
 from ..base.io import MARKER
-from ..heads.registry import Shapes
+from ..base.shapes import Shapes
 from ..ir.analysis import Summary, summarize
 from ..ir.compile import compile_spec
-from ..ir.graph import inputs, op, topo_order, view
+from ..ir.graph import inputs, is_aggregation, is_block, op, role, topo_order, view
 from ..ir.state import state_shapes
 from .diagram import cluster_path, cluster_title, draw
 from .render import DIAGRAM_TIMEOUT, install_hint, render
@@ -157,7 +157,7 @@ def view_data(
         nodes[n] = {
             "label": op(g, n).look(view(g, n), "blocks")["label"],
             "op": a["op"],
-            "role": a["meta"].get("role", ""),
+            "role": role(a["meta"]),
             "eq": a["meta"].get("eq", ""),
             "spec_path": a["meta"].get("spec_path", ""),
             "options": a.get("rec", {}),
@@ -186,8 +186,8 @@ def view_data(
             grp["nodes"].append(n)
             grp["params"] += ni.params
             grp["macs"] += ni.macs
-            grp["blocks"] += a["meta"].get("role") in ("L1", "L2")
-            grp["aggregations"] += a["meta"].get("role") == "N"
+            grp["blocks"] += is_block(a["meta"])
+            grp["aggregations"] += is_aggregation(a["meta"])
     drawn = set(nodes)
     edges = [[u, v] for u, v in g.edges if u in drawn and v in drawn and u != v]
     data: dict[str, Any] = {

@@ -1,13 +1,14 @@
-"""Reading a checkpoint's tensor shapes safely: what ``infer`` and each head's ``recognise`` use, so
-that any shape (another rank, an empty dimension, a missing companion) is a one-line error naming
-the tensor, never an IndexError or KeyError."""
+"""Reading a checkpoint's tensor shapes safely: what ``infer`` and each block's and head's
+``recognise`` use, so that any shape (another rank, an empty dimension, a missing companion) is a
+one-line error naming the tensor, never an IndexError or KeyError."""
 
 from __future__ import annotations
 
-from ..base.errors import DlagraphError, clip, one_line
-from .registry import Shapes
+from .errors import DlagraphError, clip, one_line
 
-__all__ = ["echo", "foreign", "get"]
+__all__ = ["Shapes", "echo", "foreign", "get"]
+
+Shapes = dict[str, tuple[int, ...]]  # a state dict's tensor names and shapes
 
 
 def echo(key: str) -> str:
