@@ -296,6 +296,6 @@ def check_fits(
     if free is not None and need > free:
         raise DlagraphError(
             f"batch {batch} at {h}x{w} needs about {need / 2**30:,.1f} GiB (weights of {models} "
-            f"model(s), activations{' and images' if images else ''}), but "
+            f"models{', images' if images else ''} and activations), but "
             f"{free / 2**30:,.1f} GiB is available; {hint}"
         )
