@@ -92,3 +92,49 @@ def test_built_in_heads_cannot_be_removed_or_replaced() -> None:
 
     with pytest.raises(RegistryError, match="built in and cannot be replaced"):
         dlagraph.register_head("classifier", build=_output_only, replace=True)(Classifier)
+
+
+@pytest.mark.parametrize(
+    "node", ["level3", "level2", "base_layer", "level3.tree1", "level2.root.x"]
+)
+def test_a_head_node_named_like_a_backbone_module_is_refused(node: str) -> None:
+    """``level3`` is no DAG node, but it is the module that holds the backbone's level 3: a head
+    module there would replace it in the generated class (it once ran the backbone's Sequential
+    as the head); a node inside another node's module would be set on it."""
+
+    def build(b, x, head) -> None:  # noqa: ANN001
+        y = b.add(node, "conv", [x], {"in_channels": 64, "out_channels": 8, "kernel_size": 1,
+                                      "convs": 1, "stride": 1}, spec_path="head")  # fmt: skip
+        b.add("output", "output", [y], {"kind": "tensor", "names": []}, spec_path="head")
+
+    class Clash(dlagraph.HeadOptions):
+        type: Literal["clash_test"]
+
+    dlagraph.register_head("clash_test", build=build)(Clash)
+    try:
+        with pytest.raises(SpecError, match="is the name of a module the network already has|"
+                                            "would sit inside the module of node|"
+                                            "is the name of another node") as e:  # fmt: skip
+            dlagraph.compile_spec({**TINY, "head": {"type": "clash_test"}})
+        assert len(str(e.value).splitlines()) == 1
+    finally:
+        dlagraph.unregister_head("clash_test")
+
+
+@pytest.mark.parametrize("option", ["class_", "lambda_", "ok"])
+def test_options_that_generated_code_cannot_pass_are_refused(option: str) -> None:
+    from pydantic import Field, create_model
+
+    alias = option.rstrip("_")  # "class" and "lambda" are Python keywords
+    model = create_model(
+        "KwOptions",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        type=(Literal["kw_test"], ...),
+        **{option: (int, Field(1, alias=alias))},
+    )
+    if option == "ok":
+        dlagraph.register_head("kw_test", build=_output_only)(model)
+        dlagraph.unregister_head("kw_test")
+        return
+    with pytest.raises(RegistryError, match=f"option '{alias}' is not a name generated code"):
+        dlagraph.register_head("kw_test", build=_output_only)(model)

@@ -157,3 +157,57 @@ def test_interleaved_ida_order_keeps_fewer_bytes_alive_than_the_official_order()
     ours, _ = measured(model, x)
     official, _ = measured(Official(), x)
     assert ours <= 0.85 * official, (ours, official)
+
+
+def _chain_layers(cin: int, cout: int, s: int, d: int, o: Any) -> list[dlagraph.Layer]:
+    return [
+        dlagraph.Layer("conv1", "conv", cin, cout, 3, stride=s, out_div=s),
+        dlagraph.Layer("conv2", "conv", cout, cout, 3, out_div=s),
+        dlagraph.Layer("bn", "bn", cout, cout, out_div=s),
+    ]
+
+
+class ConvConvBN(torch.nn.Module):
+    """Two convs then one BN: layers that are not conv/BN pairs."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.conv2 = torch.nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(out_channels)
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv2(self.conv1(x)))
+        out += shortcut
+        return self.relu(out)
+
+
+def _conv_layers(cin: int, cout: int, s: int, d: int, o: Any) -> list[dlagraph.Layer]:
+    return [dlagraph.Layer("conv1", "conv", cin, cout, 3, stride=s, out_div=s)]
+
+
+class ConvOnly(torch.nn.Module):
+    """One conv, no BN."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(x)
+        out += shortcut
+        return self.relu(out)
+
+
+@pytest.mark.parametrize("block, layers", [(ConvConvBN, _chain_layers), (ConvOnly, _conv_layers)])
+def test_a_block_of_any_conv_bn_sequence_is_counted_as_it_runs(block: type, layers: Any) -> None:
+    """The memory model once paired layers two by two: a [conv] block crashed generate_source
+    and build_module."""
+    dlagraph.register_block("ccb_test", layers=layers)(block)
+    try:
+        spec = {**dlagraph.load_spec("dla_tiny_digits").to_dict(), "block": {"type": "ccb_test"}}
+        check(spec, 2, (32, 32))
+    finally:
+        dlagraph.unregister_block("ccb_test")

@@ -242,3 +242,77 @@ def test_changing_one_level_keeps_other_levels_parameter_names(
             # input width now equals (or no longer equals) its output width
             diff = a.get(top, set()) ^ b.get(top, set())
             assert all(top == f"level{i + 1}" and ".project." in k for k in diff), (top, diff)
+
+
+class ChainOptions(__import__("pydantic").BaseModel):
+    model_config = __import__("pydantic").ConfigDict(extra="forbid", frozen=True)
+    kinds: str = "cb"
+
+
+class Chain(torch.nn.Module):
+    """A block of any conv/BN sequence (``kinds``: ``c`` a 3x3 conv, ``b`` a BatchNorm), then the
+    shortcut and a ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kinds: str = "cb"):
+        super().__init__()
+        layers, c, s = [], in_channels, stride
+        for k in kinds:
+            if k == "c":
+                layers.append(torch.nn.Conv2d(c, out_channels, 3, s, 1, bias=False))
+                c, s = out_channels, 1
+            else:
+                layers.append(torch.nn.BatchNorm2d(c))
+        self.layers = torch.nn.Sequential(*layers)
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x)
+        out += shortcut
+        return self.relu(out)
+
+
+def _chain_layers(cin: int, cout: int, s: int, d: int, o: Any) -> list:
+    from dlagraph import Layer
+
+    out, c, stride, div = [], cin, s, 1
+    for i, k in enumerate(o.kinds):
+        if k == "c":
+            out.append(Layer(f"layers.{i}", "conv", c, cout, 3, stride=stride, out_div=s))
+            c, stride, div = cout, 1, s
+        else:
+            out.append(Layer(f"layers.{i}", "bn", c, c, out_div=div))
+    return out
+
+
+@given(
+    name=st.one_of(
+        st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True),  # mostly valid, some taken
+        st.text(max_size=12),  # anything: newlines, capitals, keywords, the empty name
+    ),
+    kinds=st.from_regex(r"b?c[cb]{0,3}", fullmatch=True),
+)
+def test_registered_names_and_layer_lists_are_refused_or_equal_in_both_backends(
+    name: str, kinds: str
+) -> None:
+    """A registration is refused in one line, or the block runs the same in the interpreter and
+    the generated code, with static parameter counts and memory figures for it."""
+    import dlagraph
+
+    try:
+        dlagraph.register_block(name, options=ChainOptions, layers=_chain_layers)(Chain)
+    except dlagraph.RegistryError as e:
+        assert len(str(e).splitlines()) == 1
+        return
+    try:
+        spec = {**load_spec("dla_tiny_digits").to_dict(), "block": {"type": name, "kinds": kinds}}
+        torch.manual_seed(0)
+        model = build_module(spec).eval()
+        generated = exec_generated(generate_source(spec))().eval()
+        generated.load_state_dict(model.state_dict())
+        x = torch.randn(2, 1, 32, 32)
+        with torch.no_grad():
+            assert torch.equal(model(x), generated(x))
+        assert summarize(spec).params == sum(p.numel() for p in model.parameters())
+        assert dlagraph.activation_memory(spec).inference_peak > 0
+    finally:
+        dlagraph.unregister_block(name)

@@ -9,6 +9,7 @@ head types also share :func:`check_options_model`: what a spec's keys are valida
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Iterator
 from typing import Generic, TypeVar
@@ -114,4 +115,12 @@ def check_options_model(kind: str, name: str, model: object) -> type[BaseModel]:
         raise RegistryError(f"{kind} {name!r}: options must be a pydantic model class")
     if model.model_config.get("extra") != "forbid":
         raise RegistryError(f"{kind} {name!r}: its options model must set extra='forbid'")
+    for field_name, info in model.model_fields.items():
+        # options are keyword arguments of the generated source's constructors
+        for key in {field_name, info.alias or field_name}:
+            if not key.isidentifier() or keyword.iskeyword(key) or key.startswith("__"):
+                raise RegistryError(
+                    f"{kind} {name!r}: option {safe_repr(key)} is not a name generated code can "
+                    "pass as a keyword argument (a Python keyword, or not an identifier)"
+                )
     return model

@@ -34,6 +34,8 @@ class Builder:
     official_only: list[str] = field(default_factory=list)
     dilations: dict[int, int] = field(default_factory=dict)  # levels[i] run dilated (the head's)
     variables: dict[str, str] = field(default_factory=dict)  # forward's local name -> node
+    owned: set[str] = field(default_factory=set)  # module paths of the nodes' own modules
+    containers: dict[str, str] = field(default_factory=dict)  # a path holding modules -> one
 
     def add(
         self,
@@ -59,7 +61,11 @@ class Builder:
         )
         layout: dict[str, Any] = {}
         if definition.owns_module:
-            layout["module"] = self.prefix + node
+            layout["module"] = path = self.prefix + node
+            self.owned.add(path)
+            parts = path.split(".")
+            for i in range(1, len(parts)):
+                self.containers.setdefault(".".join(parts[:i]), path)
             if register:
                 self.modules.append(node)
         if unused:
@@ -84,9 +90,24 @@ class Builder:
                 f"{where}: {node!r} and {self.variables[var]!r} would share the variable {var!r} "
                 "of the generated forward; rename one"
             )
-        top = (self.prefix + node).split(".")[0]
+        path = self.prefix + node
+        top = path.split(".")[0]
         if (why := attribute_clash(top)) is not None:
             raise SpecError(f"{where}: {why}")
+        # a module path of the layout is one thing: a node's module, or a container of others
+        # (``level3`` holds the backbone's level; a head module there would replace it)
+        if path in self.owned or path in self.containers:
+            holds = self.containers.get(path, path)
+            raise SpecError(
+                f"{where}: {node!r} is the name of a module the network already has (it holds "
+                f"{holds!r}); rename it"
+            )
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            if (outer := ".".join(parts[:i])) in self.owned:
+                raise SpecError(
+                    f"{where}: {node!r} would sit inside the module of node {outer!r}; rename it"
+                )
         self.variables[var] = node
 
     def channels(self, n: str) -> int:

@@ -273,8 +273,15 @@ class Block(Op):
         if not layers:
             return Mem(out, saves_input=True, saves_output=True)
         sizes = _sizes(layers, v.hw[0])
-        convs, bns = sizes[0::2], sizes[1::2]
-        peak = max(p + c + b for p, c, b in zip([0, *bns], convs, bns, strict=False))
+        # any conv/BN sequence: a statement runs up to a BN (``out = relu(bn(conv(out)))`` for
+        # the pairs of the built-in blocks); its input ``out`` lives until it returns, and each
+        # layer's output until the next layer's is made
+        peak = stmt_in = last = 0
+        for i, (layer, size) in enumerate(zip(layers, sizes, strict=True)):
+            if i and layer.kind == "conv" and layers[i - 1].kind == "bn":
+                stmt_in, last = last, 0  # a new statement reads the previous one's result
+            peak = max(peak, stmt_in + last + size)
+            last = size
         return Mem(peak, sum(sizes[:-1]), saves_input=True, saves_output=True)
 
     def module(self, v: NodeView) -> Expr:
