@@ -463,3 +463,45 @@ def test_diagram_options_reach_the_view(tmp_path: Path, capsys: pytest.CaptureFi
         html_view("dla36", collapse_depth=0)
     with pytest.raises(dlagraph.DlagraphError, match="ids: the HTML view finds"):
         html_view("dla36", ids=False)
+
+
+def test_a_node_named_like_an_objects_property_is_only_itself(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The page's maps are looked up by node name: a node called ``constructor`` once got
+    ``Object``'s function as its diff mark."""
+    from typing import Literal
+
+    def build(b, x, head) -> None:  # noqa: ANN001
+        y = b.add("constructor", "conv", [x], {"in_channels": b.channels(x), "out_channels": 8,
+                  "kernel_size": 1, "convs": 1, "stride": 1}, spec_path="head")  # fmt: skip
+        b.add("output", "output", [y], {"kind": "tensor", "names": []}, spec_path="head")
+
+    class Ctor(dlagraph.HeadOptions):
+        type: Literal["ctor_test"]
+
+    dlagraph.register_head("ctor_test", build=build)(Ctor)
+    try:
+        data = {**dlagraph.load_spec("dla_tiny_digits").to_dict(), "head": {"type": "ctor_test"}}
+        a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+        a.write_text(dlagraph.spec_to_yaml(dlagraph.load_spec({**data, "name": "a"})))
+        b.write_text(dlagraph.spec_to_yaml(dlagraph.load_spec({**data, "name": "b"})))
+        path = tmp_path / "d.html"
+        assert main(["diff", str(a), str(b), "--format", "html", "-o", str(path)]) == 0
+    finally:
+        dlagraph.unregister_head("ctor_test")
+    open_page(browser, path)
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    el = browser.find_element(By.ID, "n:constructor")
+    assert "diff" not in el.get_attribute("class")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+    shape = el.find_element(By.CSS_SELECTOR, "ellipse, polygon, path")
+    ActionChains(browser).move_to_element(shape).perform()
+    tip = browser.find_element(By.ID, "tooltip")
+    assert tip.is_displayed() and "function" not in tip.text and " vs " not in tip.text
+    ActionChains(browser).click(shape).perform()  # the details panel
+    details = browser.find_element(By.ID, "details").text
+    assert "constructor" in details and "function" not in details

@@ -5,6 +5,12 @@
 "use strict";
 (() => {
   const D = JSON.parse(document.getElementById("dlagraph-data").textContent);
+  // the name-keyed maps without Object's prototype: a node or group called "constructor" or
+  // "__proto__" is looked up as itself, never as an inherited property
+  const own = (o) => Object.assign(Object.create(null), o || {});
+  D.nodes = own(D.nodes);
+  D.groups = own(D.groups);
+  if (D.diff) D.diff.nodes = own(D.diff.nodes);
   const SVG_NS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   const nodeEl = (n) => $("n:" + n);
