@@ -501,3 +501,25 @@ def test_diff_takes_a_name_and_refuses_negative_examples(
     with pytest.raises(SystemExit) as e:
         main(["diff", str(path), "dla36", "--examples", "-1"])
     assert e.value.code == 2 and "must be 0 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["dla_tiny_digits", "dla34_up", "centernet_tiny_shapes"])
+def test_every_hint_infer_prints_is_a_command_that_works(name: str, tmp_path: Path) -> None:
+    """Each ``--set ...`` an assumption suggests, followed as printed, gives a spec that still
+    reproduces every tensor of the checkpoint."""
+    import re
+    import shlex
+
+    path = tmp_path / "w.pth"
+    torch.save(build_module(name).state_dict(), path)
+    hints = [
+        m
+        for a in infer_checkpoint(path).assumptions
+        for m in re.findall(r"(--set \S+=[^\s)]+(?: --set \S+=[^\s)]+)*)", a)
+    ]
+    assert hints or name != "dla_tiny_digits"
+    for hint in hints:
+        words = shlex.split(hint)
+        assert main(["infer", str(path), *words, "-o", str(tmp_path / "s.yaml"), "--force"]) == 0, (
+            hint
+        )

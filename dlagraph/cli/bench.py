@@ -19,6 +19,7 @@ from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
 from ..ir.memory import check_fits
 from ..spec import load_spec
+from .common import cpu_threads
 
 __all__ = ["add_arguments", "run"]
 
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch", type=_positive, default=8, help="images per batch (default 8)")
     p.add_argument("--size", type=_positive, default=224, help="image side (default 224)")
-    p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=cpu_threads, help="torch CPU threads (default: torch's)")
     p.add_argument("--runs", type=_positive, default=7, help="timed batches per model (median)")
     p.add_argument(
         "--calibrate",

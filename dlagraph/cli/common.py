@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,15 @@ def positive(text: str) -> int:
     value = count(text)
     if not 1 <= value <= 10**6:
         raise argparse.ArgumentTypeError(f"must be 1 to 1,000,000 (got {value})")
+    return value
+
+
+def cpu_threads(text: str) -> int:
+    """An argparse type: threads, 1 to this machine's CPUs (more only oversubscribes them)."""
+    value = count(text)
+    most = os.cpu_count() or 1
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(f"must be 1 to {most}, this machine's CPUs (got {value})")
     return value
 
 

@@ -13,7 +13,7 @@ from ..base.errors import SpecError
 from ..base.io import write_outputs
 from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
-from .common import DEFAULT_OUTPUT, count, positive
+from .common import DEFAULT_OUTPUT, count, cpu_threads, positive
 
 __all__ = ["add_arguments", "run", "amount", "memory_size", "duration"]
 
@@ -245,7 +245,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=positive,
+        type=cpu_threads,
         metavar="N",
         help="threads of the latency measurement (default: torch's)",
     )

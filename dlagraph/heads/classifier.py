@@ -38,7 +38,7 @@ def _recognise(shapes: Shapes, levels: list[dict[str, Any]]) -> tuple[dict, dict
     return {"type": "classifier", "num_classes": get(shapes, "fc.weight", 4)[0]}, {
         "head.dropout": "0.0 (dropout has no weights)",
         "head.type": "classifier (a segmentation head with bilinear upsampling has the same "
-        "tensors: --set head.type=segmentation)",
+        "tensors: --set head.type=segmentation --set head.upsample=bilinear)",
     }
 
 
