@@ -332,3 +332,16 @@ def test_a_runtime_module_refuses_another_image_size_in_one_line() -> None:
             DlagraphError, match=f"built for N x 1 x 32 x 32 batches \\(got {got}\\)"
         ):
             fast(x)
+
+
+def test_no_deployment_call_touches_the_callers_random_stream(tmp_path: Path) -> None:
+    """A preset name is built with the same random weights every time (seed 0), inside a forked
+    RNG: the caller's own stream goes on as if nothing had run."""
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    a = dlagraph.export(TINY, "onnx", tmp_path / "a", size=(32, 32))
+    dlagraph.optimize(TINY, compile=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = dlagraph.export(TINY, "onnx", tmp_path / "b", size=(32, 32))
+    x = torch.randn(1, 1, 32, 32)
+    assert torch.equal(run_artifact("onnx", a.files, x), run_artifact("onnx", b.files, x))

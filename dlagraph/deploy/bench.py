@@ -16,6 +16,7 @@ import torch
 
 from ..base.system import cpu_description, native_bf16
 from ..spec import Spec
+from .prepare import seeded
 from .timing import interleaved, runner
 
 __all__ = ["BenchRow", "bench_spec", "cpu_description", "interleaved", "table", "timm_equivalent"]
@@ -67,9 +68,9 @@ def bench_spec(
     from .optimize import optimize as optimize_on
     from .registry import get_runtime
 
-    torch.manual_seed(0)
-    x = torch.randn(batch, 3 if spec.in_channels is None else spec.in_channels, size, size)
-    model = build_module(spec).eval()
+    with seeded(0):
+        x = torch.randn(batch, 3 if spec.in_channels is None else spec.in_channels, size, size)
+        model = build_module(spec).eval()
     models: dict[str, tuple[Callable[[], Any], str]] = {}
     timm_name = timm_equivalent(spec)
     if timm_name:

@@ -36,7 +36,7 @@ from ..base.io import MARKER, check_targets, is_generated, read_bounded, write_o
 from ..spec import Spec, load_spec
 from .calibration import Images, images
 from .check import compare
-from .prepare import prepare
+from .prepare import prepare, seeded
 from .registry import FORMATS, PRECISIONS, get_format
 from .request import DeployError, DeployRequest
 
@@ -247,8 +247,8 @@ def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec]:
             raise DeployError("export folds BatchNorm's running statistics: call model.eval()")
         return model, load_spec(dag.graph["spec"])
     spec = load_spec(model)
-    torch.manual_seed(0)
-    return build_module(spec, weights=weights).eval(), spec
+    with seeded(0):  # random weights (without a checkpoint) the same on every call
+        return build_module(spec, weights=weights).eval(), spec
 
 
 def _eval(model: nn.Module, x: torch.Tensor) -> Any:

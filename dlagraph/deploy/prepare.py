@@ -20,10 +20,19 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from .request import DeployError
 from .rewrites import pad_channels
 
-__all__ = ["resolve", "prepare", "quiet", "RuntimeModule", "structure", "is_deformable"]
+__all__ = ["seeded", "resolve", "prepare", "quiet", "RuntimeModule", "structure", "is_deformable"]
 
 
-def resolve(model: Any, seed: int | None = 0) -> nn.Module:
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch's global RNG seeded inside, and the caller's state put back after: random weights
+    that are the same on every call, without touching the caller's random stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def resolve(model: Any, seed: int = 0) -> nn.Module:
     """``model`` as a built module: a module is returned as it is; a spec, preset name, path or
     mapping is built once (random weights from ``seed``, for timing and checking)."""
     if isinstance(model, nn.Module):
@@ -34,9 +43,8 @@ def resolve(model: Any, seed: int | None = 0) -> nn.Module:
         )
     from ..backends.torch.interpret import build_module
 
-    if seed is not None:
-        torch.manual_seed(seed)
-    return build_module(model).eval()
+    with seeded(seed):
+        return build_module(model).eval()
 
 
 def prepare(model: nn.Module, pad: int | None = None) -> nn.Module:

@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from ..base.errors import DlagraphError, SpecError, clip, one_line
+from ..deploy.prepare import seeded
 from ..ir.compile import compile_spec
 from ..spec import Spec, load_spec
 
@@ -47,8 +48,18 @@ class DigitsAccuracy:
         if g["in_channels"] != 1 or g["num_classes"] != 10:
             raise SpecError("evaluate digits: give in_channels: 1 and head.num_classes: 10")
         (xt, yt), (xv, yv) = _digits(evaluation.size)
-        torch.manual_seed(evaluation.seed)
-        model = build_module(spec)
+        with seeded(evaluation.seed):  # the caller's random stream is left as it was
+            return self._train(build_module(spec), xt, yt, xv, yv, evaluation)
+
+    def _train(
+        self,
+        model: torch.nn.Module,
+        xt: torch.Tensor,
+        yt: torch.Tensor,
+        xv: torch.Tensor,
+        yv: torch.Tensor,
+        evaluation: Any,
+    ) -> float:
         steps = self.epochs * math.ceil(len(xt) / self.batch_size)
         opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.LambdaLR(

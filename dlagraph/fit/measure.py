@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..deploy.optimize import optimize
+from ..deploy.prepare import seeded
 from ..deploy.timing import interleaved, runner
 from ..deploy.timing import threads as timing_threads
 from ..spec import Spec, load_spec
@@ -40,10 +41,10 @@ def measure_latency(
             if progress:
                 progress(i, len(specs))
             spec = load_spec(data)
-            torch.manual_seed(0)
             channels = 3 if spec.in_channels is None else spec.in_channels
-            x = torch.randn(batch, channels, *size)
-            model = build_module(spec).eval()
+            with seeded(0):
+                x = torch.randn(batch, channels, *size)
+                model = build_module(spec).eval()
             calibration = [x] if precision == "int8" else None
             opt = optimize(model, precision, calibration, compile=compile, example_input=x)  # type: ignore[arg-type]
             fns[str(i)] = runner(opt, x)
