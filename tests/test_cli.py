@@ -562,3 +562,41 @@ def test_presets_of_a_folder_list_the_good_specs_and_one_line_per_bad_file(
     assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
     assert "bad.yaml:1:" in lines[0] and "(and 2 more problems)" in lines[0]
     assert "broken.yml:2:" in lines[1]
+
+
+TIMM_NAMES = {  # timm's DLA names and the presets equal to them (tests/test_timm.py checks each)
+    "dla34": "dla36", "dla46_c": "dla48_b_s", "dla46x_c": "dla48_s_s", "dla60": "dla62_b",
+    "dla60x": "dla62_s", "dla60x_c": "dla62_s_s", "dla102": "dla104_b", "dla102x": "dla104_s",
+    "dla102x2": "dla102x2", "dla169": "dla169", "dla60_res2net": "dla60_res2net",
+    "dla60_res2next": "dla60_res2next",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("timm_name", sorted(TIMM_NAMES))
+def test_a_timm_users_names_work_wherever_a_preset_does(timm_name: str) -> None:
+    import warnings
+
+    preset = TIMM_NAMES[timm_name]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec = dlagraph.load_spec(timm_name)
+    assert spec == dlagraph.load_spec(preset) and spec.reference == f"timm:{timm_name}"
+    notes = [str(w.message) for w in caught]
+    want = [] if timm_name == preset else [f"'{timm_name}' is timm's name of the preset '{preset}'"]
+    assert [n.split(" (")[0] for n in notes] == want
+
+
+def test_a_timm_name_says_which_preset_it_is_and_a_typo_gets_the_nearest(tmp_path: Path) -> None:
+    r = run("build", "dla34", "--no-diagram", "-o", str(tmp_path / "o"))
+    assert r.returncode == 0
+    assert r.stderr.splitlines() == [
+        "note: 'dla34' is timm's name of the preset 'dla36' (they are equal)"
+    ]
+    assert r.stdout.startswith("dla36 (DLA-36)")
+    r = run("build", "dla104s", "-o", str(tmp_path / "p"))
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+    assert "did you mean dla104_s or" in r.stderr and not (tmp_path / "p").exists()
+    r = run("presets")
+    header, *rows = r.stdout.splitlines()[1:]
+    assert header.split()[:3] == ["preset", "timm", "name"]
+    assert any(row.split()[:2] == ["dla104_s", "dla102x"] for row in rows)

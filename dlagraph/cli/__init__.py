@@ -13,11 +13,12 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._version import __version__
-from ..base.errors import DlagraphError, clip, one_line
+from ..base.errors import DlagraphError, DlagraphWarning, clip, one_line
 from . import bench, build, codegen, diff, draw, export, fit, infer, presets, schema
 
 __all__ = ["main", "parser", "COMMANDS"]
@@ -168,9 +169,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
+def _note(message: Warning | str, category: type[Warning], *rest: object, **kw: object) -> None:
+    """dlagraph's own warnings as one ``note:`` line (others as Python shows them)."""
+    if issubclass(category, DlagraphWarning):
+        print(f"note: {clip(str(message), 300)}", file=sys.stderr)
+    else:
+        _SHOW(message, category, *rest, **kw)  # type: ignore[arg-type]
+
+
+_SHOW = warnings.showwarning
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _note
+            return int(args.func(args))
     except DlagraphError as e:
         if args.debug:
             raise

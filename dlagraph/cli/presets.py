@@ -23,7 +23,10 @@ def run(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise DlagraphError(f"{folder}: no such folder of specs")
         items = [(p.name, p) for p in spec_paths([args.dir])]
-    rows = [("preset" if args.dir is None else "spec", "paper name", "reference", "params")]
+    # timm's name is a name of its own here: `dlagraph build dla34` builds the preset dla36
+    rows = [
+        ("preset" if args.dir is None else "spec", "timm name", "paper name", "reference", "params")
+    ]
     bad: list[str] = []
     for name, p in items:
         try:
@@ -33,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             bad.append(f"{problems[0]}{more}")
             continue
-        rows.append(
-            (name, spec.paper_name or "-", spec.reference or "-", f"{summarize(spec).params:,}")
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        ref = spec.reference or "-"
+        timm = ref.split(":", 1)[1] if ref.startswith("timm:") else "-"
+        rows.append((name, timm, spec.paper_name or "-", ref, f"{summarize(spec).params:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print(
             "  ".join(
-                c.rjust(w) if i == 3 else c.ljust(w)
+                c.rjust(w) if i == 4 else c.ljust(w)
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
             ).rstrip()
         )

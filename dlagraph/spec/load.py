@@ -10,8 +10,11 @@ recursion), the digits of an integer, and the number of problems reported (the f
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.resources
+import re
 import stat
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..base.errors import SpecError, clip, safe_repr
+from ..base.errors import DlagraphWarning, SpecError, clip, safe_repr
 from ..blocks import get_block_type, registered_blocks
 from ..heads import get_head_type, registered_heads
 from .errors import Loc, flatten_errors, format_loc, problem_message
@@ -336,12 +339,35 @@ def resolve_spec_path(source: str | Path) -> Path:
         return path
     if found is not None:
         return found
+    alias = timm_names().get(text)
+    if alias is not None:  # a timm user's name: the preset that equals it (load_spec says so)
+        return presets()[alias]
     names = ", ".join(presets())
     shown = text if text.isprintable() else repr(text)
+    close = difflib.get_close_matches(text, [*presets(), *timm_names()], n=3, cutoff=0.75)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise SpecError(
-        f"{clip(shown, 120)}: no such spec file, and no preset of that name (presets: {names})",
+        f"{clip(shown, 120)}: no such spec file, and no preset of that name ({hint}presets: "
+        f"{names}; timm's names work too: {', '.join(timm_names())})",
         source=shown,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _timm_names(folder: Path) -> dict[str, str]:
+    out = {}
+    for name, path in sorted(presets().items()):
+        m = re.search(r"^reference:\s*timm:(\S+)\s*$", path.read_text(), re.MULTILINE)
+        if m and m[1] not in out and m[1] != name:  # a preset of timm's own name needs none
+            out[m[1]] = name
+    return dict(sorted(out.items()))
+
+
+def timm_names() -> dict[str, str]:
+    """timm's DLA model names, each with the packaged preset that equals it (the presets'
+    ``reference: timm:NAME``): ``{"dla34": "dla36", "dla102x": "dla104_s", ...}``."""
+    folder = next(iter(presets().values())).parent if presets() else Path(".")
+    return _timm_names(folder)
 
 
 def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
@@ -367,7 +393,14 @@ def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
         name = "<spec>"
         _check_nesting_data(data, name)
     else:
-        data, root = read_yaml(resolve_spec_path(source))
+        path = resolve_spec_path(source)
+        if path.stem != Path(source).name and str(source) in timm_names():
+            warnings.warn(
+                f"{source!r} is timm's name of the preset {path.stem!r} (they are equal)",
+                DlagraphWarning,
+                stacklevel=2,
+            )
+        data, root = read_yaml(path)
         name = str(source) if str(source).isprintable() else repr(str(source))
     if not isinstance(data, dict):
         raise SpecError(
