@@ -345,3 +345,53 @@ def test_no_deployment_call_touches_the_callers_random_stream(tmp_path: Path) ->
     b = dlagraph.export(TINY, "onnx", tmp_path / "b", size=(32, 32))
     x = torch.randn(1, 1, 32, 32)
     assert torch.equal(run_artifact("onnx", a.files, x), run_artifact("onnx", b.files, x))
+
+
+def test_the_sidecar_and_the_output_say_where_the_weights_came_from(tmp_path: Path) -> None:
+    steps: list[tuple[str, float | None]] = []
+    random = dlagraph.export(
+        TINY, "onnx", tmp_path / "r", size=(32, 32), progress=lambda s, t: steps.append((s, t))
+    )
+    assert random.metadata["weights"] == {"source": "random", "seed": 0}
+    assert "random weights (seed 0)" in str(random)
+    names = [s for s, t in steps if t is None]
+    assert names == ["build", "fold BN", "convert to onnx", "check in ONNX Runtime"]
+    assert all(t is not None and t >= 0 for s, t in steps if s in names and t is not None)
+    path = tmp_path / "w.pth"
+    torch.save(dlagraph.build_module(TINY).state_dict(), path)
+    trained = dlagraph.export(TINY, "onnx", tmp_path / "t", size=(32, 32), weights=path)
+    import hashlib
+
+    assert trained.metadata["weights"] == {
+        "source": "file",
+        "file": "w.pth",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    assert "random" not in str(trained)
+
+
+def test_export_shows_its_steps_on_a_terminal_and_is_quiet_when_piped(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    args = [sys.executable, "-m", "dlagraph", "export", TINY, "--format", "onnx", "--size", "32"]
+    piped = subprocess.run([*args, "-o", str(tmp_path / "p")], capture_output=True, text=True)
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert "random weights (seed 0)" in piped.stdout
+    leader, follower = pty.openpty()  # stderr a terminal, as in an interactive shell
+    r = subprocess.run([*args, "-o", str(tmp_path / "t")], stderr=follower, stdout=subprocess.PIPE)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert r.returncode == 0
+    assert (
+        b"build ..." in seen and b"convert to onnx ..." in seen and b"check in ONNX Runtime" in seen
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import time
 from typing import Any
 
@@ -19,7 +18,7 @@ from ..ir.analysis import summarize
 from ..ir.compile import compile_spec
 from ..ir.memory import check_fits
 from ..spec import load_spec
-from .common import cpu_threads
+from .common import Steps, cpu_threads
 
 __all__ = ["add_arguments", "run"]
 
@@ -61,16 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="B",
         help=f"{', '.join(registered_runtimes())} (default: each one installed)",
     )
-
-
-class _Progress:
-    """One stderr line per step: its name when it starts, its time when it ends."""
-
-    def __call__(self, step: str, seconds: float | None) -> None:
-        if seconds is None:
-            print(f"  {step} ...", end="", file=sys.stderr, flush=True)
-        else:
-            print(f" {seconds:.1f} s", file=sys.stderr, flush=True)
 
 
 def _check_memory(spec: Any, batch: int, size: int, models: int) -> None:
@@ -124,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         runs=args.runs,
         calibration_batches=4,
         timm_best=not args.no_timm_best,
-        progress=_Progress(),
+        progress=Steps(),
         backends=backends,
     )
     print()

@@ -7,6 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..base.progress import Steps as Steps
+from ..base.progress import steps_on_a_terminal as steps_on_a_terminal
 from ..views.render import DIAGRAM_TIMEOUT
 
 __all__ = ["DEFAULT_OUTPUT", "spec_paths", "add_timeout_option", "count", "positive", "seconds"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..base.errors import SpecError
 from ..deploy.registry import get_format, registered_formats
-from .common import DEFAULT_OUTPUT, positive
+from .common import DEFAULT_OUTPUT, positive, steps_on_a_terminal
 
 __all__ = ["add_arguments", "run"]
 
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         calibration_images=args.calibration_images,
         name=args.name,
         force=args.force,
+        progress=steps_on_a_terminal(),
     )
     print(result)
     for p in result.files:

@@ -92,9 +92,11 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
             return built
     built_all: dict[str, nn.Module] = {}
     why: dict[str, str] = {}
+    report = request.report()  # its progress: the steps on a terminal
     for (rt, p), label in zip(candidates, labels, strict=True):
         try:
-            built_all[label] = _build(model, rt, p, request, x)
+            with report.step(f"auto: build {label}"):
+                built_all[label] = _build(model, rt, p, request, x)
         except DlagraphError as e:  # a candidate this model cannot take (e.g. DCN in a runtime)
             why[label] = str(e).splitlines()[0]
     for label, m in list(built_all.items()):
@@ -107,7 +109,7 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
             "auto: no candidate kept the model's outputs: "
             + "; ".join(f"{k}: {v}" for k, v in why.items())
         )
-    with torch_threads(request.threads):
+    with torch_threads(request.threads), report.step(f"auto: time {len(built_all)} candidates"):
         times = interleaved({k: runner(m, x) for k, m in built_all.items()}, runs=7)
     chosen = min(times, key=times.__getitem__)
     rows: dict[str, float | None] = {label: times.get(label) for label in labels}

@@ -22,6 +22,7 @@ import json
 import math
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from .calibration import Images, images
 from .check import compare
 from .prepare import prepare, seeded
 from .registry import FORMATS, PRECISIONS, get_format
-from .request import DeployError, DeployRequest
+from .request import DeployError, DeployRequest, OptimizeReport
 
 __all__ = ["export", "ExportResult"]
 
@@ -58,12 +59,14 @@ class ExportResult:
     agreement: float | None
     runtime: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)  # where they came from
 
     def __str__(self) -> str:
         agree = "" if self.agreement is None else f", top-1 agreement {self.agreement:.4f}"
+        random = ", random weights (seed 0)" if self.weights.get("source") == "random" else ""
         return (
-            f"{self.format} {self.precision} in {self.runtime}: max error {self.max_error:.2e} "
-            f"(relative){agree}"
+            f"{self.format} {self.precision} in {self.runtime}{random}: max error "
+            f"{self.max_error:.2e} (relative){agree}"
         )
 
 
@@ -80,6 +83,7 @@ def export(
     calibration_images: int = 256,
     name: str | None = None,
     force: bool = False,
+    progress: Callable[[str, float | None], None] | None = None,
 ) -> ExportResult:
     """Export a DLA (a module from :func:`dlagraph.build_module`, or a spec / preset, built with
     ``weights`` or random ones) to ``out`` in ``format`` and ``precision``, and check it.
@@ -90,6 +94,8 @@ def export(
             the check images come from the same source (with your batches: the last one).
         size: input (H, W); default the spec's smallest square input from 224.
         batch: the artifact's batch size, or ``"dynamic"`` (any batch: checked at two sizes).
+        progress: called as ``progress(step, None)`` when a step starts and
+            ``progress(step, seconds)`` when it ends (the CLI shows them on a terminal).
 
     Raises:
         DlagraphError: an unknown format or a precision it does not take (one line saying why),
@@ -111,7 +117,9 @@ def export(
     dynamic = batch == "dynamic"
     if not dynamic and not (isinstance(batch, int) and 1 <= batch <= 4096):
         raise DeployError(f"batch: give 1 to 4096 or dynamic (got {batch!r})")
-    model, spec = _model(model, weights)
+    report = OptimizeReport(precision, False, progress=progress)
+    with report.step("build"):
+        model, spec, source = _model(model, weights)
     from ..ir.analysis import default_cfg, default_input_size, summarize
     from ..ir.compile import compile_spec
     from ..ir.memory import check_fits
@@ -183,19 +191,22 @@ def export(
     # metadata file's name included, is the user's unless --force
     own = [p for p in planned if p.name in ours]
     check_targets([*planned, meta_path], force=force, replace=own)  # before minutes of work
-    folded = prepare(model).to(memory_format=torch.contiguous_format)
+    with report.step("fold BN"):
+        folded = prepare(model).to(memory_format=torch.contiguous_format)
     request = DeployRequest.of(
         precision, data.calibration if precision == "int8" else None, example
     )
     with tempfile.TemporaryDirectory() as tmp:
-        files, run = make(folded, example, request, dynamic, Path(tmp) / "a")
+        with report.step(f"convert to {format}" + (" + int8" if precision == "int8" else "")):
+            files, run = make(folded, example, request, dynamic, Path(tmp) / "a")
         if sorted(files) != sorted(fmt.extensions):
             raise DeployError(
                 f"format {format!r} made {sorted(files)}, not its extensions {list(fmt.extensions)}"
             )
-        max_error, agreement, compared = _check(
-            model, run, data, n, dynamic, bool(g.graph["classifier"])
-        )
+        with report.step(f"check in {fmt.runtime}"):
+            max_error, agreement, compared = _check(
+                model, run, data, n, dynamic, bool(g.graph["classifier"])
+            )
         outputs = [list(t.shape[1:]) for t in tree_flatten(_eval(model, example))[0]]
         targets = {stem.with_name(stem.name + ext): blob for ext, blob in files.items()}
         meta = {
@@ -221,17 +232,19 @@ def export(
                 "max_error": max_error,
                 "agreement": agreement,
             },
+            "weights": source,
             "spec": spec.to_dict(),
         }
         write_outputs(
             {**targets, meta_path: json.dumps(meta, indent=1) + "\n"}, force=force, replace=own
         )
     return ExportResult(
-        [*targets, meta_path], format, precision, max_error, agreement, fmt.runtime, meta
+        [*targets, meta_path], format, precision, max_error, agreement, fmt.runtime, meta, source
     )
 
 
-def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec]:
+def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec, dict[str, Any]]:
+    """The model, its spec, and where its weights came from (for the sidecar and the output)."""
     from ..backends.torch.interpret import build_module
 
     if isinstance(model, nn.Module):
@@ -245,10 +258,17 @@ def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec]:
             )
         if model.training:
             raise DeployError("export folds BatchNorm's running statistics: call model.eval()")
-        return model, load_spec(dag.graph["spec"])
+        return model, load_spec(dag.graph["spec"]), {"source": "the module given"}
     spec = load_spec(model)
     with seeded(0):  # random weights (without a checkpoint) the same on every call
-        return build_module(spec, weights=weights).eval(), spec
+        built = build_module(spec, weights=weights).eval()
+    if weights is None:
+        return built, spec, {"source": "random", "seed": 0}
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return built, spec, {"source": "file", "file": Path(weights).name, "sha256": digest.hexdigest()}
 
 
 def _eval(model: nn.Module, x: torch.Tensor) -> Any:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..base.errors import safe_repr
+from ..base.progress import steps_on_a_terminal
 from .prepare import resolve
 from .registry import RUNTIMES, get_runtime
 from .request import DeployError, DeployRequest
@@ -74,6 +75,8 @@ def optimize(
             )
         from .auto import auto
 
+        if request.progress is None:  # minutes of building and timing: say what it does
+            request = request.replace(progress=steps_on_a_terminal())
         return auto(resolve(model), request, cache)
     if backend not in RUNTIMES:
         raise DeployError(
