@@ -147,9 +147,13 @@ def test_a_format_that_makes_other_files_writes_nothing(tmp_path: Path) -> None:
         (lambda: dlagraph.register_runtime(Runtime("Bad-Name", "x", ("fp32",), eager_build)),
          "runtime name 'Bad-Name' must match"),
         (lambda: dlagraph.register_runtime(Runtime("fast", "x", ("fp16",), eager_build)),
-         "precisions must be some of fp32, bf16, int8"),
+         "precisions must be a tuple of some of fp32, bf16, int8"),
         (lambda: dlagraph.register_runtime(Runtime("fast", "x", (), eager_build)),
-         "precisions must be some of"),
+         "precisions must be a tuple of some of"),
+        (lambda: dlagraph.register_runtime(Runtime("fast", "x", "fp32", eager_build)),
+         r"precisions must be a tuple of some of fp32, bf16, int8 \(got 'fp32'\)"),
+        (lambda: dlagraph.register_runtime(Runtime("fast", "x", ("fp32",), "my_module")),
+         "build must be a function or a 'module:function' reference"),
         (lambda: dlagraph.register_runtime("torch"), "give a Runtime"),
         (lambda: dlagraph.register_format(Format("onnx", "x", (".x",), ("fp32",), state_make)),
          "format 'onnx' is built in and cannot be replaced"),
@@ -233,3 +237,61 @@ def test_the_registries_and_the_cli_choices_need_no_torch() -> None:
         "['torch', 'openvino', 'onnxruntime'] ['onnx', 'openvino', 'pt2', 'torchscript']",
         "True False",
     ]
+
+
+def test_the_command_line_imports_the_users_plugins(tmp_path: Path) -> None:
+    """A format registered in a module named by DLAGRAPH_PLUGINS is a choice of `dlagraph
+    export --format` in a new process; a plugin that does not import is one line."""
+    import subprocess
+
+    (tmp_path / "my_deploy.py").write_text(
+        "import io, torch, dlagraph\n"
+        "def make(net, x, request, dynamic, tmp):\n"
+        "    buf = io.BytesIO(); torch.save(net.state_dict(), buf)\n"
+        "    return {'.ptw': buf.getvalue()}, lambda xb: net(xb).numpy()  # numpy answers too\n"
+        "dlagraph.register_format(dlagraph.Format('ptw', 'torch.load', ('.ptw',), ('fp32',), make))\n"
+    )
+    (tmp_path / "broken.py").write_text("raise ImportError('missing thing')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = [sys.executable, "-m", "dlagraph", "export", TINY, "--format", "ptw", "--size", "32"]
+    r = subprocess.run(
+        [*args, "-o", str(tmp_path / "o")],
+        capture_output=True, text=True, env={**env, "DLAGRAPH_PLUGINS": "my_deploy"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "ptw fp32 in torch.load" in r.stdout and (tmp_path / "o" / f"{TINY}.ptw").is_file()
+    r = subprocess.run(
+        [*args, "-o", str(tmp_path / "p")],
+        capture_output=True, text=True, env={**env, "DLAGRAPH_PLUGINS": "my_deploy, broken"},
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "error: DLAGRAPH_PLUGINS: cannot import 'broken' (ImportError: missing thing)"
+    ]
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_runtime_that_crashes_is_a_reason_in_auto_not_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(model: nn.Module, request: DeployRequest) -> nn.Module:
+        raise RuntimeError("my runtime crashed")
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    dlagraph.register_runtime(Runtime("crashing", "Crashing", ("fp32",), crash))
+    try:
+        fast = dlagraph.optimize(
+            TINY, backend="auto", example_input=torch.randn(2, 1, 32, 32),
+            cache=tmp_path / "a.json", compile=False,
+        )  # fmt: skip
+    finally:
+        dlagraph.unregister_runtime("crashing")
+    assert fast.auto.chosen == "torch fp32"
+    assert fast.auto.why["crashing fp32"] == "RuntimeError: my runtime crashed"
+
+
+def test_bench_says_which_rows_it_cannot_run(capsys: pytest.CaptureFixture) -> None:
+    args = ["bench", TINY, "--size", "32", "--batch", "2", "--runs", "1", "--no-timm-best"]
+    assert main([*args, "--backend", "onnxruntime", "--precision", "bf16"]) == 0
+    err = capsys.readouterr().err
+    assert "note: onnxruntime bf16: not run (ONNX Runtime's CPU provider has no bf16" in err

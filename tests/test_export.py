@@ -395,3 +395,51 @@ def test_export_shows_its_steps_on_a_terminal_and_is_quiet_when_piped(tmp_path: 
     assert (
         b"build ..." in seen and b"convert to onnx ..." in seen and b"check in ONNX Runtime" in seen
     )
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_int8_with_your_own_batches_fits_the_artifacts_batch(fmt: str, tmp_path: Path) -> None:
+    """Batches of 8 calibrate an artifact of batch 1 (they are re-batched to it); the image size
+    comes from the batches, as optimize takes it."""
+    batches = [torch.randn(8, 1, 32, 32) for _ in range(3)]
+    result = dlagraph.export(TINY, fmt, tmp_path, precision="int8", calibration=batches)
+    assert result.metadata["input"]["shape"] == [1, 1, 32, 32]
+    assert result.max_error < 0.5
+
+
+def test_a_checkpoints_export_takes_the_hints_it_prints(tmp_path: Path) -> None:
+    ckpt = tmp_path / "w.pth"
+    torch.save(dlagraph.build_module(TINY).state_dict(), ckpt)
+    args = [
+        sys.executable,
+        "-m",
+        "dlagraph",
+        "export",
+        str(ckpt),
+        "--format",
+        "onnx",
+        "--size",
+        "32",
+    ]
+    r = subprocess.run([*args, "-o", str(tmp_path / "a")], capture_output=True, text=True)
+    assert r.returncode == 0 and "--set aggregation.residual=true" in r.stdout
+    r = subprocess.run(
+        [*args, "--set", "aggregation.residual=true", "-o", str(tmp_path / "b")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "b" / "w.onnx.json").read_text())
+    assert meta["spec"]["aggregation"]["residual"] is True
+
+
+def test_a_thin_calibration_folder_says_how_its_images_are_used(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i in range(6):
+        Image.new("L", (32, 32), color=i * 40).save(tmp_path / f"{i}.png")
+    with pytest.warns(dlagraph.DlagraphWarning, match=r"6 images from folder:.* \(256 \+ 32 "
+                                                      r"asked\): 5 calibrate, 1 check"):  # fmt: skip
+        dlagraph.export(
+            TINY, "onnx", tmp_path / "o", size=(32, 32), precision="int8",
+            calibration=f"folder:{tmp_path}",
+        )  # fmt: skip

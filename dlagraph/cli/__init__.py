@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None], Callable[..., int]]] = 
     "build": (
         "validate, compile and summarise a spec; write its outputs",
         "Validate and compile a spec, print its parameters, MACs and per-level table, and write "
-        "the graph, the generated source and the diagram.",
+        "the graph, the generated source, the diagram (.dot, .svg) and the interactive view "
+        "(.html).",
         build.add_arguments,
         build.run,
     ),
@@ -160,7 +161,45 @@ def _accept_interrupts() -> dict[int, Any]:
     return replaced
 
 
+PLUGINS = "dlagraph.plugins"  # the entry-point group (and DLAGRAPH_PLUGINS, comma-separated)
+
+
+def load_plugins() -> None:
+    """Import the modules that register a user's blocks, heads, runtimes or formats, so that the
+    command line offers them: the ``dlagraph.plugins`` entry points of installed packages and the
+    modules named in ``DLAGRAPH_PLUGINS`` (comma-separated).
+
+    Raises:
+        DlagraphError: naming the plugin that does not import, and why.
+    """
+    import importlib
+    from importlib.metadata import entry_points
+
+    names = [m.strip() for m in os.environ.get("DLAGRAPH_PLUGINS", "").split(",") if m.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a user's module: any error in it is one line here
+            raise DlagraphError(
+                f"DLAGRAPH_PLUGINS: cannot import {clip(one_line(name), 80)!r} "
+                f"({type(e).__name__}: {clip(one_line(str(e)), 120)})"
+            ) from None
+    for ep in entry_points(group=PLUGINS):
+        try:
+            ep.load()
+        except Exception as e:
+            raise DlagraphError(
+                f"plugin {clip(one_line(ep.name), 80)!r} ({clip(one_line(ep.value), 80)}) does not "
+                f"import ({type(e).__name__}: {clip(one_line(str(e)), 120)})"
+            ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        load_plugins()
+    except DlagraphError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     replaced = _accept_interrupts()
     try:
         return _run(parser().parse_args(argv))
@@ -184,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _note
+            warnings.simplefilter("default", DlagraphWarning)  # a note, each once, never an error
             return int(args.func(args))
     except DlagraphError as e:
         if args.debug:

@@ -45,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch", type=_positive, default=8, help="images per batch (default 8)")
     p.add_argument("--size", type=_positive, default=224, help="image side (default 224)")
-    p.add_argument("--threads", type=cpu_threads, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=cpu_threads, help="CPU threads of every runtime (default: each one's own)"
+    )
     p.add_argument("--runs", type=_positive, default=7, help="timed batches per model (median)")
     p.add_argument(
         "--calibrate",
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     print(
         f"{spec.name}: batch {args.batch}, {args.size}x{args.size}, "
-        f"{torch.get_num_threads()} threads; {cpu_description()}",
+        f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}; {cpu_description()}",
         flush=True,
     )
     if args.calibrate:
@@ -115,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         timm_best=not args.no_timm_best,
         progress=Steps(),
         backends=backends,
+        threads=args.threads,
     )
     print()
     print("\n".join(table(rows, baseline)))

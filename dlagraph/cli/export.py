@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..base.errors import SpecError
 from ..deploy.registry import get_format, registered_formats
+from ..spec import load_spec
+from ..spec.overrides import apply_overrides, parse_sets
 from .common import DEFAULT_OUTPUT, positive, steps_on_a_terminal
 
 __all__ = ["add_arguments", "run"]
@@ -39,10 +41,13 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError("give a checkpoint, or a spec with --weights, not both")
         from ..inspect.infer import infer_checkpoint
 
-        found = infer_checkpoint(source)
+        # the assumptions' hints (--set aggregation.residual=true) work here as in infer
+        found = infer_checkpoint(source, parse_sets(args.set or []))
         for note in found.assumptions:
             print(f"assumed (from the checkpoint) {note}")
         source, weights = found.spec, args.model
+    elif args.set:  # applied to the spec's data, then validated as a whole (as build does)
+        source = load_spec(apply_overrides(load_spec(source).to_dict(), parse_sets(args.set)))
     out = Path(args.output or Path(DEFAULT_OUTPUT) / "export")
     result = export(
         source,
@@ -98,6 +103,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--batch", type=_batch, default=1, metavar="N", help="batch size, or dynamic (default 1)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="set a spec field (of the spec, or of the checkpoint's inferred one) by its dotted "
+        "path, VALUE read as YAML (repeatable)",
     )
     p.add_argument("--name", help="file name stem (default: the spec's name)")
     p.add_argument(

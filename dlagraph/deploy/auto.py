@@ -97,8 +97,9 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
         try:
             with report.step(f"auto: build {label}"):
                 built_all[label] = _build(model, rt, p, request, x)
-        except DlagraphError as e:  # a candidate this model cannot take (e.g. DCN in a runtime)
-            why[label] = str(e).splitlines()[0]
+        except Exception as e:  # a candidate this model (or a user's runtime) cannot build
+            text = str(e).splitlines()[0] if str(e) else ""
+            why[label] = text if isinstance(e, DlagraphError) else f"{type(e).__name__}: {text}"
     for label, m in list(built_all.items()):
         problem = _keeps_outputs(reference, m, check, label.split(" ")[1])
         if problem:

@@ -8,12 +8,14 @@ them alike; each row is the median of ``runs`` timed batches after a warm-up.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..base.errors import DlagraphWarning
 from ..base.system import cpu_description, native_bf16
 from ..spec import Spec
 from .prepare import seeded
@@ -58,6 +60,7 @@ def bench_spec(
     timm_best: bool = True,
     progress: ProgressFn | None = None,
     backends: list[str] | None = None,
+    threads: int | None = None,
 ) -> tuple[list[BenchRow], str]:
     """Time ``spec`` in each precision on each backend (``torch``, ``openvino``,
     ``onnxruntime``; default torch); returns the rows (the baseline first) and its name.
@@ -89,8 +92,10 @@ def bench_spec(
     for backend in backends or ["torch"]:
         runtime = get_runtime(backend)
         for precision in precisions:
-            if precision not in runtime.precisions:
-                continue  # e.g. ONNX Runtime's CPU provider has no bf16 convolutions
+            if precision not in runtime.precisions:  # said, not dropped silently
+                why = runtime.why_not.get(precision, f"it builds {', '.join(runtime.precisions)}")
+                warnings.warn(f"{backend} {precision}: not run ({why})", DlagraphWarning, 2)
+                continue
             calibration = None
             if precision == "int8":
                 gen = torch.Generator().manual_seed(1)
@@ -104,9 +109,12 @@ def bench_spec(
                 calibration,
                 backend=backend,
                 example_input=x,
+                threads=threads,  # every runtime on the same threads as torch's rows
                 progress=(lambda s, t, p=label: progress(f"{p}: {s}", t)) if progress else None,
             )
-            setup = sum(v for k, v in opt.report.steps.items() if k != "fold BN")
+            report = getattr(opt, "report", None)  # a user's runtime may keep none
+            steps = getattr(report, "steps", {}) or {}
+            setup = sum(v for k, v in steps.items() if k != "fold BN")
             name = f"{runtime.title} (dlagraph.optimize), {precision}"
             models[name] = (runner(opt, x), f"{setup:.1f} s")
     times = interleaved({k: f for k, (f, _) in models.items()}, runs)

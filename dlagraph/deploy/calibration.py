@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..base.errors import DeployError, clip, one_line
+from ..base.errors import DeployError, DlagraphWarning, clip, one_line
 
 __all__ = ["Images", "images", "IMAGE_SUFFIXES"]
 
@@ -76,6 +76,13 @@ def images(
         x = (x - _per_channel(mean, channels)) / _per_channel(std, channels)
     n_check = min(check, max(1, len(x) // 5)) if len(x) < count + check else check
     calib, held = x[: len(x) - n_check], x[len(x) - n_check :]
+    if count and len(x) < count + check:  # fewer than asked: said, with how they are used
+        warnings.warn(
+            f"calibration: {len(x)} images from {clip(one_line(source), 80)} ({count} + {check} "
+            f"asked): {len(calib)} calibrate, {len(held)} check the artifact",
+            DlagraphWarning,
+            stacklevel=3,
+        )
     return Images(list(calib.split(batch)), held.contiguous(), source)
 
 

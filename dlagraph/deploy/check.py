@@ -36,8 +36,9 @@ def compare(ref_out: Any, out: Any, what: str = "the check images") -> Compariso
             BatchNorm variance below zero, values past float32's range), or the structures
             differ.
     """
-    ref = [t.detach().float() for t in tree_flatten(ref_out)[0]]
-    got = [t.detach().float() for t in tree_flatten(out)[0]]
+    # a runtime may answer in numpy arrays: compared as tensors
+    ref = [torch.as_tensor(t).detach().float() for t in tree_flatten(ref_out)[0]]
+    got = [torch.as_tensor(t).detach().float() for t in tree_flatten(out)[0]]
     if len(ref) != len(got) or any(a.shape != b.shape for a, b in zip(ref, got, strict=False)):
         raise DeployError(
             f"outputs {[tuple(t.shape) for t in got]} are not the model's "

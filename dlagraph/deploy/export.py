@@ -125,6 +125,10 @@ def export(
     from ..ir.memory import check_fits
 
     g = compile_spec(spec)
+    if size is None and isinstance(calibration, list | tuple) and calibration:
+        first = calibration[0]
+        if isinstance(first, torch.Tensor) and first.dim() == 4:
+            size = (int(first.shape[2]), int(first.shape[3]))  # as optimize: the batches' size
     size = tuple(size or default_input_size(g))  # type: ignore[assignment]
     s = summarize(g, size)  # an input size the network cannot take: its own one-line error
     channels = g.graph["in_channels"]
@@ -174,7 +178,12 @@ def export(
         if not all(torch.isfinite(b).all() for b in batches):
             raise DeployError("calibration: a batch holds NaN or infinite values")
         held = batches[-1] if len(batches) > 1 else batches[0]
-        data = Images(batches[:-1] or batches, held, "your batches")
+        # the artifact takes batches of n (a fixed batch): its quantizer is fed the same
+        images_ = torch.cat(batches[:-1] or batches)
+        if len(images_) < n:
+            images_ = images_.repeat(-(-n // len(images_)), 1, 1, 1)
+        rebatched = list(images_[: len(images_) // n * n].split(n))
+        data = Images(rebatched, held, "your batches")
     example = data.check[:n] if len(data.check) >= n else data.check.repeat(n, 1, 1, 1)[:n]
     name = name or spec.name
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name):
@@ -198,7 +207,9 @@ def export(
     )
     with tempfile.TemporaryDirectory() as tmp:
         with report.step(f"convert to {format}" + (" + int8" if precision == "int8" else "")):
-            files, run = make(folded, example, request, dynamic, Path(tmp) / "a")
+            scratch = Path(tmp) / "a"
+            scratch.mkdir()
+            files, run = make(folded, example, request, dynamic, scratch)
         if sorted(files) != sorted(fmt.extensions):
             raise DeployError(
                 f"format {format!r} made {sorted(files)}, not its extensions {list(fmt.extensions)}"
@@ -221,7 +232,8 @@ def export(
                 "dtype": "float32",
                 "mean": list(cfg.get("mean", ())),
                 "std": list(cfg.get("std", ())),
-                "layout": "NCHW, RGB in [0, 1] then (x - mean) / std",
+                "layout": f"NCHW, {'RGB' if channels == 3 else f'{channels} channels'} in [0, 1] "
+                "then (x - mean) / std",
             },
             "outputs": outputs,
             "num_classes": g.graph["num_classes"],

@@ -89,7 +89,7 @@ def build(model: nn.Module, request: DeployRequest) -> RuntimeModule:
     from .pytorch import warn_emulated_bf16
 
     report = request.report()
-    pad = get_runtime("openvino").pad.get(request.precision) if request.rewrites else None
+    pad = get_runtime("openvino").padding(request.precision, request.rewrites)
     with report.step("fold BN"):
         net = prepare(model, pad).to(memory_format=torch.contiguous_format)
     if getattr(net, "channels_padded_to", None):

@@ -42,6 +42,7 @@ from .prepare import is_deformable, prepare, quiet
 from .registry import get_runtime
 from .request import DeployError, DeployRequest, OptimizeReport, batch_checker
 from .rewrites import dag_of, split_roots
+from .timing import threads as torch_threads
 
 __all__ = ["OptimizedModule", "build", "make_pt2", "make_torchscript"]
 
@@ -63,9 +64,11 @@ class OptimizedModule(nn.Module):
         precision: str,
         report: OptimizeReport,
         image_shape: tuple[int, ...] | None = None,
+        threads: int | None = None,
     ) -> None:
         super().__init__()
         self.inner = inner
+        self.threads = threads  # torch's threads while it runs (None: as they are)
         self.precision = precision
         self.report = report
         self.image_shape = image_shape  # (C, H, W) an int8 graph was exported for
@@ -79,7 +82,12 @@ class OptimizedModule(nn.Module):
                 "with calibration batches of the size you will run"
             )
         x = x.to(dtype=self._dtype, memory_format=torch.channels_last)
-        with torch.no_grad(), _inductor_settings(), quiet(streams=False):
+        with (
+            torch.no_grad(),
+            _inductor_settings(),
+            quiet(streams=False),
+            torch_threads(self.threads),
+        ):
             out = self.inner(x)
         return tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) else t, out)
 
@@ -125,7 +133,7 @@ def build(model: nn.Module, request: DeployRequest) -> OptimizedModule:
     """
     precision, compile = request.precision, request.compile
     report = request.report(compile)
-    pad = get_runtime("torch").pad.get(precision) if compile and request.rewrites else None
+    pad = get_runtime("torch").padding(precision, compile and request.rewrites)
     with report.step("fold BN"), quiet(streams=False):
         # measured with compiled kernels only: uncompiled, nothing is padded
         net = prepare(model, pad)
@@ -174,7 +182,7 @@ def build(model: nn.Module, request: DeployRequest) -> OptimizedModule:
         # optimized model raises it by its own entries (one per batch size it meets, a few)
         torch._dynamo.config.recompile_limit += 4
     shape = tuple(first.shape[1:]) if precision == "int8" and first is not None else None
-    out = OptimizedModule(net, precision, report, shape)
+    out = OptimizedModule(net, precision, report, shape, request.threads)
     out.training = False
     if compile and first is not None:
         with report.step("compile"):
@@ -300,6 +308,7 @@ def make_pt2(
     model: nn.Module = Named(net)
     example = x
     if request.precision == "bf16":
+        warn_emulated_bf16()
         model, example = model.to(torch.bfloat16), x.to(torch.bfloat16)
     if request.precision == "int8":
         keep = [n for n, m in net.named_modules() if is_deformable(m)]
@@ -328,6 +337,7 @@ def make_torchscript(
     """The format ``torchscript``: traced and frozen, run as loaded."""
     model, example = net, x
     if request.precision == "bf16":
+        warn_emulated_bf16()
         model, example = copy.deepcopy(net).to(torch.bfloat16), x.to(torch.bfloat16)
     with quiet(), torch.no_grad():
         traced = torch.jit.freeze(torch.jit.trace(model, example, strict=False).eval())

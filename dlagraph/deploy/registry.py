@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base.errors import DeployError, RegistryError
+from ..base.errors import DeployError, RegistryError, safe_repr
 from ..base.registry import Registry
 
 __all__ = [
@@ -38,16 +39,34 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 EXTRA = "pip install 'dlagraph[deploy]'"
 
 
+_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
+
+
 def _resolve(fn: Callable[..., Any] | str) -> Callable[..., Any]:
     if callable(fn):
         return fn
     module, _, name = fn.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise DeployError(f"{fn}: cannot be imported ({type(e).__name__}: {e})") from None
+    if not callable(found):
+        raise DeployError(f"{fn}: is not a function")
+    return found  # type: ignore[no-any-return]
 
 
-def _check_precisions(kind: str, name: str, precisions: tuple[str, ...]) -> None:
-    if not precisions or not set(precisions) <= set(PRECISIONS):
-        raise RegistryError(f"{kind} {name!r}: precisions must be some of {', '.join(PRECISIONS)}")
+def _check_entry(kind: str, name: str, precisions: object, fn: object, what: str) -> None:
+    ok = isinstance(precisions, tuple | list) and all(isinstance(p, str) for p in precisions)
+    if not ok or not precisions or not set(precisions) <= set(PRECISIONS):  # type: ignore[arg-type]
+        raise RegistryError(
+            f"{kind} {name!r}: precisions must be a tuple of some of {', '.join(PRECISIONS)} "
+            f"(got {safe_repr(precisions)})"
+        )
+    if not callable(fn) and not (isinstance(fn, str) and _REFERENCE.match(fn)):
+        raise RegistryError(
+            f"{kind} {name!r}: {what} must be a function or a 'module:function' reference "
+            f"(got {safe_repr(fn)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,11 @@ class Runtime:
     def available(self) -> bool:
         return all(importlib.util.find_spec(p) is not None for p in self.packages)
 
+    def padding(self, precision: str, rewrites: bool = True) -> int | None:
+        """The channel multiple to pad to for ``precision`` (``prepare(model, pad)``), where
+        padding was measured to win on this runtime and the request allows rewrites."""
+        return self.pad.get(precision) if rewrites else None
+
     def require(self, precision: str) -> Callable[..., Any]:
         """Its build function, after one-line refusals: a precision it has not, or a package
         that is not installed."""
@@ -93,9 +117,10 @@ class Format:
 
     ``make(net, x, request, dynamic, tmp)`` gets the folded model, the artifact's example input
     batch, the validated request (precision, int8's calibration batches), whether the batch is
-    dynamic, and a scratch folder; it returns the artifact's bytes by file extension (one key
-    per entry of ``extensions``) and a function that runs the artifact as written, read back by
-    ``runtime``.
+    dynamic, and an empty scratch folder; it returns the artifact's bytes by file extension (one
+    key per entry of ``extensions``) and a function that runs the artifact as written, read back
+    by ``runtime``: a float32 NCHW batch in, the model's output structure out (tensors or numpy
+    arrays).
     """
 
     name: str
@@ -127,7 +152,7 @@ def register_runtime(runtime: Runtime, *, replace: bool = False) -> Runtime:
     bench --backend`` take it from then on."""
     if not isinstance(runtime, Runtime):
         raise RegistryError(f"register_runtime: give a Runtime (got {type(runtime).__name__})")
-    _check_precisions("runtime", runtime.name, runtime.precisions)
+    _check_entry("runtime", runtime.name, runtime.precisions, runtime.build, "build")
     if runtime.name == "auto":
         raise RegistryError("runtime 'auto' is the choice among the runtimes, not one of them")
     return RUNTIMES.add(runtime.name, runtime, replace=replace)
@@ -138,7 +163,7 @@ def register_format(fmt: Format, *, replace: bool = False) -> Format:
     --format`` take it from then on."""
     if not isinstance(fmt, Format):
         raise RegistryError(f"register_format: give a Format (got {type(fmt).__name__})")
-    _check_precisions("format", fmt.name, fmt.precisions)
+    _check_entry("format", fmt.name, fmt.precisions, fmt.make, "make")
     if not fmt.extensions or not all(
         isinstance(e, str) and e.startswith(".") and e[1:].isalnum() for e in fmt.extensions
     ):
