@@ -77,6 +77,15 @@ def test_build_set_prints_the_scaled_costs_and_refuses_bad_paths(tmp_path) -> No
     assert r.returncode == 0, r.stderr
     params = dlagraph.summarize(scaled("dla36", width=0.5)).params
     assert f"parameters: {params:,}" in r.stdout
+    # named for its scale, so that the files of variants do not collide
+    assert r.stdout.startswith("dla36_w0_5: layout timm")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "dla36_w0_5.graph.json",
+        "dla36_w0_5.py",
+    ]
+    named = run("build", "dla36", "--set", "scale.width=0.5", "--set", "name=half",
+                "--no-diagram", "-o", str(tmp_path / "n"))  # fmt: skip
+    assert named.stdout.startswith("half: layout timm")
     bad = run(
         "build",
         "dla36",

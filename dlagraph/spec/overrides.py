@@ -56,7 +56,28 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
             problems.append(f"--set {shown}: {e}")
     if problems:
         raise SpecError(problems)
+    return _name_the_scale(data, overrides)
+
+
+def _name_the_scale(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec scaled by ``--set scale.*`` (and not renamed by it) is named for its scale,
+    ``dla36`` -> ``dla36_w0_5``, so that the files of its variants do not collide."""
+    scale = data.get("scale")
+    touched = any(str(k) == "scale" or str(k).startswith("scale.") for k in overrides)
+    if not touched or "name" in overrides or not isinstance(scale, dict):
+        return data
+    parts = [
+        f"{tag}{_number(scale[key])}"
+        for key, tag in (("width", "w"), ("depth", "d"))
+        if isinstance(scale.get(key), int | float) and scale[key] != 1
+    ]
+    if parts and isinstance(data.get("name"), str):
+        data["name"] = "_".join([data["name"], *parts])
     return data
+
+
+def _number(x: float) -> str:
+    return f"{x:g}".replace(".", "_").replace("-", "m").replace("+", "")
 
 
 def _index(items: list[Any], step: str) -> int:
