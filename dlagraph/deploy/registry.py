@@ -102,13 +102,7 @@ class Runtime:
     def require(self, precision: str) -> Callable[..., Any]:
         """Its build function, after one-line refusals: a precision it has not, or a package
         that is not installed."""
-        if precision not in self.precisions:
-            why = self.why_not.get(precision, f"it builds {', '.join(self.precisions)}")
-            raise DeployError(f"backend={self.name!r} {precision}: not supported: {why}")
-        for p in self.packages:
-            if importlib.util.find_spec(p) is None:
-                raise DeployError(f"backend={self.name!r} needs {p}: {self.extra}")
-        return _resolve(self.build)
+        return _require(self, precision, f"backend={self.name!r}", "builds", self.build)
 
 
 @dataclass(frozen=True)
@@ -134,13 +128,21 @@ class Format:
     help: str = ""
 
     def require(self, precision: str) -> Callable[..., Any]:
-        if precision not in self.precisions:
-            why = self.why_not.get(precision, f"it writes {', '.join(self.precisions)}")
-            raise DeployError(f"{self.name} {precision}: not supported: {why}")
-        for p in self.packages:
-            if importlib.util.find_spec(p) is None:
-                raise DeployError(f"{self.name} export needs {p}: {self.extra}")
-        return _resolve(self.make)
+        """Its make function, after the same refusals as :meth:`Runtime.require`."""
+        return _require(self, precision, self.name, "writes", self.make)
+
+
+def _require(
+    entry: Runtime | Format, precision: str, who: str, verb: str, fn: Callable[..., Any] | str
+) -> Callable[..., Any]:
+    if precision not in entry.precisions:
+        why = entry.why_not.get(precision, f"it {verb} {', '.join(entry.precisions)}")
+        raise DeployError(f"{who} {precision}: not supported: {why}")
+    for p in entry.packages:
+        if importlib.util.find_spec(p) is None:
+            needs = who if isinstance(entry, Runtime) else f"{who} export"
+            raise DeployError(f"{needs} needs {p}: {entry.extra}")
+    return _resolve(fn)
 
 
 RUNTIMES: Registry[Runtime] = Registry("runtime")
