@@ -152,3 +152,49 @@ def test_concurrent_writers_merge_their_entries(tmp_path: Path) -> None:
     from dlagraph.deploy.auto import _read
 
     assert len(_read(cache)) == 120  # no process lost another's entries
+
+
+def test_the_int8_rule_is_relative_to_what_quantizing_this_network_costs() -> None:
+    """A candidate is judged against the network's exact quantization: up to twice its error, and
+    as often in top-1 agreement less 0.1, so a random network's noisy argmax fails no one that
+    quantizes as well as the reference does, and a broken quantization still fails."""
+    from dlagraph.deploy.auto import _faithful
+
+    class Off(torch.nn.Module):  # the reference's outputs, off by a relative amount
+        def __init__(self, ref: torch.nn.Module, by: float) -> None:
+            super().__init__()
+            self.ref, self.by = ref, by
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.ref(x)
+            return out + self.by * out.abs().max() * torch.linspace(-1, 1, out.shape[1])
+
+    torch.manual_seed(0)
+    ref = dlagraph.build_module(TINY).eval()
+    x = torch.randn(8, 1, 32, 32)
+    # the agreement floor of a reference agreeing 0.1 of the time is 0.0: the error decides
+    problem, rule = _faithful(ref, Off(ref, 0.3), x, "int8", expected=(0.2, 0.1))
+    assert problem is None and "<= 0.400" in rule and "exact int8 of this network: 0.200" in rule
+    problem, _ = _faithful(ref, Off(ref, 0.5), x, "int8", expected=(0.2, 0.1))
+    assert problem is not None and problem.startswith("relative error 0.500 > 0.400")
+    # a reference agreeing always: a candidate must agree at least 0.9 of the time
+    flipped = lambda xb: -ref(xb)  # noqa: E731  (the same error bound, the argmax moved)
+    problem, _ = _faithful(ref, flipped, x, "int8", expected=(1.5, 1.0))
+    assert problem is not None and problem.startswith("top-1 agreement")
+    assert _faithful(ref, ref, x, "int8", expected=(0.2, 1.0))[0] is None
+    problem, _ = _faithful(ref, Off(ref, 0.3), x, "int8", expected=None)  # no reference: 0.2
+    assert problem is not None and problem.startswith("relative error")
+    problem, _ = _faithful(ref, ref, x, "fp32")
+    assert problem is None
+
+
+def test_int8_auto_on_an_untrained_network_keeps_what_quantizes_as_well_as_the_reference(
+    torch_only: None, tmp_path: Path
+) -> None:
+    calibration = [torch.randn(4, 1, 32, 32) for _ in range(2)]
+    fast = dlagraph.optimize(
+        TINY, "int8", calibration, backend="auto", example_input=calibration[0],
+        cache=tmp_path / "a.json", compile=False,
+    )  # fmt: skip
+    assert set(fast.auto.kept) == {"torch fp32", "torch int8"}, fast.auto.why
+    assert "exact int8 of this network" in fast.auto.kept["torch int8"]

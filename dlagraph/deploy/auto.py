@@ -37,9 +37,15 @@ from .timing import threads as torch_threads
 __all__ = ["auto", "AutoReport"]
 
 # what "keeps the model's outputs" means for auto (measured int8 rows: about 0.02 relative
-# error, full top-1 agreement on real images)
+# error, full top-1 agreement on real images). For int8 the rule is relative to the network: the
+# error its exact quantization has (PyTorch's q/dq reference graph, the same calibration) is what
+# quantizing it costs, trained or not; a candidate may be up to EXPECTED_FACTOR times that, and
+# agree on top-1 as often as that reference does, less AGREEMENT_SLACK (a random network's argmax
+# is noise: the reference itself agrees rarely there, and then so may the candidates)
 MAX_ERROR = {"fp32": 1e-3, "bf16": 0.1, "int8": 0.2}
 MIN_AGREEMENT = 0.9
+EXPECTED_FACTOR = 2.0
+AGREEMENT_SLACK = 0.1
 
 
 @dataclass
@@ -49,8 +55,9 @@ class AutoReport:
 
     chosen: str
     rows: dict[str, float | None] = field(default_factory=dict)
-    why: dict[str, str] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)  # not kept: why
     cached: bool = False
+    kept: dict[str, str] = field(default_factory=dict)  # kept: the rule it met
 
     def __str__(self) -> str:
         parts = [
@@ -84,7 +91,8 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
         rt, p = candidates[labels.index(chosen)]
         try:
             built = _build(model, rt, p, request, x)
-            problem = _keeps_outputs(reference, built, check, p)
+            expected = _expected_int8(reference, request, check) if p == "int8" else None
+            problem, _ = _faithful(reference, built, check, p, expected)
         except DlagraphError as e:
             problem = str(e).splitlines()[0]
         if problem is None:  # else: the weights or the runtime changed; measure again
@@ -100,11 +108,15 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
         except Exception as e:  # a candidate this model (or a user's runtime) cannot build
             text = str(e).splitlines()[0] if str(e) else ""
             why[label] = text if isinstance(e, DlagraphError) else f"{type(e).__name__}: {text}"
+    expected = _expected_int8(reference, request, check) if request.precision == "int8" else None
+    kept: dict[str, str] = {}
     for label, m in list(built_all.items()):
-        problem = _keeps_outputs(reference, m, check, label.split(" ")[1])
+        problem, rule = _faithful(reference, m, check, label.split(" ")[1], expected)
         if problem:
             why[label] = problem
             del built_all[label]
+        else:
+            kept[label] = rule
     if not built_all:
         raise DeployError(
             "auto: no candidate kept the model's outputs: "
@@ -116,7 +128,7 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
     rows: dict[str, float | None] = {label: times.get(label) for label in labels}
     _update(path, key, {"chosen": chosen, "rows": rows})
     out = built_all[chosen]
-    out.auto = AutoReport(chosen, rows, why)
+    out.auto = AutoReport(chosen, rows, why, kept=kept)
     return out
 
 
@@ -131,20 +143,57 @@ def _build(
         return rt.require(precision)(model, req)  # type: ignore[no-any-return]
 
 
-def _keeps_outputs(
-    reference: nn.Module, m: nn.Module, x: torch.Tensor, precision: str
-) -> str | None:
-    """Why ``m`` does not keep the reference's outputs on ``x`` (None: it does)."""
+def _expected_int8(
+    reference: nn.Module, request: DeployRequest, x: torch.Tensor
+) -> tuple[float, float] | None:
+    """The relative error and top-1 agreement on ``x`` of this network's exact int8 quantization
+    (PyTorch's q/dq reference graph, uncompiled, from the same calibration batches): what
+    quantizing it costs. None where it cannot be built (torchao missing)."""
+    import copy
+
+    try:
+        from .prepare import is_deformable
+        from .pytorch import quantize
+        from .request import batch_checker
+
+        net = copy.deepcopy(reference)
+        keep = [n for n, m in net.named_modules() if is_deformable(m)]
+        q, _, _ = quantize(
+            net, request.calibration or (), keep, request.report(), batch_checker(net)
+        )
+        with torch.inference_mode():
+            xc = x.float().contiguous(memory_format=torch.channels_last)
+            c = compare(reference(xc), q(xc), "auto's check batch")
+    except DlagraphError:
+        return None
+    return c.error, c.agreeing() / len(x)
+
+
+def _faithful(
+    reference: nn.Module,
+    m: nn.Module,
+    x: torch.Tensor,
+    precision: str,
+    expected: tuple[float, float] | None = None,
+) -> tuple[str | None, str]:
+    """Whether ``m`` keeps the reference's outputs on ``x``: (why not, or None; the rule met)."""
     with torch.inference_mode():
         c = compare(reference(x), m(x), "auto's check batch")
-    if not c.error <= MAX_ERROR[precision]:  # inf: an output that is not finite
-        return f"relative error {c.error:.3f} > {MAX_ERROR[precision]}"
+    limit, floor, basis = MAX_ERROR[precision], MIN_AGREEMENT, ""
+    if precision == "int8" and expected is not None:
+        limit = max(limit, EXPECTED_FACTOR * expected[0])
+        floor = min(floor, expected[1] - AGREEMENT_SLACK)
+        basis = f" (exact int8 of this network: {expected[0]:.3f}, top-1 {expected[1]:.2f})"
+    if not c.error <= limit:  # inf: an output that is not finite
+        return f"relative error {c.error:.3f} > {limit:.3f}{basis}", ""
+    rule = f"relative error {c.error:.3f} <= {limit:.3f}"
     dag = getattr(reference, "dag", None)
     if dag is not None and dag.graph.get("classifier") and len(x) > 1:
         agree = c.agreeing() / len(x)
-        if agree < MIN_AGREEMENT:
-            return f"top-1 agreement {agree:.2f} < {MIN_AGREEMENT}"
-    return None
+        if agree < floor:
+            return f"top-1 agreement {agree:.2f} < {floor:.2f}{basis}", ""
+        rule += f", top-1 agreement {agree:.2f} >= {floor:.2f}"
+    return None, rule + basis
 
 
 def _versions() -> str:
