@@ -5,6 +5,7 @@ presets marked, by matplotlib. The same study gives the same bytes."""
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -186,17 +187,37 @@ def _plots(result: FitResult, base: Spec, budget: Budget, out: Path) -> dict[Pat
     assert result.base is not None
     bp, bm = result.base.params, result.base.macs
     ax.scatter([bp / 1e6], [bm / 1e9], marker="*", s=160, c="#d62728", label=f"base: {base.name}")
-    for path in presets().values():  # the paper's classification networks
+    # the axes frame the budget region: the front, the designs within the budget, the base and
+    # the budget's lines (the paper's large presets would stretch both axes into a corner)
+    xs = [m.params / 1e6 for m in front] + [p[0] / 1e6 for p in pts] + [bp / 1e6]
+    ys = [m.macs / 1e9 for m in front] + [p[1] / 1e9 for p in pts] + [bm / 1e9]
+    xs += [budget.params / 1e6] if budget.params else []
+    ys += [budget.macs / 1e9] if budget.macs else []
+    xlim, ylim = (min(xs) / 1.4, max(xs) * 1.4), (min(ys) / 1.4, max(ys) * 1.4)
+    star = (math.log10(bp / 1e6), math.log10(bm / 1e9))
+    taken: list[tuple[float, float]] = []  # where labels are
+    span = (math.log10(xlim[1] / xlim[0]), math.log10(ylim[1] / ylim[0]))
+
+    def near(a: tuple[float, float], b: tuple[float, float]) -> bool:  # one label's size apart
+        return abs(a[0] - b[0]) < 0.1 * span[0] and abs(a[1] - b[1]) < 0.04 * span[1]
+
+    for path in presets().values():  # the paper's classification networks, where they fall inside
         g = compile_spec(path)
-        if g.graph["paper_name"] and g.graph["classifier"] and g.graph["in_channels"] == 3:
-            s = summarize(g, budget.size)
-            spec = load_spec(path)
-            ax.scatter([s.params / 1e6], [s.macs / 1e9], marker="^", s=25, c="#555555")
+        if not (g.graph["paper_name"] and g.graph["classifier"] and g.graph["in_channels"] == 3):
+            continue
+        s = summarize(g, budget.size)
+        x, y = s.params / 1e6, s.macs / 1e9
+        if not (xlim[0] <= x <= xlim[1] and ylim[0] <= y <= ylim[1]):
+            continue
+        ax.scatter([x], [y], marker="^", s=25, c="#555555")
+        here = (math.log10(x), math.log10(y))
+        if not any(near(here, other) for other in taken):  # a label only where no other is
+            taken.append(here)
             ax.annotate(
-                spec.paper_name,
-                (s.params / 1e6, s.macs / 1e9),
-                fontsize=6,
-                xytext=(3, 3),
+                load_spec(path).paper_name,
+                (x, y),
+                fontsize=7,
+                xytext=(4, -10) if near(here, star) else (4, 3),  # below, clear of the star
                 textcoords="offset points",
             )
     if budget.params:
@@ -205,6 +226,8 @@ def _plots(result: FitResult, base: Spec, budget: Budget, out: Path) -> dict[Pat
         ax.axhline(budget.macs / 1e9, ls="--", c="#888888", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel(f"MACs at {budget.size[0]}x{budget.size[1]} (G)")
     ax.set_title(f"dlagraph fit: {base.name}")
