@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .base.errors import GraphError, RegistryError, safe_repr
 from .base.registry import Registry, check_options_model
 from .base.shapes import Shapes, get
 
@@ -39,6 +40,10 @@ __all__ = [
     "get_block_type",
     "registered_blocks",
 ]
+
+
+# what the tree passes every block's constructor itself
+RESERVED_OPTIONS = frozenset({"in_channels", "out_channels", "stride", "dilation"})
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,24 @@ class BlockType:
     ) -> list[Layer] | None:
         if self.layers is None:
             return None
-        return self.layers(cin, cout, stride, dilation, options)
+        return self._checked(self.layers(cin, cout, stride, dilation, options))
+
+    def _checked(self, layers: object) -> list[Layer]:
+        """A user's ``layers`` answer as static analysis needs it: a list of :class:`Layer`,
+        each with positive channels, groups that divide them, one name each."""
+        where = f"block type {self.name!r}: its layers"
+        if not isinstance(layers, list) or not all(isinstance(x, Layer) for x in layers):
+            raise GraphError(f"{where} must be a list of dlagraph.Layer (got {safe_repr(layers)})")
+        names = [x.name for x in layers]
+        if len(set(names)) != len(names):
+            raise GraphError(f"{where} name a layer twice: {safe_repr(names)}")
+        for x in layers:
+            ints = (x.in_channels, x.out_channels, x.kernel_size, x.stride, x.groups, x.out_div)
+            if x.kind not in ("conv", "bn") or not all(type(v) is int and v >= 1 for v in ints):
+                raise GraphError(f"{where}: {safe_repr(x, 160)} needs positive whole numbers")
+            if x.in_channels % x.groups or x.out_channels % x.groups:
+                raise GraphError(f"{where}: {x.name!r} has groups that do not divide its channels")
+        return layers
 
     def count_params(
         self, cin: int, cout: int, stride: int, dilation: int, options: BaseModel
@@ -266,9 +288,19 @@ def register_block(
 
     def deco(cls: type) -> type:
         BLOCKS.check(name, replace=replace)
+        if not isinstance(cls, type):
+            raise RegistryError(
+                f"block type {name!r}: register an nn.Module class (got {safe_repr(cls)})"
+            )
         opts = check_options_model(
             "block type", name, options or getattr(cls, "Options", None) or NoOptions
         )
+        taken = sorted(set(opts.model_fields) & RESERVED_OPTIONS)
+        if taken:  # the tree passes these itself: an option of the same name would override it
+            raise RegistryError(
+                f"block type {name!r}: option(s) {', '.join(taken)} are the constructor's own "
+                "arguments, which the tree passes; rename them"
+            )
         lay = layers or getattr(cls, "layers", None)
         try:
             takes_dilation = "dilation" in inspect.signature(cls).parameters

@@ -265,7 +265,8 @@ def test_the_command_line_imports_the_users_plugins(tmp_path: Path) -> None:
         capture_output=True, text=True, env={**env, "DLAGRAPH_PLUGINS": "my_deploy, broken"},
     )  # fmt: skip
     assert r.returncode == 2 and r.stderr.splitlines() == [
-        "error: DLAGRAPH_PLUGINS: cannot import 'broken' (ImportError: missing thing)"
+        "error: DLAGRAPH_PLUGINS: cannot import 'broken' (ImportError: missing thing) "
+        "(DLAGRAPH_NO_PLUGINS=1 runs without plugins)"
     ]
     assert not (tmp_path / "p").exists()
 

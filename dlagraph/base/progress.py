@@ -15,6 +15,8 @@ class Steps:
     def __call__(self, step: str, seconds: float | None) -> None:
         if seconds is None:
             print(f"  {step} ...", end="", file=sys.stderr, flush=True)
+        elif seconds != seconds:  # NaN: the step failed
+            print(" failed", file=sys.stderr, flush=True)
         else:
             print(f" {seconds:.1f} s", file=sys.stderr, flush=True)
 

@@ -62,6 +62,8 @@ class Registry(Generic[T]):
 
     def remove(self, name: str) -> None:
         """Remove a user's entry (absent: nothing to do); built-ins stay."""
+        if not isinstance(name, str):
+            raise RegistryError(f"unregister: give a {self.kind}'s name (got {safe_repr(name)})")
         if name in self._builtin:
             raise RegistryError(f"{self.kind} {name!r} is built in and cannot be removed")
         self._entries.pop(name, None)

@@ -15,10 +15,11 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from .._version import __version__
-from ..base.errors import DlagraphError, DlagraphWarning, clip, one_line
+from ..base.errors import DlagraphError, DlagraphWarning, clip, one_line, safe_repr
 from . import bench, build, codegen, diff, draw, export, fit, infer, presets, schema
 
 __all__ = ["main", "parser", "COMMANDS"]
@@ -167,42 +168,56 @@ PLUGINS = "dlagraph.plugins"  # the entry-point group (and DLAGRAPH_PLUGINS, com
 def load_plugins() -> None:
     """Import the modules that register a user's blocks, heads, runtimes or formats, so that the
     command line offers them: the ``dlagraph.plugins`` entry points of installed packages and the
-    modules named in ``DLAGRAPH_PLUGINS`` (comma-separated).
+    modules named in ``DLAGRAPH_PLUGINS`` (comma-separated); ``DLAGRAPH_NO_PLUGINS=1`` skips them.
+    What a plugin prints goes to stderr (stdout is the command's).
 
     Raises:
         DlagraphError: naming the plugin that does not import, and why.
     """
+    import contextlib
     import importlib
     from importlib.metadata import entry_points
 
+    if os.environ.get("DLAGRAPH_NO_PLUGINS") == "1":
+        return
+    hint = " (DLAGRAPH_NO_PLUGINS=1 runs without plugins)"
     names = [m.strip() for m in os.environ.get("DLAGRAPH_PLUGINS", "").split(",") if m.strip()]
-    for name in names:
+    loads: list[tuple[str, Callable[[], Any]]] = [
+        (f"DLAGRAPH_PLUGINS: cannot import {safe_repr(n, 80)}", partial(importlib.import_module, n))
+        for n in names
+    ]
+    loads += [
+        (f"plugin {safe_repr(ep.name, 80)} ({safe_repr(ep.value, 80)}) does not import", ep.load)
+        for ep in entry_points(group=PLUGINS)
+    ]
+    for what, load in loads:
         try:
-            importlib.import_module(name)
-        except Exception as e:  # a user's module: any error in it is one line here
-            raise DlagraphError(
-                f"DLAGRAPH_PLUGINS: cannot import {clip(one_line(name), 80)!r} "
-                f"({type(e).__name__}: {clip(one_line(str(e)), 120)})"
-            ) from None
-    for ep in entry_points(group=PLUGINS):
-        try:
-            ep.load()
-        except Exception as e:
-            raise DlagraphError(
-                f"plugin {clip(one_line(ep.name), 80)!r} ({clip(one_line(ep.value), 80)}) does not "
-                f"import ({type(e).__name__}: {clip(one_line(str(e)), 120)})"
-            ) from None
+            with contextlib.redirect_stdout(sys.stderr):
+                load()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # a user's module: an error, even sys.exit, is one line here
+            raise DlagraphError(f"{what} ({type(e).__name__}: {_said(e)}){hint}") from None
+
+
+def _said(e: BaseException) -> str:
+    try:
+        return clip(one_line(str(e)), 120)
+    except Exception:  # an exception whose str() raises
+        return "?"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        load_plugins()
-    except DlagraphError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     replaced = _accept_interrupts()
     try:
+        try:
+            load_plugins()
+        except DlagraphError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return _run(parser().parse_args(argv))
+    except KeyboardInterrupt:  # before the command ran (plugins, parsing): no traceback
+        return 130
     finally:  # main() called from Python (tests, notebooks) leaves the handlers as they were
         for sig, handler in replaced.items():
             signal.signal(sig, handler)

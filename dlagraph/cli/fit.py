@@ -113,7 +113,13 @@ def run(args: argparse.Namespace) -> int:
     # an earlier run's designs that are no longer on the front go, in the same write (only
     # files dlagraph wrote: write_outputs checks each carries its marker)
     folder = out / "front"
-    stale = sorted(folder.glob("*.yaml")) if folder.is_dir() and not folder.is_symlink() else []
+    # only files named as fit names its designs (a user's own copy, marker and all, stays)
+    design = re.compile(rf"{re.escape(base.name)}_t\d+\.yaml")
+    stale = (
+        sorted(p for p in folder.glob("*.yaml") if design.fullmatch(p.name))
+        if folder.is_dir() and not folder.is_symlink()
+        else []
+    )
     write_outputs(files, force=args.force, remove=stale)
     print(
         f"{base.name}: {result.trials} trials, {result.feasible} within the budget, "

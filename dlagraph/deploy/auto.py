@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..base.errors import DlagraphError, DlagraphWarning
+from ..base.errors import DlagraphError, DlagraphWarning, clip
 from ..base.io import MARKER, read_bounded, write_outputs
 from ..base.system import cpu_description, native_bf16
 from .check import compare
@@ -82,6 +82,8 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
         if rt.auto and p in rt.precisions and rt.available()
     ]
     labels = [f"{rt.name} {p}" for rt, p in candidates]
+    if cache is not None and not isinstance(cache, str | Path):
+        raise DeployError(f"cache: give a file path (got {type(cache).__name__})")
     path = Path(cache) if cache else _default_cache()
     key = _key(reference, x, request, [*labels, f"compile {request.compile}"])
     check = request.calibration[-1] if request.calibration else x
@@ -111,7 +113,11 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
     expected = _expected_int8(reference, request, check) if request.precision == "int8" else None
     kept: dict[str, str] = {}
     for label, m in list(built_all.items()):
-        problem, rule = _faithful(reference, m, check, label.split(" ")[1], expected)
+        try:
+            problem, rule = _faithful(reference, m, check, label.split(" ")[1], expected)
+        except Exception as e:  # a build that fails when called (a user's runtime, a bad one)
+            text = str(e).splitlines()[0] if str(e) else ""
+            problem, rule = f"fails when run: {type(e).__name__}: {clip(text, 120)}", ""
         if problem:
             why[label] = problem
             del built_all[label]
@@ -243,7 +249,16 @@ def _read(path: Path) -> dict[str, Any]:
         if isinstance(v, dict) and isinstance(v.get("chosen"), str) and len(v["chosen"].split(" ")) == 2
         and v["chosen"].split(" ")[0] in RUNTIMES and v["chosen"].split(" ")[1] in PRECISIONS
         and isinstance(v.get("rows"), dict) and all(_seconds(r) for r in v["rows"].values())
+        and all(_label(k) for k in v["rows"]) and v["chosen"] in v["rows"]
     }  # fmt: skip
+
+
+def _label(text: object) -> bool:
+    """A cached row's label: a registered runtime and a precision (printed as they are)."""
+    if not isinstance(text, str) or len(text.split(" ")) != 2:
+        return False
+    name, precision = text.split(" ")
+    return name in RUNTIMES and precision in PRECISIONS
 
 
 def _seconds(value: object) -> bool:
@@ -262,7 +277,9 @@ def _locked(path: Path) -> Iterator[None]:
         import fcntl
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a link: the lock file is ours, beside the cache, or there is no lock
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path.with_name(path.name + ".lock"), flags, 0o644)
     except (ImportError, OSError):
         yield
         return

@@ -103,15 +103,20 @@ def bench_spec(
                     torch.randn(x.shape, generator=gen) for _ in range(max(calibration_batches, 1))
                 ]
             label = f"{backend} {precision}"
-            opt = optimize_on(
-                model,
-                precision,
-                calibration,
-                backend=backend,
-                example_input=x,
-                threads=threads,  # every runtime on the same threads as torch's rows
-                progress=(lambda s, t, p=label: progress(f"{p}: {s}", t)) if progress else None,
-            )
+            try:
+                opt = optimize_on(
+                    model,
+                    precision,
+                    calibration,
+                    backend=backend,
+                    example_input=x,
+                    threads=threads,  # every runtime on the same threads as torch's rows
+                    progress=(lambda s, t, p=label: progress(f"{p}: {s}", t)) if progress else None,
+                )
+            except Exception as e:  # one runtime that cannot build this: a note, not the end
+                text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                warnings.warn(f"{label}: not run ({text})", DlagraphWarning, 2)
+                continue
             report = getattr(opt, "report", None)  # a user's runtime may keep none
             steps = getattr(report, "steps", {}) or {}
             setup = sum(v for k, v in steps.items() if k != "fold BN")

@@ -111,7 +111,13 @@ def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.T
         )
     if not str(root) or str(root) == ".":
         raise DeployError("calibration: folder: needs a path (folder:PATH)")
-    if root.resolve() == Path(root.resolve().anchor):
+    try:
+        resolved = root.resolve()
+    except (OSError, RuntimeError) as e:  # a loop of links
+        raise DeployError(
+            f"calibration: {where} cannot be read ({clip(one_line(str(e)), 80)})"
+        ) from None
+    if resolved == Path(resolved.anchor):
         raise DeployError(
             f"calibration: {where} is the root of the file system; give a folder of images"
         )

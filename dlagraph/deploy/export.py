@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from .._version import __version__
-from ..base.errors import clip, one_line
+from ..base.errors import clip, one_line, safe_repr
 from ..base.io import MARKER, check_targets, is_generated, read_bounded, write_outputs
 from ..spec import Spec, load_spec
 from .calibration import Images, images
@@ -44,6 +44,9 @@ from .request import DeployError, DeployRequest, OptimizeReport
 __all__ = ["export", "ExportResult"]
 
 CHECK_IMAGES = 32  # held out from calibration; the artifact is checked on them
+# the most an artifact may differ from the model, relative to its largest output: far above what
+# each precision measured (fp32 ~1e-6, bf16 ~1e-2, int8 ~0.02-0.05), far below a wrong artifact
+MAX_ERROR = {"fp32": 1e-2, "bf16": 0.2, "int8": 0.5}
 
 
 @dataclass
@@ -107,7 +110,7 @@ def export(
             f"(got {clip(one_line(str(format)), 40)!r})"
         )
     if precision not in PRECISIONS:
-        raise DeployError(f"precision: give {', '.join(PRECISIONS)} (got {precision!r})")
+        raise DeployError(f"precision: give {', '.join(PRECISIONS)} (got {safe_repr(precision)})")
     fmt = get_format(format)
     make = fmt.require(precision)
     if precision == "int8" and calibration is None:
@@ -115,8 +118,21 @@ def export(
     if calibration is not None and precision != "int8":
         raise DeployError(f"calibration is for int8 (the precision is {precision})")
     dynamic = batch == "dynamic"
-    if not dynamic and not (isinstance(batch, int) and 1 <= batch <= 4096):
-        raise DeployError(f"batch: give 1 to 4096 or dynamic (got {batch!r})")
+    if not dynamic and not (type(batch) is int and 1 <= batch <= 4096):
+        raise DeployError(f"batch: give 1 to 4096 or dynamic (got {safe_repr(batch)})")
+    if size is not None and not (
+        isinstance(size, tuple | list)
+        and len(size) == 2
+        and all(type(s) is int and 1 <= s <= 65536 for s in size)
+    ):
+        raise DeployError(f"size: give (H, W), two whole numbers from 1 (got {safe_repr(size)})")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise DeployError(f"name: give a file name stem (got {safe_repr(name)})")
+    if calibration is not None and not isinstance(calibration, str | list | tuple):
+        raise DeployError(
+            "calibration: give digits, folder:PATH, random or a list of NCHW batches "
+            f"(got {type(calibration).__name__})"
+        )
     report = OptimizeReport(precision, False, progress=progress)
     with report.step("build"):
         model, spec, source = _model(model, weights)
@@ -178,13 +194,11 @@ def export(
         if not all(torch.isfinite(b).all() for b in batches):
             raise DeployError("calibration: a batch holds NaN or infinite values")
         held = batches[-1] if len(batches) > 1 else batches[0]
-        # the artifact takes batches of n (a fixed batch): its quantizer is fed the same
-        images_ = torch.cat(batches[:-1] or batches)
-        if len(images_) < n:
-            images_ = images_.repeat(-(-n // len(images_)), 1, 1, 1)
-        rebatched = list(images_[: len(images_) // n * n].split(n))
-        data = Images(rebatched, held, "your batches")
+        data = Images(batches[:-1] or batches, held, "your batches")
+    if data.calibration:  # the artifact takes batches of n: its quantizer is fed the same
+        data.calibration = _rebatch(data.calibration, n)
     example = data.check[:n] if len(data.check) >= n else data.check.repeat(n, 1, 1, 1)[:n]
+    compare(_eval(model, data.check), _eval(model, data.check))  # not finite: named, before work
     name = name or spec.name
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name):
         raise DeployError(
@@ -216,7 +230,7 @@ def export(
             )
         with report.step(f"check in {fmt.runtime}"):
             max_error, agreement, compared = _check(
-                model, run, data, n, dynamic, bool(g.graph["classifier"])
+                model, run, data, n, dynamic, bool(g.graph["classifier"]), precision
             )
         outputs = [list(t.shape[1:]) for t in tree_flatten(_eval(model, example))[0]]
         targets = {stem.with_name(stem.name + ext): blob for ext, blob in files.items()}
@@ -276,11 +290,20 @@ def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec, dic
         built = build_module(spec, weights=weights).eval()
     if weights is None:
         return built, spec, {"source": "random", "seed": 0}
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            digest.update(chunk)
-    return built, spec, {"source": "file", "file": Path(weights).name, "sha256": digest.hexdigest()}
+    return (
+        built,
+        spec,
+        {"source": "file", "file": Path(weights).name, "sha256": _sha256(Path(weights))},
+    )
+
+
+def _rebatch(batches: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """The images of ``batches`` in batches of exactly ``n`` (repeated up to one batch where
+    there are fewer; a remainder that would make a short batch is left out)."""
+    x = torch.cat(batches)
+    if len(x) < n:
+        x = x.repeat(-(-n // len(x)), 1, 1, 1)
+    return list(x[: len(x) // n * n].split(n))
 
 
 def _eval(model: nn.Module, x: torch.Tensor) -> Any:
@@ -295,13 +318,34 @@ def _ours(meta_path: Path) -> set[str]:
         return set()
     try:
         data = json.loads(read_bounded(meta_path, 16 * 2**20))
-        return {str(k) for k in data.get("files", {})}
+        files = {str(k): str(v) for k, v in data.get("files", {}).items()}
     except (OSError, ValueError, AttributeError, RecursionError):
         return set()
+    # and only as it wrote them: a file the user has since replaced is the user's
+    return {name for name, digest in files.items() if _sha256(meta_path.with_name(name)) == digest}
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        if not path.is_file() or path.is_symlink():
+            return None
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(2**20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    except OSError:
+        return None
 
 
 def _check(
-    model: nn.Module, run: Any, data: Images, n: int, dynamic: bool, classifier: bool
+    model: nn.Module,
+    run: Any,
+    data: Images,
+    n: int,
+    dynamic: bool,
+    classifier: bool,
+    precision: str,
 ) -> tuple[float, float | None, int]:
     """The artifact against the PyTorch model on the check images, in batches of ``n`` (the
     images repeated up to one batch where there are fewer) and, for a dynamic batch, also all at
@@ -324,7 +368,12 @@ def _check(
                     "the artifact's outputs are not finite (NaN or infinite) where the model's "
                     "are: not written"
                 )
+            if c.error > MAX_ERROR[precision]:
+                raise DeployError(
+                    f"the artifact's outputs are not the model's: relative error {c.error:.3g} > "
+                    f"{MAX_ERROR[precision]} allowed in {precision}; not written"
+                )
             worst = max(worst, c.error)
             agree += c.agreeing() if classifier else 0
             total += len(xb)
-    return worst, (agree / total if classifier else None), total
+    return worst, (agree / total if classifier else None), min(total, len(data.check))

@@ -69,12 +69,26 @@ class OptimizedModule(nn.Module):
         super().__init__()
         self.inner = inner
         self.threads = threads  # torch's threads while it runs (None: as they are)
+        self.takes: tuple[int | None, int] = (None, 1)  # input channels and total stride
         self.precision = precision
         self.report = report
         self.image_shape = image_shape  # (C, H, W) an int8 graph was exported for
         self._dtype = DTYPES[precision]
 
     def forward(self, x: torch.Tensor) -> Any:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            got = f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise DeployError(f"give an N x C x H x W batch (got {got})")
+        chans, stride = self.takes
+        if (
+            (chans is not None and x.shape[1] != chans)
+            or x.shape[2] % stride
+            or x.shape[3] % stride
+        ):
+            raise DeployError(
+                f"this network takes N x {chans} x H x W batches with sides that are multiples of "
+                f"its total stride {stride} (got {' x '.join(map(str, x.shape))})"
+            )
         if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
             want, got = (" x ".join(map(str, s)) for s in (self.image_shape, x.shape[1:]))
             raise DeployError(
@@ -183,6 +197,9 @@ def build(model: nn.Module, request: DeployRequest) -> OptimizedModule:
         torch._dynamo.config.recompile_limit += 4
     shape = tuple(first.shape[1:]) if precision == "int8" and first is not None else None
     out = OptimizedModule(net, precision, report, shape, request.threads)
+    dag = getattr(model, "dag", None)
+    if dag is not None:  # what the network takes, checked before the compiled graph sees it
+        out.takes = (dag.graph["in_channels"], dag.graph["total_stride"])
     out.training = False
     if compile and first is not None:
         with report.step("compile"):

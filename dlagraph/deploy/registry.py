@@ -39,6 +39,13 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 EXTRA = "pip install 'dlagraph[deploy]'"
 
 
+def _installed(package: str) -> bool:
+    try:  # a dotted name whose parent is missing raises instead of answering None
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 _REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
 
 
@@ -56,6 +63,7 @@ def _resolve(fn: Callable[..., Any] | str) -> Callable[..., Any]:
 
 
 def _check_entry(kind: str, name: str, precisions: object, fn: object, what: str) -> None:
+    name = safe_repr(name)[1:-1] if isinstance(name, str) else safe_repr(name)  # bounded echo
     ok = isinstance(precisions, tuple | list) and all(isinstance(p, str) for p in precisions)
     if not ok or not precisions or not set(precisions) <= set(PRECISIONS):  # type: ignore[arg-type]
         raise RegistryError(
@@ -92,7 +100,7 @@ class Runtime:
     pad: Mapping[str, int] = field(default_factory=dict)
 
     def available(self) -> bool:
-        return all(importlib.util.find_spec(p) is not None for p in self.packages)
+        return all(_installed(p) for p in self.packages)
 
     def padding(self, precision: str, rewrites: bool = True) -> int | None:
         """The channel multiple to pad to for ``precision`` (``prepare(model, pad)``), where
@@ -139,7 +147,7 @@ def _require(
         why = entry.why_not.get(precision, f"it {verb} {', '.join(entry.precisions)}")
         raise DeployError(f"{who} {precision}: not supported: {why}")
     for p in entry.packages:
-        if importlib.util.find_spec(p) is None:
+        if not _installed(p):
             needs = who if isinstance(entry, Runtime) else f"{who} export"
             raise DeployError(f"{needs} needs {p}: {entry.extra}")
     return _resolve(fn)
@@ -166,10 +174,19 @@ def register_format(fmt: Format, *, replace: bool = False) -> Format:
     if not isinstance(fmt, Format):
         raise RegistryError(f"register_format: give a Format (got {type(fmt).__name__})")
     _check_entry("format", fmt.name, fmt.precisions, fmt.make, "make")
-    if not fmt.extensions or not all(
-        isinstance(e, str) and e.startswith(".") and e[1:].isalnum() for e in fmt.extensions
+    if (
+        not isinstance(fmt.extensions, tuple | list)
+        or not fmt.extensions
+        or len(set(fmt.extensions)) != len(fmt.extensions)
+        or not all(
+            isinstance(e, str) and e.startswith(".") and e[1:].isalnum() for e in fmt.extensions
+        )
     ):
-        raise RegistryError(f"format {fmt.name!r}: extensions must look like '.onnx'")
+        raise RegistryError(
+            f"format {safe_repr(fmt.name)}: extensions must look like '.onnx', each once"
+        )
+    if not isinstance(fmt.help, str) or not isinstance(fmt.runtime, str):
+        raise RegistryError(f"format {safe_repr(fmt.name)}: help and runtime must be texts")
     return FORMATS.add(fmt.name, fmt, replace=replace)
 
 

@@ -5,6 +5,7 @@ nowhere else, with one error type, and the report every runtime fills in."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -46,7 +47,11 @@ class OptimizeReport:
         say = self.progress or (lambda step, seconds: None)
         say(name, None)
         start = time.perf_counter()
-        yield
+        try:
+            yield
+        except BaseException:
+            say(name, math.nan)  # the line ends (as failed) before the error is printed
+            raise
         self.steps[name] = time.perf_counter() - start
         say(name, self.steps[name])
 
@@ -114,6 +119,11 @@ class DeployRequest:
                 ) from None
             if not batches:
                 raise DeployError("calibration: holds no batches")
+            for i, b in enumerate(batches):
+                if not isinstance(b, torch.Tensor):
+                    raise DeployError(
+                        f"calibration[{i}]: must be a tensor (got {type(b).__name__})"
+                    )
         if precision == "int8" and batches is None:
             raise DeployError(
                 "int8 needs calibration batches: optimize(model, 'int8', calibration=[batch, ...]) "
@@ -150,8 +160,16 @@ class DeployRequest:
         """Check ``example`` and every calibration batch against ``net`` now (see
         :func:`batch_checker`); returns the checker for batches met later."""
         check = batch_checker(net)
+        if self.calibration:
+            check(self.calibration[0], "calibration[0]")  # the size int8 is built for
         if self.example is not None:
             check(self.example, "example_input")
+            first = self.calibration[0] if self.calibration else None
+            if first is not None and tuple(first.shape[1:]) != tuple(self.example.shape[1:]):
+                raise DeployError(
+                    f"example_input: images of {'x'.join(map(str, self.example.shape[1:]))}, the "
+                    f"calibration batches' are {'x'.join(map(str, first.shape[1:]))}: give one size"
+                )
         return check
 
 

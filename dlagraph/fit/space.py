@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,16 @@ class Space(BaseModel):
         elif lo < hi:
             # optuna would narrow a range that is not a multiple of the step (with its own
             # warning): say it in dlagraph's words, with the range that fits
-            steps = (hi - lo) / self.width_step
-            if abs(steps - round(steps)) > 1e-6:
-                fit = lo + int(steps + 1e-9) * self.width_step
+            # optuna's own rule (decimal arithmetic of the numbers as written), so that what
+            # passes here is never narrowed there
+            d_lo, d_hi, d_step = (Decimal(str(v)) for v in (lo, hi, self.width_step))
+            if (d_hi - d_lo) % d_step != 0:
+                fit = float(d_lo + (d_hi - d_lo) // d_step * d_step)
                 problems.append(
                     (
                         ("width",),
-                        f"{lo:g} to {hi:g} is not a whole number of width_step "
-                        f"{self.width_step:g} steps; give [{lo:g}, {fit:g}] or another step",
+                        f"{lo!r} to {hi!r} is not a whole number of width_step "
+                        f"{self.width_step!r} steps; give [{lo!r}, {fit!r}] or another step",
                     )
                 )
         dlo, dhi = self.depth

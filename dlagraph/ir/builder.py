@@ -36,6 +36,7 @@ class Builder:
     variables: dict[str, str] = field(default_factory=dict)  # forward's local name -> node
     owned: set[str] = field(default_factory=set)  # module paths of the nodes' own modules
     containers: dict[str, str] = field(default_factory=dict)  # a path holding modules -> one
+    sealed: frozenset[str] = frozenset()  # the backbone's containers, closed to the head
 
     def add(
         self,
@@ -107,6 +108,10 @@ class Builder:
             if (outer := ".".join(parts[:i])) in self.owned:
                 raise SpecError(
                     f"{where}: {node!r} would sit inside the module of node {outer!r}; rename it"
+                )
+            if outer in self.sealed:
+                raise SpecError(
+                    f"{where}: {node!r} would sit inside the backbone's module {outer!r}; rename it"
                 )
         self.variables[var] = node
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import networkx as nx
 
+from ..base.errors import DlagraphError, SpecError, clip
 from ..heads import get_head_type
 from ..spec import Spec, TreeLevel, load_spec
 from .backbone import conv_levels, ida
@@ -44,14 +45,17 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path, lint: bool = True) ->
     """
     spec = load_spec(spec)
     head = get_head_type(spec.head.type)
-    dilations = head.dilations(spec.head, len(spec.levels))
+    dilations = _call(head, "dilations", head.dilations, spec.head, len(spec.levels))
     b = Builder(spec, dilations=dilations)
     x = b.add("input", "input", [], {"channels": spec.in_channels}, spec_path="in_channels")
     b.prefix = head.backbone_prefix  # the official DLASegs hold the classifier network as `base`
     x = conv_levels(b, x)
     x = ida(b, x)
+    # the backbone's modules: a head adds none inside them (the official layout's `base` itself
+    # holds the classifier the official code keeps there: `base.fc`)
+    b.sealed = frozenset(b.containers) - {b.prefix.rstrip(".")}
     b.prefix = ""
-    head.build(b, x, spec.head)
+    _call(head, "build", head.build, b, x, spec.head)
     g = b.g
     g.graph.setdefault("classifier", False)  # a classifier head: timm's model API applies
     g.graph.update(
@@ -61,7 +65,7 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path, lint: bool = True) ->
         reference=spec.reference,
         layout=spec.layout,
         in_channels=spec.in_channels,
-        num_classes=head.num_classes(spec.head),
+        num_classes=_call(head, "num_classes", head.num_classes, spec.head),
         init=head.init,
         levels=[
             {
@@ -87,3 +91,19 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path, lint: bool = True) ->
     )
     g.graph["total_stride"] = max(reduction(g, n) for n in g.nodes if n not in g.graph["unused"])
     return g
+
+
+def _call(head: Any, what: str, fn: Any, *args: Any) -> Any:
+    """A head type's function; a user's that fails is one line naming it (a built-in's errors
+    are dlagraph's own and pass as they are)."""
+    try:
+        return fn(*args)
+    except DlagraphError:
+        raise
+    except Exception as e:
+        if head.builtin:
+            raise
+        raise SpecError(
+            f"head: head type {head.name!r}: its {what} raised {type(e).__name__}: "
+            f"{clip(str(e), 120)}"
+        ) from None

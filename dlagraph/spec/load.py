@@ -321,6 +321,8 @@ def resolve_spec_path(source: str | Path) -> Path:
     """
     path = Path(source)
     text = str(source)
+    if not text.strip():
+        raise SpecError("give a spec file or a preset name (got an empty name)", source="<spec>")
     found = presets().get(text)
     try:
         exists = path.exists()

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from typing_extensions import TypedDict
 
-from ...base.errors import GraphError
+from ...base.errors import GraphError, RegistryError, safe_repr
 from ...base.registry import Registry
 from ...blocks import Layer
 
@@ -235,7 +235,9 @@ OPS: Registry[Op] = Registry("op")
 def register_op(cls: type[Op], *, replace: bool = False) -> type[Op]:
     """Make ``cls`` an op of the IR (``OPS[cls.name]``); every backend picks it up. A built-in
     op is never replaced, a user's own only with ``replace=True``."""
-    OPS.add(cls.name, cls(), replace=replace)
+    if not (isinstance(cls, type) and issubclass(cls, Op)):
+        raise RegistryError(f"register_op: give a subclass of Op (got {safe_repr(cls)})")
+    OPS.add(getattr(cls, "name", None), cls(), replace=replace)  # type: ignore[arg-type]
     return cls
 
 
