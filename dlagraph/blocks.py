@@ -205,7 +205,7 @@ class BlockType:
         for x in layers:
             ints = (x.in_channels, x.out_channels, x.kernel_size, x.stride, x.groups, x.out_div)
             if x.kind not in ("conv", "bn") or not all(type(v) is int and v >= 1 for v in ints):
-                raise GraphError(f"{where}: {safe_repr(x, 160)} needs positive whole numbers")
+                raise GraphError(f"{where}: needs positive whole numbers: {safe_repr(x, 160)}")
             if x.in_channels % x.groups or x.out_channels % x.groups:
                 raise GraphError(f"{where}: {x.name!r} has groups that do not divide its channels")
         return layers

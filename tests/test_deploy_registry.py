@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,56 @@ def test_bench_says_which_rows_it_cannot_run(capsys: pytest.CaptureFixture) -> N
     assert main([*args, "--backend", "onnxruntime", "--precision", "bf16"]) == 0
     err = capsys.readouterr().err
     assert "note: onnxruntime bf16: not run (ONNX Runtime's CPU provider has no bf16" in err
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: dlagraph.optimize(TINY, "int8", ["a"]), r"calibration\[0\]: must be a tensor"),
+        (lambda: dlagraph.optimize(TINY, "int8", [torch.randn(2, 1, 32, 32)], backend="onnxruntime",
+                                   example_input=torch.randn(2, 1, 64, 64)), "one size"),
+        (lambda: dlagraph.optimize(TINY, backend="auto", example_input=torch.randn(1, 1, 32, 32),
+                                   cache=5), "cache: give a file path"),
+        (lambda: dlagraph.unregister_runtime([1]), "unregister: give a runtime's name"),
+        (lambda: dlagraph.register_format(Format("dup", "x", (".a", ".a"), ("fp32",), state_make)),
+         "each once"),
+    ],
+)  # fmt: skip
+def test_bad_deploy_calls_are_one_line(call: Any, match: str) -> None:
+    with pytest.raises(DlagraphError, match=match) as e:
+        call()
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_a_runtime_whose_package_parent_is_missing_is_only_unavailable() -> None:
+    rt = Runtime("ghost", "Ghost", ("fp32",), eager_build, packages=("nonexist_zz.sub",))
+    assert not rt.available()
+    with pytest.raises(DlagraphError, match="needs nonexist_zz.sub"):
+        rt.require("fp32")
+
+
+def test_a_plugin_that_exits_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "p_exit.py").write_text("import sys\nprint('chatter')\nsys.exit(0)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "dlagraph", "schema"], capture_output=True, text=True,
+        env={**env, "DLAGRAPH_PLUGINS": "p_exit"},
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stdout == ""  # the plugin's print went to stderr
+    assert "error: DLAGRAPH_PLUGINS: cannot import 'p_exit' (SystemExit: 0)" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "dlagraph", "schema"], capture_output=True, text=True,
+        env={**env, "DLAGRAPH_PLUGINS": "p_exit", "DLAGRAPH_NO_PLUGINS": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("{")
+
+
+def test_an_optimized_module_refuses_what_the_network_cannot_take() -> None:
+    fast = dlagraph.optimize(TINY, compile=False)
+    for x, want in ((torch.randn(1, 3, 32, 32), "takes N x 1 x H x W"),
+                    (torch.randn(1, 1, 30, 30), "multiples of its total stride 16"),
+                    (torch.randn(1, 32, 32), "give an N x C x H x W batch")):  # fmt: skip
+        with pytest.raises(DlagraphError, match=re.escape(want)):
+            fast(x)

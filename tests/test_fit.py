@@ -273,3 +273,18 @@ def test_a_stray_module_in_the_current_folder_does_not_shadow_an_evaluators_impo
     with pytest.raises(dlagraph.DlagraphError) as e:
         resolve_evaluator("python:needs_dep:score")
     assert "it imports 'not_installed_dep', which does not import" in str(e.value)
+
+
+def test_a_rerun_keeps_a_users_copy_of_a_design(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    first = run(
+        *tiny("--trials", "20", "--no-plot", "--study", str(tmp_path / "a.log"), "-o", str(out))
+    )
+    assert first.returncode == 0, first.stderr
+    mine = out / "front" / "my_tuned.yaml"  # a copy, marker and all, under the user's own name
+    mine.write_text(next((out / "front").glob("*.yaml")).read_text())
+    again = run(
+        *tiny("--trials", "20", "--no-plot", "--study", str(tmp_path / "b.log"), "-o", str(out))
+    )
+    assert again.returncode == 0, again.stderr
+    assert mine.is_file()

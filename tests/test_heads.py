@@ -114,6 +114,7 @@ def test_a_head_node_named_like_a_backbone_module_is_refused(node: str) -> None:
     try:
         with pytest.raises(SpecError, match="is the name of a module the network already has|"
                                             "would sit inside the module of node|"
+                                            "would sit inside the backbone's module|"
                                             "is the name of another node") as e:  # fmt: skip
             dlagraph.compile_spec({**TINY, "head": {"type": "clash_test"}})
         assert len(str(e.value).splitlines()) == 1
@@ -138,3 +139,39 @@ def test_options_that_generated_code_cannot_pass_are_refused(option: str) -> Non
         return
     with pytest.raises(RegistryError, match=f"option '{alias}' is not a name generated code"):
         dlagraph.register_head("kw_test", build=_output_only)(model)
+
+
+@pytest.mark.parametrize("node", ["level3.x", "level2.extra"])
+def test_a_head_node_inside_a_backbone_module_is_refused(node: str) -> None:
+    def build(b, x, head) -> None:  # noqa: ANN001
+        y = b.add(node, "conv", [x], {"in_channels": b.channels(x), "out_channels": 8,
+                                      "kernel_size": 1, "convs": 1, "stride": 1},
+                  spec_path="head")  # fmt: skip
+        b.add("output", "output", [y], {"kind": "tensor", "names": []}, spec_path="head")
+
+    class Inner(dlagraph.HeadOptions):
+        type: Literal["inner_test"]
+
+    dlagraph.register_head("inner_test", build=build)(Inner)
+    try:
+        with pytest.raises(SpecError, match="would sit inside the backbone's module") as e:
+            dlagraph.compile_spec({**TINY, "head": {"type": "inner_test"}})
+        assert len(str(e.value).splitlines()) == 1
+    finally:
+        dlagraph.unregister_head("inner_test")
+
+
+def test_a_user_heads_callback_that_fails_is_one_line() -> None:
+    def build(b, x, head) -> None:  # noqa: ANN001
+        raise ZeroDivisionError("oops")
+
+    class Failing(dlagraph.HeadOptions):
+        type: Literal["failing_test"]
+
+    dlagraph.register_head("failing_test", build=build)(Failing)
+    try:
+        with pytest.raises(SpecError, match=r"head type 'failing_test': its build raised "
+                                            r"ZeroDivisionError: oops"):  # fmt: skip
+            dlagraph.compile_spec({**TINY, "head": {"type": "failing_test"}})
+    finally:
+        dlagraph.unregister_head("failing_test")

@@ -211,3 +211,37 @@ def test_a_block_of_any_conv_bn_sequence_is_counted_as_it_runs(block: type, laye
         check(spec, 2, (32, 32))
     finally:
         dlagraph.unregister_block("ccb_test")
+
+
+def test_block_options_may_not_take_the_constructors_own_arguments() -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    class Strided(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        stride: int = 1
+
+    with pytest.raises(dlagraph.RegistryError, match="option.s. stride are the constructor's own"):
+        dlagraph.register_block("strided_test", options=Strided, layers=_conv_layers)(ConvOnly)
+    with pytest.raises(dlagraph.RegistryError, match="register an nn.Module class"):
+        dlagraph.register_block("five_test")(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "layers, want",
+    [
+        (lambda *a: [dlagraph.Layer("c", "conv", -8, 8, 3)], "needs positive whole numbers"),
+        (lambda *a: [dlagraph.Layer("c", "conv", 8, 8, 3, groups=0)], "positive whole numbers"),
+        (lambda *a: ["conv"], "must be a list of dlagraph.Layer"),
+        (lambda *a: (x for x in []), "must be a list of dlagraph.Layer"),
+        (lambda *a: [dlagraph.Layer("c", "conv", 8, 8, 3)] * 2, "name a layer twice"),
+        (lambda *a: [dlagraph.Layer("c", "conv", 8, 8, 3, groups=3)], "groups that do not divide"),
+    ],
+)
+def test_a_blocks_layers_are_checked_before_use(layers: Any, want: str) -> None:
+    dlagraph.register_block("layers_test", layers=layers)(ConvOnly)
+    try:
+        spec = {**dlagraph.load_spec("dla_tiny_digits").to_dict(), "block": {"type": "layers_test"}}
+        with pytest.raises(dlagraph.DlagraphError, match=want):
+            dlagraph.summarize(spec)
+    finally:
+        dlagraph.unregister_block("layers_test")

@@ -301,6 +301,8 @@ def _rebatch(batches: list[torch.Tensor], n: int) -> list[torch.Tensor]:
     """The images of ``batches`` in batches of exactly ``n`` (repeated up to one batch where
     there are fewer; a remainder that would make a short batch is left out)."""
     x = torch.cat(batches)
+    if not len(x):  # fp32 and bf16 read no calibration images
+        return []
     if len(x) < n:
         x = x.repeat(-(-n // len(x)), 1, 1, 1)
     return list(x[: len(x) // n * n].split(n))
