@@ -255,6 +255,28 @@ def test_a_registered_block_type_is_recognised_by_its_own_function(
         dlagraph.unregister_block("user_test")
 
 
+@pytest.mark.parametrize(
+    ("recognise", "want"),
+    [
+        (lambda blocks: 1 / 0, "block type 'user_test': its recognise raised ZeroDivisionError"),
+        (
+            lambda blocks: "abc",
+            "block type 'user_test': its recognise must return (options, notes)",
+        ),
+        (lambda blocks: ({}, None), "its recognise must return (options, notes), two dicts"),
+    ],
+)
+def test_a_recognise_that_fails_is_one_line_naming_it(recognise: Any, want: str) -> None:
+    data = {**TINY, "block": {"type": "user_test", "expand": 2}}
+    dlagraph.register_block("user_test", recognise=recognise)(_Expand)
+    try:
+        with pytest.raises(DlagraphError, match=re.escape(want)) as e:
+            infer_spec(meta_state(load_spec(data)))
+        assert len(str(e.value).splitlines()) == 1
+    finally:
+        dlagraph.unregister_block("user_test")
+
+
 # ---- the CLI ---------------------------------------------------------------------------------
 
 

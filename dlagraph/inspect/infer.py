@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..backends.torch.interpret import build_module
-from ..base.errors import DlagraphError
+from ..base.errors import DlagraphError, clip, safe_repr
 from ..base.limits import MAX_TREE_LEVELS
 from ..base.shapes import Shapes, echo, foreign, get
 from ..blocks import BlockShapes, get_block_type, registered_blocks
@@ -202,6 +202,31 @@ def _infer(shapes: Shapes) -> tuple[dict[str, Any], dict[str, str]]:
     return data, assumed
 
 
+def _recognised(who: str, recognise: Any, *args: Any) -> tuple[dict[str, Any], dict] | None:
+    """A type's ``recognise``: ``(options, notes)`` or None; a user's that raises or answers
+    anything else is one line naming it."""
+    try:
+        found = recognise(*args)
+    except DlagraphError:
+        raise
+    except Exception as e:
+        raise DlagraphError(
+            f"{who}: its recognise raised {type(e).__name__}: {clip(str(e), 120)}"
+        ) from None
+    ok = found is None or (
+        isinstance(found, tuple)
+        and len(found) == 2
+        and isinstance(found[0], dict)
+        and isinstance(found[1], dict)
+    )
+    if not ok:
+        raise DlagraphError(
+            f"{who}: its recognise must return (options, notes), two dicts, or None "
+            f"(got {safe_repr(found)})"
+        )
+    return found
+
+
 def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[str, Any], dict]:
     """The head: the first registered head type (with this backbone prefix) that recognises the
     tensors outside the backbone."""
@@ -210,7 +235,7 @@ def _head(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[st
     for name in registered_heads():
         ht = get_head_type(name)
         if ht.backbone_prefix == p and ht.recognise is not None:
-            found = ht.recognise(rest, levels)
+            found = _recognised(f"head type {name!r}", ht.recognise, rest, levels)
             if found is not None:
                 return found
     k = next(iter(rest))
@@ -314,7 +339,7 @@ def _block(shapes: Shapes, p: str, levels: list[dict[str, Any]]) -> tuple[dict[s
         raise DlagraphError(f"not a DLA checkpoint: no block under {first.where}")
     for name in registered_blocks():
         bt = get_block_type(name)
-        found = bt.recognise(blocks) if bt.recognise is not None else None
+        found = _recognised(f"block type {name!r}", bt.recognise, blocks) if bt.recognise else None
         if found is not None:
             options, notes = found
             return {"type": name, **options}, {f"block.{k}": v for k, v in notes.items()}
