@@ -240,6 +240,7 @@ def test_the_registries_and_the_cli_choices_need_no_torch() -> None:
     ]
 
 
+@pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 def test_the_command_line_imports_the_users_plugins(tmp_path: Path) -> None:
     """A format registered in a module named by DLAGRAPH_PLUGINS is a choice of `dlagraph
     export --format` in a new process; a plugin that does not import is one line."""

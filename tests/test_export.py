@@ -336,6 +336,7 @@ def test_a_runtime_module_refuses_another_image_size_in_one_line() -> None:
             fast(x)
 
 
+@pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 def test_no_deployment_call_touches_the_callers_random_stream(tmp_path: Path) -> None:
     """A preset name is built with the same random weights every time (seed 0), inside a forked
     RNG: the caller's own stream goes on as if nothing had run."""
@@ -372,6 +373,7 @@ def test_the_sidecar_and_the_output_say_where_the_weights_came_from(tmp_path: Pa
     assert "random" not in str(trained)
 
 
+@pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 def test_export_shows_its_steps_on_a_terminal_and_is_quiet_when_piped(tmp_path: Path) -> None:
     import os
     import pty
@@ -399,6 +401,7 @@ def test_export_shows_its_steps_on_a_terminal_and_is_quiet_when_piped(tmp_path: 
     )
 
 
+@pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_int8_with_your_own_batches_fits_the_artifacts_batch(fmt: str, tmp_path: Path) -> None:
     """Batches of 8 calibrate an artifact of batch 1 (they are re-batched to it); the image size
@@ -409,6 +412,7 @@ def test_int8_with_your_own_batches_fits_the_artifacts_batch(fmt: str, tmp_path:
     assert result.max_error < 0.5
 
 
+@pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 def test_a_checkpoints_export_takes_the_hints_it_prints(tmp_path: Path) -> None:
     ckpt = tmp_path / "w.pth"
     torch.save(dlagraph.build_module(TINY).state_dict(), ckpt)
@@ -447,6 +451,7 @@ def test_a_thin_calibration_folder_says_how_its_images_are_used(tmp_path: Path) 
         )  # fmt: skip
 
 
+@pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 def test_int8_calibration_counts_that_are_not_a_multiple_of_the_batch_still_export(
     tmp_path: Path,
 ) -> None:

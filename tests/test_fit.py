@@ -234,6 +234,7 @@ def test_width_steps_are_checked_in_dlagraphs_words(space: dict, want: str) -> N
     assert load_space({"width": [0.5, 0.5], "width_step": 0.3}).width == (0.5, 0.5)  # no range
 
 
+@pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 def test_a_rerun_removes_the_designs_no_longer_on_its_front(tmp_path: Path) -> None:
     out = tmp_path / "o"
     first = run(
@@ -275,6 +276,7 @@ def test_a_stray_module_in_the_current_folder_does_not_shadow_an_evaluators_impo
     assert "it imports 'not_installed_dep', which does not import" in str(e.value)
 
 
+@pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 def test_a_rerun_keeps_a_users_copy_of_a_design(tmp_path: Path) -> None:
     out = tmp_path / "o"
     first = run(
