@@ -141,7 +141,7 @@ def test_concurrent_writers_merge_their_entries(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from dlagraph.deploy.auto import _update\n"
-        "for i in range(40):\n"
+        "for i in range(20):\n"
         "    _update(__import__('pathlib').Path(sys.argv[1]), f'{sys.argv[2]}{i}',\n"
         "            {'chosen': 'torch fp32', 'rows': {'torch fp32': 0.001}})\n"
     )
@@ -151,7 +151,7 @@ def test_concurrent_writers_merge_their_entries(tmp_path: Path) -> None:
     assert all(p.wait(timeout=120) == 0 for p in procs)
     from dlagraph.deploy.auto import _read
 
-    assert len(_read(cache)) == 120  # no process lost another's entries
+    assert len(_read(cache)) == 60  # no process lost another's entries
 
 
 def test_the_int8_rule_is_relative_to_what_quantizing_this_network_costs() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import networkx as nx
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlagraph import build_module, compile_spec, generate_source, load_spec, spec_to_yaml, summarize
@@ -284,6 +284,7 @@ def _chain_layers(cin: int, cout: int, s: int, d: int, o: Any) -> list:
     return out
 
 
+@settings(max_examples=12, deadline=None)  # each valid example builds both backends
 @given(
     name=st.one_of(
         st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True),  # mostly valid, some taken
