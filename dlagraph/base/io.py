@@ -9,9 +9,11 @@ created are removed again, so a run either writes every output or leaves the dis
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,8 @@ def write_outputs(
     """
     check_targets(files, force=force, replace=replace)
     gone = [p for p in remove if p not in files and is_generated(p)]
+    for p in files:
+        _sweep(p)
     created: list[Path] = []
     staged: list[tuple[str, Path]] = []
     backups: list[list[Any]] = []  # [target, old file kept aside or None, moved aside yet]
@@ -184,6 +188,25 @@ def write_outputs(
     for _, old, _ in backups:
         if old is not None:
             Path(old).unlink(missing_ok=True)
+
+
+STALE_SECONDS = 600  # a staging file this old is a killed run's, not a concurrent writer's
+
+
+def _sweep(target: Path) -> None:
+    """Remove what a run killed mid-write (SIGKILL allows no rollback) left beside ``target``:
+    its staging files ``.NAME.*.tmp`` and ``.NAME.*.old``, once they are older than any write
+    still in progress could be."""
+    try:
+        name = glob.escape(target.name)  # a file name may hold [, * or ?
+        leftovers = [*target.parent.glob(f".{name}.*.tmp"), *target.parent.glob(f".{name}.*.old")]
+        now = time.time()
+        for p in leftovers:
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > STALE_SECONDS:
+                p.unlink()
+    except OSError:  # an unreadable folder: nothing swept, the write goes on
+        pass
 
 
 def _rollback(
