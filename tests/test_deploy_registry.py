@@ -351,3 +351,22 @@ def test_an_optimized_module_refuses_what_the_network_cannot_take() -> None:
                     (torch.randn(1, 32, 32), "give an N x C x H x W batch")):  # fmt: skip
         with pytest.raises(DlagraphError, match=re.escape(want)):
             fast(x)
+
+
+@pytest.mark.parametrize("command", [["bench", TINY], ["fit", TINY, "--measure"]])
+def test_threads_beyond_the_machines_cpus_are_refused(
+    command: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    most = os.cpu_count() or 1
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--threads", str(most + 1)])
+    assert e.value.code == 2
+    assert f"must be 1 to {most}, this machine's CPUs (got {most + 1})" in capsys.readouterr().err
+
+
+def test_export_set_changes_a_specs_field(tmp_path: Path) -> None:
+    args = ["export", TINY, "--format", "onnx", "--size", "32", "-o", str(tmp_path)]
+    assert main([*args, "--set", "aggregation.residual=true"]) == 0
+    meta = __import__("json").loads((tmp_path / f"{TINY}.onnx.json").read_text())
+    assert meta["spec"]["aggregation"]["residual"] is True
+    assert main([*args, "--set", "levels.99.depth=2", "--force"]) == 2

@@ -145,7 +145,7 @@ class RuntimeModule(nn.Module):
 
 def runtime_input(net: nn.Module, request: Any, who: str) -> torch.Tensor:
     """The batch a runtime builds for, every given batch checked against ``net`` first."""
-    check = request.check_batches(net)
-    for i, b in enumerate(request.calibration or ()):
+    check = request.check_batches(net)  # the example and the first calibration batch
+    for i, b in enumerate((request.calibration or ())[1:], start=1):
         check(b, f"calibration[{i}]")
     return request.batch(who).float().contiguous()
