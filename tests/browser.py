@@ -54,6 +54,10 @@ def browser() -> Iterator[Any]:
     driver = webdriver.Chrome(
         options=opts, service=Service(executable_path=shutil.which("chromedriver"))
     )
+    # the page's viewport 1400x900 (the window's frame takes the difference)
+    w, h = driver.execute_script("return [innerWidth, innerHeight]")
+    size = driver.get_window_size()
+    driver.set_window_size(size["width"] + 1400 - w, size["height"] + 900 - h)
     try:
         yield driver
     finally:

@@ -70,3 +70,28 @@ def trained_bn(model: Any, seed: int = 0) -> Any:
                 m.weight.copy_(torch.rand(c, generator=g) + 0.5)
                 m.bias.copy_(torch.rand(c, generator=g) - 0.5)
     return model.eval()
+
+
+def on_a_terminal(args: list[str], timeout: float = 300) -> tuple[int, str, bytes]:
+    """Run a command with stderr a terminal (a pseudo-terminal, as in an interactive shell):
+    its exit status, its stdout, and all it wrote to the terminal."""
+    import os
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    with subprocess.Popen(args, stderr=follower, stdout=subprocess.PIPE, text=True) as proc:
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(leader)
+        out = proc.stdout.read() if proc.stdout else ""
+        rc = proc.wait(timeout)
+    return rc, out, seen

@@ -16,6 +16,8 @@ import torch
 import dlagraph
 from dlagraph.base.errors import DlagraphError
 
+from .helpers import on_a_terminal
+
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")
 pytest.importorskip("onnxscript")
@@ -375,27 +377,12 @@ def test_the_sidecar_and_the_output_say_where_the_weights_came_from(tmp_path: Pa
 
 @pytest.mark.slow  # whole CLI processes or int8 conversions: over the quick run's share
 def test_export_shows_its_steps_on_a_terminal_and_is_quiet_when_piped(tmp_path: Path) -> None:
-    import os
-    import pty
-
     args = [sys.executable, "-m", "dlagraph", "export", TINY, "--format", "onnx", "--size", "32"]
     piped = subprocess.run([*args, "-o", str(tmp_path / "p")], capture_output=True, text=True)
     assert piped.returncode == 0 and piped.stderr == ""
     assert "random weights (seed 0)" in piped.stdout
-    leader, follower = pty.openpty()  # stderr a terminal, as in an interactive shell
-    r = subprocess.run([*args, "-o", str(tmp_path / "t")], stderr=follower, stdout=subprocess.PIPE)
-    os.close(follower)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(leader)
-    assert r.returncode == 0
+    rc, _, seen = on_a_terminal([*args, "-o", str(tmp_path / "t")])
+    assert rc == 0
     assert (
         b"build ..." in seen and b"convert to onnx ..." in seen and b"check in ONNX Runtime" in seen
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from dlagraph.base.errors import SpecError
 from dlagraph.fit import Budget, fit
 from dlagraph.fit.latency import measure_front
 from dlagraph.fit.search import pareto
+
+from .helpers import on_a_terminal
 
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("matplotlib")
@@ -137,11 +140,12 @@ def test_fit_measure_on_the_command_line_caches_and_limits(tmp_path: Path) -> No
     first = cli(*tiny("--trials", "12", "--measure", "--eager", "--no-plot", "-o", str(out)))
     assert first.returncode == 0, first.stderr
     assert "latency (fp32 eager, batch 1, 32x32" in first.stdout
-    assert "measuring latency" in first.stderr and (out / "latency.json").exists()
+    assert "measuring latency" not in first.stderr  # piped: quiet (a terminal: the test below)
+    assert (out / "latency.json").exists()
     spec = next((out / "front").glob("*.yaml")).read_text()
     assert "; latency " in spec.splitlines()[0]
     again = cli(*tiny("--trials", "12", "--measure", "--eager", "--no-plot", "-o", str(out)))
-    assert again.returncode == 0 and "measuring latency" not in again.stderr  # the cache
+    assert again.returncode == 0
     assert again.stdout == first.stdout
     none = cli(
         *tiny("--trials", "12", "--max-latency", "1us", "--eager", "--no-plot", "-o", str(out))
@@ -293,3 +297,22 @@ def test_digits_evaluator_trains_and_reports_each_epoch() -> None:
     assert 0.15 < accuracy <= 1.0  # above chance (0.1) after three short epochs
     with pytest.raises(SpecError, match="in_channels: 1"):
         DigitsAccuracy(1)(dlagraph.load_spec("dla36"), ev)
+
+
+@pytest.mark.slow  # two whole searches, one timed, one training
+def test_fit_says_what_it_measures_and_trains_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal, --measure says each design it prepares and when it times them, and
+    --evaluate says which trial is training and each score its evaluator reports (an evaluation
+    may take minutes); piped, both are quiet (the test above)."""
+    dlagraph_ = [sys.executable, "-m", "dlagraph"]
+    args = ["fit", "dla_tiny_digits", "--size", "32", "--max-params", "10M", "--trials", "1"]
+    args += ["--no-plot"]  # every design within the budget: one trial, one design on the front
+    rc, out, seen = on_a_terminal([*dlagraph_, *args, "--measure", "--eager", "-o", str(tmp_path)])
+    assert rc == 0, seen
+    assert b"measuring latency (fp32 eager, batch 1, 32x32" in seen
+    assert b"preparing design 1/" in seen and b"timing " in seen
+    args += ["--evaluate", "digits", "--epochs", "1", "-o", str(tmp_path / "e")]
+    rc, out, seen = on_a_terminal([*dlagraph_, *args])
+    assert rc == 0, seen
+    assert b"evaluating a design within the budget (training)" in seen
+    assert re.search(rb"training, step \d+: score \d\.\d{4}", seen), seen

@@ -56,9 +56,10 @@ def meta_shapes(spec: Spec) -> dict:
 
 
 def canonical(spec: Spec | dict) -> dict[str, Any]:
-    """The spec with defaults made explicit the one way, and its names left out."""
+    """The spec with defaults made explicit the one way, and its names (and the input size it is
+    meant for: no tensor shows it) left out."""
     data = load_spec(spec if isinstance(spec, dict) else spec.to_dict()).to_dict()
-    for key in ("name", "paper_name", "reference"):
+    for key in ("name", "paper_name", "reference", "input_size"):
         data.pop(key, None)
     for i, level in enumerate(data["levels"]):
         if level.get("aggregate_input") is not None and level["aggregate_input"] == (i > 2):

@@ -121,7 +121,8 @@ def test_installed_wheel_runs_anywhere_without_dot(
     svg = (elsewhere / "dlagraph-out" / "dla104_s" / "dla104_s.svg").read_text()
     assert svg.startswith("<?xml") and svg.rstrip().endswith("</svg>") and "<g id=" in svg
     page = (elsewhere / "dlagraph-out" / "dla104_s" / "dla104_s.html").read_text()
-    assert 'id="n:level5.root"' in page and "dlagraph-data" in page  # the view's assets
+    # the view's assets, and the overview it opens on (laid out without `dot`)
+    assert 'id="fold:level5"' in page and "dlagraph-data" in page and "dlagraph-graphviz" in page
 
 
 # ---- repository hygiene --------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def _diagram(
         return files
     files[out / f"{name}.svg"] = svg
     try:  # the state_dict names from the IR: no torch
-        files[out / f"{name}.html"] = html_view(g, svg=svg, summary=s)
+        files[out / f"{name}.html"] = html_view(g, summary=s)
     except DlagraphError as e:
         notes.append(f"note: no {name}.html: {e}")
     return files

@@ -58,6 +58,13 @@ def _bar(done: int, total: int, best: float | None, left: float, scored: bool = 
     print(line.ljust(100)[:100], end="", file=sys.stderr, flush=True)
 
 
+def _evaluating(trial: int, step: int | None, score: float | None, total: int) -> None:
+    """The bar's line while a design trains (an evaluation may take minutes)."""
+    what = "training" if step is None else f"training, step {step}: score {score:.4f}"
+    line = f"\rtrial {trial + 1}/{total}: evaluating a design within the budget ({what})"
+    print(line.ljust(100)[:100], end="", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..fit import Budget, fit, load_space
     from ..fit.report import front_files, table
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         progress=partial(_bar, scored=evaluate is not None) if sys.stderr.isatty() else None,
         evaluate=evaluate,
+        evaluating=partial(_evaluating, total=args.trials) if sys.stderr.isatty() else None,
     )
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -168,12 +176,22 @@ def _measure(result: Any, timing: dict[str, Any], out: Path, limit: float | None
         f"{h}x{w}, {threads} thread{'s' * (threads > 1)}"
     )
 
+    tty = sys.stderr.isatty()  # progress on a terminal only, as the search's bar
+
     def say(done: int, total: int) -> None:
-        print(f"measuring latency ({setting}): {total - done} design(s)", file=sys.stderr)
+        if tty:
+            print(f"measuring latency ({setting}): {total - done} design(s)", file=sys.stderr)
+
+    def preparing(i: int, n: int) -> None:
+        if tty:
+            step = f"  preparing design {i + 1}/{n}" if i < n else f"  timing {n} design(s)"
+            print(f"\r{step}".ljust(60), end="" if i < n else "\n", file=sys.stderr, flush=True)
 
     return measure_front(
         result,
-        lambda specs: measure_latency(specs, **{**timing, "threads": threads}),
+        lambda specs: measure_latency(
+            specs, **{**timing, "threads": threads}, progress=preparing
+        ),
         setting,
         out / CACHE,
         limit,

@@ -32,7 +32,7 @@ def measure_latency(
     """The median seconds per batch of each spec, in ``precision`` (``optimize``'s, compiled
     unless ``compile=False``) at ``batch`` x ``size`` on ``threads`` threads (default: torch's).
     int8 calibrates on one random batch: a timing, not an accuracy. ``progress(i, n)`` is called
-    as each model is prepared."""
+    as each model is prepared, and ``progress(n, n)`` as the timing starts."""
     from ..backends.torch.interpret import build_module
 
     fns: dict[str, Callable[[], Any]] = {}
@@ -48,5 +48,7 @@ def measure_latency(
             calibration = [x] if precision == "int8" else None
             opt = optimize(model, precision, calibration, compile=compile, example_input=x)  # type: ignore[arg-type]
             fns[str(i)] = runner(opt, x)
+        if progress:
+            progress(len(specs), len(specs))
         times = interleaved(fns, runs)
     return [times[str(i)] for i in range(len(specs))]

@@ -177,6 +177,7 @@ def fit(
     seed: int = 0,
     progress: Callable[[int, int, float | None, float], None] | None = None,
     evaluate: Evaluator | None = None,
+    evaluating: Callable[[int, int | None, float | None], None] | None = None,
 ) -> FitResult:
     """Search the space around ``base`` for designs within ``budget``; return the Pareto front.
 
@@ -186,6 +187,8 @@ def fit(
     each design within the budget is evaluated (those over it are not), and optuna's pruner
     stops weak evaluations early. ``progress(done, total, best, seconds_left)`` is called after
     each trial (``best``: the most parameters, or the best score, within the budget).
+    ``evaluating(trial, step, score)`` is called as an evaluation starts (``step`` None) and at
+    each score the evaluator reports (an epoch's accuracy): an evaluation may take minutes.
 
     Raises:
         SpecError: the budget is below the smallest design of the space (one line, with it), or
@@ -225,12 +228,16 @@ def fit(
     def is_stopping() -> bool:
         return bool(stopping)
 
-    def score(spec: Spec) -> float:
+    def score(spec: Spec, number: int) -> float:
         assert evaluate is not None and curves is not None
         curve = curves.ask()
+        if evaluating:
+            evaluating(number, None, None)
 
         def report(value: float, step: int) -> bool:
             curve.report(value, step)
+            if evaluating:
+                evaluating(number, step, value)
             return bool(curve.should_prune())
 
         try:
@@ -265,7 +272,7 @@ def fit(
         feasible = all(v <= 0 for v in violation.values())
         # only designs within the budget are evaluated: the sampler ranks any feasible design
         # above every infeasible one, so their score would not be used
-        accuracy = score(spec) if evaluate is not None and feasible else None
+        accuracy = score(spec, trial.number) if evaluate is not None and feasible else None
         # one write for all (the journal storage syncs each write to disk)
         design = {"spec": spec.to_dict(), "violation": [*violation.values()], "score": accuracy}
         trial.set_user_attr("design", design)

@@ -114,6 +114,23 @@ def diff_tensors(a: Shapes, b: Shapes) -> TensorDiff:
 
 def diff_levels(a: Spec, b: Spec) -> list[str]:
     """The per-level table: channels, depth, blocks, parameters and MACs of A and B, and deltas."""
+    rows = diff_level_rows(a, b)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for j, r in enumerate(rows):
+        out.append(
+            "  ".join(
+                c.ljust(w) if i < 4 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
+def diff_level_rows(a: Spec, b: Spec) -> list[tuple[str, ...]]:
+    """:func:`diff_levels`' table as rows of cells, the header first."""
     sa, sb = (summarize(s, default_input_size(compile_spec(s))) for s in (a, b))
     la, lb = {lv.module: lv for lv in sa.levels}, {lv.module: lv for lv in sb.levels}
     order = list(la) + [m for m in lb if m not in la]
@@ -168,18 +185,7 @@ def diff_levels(a: Spec, b: Spec) -> list[str]:
             _signed(sb.macs - sa.macs),
         )
     )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for j, r in enumerate(rows):
-        out.append(
-            "  ".join(
-                c.ljust(w) if i < 4 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            ).rstrip()
-        )
-        if j == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
+    return rows
 
 
 def _short(n: int) -> str:
@@ -316,7 +322,7 @@ def diff_marks(a: Side, b: Side) -> DiffMarks:
     return DiffMarks(
         against=a.label,
         nodes=marks,
-        levels=diff_levels(a.spec, b.spec),
+        levels=[list(r) for r in diff_level_rows(a.spec, b.spec)],
         removed=sorted(d.removed),
         notes=notes,
     )

@@ -136,8 +136,11 @@ def static_params(g: nx.DiGraph) -> int:
 
 
 def default_input_size(g: nx.DiGraph, at_least: int = 224) -> tuple[int, int]:
-    """The smallest square input of at least ``at_least`` pixels the network takes (sides a
-    multiple of the total stride): 224 for the paper's networks, 256 with a sixth tree level."""
+    """The spec's own ``input_size`` where it gives one; else the smallest square input of at
+    least ``at_least`` pixels the network takes (sides a multiple of the total stride): 224 for
+    the paper's networks, 256 with a sixth tree level."""
+    if g.graph.get("input_size"):
+        return g.graph["input_size"]
     s = g.graph["total_stride"]
     side = -(-at_least // s) * s
     return side, side
@@ -149,15 +152,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def default_cfg(g: nx.DiGraph) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` of a network, as timm's dla configs give it (no weights URL): the
-    smallest square input from 224, ImageNet statistics, crop 0.875, bilinear."""
+    spec's input size (default: the smallest square from 224), ImageNet statistics, crop 0.875,
+    bilinear."""
     stride = g.graph["total_stride"]
-    side = default_input_size(g)[0]
+    h, w = default_input_size(g)
     c = g.graph["in_channels"]
     return {
         "url": "",
         "num_classes": g.graph["num_classes"] or 0,
-        "input_size": (c, side, side),
-        "pool_size": (side // stride, side // stride),
+        "input_size": (c, h, w),
+        "pool_size": (h // stride, w // stride),
         "crop_pct": 0.875,
         "interpolation": "bilinear",
         "mean": IMAGENET_MEAN if c == 3 else (0.5,) * c,

@@ -89,7 +89,15 @@ def compile_spec(spec: Spec | dict[str, Any] | str | Path, lint: bool = True) ->
     g.graph["unused"] = (
         check(g) if lint else [n for n, a in g.nodes(data=True) if a["layout"].get("unused")]
     )
-    g.graph["total_stride"] = max(reduction(g, n) for n in g.nodes if n not in g.graph["unused"])
+    stride = max(reduction(g, n) for n in g.nodes if n not in g.graph["unused"])
+    g.graph["total_stride"] = stride
+    g.graph["input_size"] = tuple(spec.input_size) if spec.input_size else None
+    if spec.input_size and any(side % stride for side in spec.input_size):
+        h, w = spec.input_size
+        raise SpecError(
+            f"input_size: {h}x{w}: both sides must be multiples of the network's total stride "
+            f"{stride}"
+        )
     return g
 
 

@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..base.errors import RegistryError, clip
-from ..base.limits import IDENT, MAX_BLOCKS, MAX_CHANNELS, MAX_TREE_LEVELS
+from ..base.limits import IDENT, MAX_BLOCKS, MAX_CHANNELS, MAX_INPUT_SIDE, MAX_TREE_LEVELS
 from ..blocks import get_block_type, registered_blocks
 from ..heads import (
     CenterNetHead,
@@ -282,6 +282,18 @@ class Spec(_Model):
     )
     layout: Literal["timm", "official"] = "timm"
     in_channels: int = Field(3, gt=0, le=1024)
+    input_size: (
+        Annotated[
+            tuple[Annotated[int, Field(gt=0, le=MAX_INPUT_SIDE)], ...], BeforeValidator(_as_tuple)
+        ]
+        | None
+    ) = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="[height, width] of the images the network is meant for: the size its "
+        "costs, shapes, views and exports default to (default: the smallest square from 224)",
+    )
     scale: Scale | None = Field(
         None,
         description="width/depth multipliers, applied when the spec is read: the spec then holds "

@@ -127,15 +127,82 @@ def draw(spec: Any, *, summary: Summary | None = None, **options: Any) -> graphv
     """
     opts = DrawOptions(**options)
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
-    shapes: dict[str, Any] = {}
-    if opts.labels == "shapes":  # the only option that needs a size the network can take
-        s = summary if summary is not None else summarize(g, opts.input_size)
-        if opts.input_size is not None and s.input_size != tuple(opts.input_size):
-            h, w = opts.input_size
-            raise DlagraphError(
-                f"the summary given is at {s.input_size[0]}x{s.input_size[1]}, not {h}x{w}"
-            )
-        shapes = {ni.name: ni.shape for ni in s.nodes}
+    shapes = edge_shapes(g, opts, summary)
+    dot = header(g, opts)
+    order = drawn_nodes(g, opts)
+    drawn: dict[str, list[str]] = {}
+    for n in order:
+        drawn.setdefault(_collapse_key(n, opts.collapse_depth), []).append(n)
+    _clusters(dot, g, drawn, opts)
+    seen: set[tuple[str, str]] = set()
+    for n in order:
+        dv = _collapse_key(n, opts.collapse_depth)
+        ins = inputs(g, n)
+        positions = {u: port(g, u, n, opts) for u in ins}
+        for u in ins:
+            if u not in g or (g.nodes[u]["layout"].get("unused") and not opts.ir):
+                continue
+            du = _collapse_key(u, opts.collapse_depth)
+            if du == dv or (du, dv) in seen:
+                continue
+            seen.add((du, dv))
+            attrs = edge_attrs(g, u, n, opts, shapes, positions[u] if dv == n else None)
+            if opts.ids:
+                attrs["id"] = f"e:{du}->{dv}"
+            dot.edge(_id(du), _id(dv), **attrs)
+    if opts.legend:
+        _legend(dot)
+    return dot
+
+
+def port(g: nx.DiGraph, u: str, n: str, opts: DrawOptions) -> int:
+    """The argument position of ``u`` among ``n``'s inputs, in the order drawn."""
+    return g.edges[u, n].get("paper_port" if opts.paper_order else "port", 0)
+
+
+def edge_attrs(
+    g: nx.DiGraph,
+    u: str,
+    n: str,
+    opts: DrawOptions,
+    shapes: dict[str, Any],
+    position: int | None,
+) -> dict[str, str]:
+    """The look of the edge ``u -> n``; ``position``: its argument position when it is drawn
+    into ``n`` itself (None when ``n`` is drawn inside a collapsed or folded box)."""
+    attrs = {"label": _edge_label(g, u, opts, shapes)}
+    if is_aggregation(g.nodes[n]["meta"]) and position is not None:
+        # the argument position, 1-based, in the edge label: head labels collide at nodes with
+        # many inputs
+        attrs["label"] = f"[{position + 1}] {attrs['label']}".strip()
+    if _is_ida(g, u, n):
+        attrs.update(_IDA)
+    ins = inputs(g, n)
+    if is_block(g.nodes[n]["meta"]) and len(ins) == 2 and u == ins[1]:
+        attrs.update(style="dashed")  # the shortcut
+    return {k: v for k, v in attrs.items() if v != ""}
+
+
+def edge_shapes(g: nx.DiGraph, opts: DrawOptions, summary: Summary | None) -> dict[str, Any]:
+    """The output shape of every node, where the edges are labelled with shapes (else empty)."""
+    if opts.labels != "shapes":  # the only option that needs a size the network can take
+        return {}
+    s = summary if summary is not None else summarize(g, opts.input_size)
+    if opts.input_size is not None and s.input_size != tuple(opts.input_size):
+        h, w = opts.input_size
+        raise DlagraphError(
+            f"the summary given is at {s.input_size[0]}x{s.input_size[1]}, not {h}x{w}"
+        )
+    return {ni.name: ni.shape for ni in s.nodes}
+
+
+def drawn_nodes(g: nx.DiGraph, opts: DrawOptions) -> list[str]:
+    """The nodes drawn, in order: the unused projections only with ``ir``."""
+    return [n for n in topo_order(g) if not g.nodes[n]["layout"].get("unused") or opts.ir]
+
+
+def header(g: nx.DiGraph, opts: DrawOptions) -> graphviz.Digraph:
+    """An empty diagram with the graph's, nodes' and edges' defaults."""
     dot = graphviz.Digraph(name=g.graph["name"])
     dot.attr(
         rankdir=opts.rankdir,
@@ -152,40 +219,37 @@ def draw(spec: Any, *, summary: Summary | None = None, **options: Any) -> graphv
     )
     dot.attr("node", fontname="Helvetica")
     dot.attr("edge", fontname="Helvetica", fontsize="8", arrowsize="0.6")
-    order = [n for n in topo_order(g) if not g.nodes[n]["layout"].get("unused") or opts.ir]
-    drawn: dict[str, list[str]] = {}
-    for n in order:
-        drawn.setdefault(_collapse_key(n, opts.collapse_depth), []).append(n)
-    _clusters(dot, g, drawn, opts)
-    seen: set[tuple[str, str]] = set()
-    for n in order:
-        dv = _collapse_key(n, opts.collapse_depth)
-        ins = inputs(g, n)
-        positions = {
-            u: g.edges[u, n].get("paper_port" if opts.paper_order else "port", 0) for u in ins
-        }
-        for u in ins:
-            if u not in g or (g.nodes[u]["layout"].get("unused") and not opts.ir):
-                continue
-            du = _collapse_key(u, opts.collapse_depth)
-            if du == dv or (du, dv) in seen:
-                continue
-            seen.add((du, dv))
-            attrs = {"label": _edge_label(g, u, opts, shapes)}
-            if is_aggregation(g.nodes[n]["meta"]) and dv == n:
-                # the argument position, 1-based, in the edge label: head labels collide at
-                # nodes with many inputs
-                attrs["label"] = f"[{positions[u] + 1}] {attrs['label']}".strip()
-            if _is_ida(g, u, n):
-                attrs.update(_IDA)
-            if is_block(g.nodes[n]["meta"]) and len(ins) == 2 and u == ins[1]:
-                attrs.update(style="dashed")  # the shortcut
-            if opts.ids:
-                attrs["id"] = f"e:{du}->{dv}"
-            dot.edge(_id(du), _id(dv), **{k: v for k, v in attrs.items() if v != ""})
-    if opts.legend:
-        _legend(dot)
     return dot
+
+
+def cluster_attrs(g: nx.DiGraph, name: str, depth: int) -> dict[str, str]:
+    """The look of a level's cluster (depth 0) or of a subtree's inside it."""
+    if depth == 0:
+        return dict(
+            label=cluster_title(g, name),
+            style="rounded,filled",
+            fillcolor="#fbfcfc",
+            color="#7f8c8d",
+            fontsize="12",
+        )
+    return dict(
+        label=cluster_title(g, name),
+        style="rounded,dashed",
+        color="#95a5a6",
+        fontsize="9",
+        fillcolor="white",
+    )
+
+
+def node_attrs(g: nx.DiGraph, n: str, opts: DrawOptions) -> dict[str, str]:
+    """The look of a node drawn as itself (with its SVG id where ``opts.ids``)."""
+    attrs = _node_attrs(g, n, opts)
+    return {**attrs, "id": f"n:{n}"} if opts.ids else attrs
+
+
+def dot_id(n: str) -> str:
+    """A node's DOT id."""
+    return _id(n)
 
 
 def _id(n: str) -> str:
@@ -237,22 +301,7 @@ def _clusters(
         with parent.subgraph(name=f"cluster_{_id(name)}") as c:
             if opts.ids:
                 c.attr(id=f"c:{name}")
-            if depth == 0:
-                c.attr(
-                    label=cluster_title(g, name),
-                    style="rounded,filled",
-                    fillcolor="#fbfcfc",
-                    color="#7f8c8d",
-                    fontsize="12",
-                )
-            else:
-                c.attr(
-                    label=cluster_title(g, name),
-                    style="rounded,dashed",
-                    color="#95a5a6",
-                    fontsize="9",
-                    fillcolor="white",
-                )
+            c.attr(**cluster_attrs(g, name, depth))
             for key in sub.get("__nodes__", []):
                 c.node(_id(key), **_attrs_for(g, key, drawn, opts))
             for child, csub in sub.items():
@@ -272,6 +321,13 @@ def _attrs_for(
     else:
         attrs = _collapsed_attrs(g, key, members)
     return {**attrs, "id": f"n:{key}"} if opts.ids else attrs
+
+
+def legend() -> graphviz.Digraph:
+    """A diagram holding only the legend."""
+    dot = graphviz.Digraph()
+    _legend(dot)
+    return dot
 
 
 def _legend(dot: graphviz.Digraph) -> None:

