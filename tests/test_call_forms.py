@@ -397,22 +397,132 @@ def test_export_in_each_format_and_precision(fmt: str, precision: str, tmp_path:
     assert result.max_error < {"fp32": 1e-4, "bf16": 0.2, "int8": 0.5}[precision]
 
 
-def test_no_call_touches_the_callers_random_state(tmp_path: Path) -> None:
-    """The calls given a preset to build with random weights of their own (``optimize``,
-    ``export``) leave the caller's global RNG where it was; ``build_module`` draws from it, as
-    ``torch.nn`` modules do (that is how a seed makes a build equal timm's)."""
-    torch.manual_seed(123)
-    before = torch.random.get_rng_state()
-    dlagraph.optimize(TINY, "fp32", compile=False, example_input=X)
-    dlagraph.build_module(TINY)
-    assert not torch.equal(torch.random.get_rng_state(), before)  # build_module draws from it
-    torch.manual_seed(123)
-    dlagraph.optimize(TINY, "fp32", compile=False, example_input=X)
-    dlagraph.export(TINY, "torchscript", tmp_path, size=(32, 32))
-    assert torch.equal(torch.random.get_rng_state(), before)
-
-
 def test_hints_resolve() -> None:
     """The annotations this file reads are real types (a typo in one would hide a form)."""
     for name in {*NETWORK_INPUTS, *CHECKPOINT_INPUTS}:
         typing.get_type_hints(getattr(dlagraph, name))
+
+
+# --- the command line: each command's input, as its --help names it --------------------------
+
+CLI_FORMS = {
+    r"preset name": {"preset", "timm name"},
+    r"spec file": {"path"},
+    r"folders? of them": {"folder"},
+    r"checkpoint|\.pth": {"checkpoint"},
+    r"\.safetensors": {"safetensors"},
+}
+# each command with its input as {}: the cheapest run that does the command's whole job
+COMMANDS: dict[str, list[str]] = {
+    "build": ["build", "{}", "-o", "{tmp}/out"],
+    "draw": ["draw", "{}", "-o", "{tmp}/d.svg", "--force"],
+    "codegen": ["codegen", "{}", "-o", "{tmp}/gen"],
+    "diff": ["diff", "{}", TINY],
+    "export": ["export", "{}", "--format", "torchscript", "--size", "32", "-o", "{tmp}/ex"],
+    "fit": [
+        "fit",
+        "{}",
+        "--size",
+        "32",
+        "--max-params",
+        "100M",
+        "--trials",
+        "2",
+        "--no-plot",
+        "-o",
+        "{tmp}/fit",
+    ],  # fmt: skip
+    "bench": [
+        "bench",
+        "{}",
+        "--size",
+        "32",
+        "--batch",
+        "1",
+        "--runs",
+        "1",
+        "--backend",
+        "torch",
+        "--precision",
+        "fp32",
+        "--no-timm-best",
+    ],  # fmt: skip
+    "infer": ["infer", "{}"],
+}
+SLOW_COMMANDS = {"bench"}  # it compiles
+
+
+def _cli_inputs() -> dict[tuple[str, str], str]:
+    """Each command's input argument and its help text, from the parser itself."""
+    from dlagraph.cli import parser
+
+    found = {}
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    for name, p in sub.choices.items():  # type: ignore[union-attr]
+        for action in p._actions:
+            if not action.option_strings and action.dest != "help" and action.help:
+                found[(name, action.dest)] = action.help
+    return found
+
+
+def cli_forms(command: str) -> set[str]:
+    forms: set[str] = set()
+    for (name, _), text in _cli_inputs().items():
+        if name == command:
+            for pattern, found in CLI_FORMS.items():
+                if re.search(pattern, text, re.I):
+                    forms |= found
+    return forms
+
+
+def test_every_command_that_takes_a_network_is_called() -> None:
+    """A command whose input's help names a form (a preset, a spec file, a checkpoint) is in
+    COMMANDS, so each form it names is run below."""
+    takes = {name for (name, _) in _cli_inputs() if cli_forms(name)}
+    assert takes == set(COMMANDS), takes ^ set(COMMANDS)
+    assert cli_forms("export") == {"preset", "timm name", "path", "checkpoint", "safetensors"}
+
+
+def _cli_value(form: str, tmp: Path) -> str:
+    if form in ("checkpoint", "safetensors"):
+        path = _checkpoint(tmp)
+        if form == "safetensors":
+            from safetensors.torch import save_file
+
+            path = tmp / "tiny.safetensors"
+            save_file(torch.load(_checkpoint(tmp), weights_only=True), str(path))
+        return str(path)
+    if form == "folder":
+        folder = tmp / "specs"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{TINY}.yaml").write_text((ROOT / "specs" / f"{TINY}.yaml").read_text())
+        return str(folder)
+    return {"preset": TINY, "timm name": "dla34", "path": str(ROOT / "specs" / f"{TINY}.yaml")}[
+        form
+    ]
+
+
+def _cli_cases() -> list[Any]:
+    return [
+        pytest.param(
+            name, form, id=f"{name}-{form}", marks=[pytest.mark.slow] * (name in SLOW_COMMANDS)
+        )
+        for name in sorted(COMMANDS)
+        for form in sorted(cli_forms(name))
+    ]
+
+
+@pytest.mark.parametrize(("command", "form"), _cli_cases())
+def test_each_command_takes_each_form_its_help_names(
+    command: str, form: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dlagraph.cli import main
+
+    value = _cli_value(form, tmp_path)
+    args = [a.replace("{}", value).replace("{tmp}", str(tmp_path)) for a in COMMANDS[command]]
+    if command == "fit" and form == "timm name":
+        args[args.index("100M")] = "1G"  # dla36's budget
+    assert main(args) == 0, capsys.readouterr()
+    out = capsys.readouterr()
+    if form == "timm name":  # one line says which preset it is
+        assert "'dla34' is timm's name of the preset 'dla36'" in out.out + out.err

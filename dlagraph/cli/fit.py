@@ -189,9 +189,7 @@ def _measure(result: Any, timing: dict[str, Any], out: Path, limit: float | None
 
     return measure_front(
         result,
-        lambda specs: measure_latency(
-            specs, **{**timing, "threads": threads}, progress=preparing
-        ),
+        lambda specs: measure_latency(specs, **{**timing, "threads": threads}, progress=preparing),
         setting,
         out / CACHE,
         limit,

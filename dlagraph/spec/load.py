@@ -398,7 +398,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
         path = resolve_spec_path(source)
         if path.stem != Path(source).name and str(source) in timm_names():
             warnings.warn(
-                f"{source!r} is timm's name of the preset {path.stem!r} (they are equal)",
+                f"{str(source)!r} is timm's name of the preset {path.stem!r} (they are equal)",
                 DlagraphWarning,
                 stacklevel=2,
             )
