@@ -254,14 +254,14 @@ CALLS: dict[str, tuple[Callable[[Any, Path], Any], Callable[[Any], Any]]] = {
     "spec_to_yaml": (lambda x, t: dlagraph.spec_to_yaml(x), str),
     "summarize": (lambda x, t: dlagraph.summarize(x), lambda s: (s.params, s.macs, s.input_size)),
 }
-SLOW: set[str] = set()  # (a TorchScript export and its check takes 0.7 s)
+SLOW = {"export"}  # an export and its check per form: the quick run keeps the preset's
 
 
 def _network_cases() -> list[Any]:
     cases = []
     for name in sorted(NETWORK_INPUTS):
         for form in sorted(network_forms(name)):
-            marks = [pytest.mark.slow] if name in SLOW else []
+            marks = [pytest.mark.slow] if name in SLOW and form != "preset" else []
             cases.append(pytest.param(name, form, marks=marks, id=f"{name}-{form}"))
     return cases
 
@@ -290,7 +290,12 @@ def test_each_documented_network_form(name: str, form: str, tmp_path: Path) -> N
 
 def _checkpoint_cases() -> list[Any]:
     return [
-        pytest.param(name, form, id=f"{name}-{form}", marks=[pytest.mark.slow] * (name in SLOW))
+        pytest.param(
+            name,
+            form,
+            id=f"{name}-{form}",
+            marks=[pytest.mark.slow] * (name in SLOW and "string" in form),
+        )
         for name in sorted(CHECKPOINT_INPUTS)
         for form in sorted(checkpoint_forms(name))
     ]
@@ -449,7 +454,7 @@ COMMANDS: dict[str, list[str]] = {
     ],  # fmt: skip
     "infer": ["infer", "{}"],
 }
-SLOW_COMMANDS = {"bench"}  # it compiles
+SLOW_COMMANDS = {"bench", "export", "fit"}  # the quick run keeps each one's preset form
 
 
 def _cli_inputs() -> dict[tuple[str, str], str]:
@@ -505,7 +510,10 @@ def _cli_value(form: str, tmp: Path) -> str:
 def _cli_cases() -> list[Any]:
     return [
         pytest.param(
-            name, form, id=f"{name}-{form}", marks=[pytest.mark.slow] * (name in SLOW_COMMANDS)
+            name,
+            form,
+            id=f"{name}-{form}",
+            marks=[pytest.mark.slow] * (name in SLOW_COMMANDS and form != "preset"),
         )
         for name in sorted(COMMANDS)
         for form in sorted(cli_forms(name))

@@ -352,6 +352,7 @@ def test_no_deployment_call_touches_the_callers_random_stream(tmp_path: Path) ->
     assert torch.equal(run_artifact("onnx", a.files, x), run_artifact("onnx", b.files, x))
 
 
+@pytest.mark.slow  # three exports and their checks
 def test_the_sidecar_and_the_output_say_where_the_weights_came_from(tmp_path: Path) -> None:
     steps: list[tuple[str, float | None]] = []
     random = dlagraph.export(

@@ -206,6 +206,7 @@ def nan(spec, evaluation):
 """
 
 
+@pytest.mark.slow  # a search of 30 trials, each training a little
 def test_a_users_evaluator_is_an_objective_and_weak_curves_are_pruned(tmp_path: Path) -> None:
     (tmp_path / "scorer.py").write_text(SCORER)
     r = cli(
