@@ -62,7 +62,9 @@ DOC_FORMS = {
     r"compiled (graph|DAG)": {"graph"},
     r"build_module|\ba module\b": {"module"},
     r"generated class": {"generated"},
+    r"checkpoint": {"checkpoint file"},
 }
+TEXT_FORMS = {"preset", "timm name", "path", "path string", "checkpoint file"}
 # a checkpoint's parameters: a file (str or Path) or a state dict
 CHECKPOINT_ANNOTATION = {
     "str": {"checkpoint string"},
@@ -121,11 +123,19 @@ def network_forms(name: str) -> set[str]:
         if word in _names(annotation) or (word == "nn.Module" and "nn.Module" in annotation):
             forms |= found
     doc = _doc_of(fn, param)
+    names = _names(annotation)
+    named = bool(names & {"str", "Path", "Any"})  # a parameter that can be a name or a path
     for pattern, found in DOC_FORMS.items():
         if re.search(pattern, doc, re.I):
-            forms |= found
-    if "Any" in _names(annotation) and "module" not in forms:
-        forms.discard("module")
+            forms |= found if named else found - TEXT_FORMS
+    # the docstring's examples: a string literal as the input is a preset name or a path
+    first = list(inspect.signature(fn).parameters)[0] == param
+    call = r">>> .*?\b" + fn.__name__ + r"\((['\"])([^'\"]+)\1"
+    for _, literal in re.findall(call, inspect.getdoc(fn) or ""):
+        if first and named:
+            forms |= {"path string"} if literal.endswith((".yaml", ".yml")) else {"preset"}
+    if "preset" in forms:  # timm's names are taken wherever a preset's are
+        forms.add("timm name")
     return forms
 
 
@@ -174,7 +184,14 @@ def test_the_forms_read_from_the_docs_are_the_ones_users_see() -> None:
     assert network_forms("load_spec") >= {"spec", "preset", "path", "mapping"}
     assert network_forms("html_view") >= {"spec", "preset", "graph"}
     assert network_forms("optimize") >= {"module", "generated", "spec", "preset"}
-    assert network_forms("export") >= {"module", "spec", "preset", "path", "mapping"}
+    assert network_forms("export") >= {
+        "module",
+        "spec",
+        "preset",
+        "path",
+        "mapping",
+        "checkpoint file",
+    }
     assert checkpoint_forms("load_weights") == {"checkpoint string", "checkpoint", "state dict"}
 
 
@@ -206,6 +223,7 @@ NETWORKS: dict[str, Callable[[Path], Any]] = {
     "graph": lambda tmp: dlagraph.compile_spec(TINY),
     "module": lambda tmp: dlagraph.build_module(TINY).eval(),
     "generated": lambda tmp: _generated(),
+    "checkpoint file": lambda tmp: _checkpoint(tmp),
 }
 CHECKPOINTS: dict[str, Callable[[Path], Any]] = {
     "checkpoint": _checkpoint,
@@ -280,7 +298,7 @@ def test_each_documented_network_form(name: str, form: str, tmp_path: Path) -> N
         return
     assert form in NETWORKS, f"{name} documents a {form!r} input: add a value for it here"
     got = call(NETWORKS[form](tmp_path), tmp_path)
-    if form in ("module", "generated"):
+    if form in ("module", "generated", "checkpoint file"):
         key(got)  # a module's result depends on its weights: it runs
         return
     same = "preset" if "preset" in network_forms(name) else "spec"

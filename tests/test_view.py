@@ -79,7 +79,8 @@ def test_data_agrees_with_torch() -> None:
                 want = {
                     k: list(v.shape) for k, v in state.items() if k.startswith(node["module"] + ".")
                 }
-                assert dict(map(tuple, node["keys"])) == want, n  # type: ignore[arg-type]
+                # in the state_dict's own order (conv1.weight before bn1.weight), not sorted
+                assert [tuple(k) for k in node["keys"]] == list(map(tuple, want.items())), n
         tops = [g for g, v in data["groups"].items() if not v["parent"]]
         total = sum(p.numel() for p in model.parameters())
         assert sum(data["groups"][g]["params"] for g in tops) + data["unused_params"] == total
@@ -143,12 +144,15 @@ def test_diff_cli_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert marks["nodes"]["level5.root"] == "changed" and "level4.root" not in marks["nodes"]
     assert marks["nodes"]["fc"] == "changed"  # 640 inputs now
     assert main(["diff", "dla36", str(wide), "--format", "html"]) == 2
-    assert main(["diff", "dla36", str(wide), "-o", str(tmp_path / "x.html")]) == 2
+    assert main(["diff", "dla36", str(wide), "-o", str(tmp_path / "x.txt")]) == 2
     assert (
         main(["diff", "dla36", str(wide), "--format", "html", "-o", str(tmp_path / "x.txt")]) == 2
     )
     err = capsys.readouterr().err
-    assert err.count("\n") == 3 and not (tmp_path / "x.html").exists()
+    assert err.count("\n") == 3 and not (tmp_path / "x.txt").exists()
+    # -o NAME.html: the page, as `draw` takes its format from the suffix
+    assert main(["diff", "dla36", str(wide), "-o", str(tmp_path / "x.html")]) == 0
+    assert page_data((tmp_path / "x.html").read_text())["diff"]["nodes"] == marks["nodes"]
 
 
 # --- in the browser -------------------------------------------------------------------------
@@ -639,6 +643,10 @@ def test_opens_on_the_whole_network_and_lays_folds_out_again(
     assert browser.execute_script(fits)
     assert browser.save_screenshot(str(shots / "dla169_overview.png"))
     assert int(browser.execute_script("return document.body.dataset.layouts")) == 4
+    wide = tmp_path / "lr.html"  # left to right: wider than the window, fitted all the same
+    wide.write_text(html_view("dla169", rankdir="LR"))
+    open_page(browser, wide)
+    assert browser.execute_script(fits)
     open_page(browser, pages["dla_tiny_digits"])
     totals = browser.find_element(By.ID, "totals").text
     s = summarize("dla_tiny_digits", (32, 32))

@@ -5,7 +5,23 @@ Every user-facing problem is a ``DlagraphError``; the CLI prints it as ``error:`
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
+
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # dlagraph/
+
+
+def users_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised inside dlagraph at the user's line: the
+    first frame outside the package (a fixed stacklevel is right for one call path only)."""
+    frame = sys._getframe(1)  # the function about to warn: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
 
 __all__ = [
     "DlagraphError",
@@ -16,6 +32,7 @@ __all__ = [
     "CodegenError",
     "WeightsError",
     "DlagraphWarning",
+    "users_stacklevel",
     "clip",
     "DeployError",
     "one_line",

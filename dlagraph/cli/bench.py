@@ -44,7 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "int8 with --calibrate)",
     )
     p.add_argument("--batch", type=_positive, default=8, help="images per batch (default 8)")
-    p.add_argument("--size", type=_positive, default=224, help="image side (default 224)")
+    p.add_argument(
+        "--size",
+        type=_positive,
+        nargs="+",
+        metavar="S",
+        help="image side or H W (default: the spec's input_size, else 224)",
+    )
     p.add_argument(
         "--threads", type=cpu_threads, help="CPU threads of every runtime (default: each one's own)"
     )
@@ -64,10 +70,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_memory(spec: Any, batch: int, size: int, models: int) -> None:
+def _size(spec: Any, sides: list[int] | None) -> tuple[int, int]:
+    """--size as (H, W): one side, H W, or (none given) the spec's input_size, else 224."""
+    if sides is None:
+        return tuple(spec.input_size) if spec.input_size else (224, 224)  # type: ignore[return-value]
+    if len(sides) > 2:
+        raise DlagraphError(f"--size takes one side or H W, not {len(sides)} numbers")
+    return sides[0], sides[-1]
+
+
+def _check_memory(spec: Any, batch: int, size: tuple[int, int], models: int) -> None:
     """Refuse, before torch allocates anything, a batch and size this machine cannot hold."""
     g = compile_spec(spec)
-    s = summarize(g, (size, size))  # a size the network cannot take: one clean error
+    s = summarize(g, size)  # a size the network cannot take: one clean error
     check_fits(g, s, batch, models=models)
 
 
@@ -86,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             "int8 needs torchao, which is not installed: pip install 'dlagraph[deploy]' (or "
             "leave out int8: --precision fp32 bf16)"
         )
-    _check_memory(spec, args.batch, args.size, 2 + len(precisions) * len(backends))
+    size = _size(spec, args.size)
+    _check_memory(spec, args.batch, size, 2 + len(precisions) * len(backends))
     if "int8" in precisions and not args.calibrate:
         raise DlagraphError(
             "--precision int8 needs calibration data: add --calibrate to calibrate on random "
@@ -101,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     print(
-        f"{spec.name}: batch {args.batch}, {args.size}x{args.size}, "
+        f"{spec.name}: batch {args.batch}, {size[0]}x{size[1]}, "
         f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}; {cpu_description()}",
         flush=True,
     )
@@ -111,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         spec,
         precisions,
         batch=args.batch,
-        size=args.size,
+        size=size,
         runs=args.runs,
         calibration_batches=4,
         timm_best=not args.no_timm_best,

@@ -81,9 +81,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{title}: layout {spec.layout}{ref}")
     print(f"parameters: {s.params:,}")
     why = ""
-    if not args.input_size and size != (224, 224):
+    if not args.input_size and g.graph.get("input_size"):
+        why = " (the spec's input_size)"
+    elif not args.input_size and size != (224, 224):
         why = f" (the smallest input from 224 that the total stride {g.graph['total_stride']} divides)"
-    print(f"MACs at {size[0]}x{size[1]}: {s.macs:,} ({s.macs / 1e9:.2f} G){why}")
+    # MACs in the unit that shows them: a 32x32 network's 10.6M is not "0.01 G"
+    unit = f"{s.macs / 1e9:.2f} G" if s.macs >= 1e9 else f"{s.macs / 1e6:.2f} M"
+    print(f"MACs at {size[0]}x{size[1]}: {s.macs:,} ({unit}){why}")
     print(f"aggregation nodes: {s.aggregation_nodes}")
     print(activation_memory(g, args.batch, size, summary=s).describe())
     if s.unused:
@@ -131,8 +135,8 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        help="input height and width for MACs and shapes (default: 224x224, or the smallest "
-        "larger size the network's total stride divides)",
+        help="input height and width for MACs and shapes (default: the spec's input_size, else "
+        "224x224 or the smallest larger size the network's total stride divides)",
     )
     b.add_argument(
         "--batch",

@@ -128,7 +128,7 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("H", "W"),
         help="input size for --labels shapes and the html view's shapes and MACs (default: the "
-        "smallest valid size from 224)",
+        "spec's input_size, else the smallest valid size from 224)",
     )
     d.add_argument("--ir", action="store_true", help="show node ids and spec paths")
     d.add_argument("--no-legend", action="store_true", help="leave out the legend")

@@ -7,14 +7,13 @@ import argparse
 from pathlib import Path
 
 from ..base.errors import SpecError
+from ..base.io import is_checkpoint_file
 from ..deploy.registry import get_format, registered_formats
 from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
 from .common import DEFAULT_OUTPUT, positive, steps_on_a_terminal
 
 __all__ = ["add_arguments", "run"]
-
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 def _batch(text: str) -> int | str:
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError(f"--size takes one side or H W, not {len(args.size)} numbers")
     size = None if args.size is None else (args.size[0], args.size[-1])
     source, weights = args.model, args.weights
-    if Path(source).suffix.lower() in CHECKPOINT_SUFFIXES and Path(source).is_file():
+    if is_checkpoint_file(source):
         if weights is not None:
             raise SpecError("give a checkpoint, or a spec with --weights, not both")
         from ..inspect.infer import infer_checkpoint
@@ -99,7 +98,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", metavar="FILE", help="a checkpoint for the spec's weights")
     p.add_argument(
-        "--size", type=positive, nargs="+", metavar="S", help="input side or H W (default 224)"
+        "--size",
+        type=positive,
+        nargs="+",
+        metavar="S",
+        help="input side or H W (default: the spec's input_size, else 224)",
     )
     p.add_argument(
         "--batch", type=_batch, default=1, metavar="N", help="batch size, or dynamic (default 1)"

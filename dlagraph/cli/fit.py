@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         evaluate = resolve_evaluator(args.evaluate, args.epochs or 8)
         if args.evaluate == "digits":  # the data's channels and classes
             base = digits_spec(base)
-    sides = args.size or [32 if args.evaluate == "digits" else 224]
+    own = list(base.input_size) if base.input_size else None  # the spec's own size
+    sides = args.size or (own if own and args.evaluate != "digits" else None)
+    sides = sides or [32 if args.evaluate == "digits" else 224]
     if len(sides) > 2:
         raise SpecError(f"--size takes one side or H W, not {len(sides)} numbers")
     size = (sides[0], sides[-1])
@@ -130,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     )
     write_outputs(files, force=args.force, remove=stale)
     print(
-        f"{base.name}: {result.trials} trials, {result.feasible} within the budget, "
+        f"{base.name}: {result.trials} trial{'s' * (result.trials != 1)}, "
+        f"{result.feasible} within the budget, "
         f"{len(result.front)} on the Pareto front; study {result.storage}\n"
     )
     print(table(result, base, budget))
@@ -213,7 +216,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=positive,
         nargs="+",
         metavar="S",
-        help="input side (or H W) for MACs, memory and latency (default 224; 32 with digits)",
+        help="input side (or H W) for MACs, memory and latency (default: the base spec's "
+        "input_size, else 224; 32 with --evaluate digits)",
     )
     p.add_argument(
         "--batch",

@@ -54,7 +54,7 @@ def bench_spec(
     spec: Spec,
     precisions: list[str],
     batch: int = 8,
-    size: int = 224,
+    size: int | tuple[int, int] = 224,
     runs: int = 7,
     calibration_batches: int = 0,
     timm_best: bool = True,
@@ -72,7 +72,8 @@ def bench_spec(
     from .registry import get_runtime
 
     with seeded(0):
-        x = torch.randn(batch, 3 if spec.in_channels is None else spec.in_channels, size, size)
+        h, w = (size, size) if isinstance(size, int) else size
+        x = torch.randn(batch, 3 if spec.in_channels is None else spec.in_channels, h, w)
         model = build_module(spec).eval()
     models: dict[str, tuple[Callable[[], Any], str]] = {}
     timm_name = timm_equivalent(spec)

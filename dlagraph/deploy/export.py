@@ -22,6 +22,7 @@ import json
 import math
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,15 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from .._version import __version__
-from ..base.errors import clip, one_line, safe_repr
-from ..base.io import MARKER, check_targets, is_generated, read_bounded, write_outputs
+from ..base.errors import DlagraphWarning, clip, one_line, safe_repr, users_stacklevel
+from ..base.io import (
+    MARKER,
+    check_targets,
+    is_checkpoint_file,
+    is_generated,
+    read_bounded,
+    write_outputs,
+)
 from ..spec import Spec, load_spec
 from .calibration import Images, images
 from .check import compare
@@ -88,14 +96,16 @@ def export(
     force: bool = False,
     progress: Callable[[str, float | None], None] | None = None,
 ) -> ExportResult:
-    """Export a DLA (a module from :func:`dlagraph.build_module`, or a spec / preset, built with
-    ``weights`` or random ones) to ``out`` in ``format`` and ``precision``, and check it.
+    """Export a DLA (a module from :func:`dlagraph.build_module`, a spec / preset, built with
+    ``weights`` or random ones, or a checkpoint file, its spec inferred as ``dlagraph infer``
+    does) to ``out`` in ``format`` and ``precision``, and check it.
 
     Args:
         calibration: int8 only: ``digits``, ``folder:PATH`` or ``random`` (see
             :mod:`.calibration`), or your own NCHW batches (normalised as the model expects);
             the check images come from the same source (with your batches: the last one).
-        size: input (H, W); default the spec's smallest square input from 224.
+        size: input (H, W); default the spec's ``input_size``, else its smallest square input
+            from 224.
         batch: the artifact's batch size, or ``"dynamic"`` (any batch: checked at two sizes).
         progress: called as ``progress(step, None)`` when a step starts and
             ``progress(step, seconds)`` when it ends (the CLI shows them on a terminal).
@@ -285,6 +295,17 @@ def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec, dic
         if model.training:
             raise DeployError("export folds BatchNorm's running statistics: call model.eval()")
         return model, load_spec(dag.graph["spec"]), {"source": "the module given"}
+    if is_checkpoint_file(model):  # its spec inferred from its tensors, as `dlagraph export` does
+        if weights is not None:
+            raise DeployError("weights: give a checkpoint, or a spec with weights=, not both")
+        from ..inspect.infer import infer_checkpoint
+
+        found = infer_checkpoint(model)
+        for note in found.assumptions:
+            warnings.warn(
+                f"assumed (from the checkpoint) {note}", DlagraphWarning, users_stacklevel()
+            )
+        model, weights = found.spec, model
     spec = load_spec(model)
     with seeded(0):  # random weights (without a checkpoint) the same on every call
         built = build_module(spec, weights=weights).eval()

@@ -37,7 +37,7 @@ def optimize(
 
     Args:
         model: a module from :func:`dlagraph.build_module` or a generated class (or any DLA
-            built of dlagraph's blocks), in eval mode; or a spec / preset name, built once with
+            built of dlagraph's blocks), in eval mode; or a spec (a ``Spec``, a preset name, a spec file or a mapping), built once with
             random weights (seed 0), for timing. The model itself is not changed.
         precision: ``"fp32"`` (BN folded), ``"bf16"`` or ``"int8"`` (static post-training
             quantization with ``calibration``).
@@ -53,7 +53,8 @@ def optimize(
             what it measured. Its choice is cached in ``cache`` (default
             ``$XDG_CACHE_HOME/dlagraph/auto.json``).
         compile: ``torch.compile`` the PyTorch result (int8 needs it for its fused kernels).
-        example_input: a batch to build and compile for.
+        example_input: a batch to build and compile for (OpenVINO and ONNX Runtime: default,
+            without calibration batches, one image at the spec's ``input_size``).
         progress: called as ``progress(step, None)`` when a step starts and
             ``progress(step, seconds)`` when it ends (the CLI shows them).
         threads: the runtimes' threads (and ``auto``'s timing); None: their default.

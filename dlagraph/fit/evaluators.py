@@ -37,7 +37,7 @@ class DigitsAccuracy:
         if not 1 <= epochs <= 1000:
             raise DlagraphError(f"epochs: give 1 to 1000 (got {epochs})")
         self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
-        self.name = f"digits accuracy ({epochs} epochs)"
+        self.name = f"digits accuracy ({epochs} epoch{'s' * (epochs != 1)})"
 
     def __call__(self, spec: Spec, evaluation: Any) -> float:
         from ..backends.torch.interpret import build_module

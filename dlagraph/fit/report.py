@@ -55,7 +55,7 @@ def table(result: FitResult, base: Spec, budget: Budget) -> str:
         name = f"{base.name} (base)" if m.trial < 0 else f"trial {m.trial}"
         rows.append(
             f"| {name} | {m.params:,} | {_si(m.macs)} | {_mib(m.memory)} |{cells} "
-            f"{m.choices.get('width', 1)} | {_depths(m.spec)} | {block} | "
+            f"{float(m.choices.get('width', 1)):g} | {_depths(m.spec)} | {block} | "
             f"{m.spec['aggregation']['residual']} |"
         )
     return "\n".join(rows)
@@ -107,7 +107,8 @@ def front_files(
     )
     files[out / "front.md"] = (
         f"<!-- {MARKER} {__version__} -->\n# dlagraph fit: {base.name}\n\n"
-        f"Budget: {limits} (at {h}x{w}, batch {budget.batch}); {result.trials} trials, "
+        f"Budget: {limits} (at {h}x{w}, batch {budget.batch}); {result.trials} "
+        f"trial{'s' * (result.trials != 1)}, "
         f"{result.feasible} within the budget, {len(result.front)} on the Pareto front "
         f"({_objectives(result)}).\n\n" + table(result, base, budget) + "\n"
     )

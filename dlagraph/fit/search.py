@@ -221,6 +221,7 @@ def fit(
     if evaluate is not None:  # the learning curves, for the pruner (see .evaluate)
         pruner = optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=3)
         curves = _open(optuna, study, storage, STUDY + "-accuracy", ["maximize"], None, pruner)
+    sized = base.input_size is not None or tuple(budget.size) != (224, 224)
     State = optuna.trial.TrialState
     finished = (State.COMPLETE, State.PRUNED)
     stopping: list[int] = []  # the signals caught (see _stop_between_trials)
@@ -253,7 +254,10 @@ def fit(
 
     def objective(trial: Any) -> tuple[float, ...]:
         try:
-            spec = load_spec(candidate(base, space, trial))
+            data = candidate(base, space, trial)
+            if sized:  # each design says the size it was searched (and is costed) at
+                data["input_size"] = list(budget.size)
+            spec = load_spec(data)
         except SpecError as e:
             raise optuna.TrialPruned(str(e).splitlines()[0]) from None
         spec_key = cache_key(spec.to_dict())

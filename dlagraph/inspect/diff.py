@@ -10,11 +10,13 @@ elsewhere), grouped by level or head module.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..base.errors import clip, one_line
+from ..base.io import CHECKPOINT_SUFFIXES
 from ..heads import get_head_type, registered_heads
 from ..ir.analysis import default_input_size, summarize
 from ..ir.compile import compile_spec
@@ -33,7 +35,6 @@ __all__ = [
     "CHECKPOINT_SUFFIXES",
 ]
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 _GROUPS = 40  # module groups the report lists; the rest are counted
 
 
@@ -51,7 +52,7 @@ def load_side(source: str, name: str | None = None) -> Side:
     """A preset name, a spec file, or a checkpoint (its spec inferred, named ``name`` or after its
     file)."""
     path = Path(source)
-    if path.suffix in CHECKPOINT_SUFFIXES:
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         inf = infer_checkpoint(path, name=name)  # reads the file once: the shapes come along
         return Side(f"{_echo(source)} (checkpoint)", inf.spec, inf.shapes, inf.assumptions)
     spec = load_spec(source)
@@ -112,9 +113,27 @@ def diff_tensors(a: Shapes, b: Shapes) -> TensorDiff:
     return d
 
 
-def diff_levels(a: Spec, b: Spec) -> list[str]:
-    """The per-level table: channels, depth, blocks, parameters and MACs of A and B, and deltas."""
-    rows = diff_level_rows(a, b)
+def common_size(a: Spec, b: Spec, size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The one input size both sides are costed at: ``size`` if given; else A's own (its
+    ``input_size``, else the smallest from 224) where B takes it, else B's where A takes it,
+    else the smallest square from 224 both total strides divide. (Each side at its own size made
+    an unchanged stem differ by its MACs.)"""
+    if size is not None:
+        return tuple(size)  # type: ignore[return-value]
+    ga, gb = compile_spec(a), compile_spec(b)
+    sa, sb = ga.graph["total_stride"], gb.graph["total_stride"]
+    for own, other in ((default_input_size(ga), sb), (default_input_size(gb), sa)):
+        if all(side % other == 0 for side in own):
+            return own
+    step = math.lcm(sa, sb)
+    side = -(-224 // step) * step
+    return side, side
+
+
+def diff_levels(a: Spec, b: Spec, size: tuple[int, int] | None = None) -> list[str]:
+    """The per-level table: channels, depth, blocks, parameters and MACs of A and B, and deltas,
+    both at :func:`common_size`."""
+    rows = diff_level_rows(a, b, size)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for j, r in enumerate(rows):
@@ -129,9 +148,10 @@ def diff_levels(a: Spec, b: Spec) -> list[str]:
     return out
 
 
-def diff_level_rows(a: Spec, b: Spec) -> list[tuple[str, ...]]:
+def diff_level_rows(a: Spec, b: Spec, size: tuple[int, int] | None = None) -> list[tuple[str, ...]]:
     """:func:`diff_levels`' table as rows of cells, the header first."""
-    sa, sb = (summarize(s, default_input_size(compile_spec(s))) for s in (a, b))
+    at = common_size(a, b, size)
+    sa, sb = (summarize(s, at) for s in (a, b))
     la, lb = {lv.module: lv for lv in sa.levels}, {lv.module: lv for lv in sb.levels}
     order = list(la) + [m for m in lb if m not in la]
     rows = [
@@ -234,17 +254,16 @@ def _plain(x: object) -> str:
     return ", ".join(f"{k} {v}" for k, v in data.items()) if isinstance(data, dict) else str(data)
 
 
-def diff_text(a: Side, b: Side, examples: int = 3) -> str:
-    """The report ``dlagraph diff`` prints."""
+def diff_text(a: Side, b: Side, examples: int = 3, size: tuple[int, int] | None = None) -> str:
+    """The report ``dlagraph diff`` prints; MACs of both at :func:`common_size`."""
     lines = [
         f"A: {a.label}: {a.spec.name}, layout {a.spec.layout}",
         f"B: {b.label}: {b.spec.name}, layout {b.spec.layout}",
     ]
     for tag, side in (("A", a), ("B", b)):
         lines += [f"  {tag} assumed {x}" for x in side.assumptions]
-    size_a, size_b = (default_input_size(compile_spec(s.spec)) for s in (a, b))
-    sizes = f"{size_a[0]}x{size_a[1]}" + ("" if size_a == size_b else f" / {size_b[0]}x{size_b[1]}")
-    lines += ["", f"levels (MACs at {sizes}):", *diff_levels(a.spec, b.spec), ""]
+    h, w = at = common_size(a.spec, b.spec, size)
+    lines += ["", f"levels (MACs at {h}x{w}):", *diff_levels(a.spec, b.spec, at), ""]
     first = first_difference(a.spec, b.spec)
     if first is None:
         lines.append("the backbones compute the same function (only heads or names differ)")
@@ -288,7 +307,7 @@ def diff_text(a: Side, b: Side, examples: int = 3) -> str:
     return "\n".join(lines)
 
 
-def diff_marks(a: Side, b: Side) -> DiffMarks:
+def diff_marks(a: Side, b: Side, size: tuple[int, int] | None = None) -> DiffMarks:
     """What ``dlagraph diff A B --format html`` marks on B's view: each node of B whose tensors
     A lacks (added), reshapes (changed) or holds under another name (renamed), or whose op or
     options differ from A's node of the same name; the level table; the tensors only A has."""
@@ -322,7 +341,7 @@ def diff_marks(a: Side, b: Side) -> DiffMarks:
     return DiffMarks(
         against=a.label,
         nodes=marks,
-        levels=[list(r) for r in diff_level_rows(a.spec, b.spec)],
+        levels=[list(r) for r in diff_level_rows(a.spec, b.spec, size)],
         removed=sorted(d.removed),
         notes=notes,
     )

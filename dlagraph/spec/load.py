@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..base.errors import DlagraphWarning, SpecError, clip, safe_repr
+from ..base.errors import DlagraphWarning, SpecError, clip, safe_repr, users_stacklevel
+from ..base.io import is_checkpoint_file
 from ..blocks import get_block_type, registered_blocks
 from ..heads import get_head_type, registered_heads
 from .errors import Loc, flatten_errors, format_loc, problem_message
@@ -332,6 +333,13 @@ def resolve_spec_path(source: str | Path) -> Path:
             f"{clip(shown, 120)}: cannot read: {e.strerror or e}", source=shown
         ) from None
     if exists:
+        if is_checkpoint_file(path):  # weights, not a spec: say where it goes
+            raise SpecError(
+                f"{clip(text, 120)}: a checkpoint, not a spec: `dlagraph infer {clip(text, 120)}` "
+                "writes its spec; build_module(spec, weights=...) and load_weights load it; "
+                "export takes it as it is",
+                source=text,
+            )
         if path.is_dir() and found is not None:  # the one collision a user meets: an output folder
             raise SpecError(
                 f"{text}: is a folder here, and a path wins over the preset of the same name; "
@@ -346,7 +354,8 @@ def resolve_spec_path(source: str | Path) -> Path:
         return presets()[alias]
     names = ", ".join(presets())
     shown = text if text.isprintable() else repr(text)
-    close = difflib.get_close_matches(text, [*presets(), *timm_names()], n=3, cutoff=0.75)
+    # a name's case is a typo too: DLA34 is dla34
+    close = difflib.get_close_matches(text.lower(), [*presets(), *timm_names()], n=3, cutoff=0.75)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise SpecError(
         f"{clip(shown, 120)}: no such spec file, and no preset of that name ({hint}presets: "
@@ -400,7 +409,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | Spec) -> Spec:
             warnings.warn(
                 f"{str(source)!r} is timm's name of the preset {path.stem!r} (they are equal)",
                 DlagraphWarning,
-                stacklevel=2,
+                stacklevel=users_stacklevel(),
             )
         data, root = read_yaml(path)
         name = str(source) if str(source).isprintable() else repr(str(source))

@@ -77,6 +77,18 @@ SHADOWED_MODULES = frozenset(sys.stdlib_module_names) | {
 }
 
 
+_Side = Annotated[int, Field(gt=0, le=MAX_INPUT_SIDE)]  # pixels of one side of an input
+
+
+def _height_width(v: Any) -> Any:
+    """``[height, width]``: a list of two (what each side must be, the tuple's items say)."""
+    if isinstance(v, list | tuple) and len(v) != 2:
+        raise PydanticCustomError(
+            "height_width", "give [height, width]: 2 numbers (got {n})", {"n": len(v)}
+        )
+    return _as_tuple(v)
+
+
 def _as_tuple(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
 
@@ -282,15 +294,8 @@ class Spec(_Model):
     )
     layout: Literal["timm", "official"] = "timm"
     in_channels: int = Field(3, gt=0, le=1024)
-    input_size: (
-        Annotated[
-            tuple[Annotated[int, Field(gt=0, le=MAX_INPUT_SIDE)], ...], BeforeValidator(_as_tuple)
-        ]
-        | None
-    ) = Field(
+    input_size: Annotated[tuple[_Side, _Side], BeforeValidator(_height_width)] | None = Field(
         None,
-        min_length=2,
-        max_length=2,
         description="[height, width] of the images the network is meant for: the size its "
         "costs, shapes, views and exports default to (default: the smallest square from 224)",
     )
@@ -360,8 +365,23 @@ class Spec(_Model):
         for i, lvl in trees:
             for m in bt.check(lvl.channels, self.block.options):
                 bad(("levels", i, "channels"), m)
-        for loc, msg in get_head_type(self.head.type).check(self, self.head):
+        head = get_head_type(self.head.type)
+        for loc, msg in head.check(self, self.head):
             bad(loc, msg)
+        if self.input_size and not problems:
+            # the total stride: 2 per level after the first, but the levels the head dilates
+            # (the compiler checks it again on the graph, for heads that reduce further)
+            try:
+                dilated = head.dilations(self.head, len(self.levels))
+            except Exception:  # a user's head failing here fails at compile, naming itself
+                dilated = {}
+            stride = 2 ** sum(1 for i in range(1, len(self.levels)) if i not in dilated)
+            if any(side % stride for side in self.input_size):
+                h, w = self.input_size
+                bad(
+                    ("input_size",),
+                    f"{h}x{w}: both sides must be multiples of the network's total stride {stride}",
+                )
         if problems:
             raise problems_error(problems)
         return self

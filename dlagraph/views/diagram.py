@@ -112,7 +112,8 @@ def _is_ida(g: nx.DiGraph, u: str, v: str) -> bool:
 
 
 def draw(spec: Any, *, summary: Summary | None = None, **options: Any) -> graphviz.Digraph:
-    """The aggregation-tree diagram of a spec or compiled DAG as a ``graphviz.Digraph``.
+    """The aggregation-tree diagram of a spec (a ``Spec``, a preset name, a spec file or a
+    mapping) or a compiled graph, as a ``graphviz.Digraph``.
 
     Options (see :class:`DrawOptions`): ``collapse_depth``, ``detail`` ("blocks" | "layers"),
     ``rankdir`` ("TB" | "LR"), ``paper_order``, ``labels`` ("none" | "channels" | "shapes"),

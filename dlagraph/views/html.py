@@ -71,7 +71,8 @@ def html_view(
     summary: Summary | None = None,
     **draw_options: Any,
 ) -> str:
-    """The interactive HTML view of a spec, a preset name or a compiled graph.
+    """The interactive HTML view of a spec (a ``Spec``, a preset name, a spec file or a
+    mapping) or a compiled graph.
 
     Args:
         input_size: the input the shapes and MACs are computed at (default: the smallest valid
@@ -170,7 +171,7 @@ def view_data(
     """What the page shows, by node and by group (cluster), from the static analysis."""
     info = {ni.name: ni for ni in s.nodes}
     order = [n for n in topo_order(g) if not g.nodes[n]["layout"].get("unused")]
-    modules = sorted(shapes)
+    modules = list(shapes)  # the state_dict's own order
     nodes: dict[str, Any] = {}
     groups: dict[str, Any] = {}
     for n in order:

@@ -4,7 +4,6 @@ block (eq. 2) from the block registry."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +12,6 @@ from typing_extensions import TypedDict
 from ...blocks import Layer, get_block_type
 from ..roles import is_projection, is_sx, role
 from .core import (
-    COLORS,
     ChannelsRec,
     D,
     Expr,
@@ -314,11 +312,10 @@ class Block(Op):
         head += f" /{v['stride']}" if v["stride"] > 1 else ""
         if detail != "layers":
             return box(head, "block", style="filled,rounded")
-        rows = "".join(
-            f"<TR><TD ALIGN='LEFT'>{html.escape(layer.name)}</TD><TD ALIGN='LEFT'>"
-            f"{html.escape(layer.describe())}</TD></TR>"
-            for layer in self.layers(v)
-        )
-        table = f"<TABLE BORDER='1' CELLBORDER='0' CELLSPACING='0' BGCOLOR='{COLORS['block']}'>"
-        title = f"<TR><TD COLSPAN='2'><B>{html.escape(head)}</B></TD></TR>"
-        return {"shape": "plain", "fontsize": "10", "label": f"<{table}{title}{rows}</TABLE>>"}
+        # plain text, left-justified lines, not an HTML-like table: Graphviz compiled to
+        # WebAssembly (the SVG without `dot`, the HTML view) is built without the XML parser
+        # those need, and would draw the node's name instead
+        layers = self.layers(v)
+        width = max((len(layer.name) for layer in layers), default=0)
+        rows = "".join(f"{layer.name.ljust(width)}  {layer.describe()}\\l" for layer in layers)
+        return box(f"{head}\\l{rows}", "block", style="filled,rounded", fontname="Courier")

@@ -21,6 +21,8 @@
   const shape = (s) => s.join("\u00d7");
   const esc = (t) =>
     String(t).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+  // a name or shape that may wrap: after its dots, underscores and "x"s, not inside a word
+  const brk = (t) => esc(t).replace(/([._\u00d7])/g, "$1<wbr>");
   let svg = document.querySelector("#canvas svg");
   const P = D.layout;
   const folded = new Set(D.folded);
@@ -223,7 +225,7 @@
       const m = (100 * G.macs) / (D.macs || 1);
       row.innerHTML =
         `<button class="toggle" title="fold / unfold"></button>` +
-        `<span class="name" title="${esc(g)}">${esc(G.title)}</span>` +
+        `<span class="name" title="${esc(g)}">${brk(G.title)}</span>` +
         `<span class="stats">${G.blocks ? G.blocks + " B" : ""}</span>` +
         `<div class="bars"><div class="bar params" title="parameters"><i style="width:${p.toFixed(2)}%"></i></div>` +
         `<span data-field="params-share">${p.toFixed(1)}% P</span>` +
@@ -271,23 +273,23 @@
     const opts = Object.entries(N.options)
       .map(([k, v]) => `${esc(k)}: ${esc(typeof v === "object" ? JSON.stringify(v) : v)}`)
       .join("<br>");
-    const ins = N.inputs.map(([u, s]) => `${esc(u)} <span class="where">${shape(s)}</span>`).join("<br>");
+    const ins = N.inputs.map(([u, s]) => `${brk(u)} <span class="where">${shape(s)}</span>`).join("<br>");
     const status = diff && diff.nodes[n] ? row("vs " + diff.against, esc(diff.nodes[n]), "diff") : "";
-    const keys = N.keys.map(([k, s]) => `<tr><td>${esc(k)}</td><td>${shape(s) || "scalar"}</td></tr>`).join("");
+    const keys = N.keys.map(([k, s]) => `<tr><td>${brk(k)}</td><td>${shape(s) || "scalar"}</td></tr>`).join("");
     $("details").innerHTML =
-      `<h2 data-field="name">${esc(n)}</h2><table>` +
+      `<h2 data-field="name">${brk(n)}</h2><table>` +
       row("label", esc(N.label), "label") +
       row("op", esc(N.op) + (N.role ? ` (${esc(N.role)})` : ""), "op") +
       (opts ? row("options", opts, "options") : "") +
       (N.eq ? row("equation", esc(N.eq), "eq") : "") +
       row("from", esc(N.spec_path), "spec_path") +
-      row("module", esc(N.module || "(none)"), "module") +
+      row("module", brk(N.module || "(none)"), "module") +
       row("inputs", ins || "(the image)", "inputs") +
       row("output", shape(N.shape), "shape") +
       row("parameters", `${num(N.params)} (${pct(N.params, D.params)})`, "params") +
       row("MACs", `${num(N.macs)} (${pct(N.macs, D.macs)})`, "macs") +
       status +
-      `</table><h3>state_dict: ${N.keys.length} tensor${N.keys.length === 1 ? "" : "s"} under ${esc(N.module ? N.module + "." : "-")}</h3>` +
+      `</table><h3>state_dict: ${N.keys.length} tensor${N.keys.length === 1 ? "" : "s"} under ${brk(N.module ? N.module + "." : "-")}</h3>` +
       `<table class="keys">${keys}</table>` +
       diffSummary();
   }
@@ -447,7 +449,14 @@
     const c = $("canvas");
     return Math.min((c.clientWidth - 16) / vb.width, (c.clientHeight - 16) / vb.height);
   };
-  const autoZoom = () => zoom(byHand ? scale : Math.max(0.75, Math.min(1, fitScale())));
+  let opened = false;
+  const autoZoom = () => {
+    if (!opened) {
+      opened = true; // the page opens on the whole drawing, however small that makes it
+      return zoom(Math.min(1, fitScale()));
+    }
+    zoom(byHand ? scale : Math.max(0.75, Math.min(1, fitScale())));
+  };
   const byHandZoom = (s) => {
     byHand = true;
     zoom(s);
