@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("\n".join(table(rows, baseline)))
     print(
-        f"\n(median of {args.runs} batches per model, interleaved; "
-        f"{time.perf_counter() - start:.0f} s in all)"
+        f"\n(each row in a process of its own, one at a time: the median of 3 rounds' medians "
+        f"of {args.runs} batches, and the rounds' range; {time.perf_counter() - start:.0f} s in all)"
     )
     return 0

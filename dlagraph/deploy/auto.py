@@ -28,10 +28,11 @@ from ..base.errors import DlagraphError, DlagraphWarning, clip
 from ..base.io import MARKER, read_bounded, write_outputs
 from ..base.system import cpu_description, native_bf16
 from .check import compare
+from .clock import rounds
 from .prepare import prepare
 from .registry import PRECISIONS, RUNTIMES, Runtime
 from .request import DeployError, DeployRequest
-from .timing import interleaved, runner
+from .timing import runner
 from .timing import threads as torch_threads
 
 __all__ = ["auto", "AutoReport"]
@@ -129,7 +130,10 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
             + "; ".join(f"{k}: {v}" for k, v in why.items())
         )
     with torch_threads(request.threads), report.step(f"auto: time {len(built_all)} candidates"):
-        times = interleaved({k: runner(m, x) for k, m in built_all.items()}, runs=7)
+        # blocks in turn with a pause before each (clock.rounds): one runtime's spinning idle
+        # threads once slowed whichever candidate ran next, and biased the choice
+        timed = rounds({k: runner(m, x) for k, m in built_all.items()}, runs=3, n_rounds=3)
+    times = {k: t.median for k, t in timed.items()}
     chosen = min(times, key=times.__getitem__)
     rows: dict[str, float | None] = {label: times.get(label) for label in labels}
     _update(path, key, {"chosen": chosen, "rows": rows})
