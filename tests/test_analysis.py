@@ -106,10 +106,23 @@ def test_shapes_equal_traced_shapes() -> None:
         assert by_module[f"level{i}"] == tuple(out.shape[1:])
 
 
-@pytest.mark.parametrize("size", [(200, 224), (224, 230), (0, 32), (31, 32)])
+@pytest.mark.parametrize("size", [(200, 224), (224, 230), (31, 32)])
 def test_bad_input_sizes_are_refused_early(size: tuple[int, int]) -> None:
     with pytest.raises(InputSizeError, match="multiples of the total stride 32"):
         summarize("specs/dla36.yaml", size)
+
+
+@pytest.mark.parametrize(
+    "size", [(0, 32), (32.0, 32.0), (32,), (32, 32, 32), "32x32", 32, (True, True), (2**40, 32)]
+)
+def test_input_sizes_that_are_not_two_sides_are_one_line(size: object) -> None:
+    """What a Python caller passes as ``input_size`` is two whole numbers from 1 to 65,536 (numpy's
+    ints too), else one line naming what was given."""
+    with pytest.raises(InputSizeError) as e:
+        summarize("specs/dla36.yaml", size)  # type: ignore[arg-type]
+    assert str(e.value).startswith("input size: give (height, width), two whole numbers")
+    np = pytest.importorskip("numpy")
+    assert summarize("specs/dla36.yaml", (np.int64(64), np.int64(64))).input_size == (64, 64)
 
 
 def test_non_square_input() -> None:

@@ -203,13 +203,16 @@ def test_runtime_backends_compute_the_model_at_any_batch() -> None:
         with pytest.raises(DlagraphError) as e:
             dlagraph.optimize(model, **kwargs)
         assert want in str(e.value), str(e.value)
-    # no example: the spec's input_size (the digits network's 32x32); a spec without one needs it
+    # no example: the spec's input_size (the digits network's 32x32), else the smallest square
+    # from 224 it takes, as export, bench and fit default
     fast = dlagraph.optimize(model, backend="openvino")
     assert fast(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     sizeless = dlagraph.load_spec(TINY).to_dict()
     del sizeless["input_size"]
-    with pytest.raises(DlagraphError, match="give example_input"):
-        dlagraph.optimize(dlagraph.build_module(sizeless).eval(), backend="openvino")
+    fast = dlagraph.optimize(dlagraph.build_module(sizeless).eval(), backend="openvino")
+    assert fast(torch.randn(1, 1, 224, 224)).shape == (1, 10)
+    with pytest.raises(DlagraphError, match="built for N x 1 x 224 x 224"):  # said
+        fast(torch.randn(1, 1, 32, 32))
 
 
 def broken_weights(how: str) -> torch.nn.Module:

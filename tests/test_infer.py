@@ -567,3 +567,5 @@ def test_diff_costs_both_sides_at_one_size(capsys: pytest.CaptureFixture) -> Non
     big = load_spec({**a.to_dict(), "input_size": [48, 48]})  # not a multiple of 32
     assert common_size(big, b) == (224, 224)  # then B's own, which A takes
     assert common_size(big, b, (64, 96)) == (64, 96)
+    rect = load_spec({**b.to_dict(), "input_size": [64, 96]})  # B states a size, A does not
+    assert common_size(b, rect) == (64, 96)

@@ -401,3 +401,19 @@ def test_a_timm_names_note_points_at_the_users_line(tmp_path: Path) -> None:
             warnings.simplefilter("always")
             call("dla34")
         assert [w.filename for w in seen] == [__file__], call
+
+
+def test_input_size_of_a_features_head_counts_the_levels_it_builds(tmp_path: Path) -> None:
+    """A features head returning Levels 1-2 builds no later level: its stride is 2, and 8x8 is
+    a size it takes (the spec's check once counted every level and refused it)."""
+    data = load_spec("dla_tiny_digits").to_dict()
+    data["head"] = {"type": "features", "out_indices": [0, 1]}
+    spec = load_spec({**data, "input_size": [8, 8]})
+    assert dlagraph.compile_spec(spec).graph["total_stride"] == 2
+    assert dlagraph.summarize(spec).input_size == (8, 8)
+
+
+def test_a_missing_checkpoint_is_said_as_one(tmp_path: Path) -> None:
+    for name in ("nope.pth", "nope.safetensors"):
+        with pytest.raises(SpecError, match=f"{name}: no such checkpoint file$"):
+            load_spec(tmp_path / name)

@@ -683,3 +683,38 @@ def test_panels_show_their_content_without_clipping(
     assert "level4" in table.text and "+2,598,272" in table.text
     assert browser.execute_script(overflow) == [0, 0]
     assert browser.save_screenshot(str(tmp_path / "diff.png"))
+
+
+def test_every_option_and_name_lays_out(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The page of --ir (the unused projections drawn, in clusters with no totals) and of task
+    heads named like DOT keywords (`node`, `edge`: quoted in the DOT the page assembles) lays out
+    every fold state; a search sent in the same moment as "unfold all" ends at the node."""
+    from selenium.webdriver.common.keys import Keys
+
+    ir = tmp_path / "ir.html"
+    assert main(["draw", "dla34_up", "--ir", "-o", str(ir)]) == 0
+    spec = dlagraph.load_spec("centernet_tiny_shapes").to_dict()
+    spec["head"]["heads"] = {**spec["head"]["heads"], "node": 2, "edge": 1, "strict": 1}
+    words = tmp_path / "words.html"
+    words.write_text(html_view(spec))
+    for page in (ir, words):
+        open_page(browser, page)
+        click(browser, "unfold-all")
+        click(browser, "fold-all")
+    assert shown(browser, "n:node") is False and shown(browser, "fold:head")
+    click(browser, "unfold-all")
+    assert shown(browser, "n:node") and shown(browser, "n:edge")
+    open_page(browser, words)  # folded; unfold all and search at once
+    browser.execute_script(
+        "document.getElementById('unfold-all').click();"
+        "const s = document.getElementById('search'); s.value = 'hm';"
+        "s.dispatchEvent(new Event('input'));"
+    )
+    browser.find_element("id", "search").send_keys(Keys.ENTER)
+    settle(browser)
+    inside = (
+        "const r = document.getElementById('n:hm').getBoundingClientRect();"
+        "const c = document.getElementById('canvas').getBoundingClientRect();"
+        "return r.top >= c.top && r.bottom <= c.bottom"
+    )
+    assert browser.execute_script(inside)

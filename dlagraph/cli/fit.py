@@ -99,21 +99,29 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.output or Path(DEFAULT_OUTPUT) / "fit" / base.name)
     study = args.study or out / "study.log"
-    result = fit(
-        base,
-        budget,
-        study,
-        load_space(args.space),
-        args.trials,
-        args.seed,
-        progress=partial(_bar, scored=evaluate is not None) if sys.stderr.isatty() else None,
-        evaluate=evaluate,
-        evaluating=partial(_evaluating, total=args.trials) if sys.stderr.isatty() else None,
-    )
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    tty = sys.stderr.isatty()
+    try:
+        result = fit(
+            base,
+            budget,
+            study,
+            load_space(args.space),
+            args.trials,
+            args.seed,
+            progress=partial(_bar, scored=evaluate is not None) if tty else None,
+            evaluate=evaluate,
+            evaluating=partial(_evaluating, total=args.trials) if tty else None,
+        )
+    finally:  # the progress line ends, also when Ctrl-C or SIGTERM ends the search
+        if tty:
+            print(file=sys.stderr, flush=True)
     if result.front and timing is not None:
-        result = _measure(result, timing, out, args.max_latency)
+        try:
+            result = _measure(result, timing, out, args.max_latency)
+        except BaseException:
+            if tty:  # a "preparing design" line left open
+                print(file=sys.stderr, flush=True)
+            raise
     if not result.front:
         what = "the budget" + (" and --max-latency" if args.max_latency else "")
         raise SpecError(

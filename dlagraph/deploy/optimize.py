@@ -54,7 +54,8 @@ def optimize(
             ``$XDG_CACHE_HOME/dlagraph/auto.json``).
         compile: ``torch.compile`` the PyTorch result (int8 needs it for its fused kernels).
         example_input: a batch to build and compile for (OpenVINO and ONNX Runtime: default,
-            without calibration batches, one image at the spec's ``input_size``).
+            without calibration batches, one image at the spec's ``input_size``, else the
+            smallest square from 224 it takes; a generated class's ``pretrained_cfg`` size).
         progress: called as ``progress(step, None)`` when a step starts and
             ``progress(step, seconds)`` when it ends (the CLI shows them).
         threads: the runtimes' threads (and ``auto``'s timing); None: their default.

@@ -148,8 +148,23 @@ def runtime_input(net: nn.Module, request: Any, who: str) -> torch.Tensor:
     check = request.check_batches(net)  # the example and the first calibration batch
     for i, b in enumerate((request.calibration or ())[1:], start=1):
         check(b, f"calibration[{i}]")
-    dag = getattr(net, "dag", None)
-    size = dag.graph.get("input_size") if dag is not None else None
-    if request.example is None and not request.calibration and size:
-        return torch.zeros(1, dag.graph["in_channels"], *size)  # the spec's own input size
+    if request.example is None and not request.calibration:
+        shape = default_shape(net)
+        if shape is not None:
+            return torch.zeros(1, *shape)
     return request.batch(who).float().contiguous()
+
+
+def default_shape(net: nn.Module) -> tuple[int, int, int] | None:
+    """(C, H, W) of the image a model is meant for: its spec's ``input_size``, else the smallest
+    square from 224 it takes; a generated class's ``pretrained_cfg``; None if it says neither."""
+    from ..ir.analysis import default_input_size
+
+    dag = getattr(net, "dag", None)
+    if dag is not None:
+        return (dag.graph["in_channels"], *default_input_size(dag))
+    cfg = getattr(net, "pretrained_cfg", None)
+    size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if isinstance(size, list | tuple) and len(size) == 3 and all(isinstance(v, int) for v in size):
+        return tuple(size)  # type: ignore[return-value]
+    return None

@@ -114,15 +114,19 @@ def diff_tensors(a: Shapes, b: Shapes) -> TensorDiff:
 
 
 def common_size(a: Spec, b: Spec, size: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The one input size both sides are costed at: ``size`` if given; else A's own (its
-    ``input_size``, else the smallest from 224) where B takes it, else B's where A takes it,
+    """The one input size both sides are costed at: ``size`` if given; else the ``input_size``
+    a side states (A's, then B's) where the other takes it, else A's or B's smallest from 224,
     else the smallest square from 224 both total strides divide. (Each side at its own size made
     an unchanged stem differ by its MACs.)"""
     if size is not None:
         return tuple(size)  # type: ignore[return-value]
     ga, gb = compile_spec(a), compile_spec(b)
     sa, sb = ga.graph["total_stride"], gb.graph["total_stride"]
-    for own, other in ((default_input_size(ga), sb), (default_input_size(gb), sa)):
+    # a size a spec states first (A's, then B's), then the defaults from 224
+    sides = [(g, other) for g, other in ((ga, sb), (gb, sa)) if g.graph.get("input_size")]
+    sides += [(g, other) for g, other in ((ga, sb), (gb, sa)) if not g.graph.get("input_size")]
+    for g, other in sides:
+        own = default_input_size(g)
         if all(side % other == 0 for side in own):
             return own
     step = math.lcm(sa, sb)

@@ -135,6 +135,33 @@ def static_params(g: nx.DiGraph) -> int:
     return sum(op(g, n).params(NodeView(n, a["rec"])) for n, a in g.nodes(data=True))
 
 
+def checked_size(size: Any) -> tuple[int, int]:
+    """``(height, width)`` as two Python ints from 1 to MAX_INPUT_SIDE (numpy's ints too; not
+    bools, floats or strings), else one line saying what was given."""
+    import operator
+
+    from ..base.errors import safe_repr
+    from ..base.limits import MAX_INPUT_SIDE
+
+    def bad() -> InputSizeError:
+        return InputSizeError(
+            f"input size: give (height, width), two whole numbers from 1 to {MAX_INPUT_SIDE:,} "
+            f"(got {safe_repr(size)})"
+        )
+
+    if not isinstance(size, tuple | list) or len(size) != 2:
+        raise bad()
+    try:
+        if any(isinstance(v, bool) for v in size):
+            raise TypeError
+        h, w = (operator.index(v) for v in size)
+    except TypeError:
+        raise bad() from None
+    if not (1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+        raise bad()
+    return h, w
+
+
 def default_input_size(g: nx.DiGraph, at_least: int = 224) -> tuple[int, int]:
     """The spec's own ``input_size`` where it gives one; else the smallest square input of at
     least ``at_least`` pixels the network takes (sides a multiple of the total stride): 224 for
@@ -194,7 +221,7 @@ def summarize(
     """
     g = spec if isinstance(spec, nx.DiGraph) else compile_spec(spec)
     stride = g.graph["total_stride"]
-    h, w = input_size or default_input_size(g)
+    h, w = default_input_size(g) if input_size is None else checked_size(input_size)
     if h <= 0 or w <= 0 or h % stride or w % stride:
         raise InputSizeError(
             f"input size {h}x{w}: both sides must be positive multiples of the total stride "

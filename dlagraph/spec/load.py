@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..base.errors import DlagraphWarning, SpecError, clip, safe_repr, users_stacklevel
-from ..base.io import is_checkpoint_file
+from ..base.io import CHECKPOINT_SUFFIXES, is_checkpoint_file
 from ..blocks import get_block_type, registered_blocks
 from ..heads import get_head_type, registered_heads
 from .errors import Loc, flatten_errors, format_loc, problem_message
@@ -352,6 +352,9 @@ def resolve_spec_path(source: str | Path) -> Path:
     alias = timm_names().get(text)
     if alias is not None:  # a timm user's name: the preset that equals it (load_spec says so)
         return presets()[alias]
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        shown = text if text.isprintable() else repr(text)
+        raise SpecError(f"{clip(shown, 120)}: no such checkpoint file", source=shown)
     names = ", ".join(presets())
     shown = text if text.isprintable() else repr(text)
     # a name's case is a typo too: DLA34 is dla34
@@ -444,6 +447,7 @@ def _spec_error(e: ValidationError, data: Any, root: yaml.Node | None, name: str
     return SpecError(lines, source=name)
 
 
-def spec_to_yaml(spec: Spec) -> str:
-    """The spec as YAML, every default written out; ``load_spec`` of it gives back an equal spec."""
-    return yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None)
+def spec_to_yaml(spec: Spec | str | Path | Mapping[str, Any]) -> str:
+    """The spec (a ``Spec``, a preset name, a spec file or a mapping) as YAML, every default
+    written out; ``load_spec`` of it gives back an equal spec."""
+    return yaml.safe_dump(load_spec(spec).to_dict(), sort_keys=False, default_flow_style=None)

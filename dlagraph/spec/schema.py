@@ -375,7 +375,12 @@ class Spec(_Model):
                 dilated = head.dilations(self.head, len(self.levels))
             except Exception:  # a user's head failing here fails at compile, naming itself
                 dilated = {}
-            stride = 2 ** sum(1 for i in range(1, len(self.levels)) if i not in dilated)
+            # a head that returns earlier levels' features builds no level after its last
+            built = len(self.levels)
+            out_indices = getattr(self.head, "out_indices", None)
+            if out_indices:
+                built = min(built, max(out_indices) + 1)
+            stride = 2 ** sum(1 for i in range(1, built) if i not in dilated)
             if any(side % stride for side in self.input_size):
                 h, w = self.input_size
                 bad(

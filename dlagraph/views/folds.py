@@ -83,9 +83,11 @@ def fold_parts(
         level.append(["n", n])
     # input and output first, as `draw` declares them (the order of declarations steers dot)
     items.sort(key=lambda it: it[0] != "n")
-    nodes = {n: f"{dot_id(n)} {_attrs(node_attrs(g, n, opts))}" for n in order}
-    folds = {
-        name: f"{fold_id(name)} {_attrs(_fold_look(fold_labels[name], name, opts))}"
+    # quoted: a node may be named like a DOT keyword (a CenterNet task head `node`, `edge`)
+    ids = {n: quoting.quote(dot_id(n)) for n in order}
+    nodes = {n: f"{ids[n]} {_attrs(node_attrs(g, n, opts))}" for n in order}
+    folds = {  # a cluster of nodes only `ir` draws (unused ones) has no totals: its name
+        name: f"{fold_id(name)} {_attrs(_fold_look(fold_labels.get(name, name), name, opts))}"
         for name in clusters
     }
     opens = {name: f"subgraph {quoting.quote('cluster_' + name)} {{" for name in clusters}
@@ -113,7 +115,7 @@ def fold_parts(
         "clusters": clusters,
         "opens": opens,
         "folds": folds,
-        "dot_ids": {n: dot_id(n) for n in order},
+        "dot_ids": ids,
         "fold_ids": {name: fold_id(name) for name in clusters},
         "paths": paths,
         "edges": edges,

@@ -94,7 +94,7 @@
     const b64 = $("dlagraph-graphviz").textContent.trim();
     const gz = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const stream = new Blob([gz]).stream().pipeThrough(new DecompressionStream("gzip"));
-    const bytes = await new Response(stream).arrayBuffer();
+    const module = await WebAssembly.compile(await new Response(stream).arrayBuffer());
     let ex = null;
     const dv = () => new DataView(ex.memory.buffer);
     const messages = [];
@@ -134,8 +134,6 @@
       },
       random_get: (buf, len) => (new Uint8Array(ex.memory.buffer, buf, len).fill(0), 0),
     };
-    const { instance } = await WebAssembly.instantiate(bytes, { wasi_snapshot_preview1: wasi });
-    ex = instance.exports;
     const put = (text) => {
       const b = new TextEncoder().encode(text + "\0");
       const p = ex.malloc(b.length);
@@ -149,6 +147,9 @@
       return new TextDecoder().decode(mem.slice(p, end));
     };
     return (dot) => {
+      // a fresh instance of the compiled module per layout: Graphviz keeps about 19 KB of each
+      // layout in its memory, which would grow for as long as the page is used
+      ex = new WebAssembly.Instance(module, { wasi_snapshot_preview1: wasi }).exports;
       messages.length = 0;
       const args = [put(dot), put("svg"), put("dot"), ex.malloc(4)];
       try {
@@ -167,13 +168,18 @@
   // --- folding: lay the drawing out again ------------------------------------------------
   let queue = Promise.resolve();
   let layouts = 0;
-  function relayout(then) {
+  function relayout(then, before) {
     document.body.dataset.busy = "true";
-    $("busy").hidden = false;
+    const busy = $("busy");
+    busy.textContent = "laying out\u2026";
+    busy.hidden = false;
+    const state = new Set(folded); // the state this layout draws
     queue = queue
       .then(async () => {
         graphviz = graphviz || (await loadGraphviz());
-        const text = graphviz(assemble(folded));
+        // let the browser paint "laying out" first: a large layout holds the page for seconds
+        await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+        const text = graphviz(assemble(state));
         // Graphviz's SVG inline: no prolog, no <title> (the page shows its own tooltips)
         $("canvas").innerHTML = text.slice(text.indexOf("<svg")).replace(/<title>[^<]*<\/title>\n?/g, "");
         svg = $("canvas").querySelector("svg");
@@ -181,14 +187,20 @@
         autoZoom();
         if (then) then();
       })
+      .then(() => (busy.hidden = true))
       .catch((err) => {
-        $("busy").textContent = "cannot lay the drawing out in this browser: " + err.message;
+        // the drawing stays as it was: so do the fold state and the outline
+        if (before) {
+          folded.clear();
+          before.forEach((g) => folded.add(g));
+          refreshOutline();
+        }
+        busy.textContent = "cannot lay the drawing out in this browser: " + err.message;
         console.warn(err);
       })
       .finally(() => {
         layouts += 1;
         document.body.dataset.layouts = String(layouts);
-        if ($("busy").textContent.startsWith("laying")) $("busy").hidden = true;
         document.body.dataset.busy = "false";
       });
     refreshOutline();
@@ -204,12 +216,13 @@
   }
 
   function toggle(g) {
+    const before = [...folded];
     if (folded.has(g)) folded.delete(g);
     else folded.add(g);
     return relayout(() => {
       const e = folded.has(g) ? $("fold:" + g) : groupEl(g);
       if (e) e.scrollIntoView({ block: "center", inline: "center" });
-    });
+    }, before);
   }
 
   // --- outline ---------------------------------------------------------------------------
@@ -407,9 +420,13 @@
       nodeEl(n)?.scrollIntoView({ block: "center", inline: "center" });
     };
     const way = D.nodes[n].group ? ancestors(D.nodes[n].group).filter((g) => folded.has(g)) : [];
-    if (!way.length) return show();
+    if (!way.length) {
+      queue.then(show); // after any layout still pending: the node is in the drawing it gives
+      return;
+    }
+    const before = [...folded];
     way.forEach((g) => folded.delete(g)); // only the way to the node is unfolded
-    relayout(show);
+    relayout(show, before);
   }
   $("search").addEventListener("input", (ev) => search(ev.target.value));
   $("search").addEventListener("keydown", (ev) => {
@@ -468,13 +485,15 @@
     zoom(fitScale());
   });
   $("fold-all").addEventListener("click", () => {
+    const before = [...folded];
     folded.clear();
     D.group_order.filter((g) => !D.groups[g].parent).forEach((g) => folded.add(g));
-    relayout();
+    relayout(null, before);
   });
   $("unfold-all").addEventListener("click", () => {
+    const before = [...folded];
     folded.clear();
-    relayout();
+    relayout(null, before);
   });
 
   const [h, w] = D.input_size;
