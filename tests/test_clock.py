@@ -73,11 +73,11 @@ def test_the_order_of_the_rows_does_not_move_a_row_beyond_its_spread() -> None:
         "torch": (eager_row, (spec, 8, (32, 32), 2)),
         "onnxruntime": (optimized_row, (spec, "fp32", "onnxruntime", 8, (32, 32), 2, 1)),
     }
-    forward = isolated(rows, runs=7)
-    backward = isolated(dict(reversed(rows.items())), runs=7)
+    forward = isolated(rows, runs=5)
+    backward = isolated(dict(reversed(rows.items())), runs=5)
     with threads(None):  # the makers set torch's threads: this process's, here
         made = {k: make(*args) for k, (make, args) in rows.items()}
-        here = rounds({k: m[0] if isinstance(m, tuple) else m for k, m in made.items()}, runs=7)
+        here = rounds({k: m[0] if isinstance(m, tuple) else m for k, m in made.items()}, runs=5)
 
     def close(a: Timing, b: Timing) -> bool:
         slack = 0.25 * max(a.median, b.median)
