@@ -557,3 +557,6 @@ def test_each_command_takes_each_form_its_help_names(
     out = capsys.readouterr()
     if form == "timm name":  # one line says which preset it is
         assert "'dla34' is timm's name of the preset 'dla36'" in out.out + out.err
+    if command == "bench" and form == "timm name":  # timm's model is the baseline it names
+        assert "| vs timm dla34, fp32 eager |" in out.out and "| dlagraph, fp32 eager" in out.out
+        assert "bf16 autocast" not in out.out  # --no-timm-best

@@ -270,18 +270,6 @@ def test_cli_bench_refusals_are_one_line(
     assert len(err) == 1 and match in err[0]
 
 
-def test_cli_bench_baseline_is_timm_when_the_spec_names_it(capsys: pytest.CaptureFixture) -> None:
-    pytest.importorskip("timm")
-    from dlagraph.deploy.bench import bench_spec, table
-
-    rows, baseline = bench_spec(dlagraph.load_spec("dla36"), [], batch=1, size=32, runs=1)
-    assert baseline == "timm dla34, fp32 eager"
-    text = "\n".join(table(rows, baseline))
-    assert "dlagraph, fp32 eager" in text
-    # timm's bf16 autocast row only where bf16 is native (emulated, it is slower than fp32)
-    assert ("bf16 autocast + channels_last" in text) == dlagraph.native_bf16()
-
-
 @pytest.mark.parametrize(
     ("n", "c", "c_out", "size", "stride", "padding", "dilation", "bias"),
     [
