@@ -731,6 +731,40 @@ def gpu_only(out: Path) -> int:
     return 0
 
 
+def bench_clock(runs: int = 7) -> list[str]:
+    """The fair clock checked (dlagraph.deploy.clock): PyTorch's eager row and ONNX Runtime's
+    (pools that spin after a call), each in a process of its own, in both orders; a row whose
+    time in one order falls outside the other order's rounds' range moved beyond its spread."""
+    from dlagraph.base.system import cpu_description
+    from dlagraph.deploy.bench import eager_row, optimized_row
+    from dlagraph.deploy.clock import isolated
+
+    spec = dlagraph.load_spec("dla36").to_dict()
+    rows = {
+        "PyTorch fp32 eager": (eager_row, (spec, 8, (224, 224), 2)),
+        "ONNX Runtime fp32": (optimized_row, (spec, "fp32", "onnxruntime", 8, (224, 224), 2, 1)),
+    }
+    forward = isolated(rows, runs)
+    backward = isolated(dict(reversed(rows.items())), runs)
+    lines = [
+        f"### The clock: DLA-36, batch 8, 224x224, 2 threads, each row in its own process ({cpu_description()})",
+        "",
+        "| row | this order | reversed order | within each other's range |",
+        "|---|---:|---:|---|",
+    ]
+    for k in rows:
+        a, b = forward[k], backward[k]
+        if isinstance(a, str) or isinstance(b, str):
+            lines.append(f"| {k} | {a} | {b} | not run |")
+            continue
+        ok = a.low <= b.median <= a.high or b.low <= a.median <= b.high
+        lines.append(
+            f"| {k} | {a.median * 1e3:.1f} ms [{a.low * 1e3:.1f}-{a.high * 1e3:.1f}] | "
+            f"{b.median * 1e3:.1f} ms [{b.low * 1e3:.1f}-{b.high * 1e3:.1f}] | {'yes' if ok else 'NO'} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="CPU only, dla36 only, fewer runs")
@@ -770,7 +804,13 @@ def main(argv: list[str] | None = None) -> int:
         "processes (dla104_s / dla102x), printed",
     )
     ap.add_argument("--runs", type=int, default=3, help="runs of --build-time (default 3)")
+    ap.add_argument(
+        "--clock", action="store_true", help="only the fair clock's order check, printed"
+    )
     args = ap.parse_args(argv)
+    if args.clock:
+        print("\n".join(bench_clock()))
+        return 0
     if args.fit_paper:
         print("\n".join(bench_fit_paper(2000, 21)))
         return 0

@@ -40,7 +40,9 @@ def _timm(name: str, weights: str | None) -> torch.nn.Module:
     return model
 
 
-def timm_fp32(name: str, weights: str | None, batch: int, size: tuple[int, int], threads: int) -> Callable[[], Any]:
+def timm_fp32(
+    name: str, weights: str | None, batch: int, size: tuple[int, int], threads: int
+) -> Callable[[], Any]:
     """timm's model, fp32 eager, as ``timm.create_model`` gives it."""
     _threads(threads)
     model = _timm(name, weights)
@@ -62,7 +64,9 @@ def _ov_compiled(ov_model: Any, threads: int) -> Callable[[np.ndarray], Any]:
     return lambda x: request.infer({0: x})
 
 
-def plain_openvino_fp32(name: str, weights: str | None, batch: int, size: tuple[int, int], threads: int) -> Callable[[], Any]:
+def plain_openvino_fp32(
+    name: str, weights: str | None, batch: int, size: tuple[int, int], threads: int
+) -> Callable[[], Any]:
     """``openvino.convert_model`` of timm's model, compiled for the CPU."""
     import openvino as ov
 
@@ -76,7 +80,13 @@ def plain_openvino_fp32(name: str, weights: str | None, batch: int, size: tuple[
 
 
 def plain_nncf(
-    name: str, weights: str | None, batch: int, size: tuple[int, int], threads: int, seed: int, n: int
+    name: str,
+    weights: str | None,
+    batch: int,
+    size: tuple[int, int],
+    threads: int,
+    seed: int,
+    n: int,
 ) -> Callable[[], Any]:
     """The three lines a user writes: ``convert_model``, ``nncf.quantize`` with its defaults on
     the calibration batches, compile."""
@@ -95,7 +105,13 @@ def plain_nncf(
 
 
 def plain_ort_qdq(
-    name: str, weights: str | None, batch: int, size: tuple[int, int], threads: int, seed: int, n: int
+    name: str,
+    weights: str | None,
+    batch: int,
+    size: tuple[int, int],
+    threads: int,
+    seed: int,
+    n: int,
 ) -> Callable[[], Any]:
     """``torch.onnx.export`` of timm's model and ONNX Runtime's ``quantize_static`` with its
     defaults (QDQ format, MinMax calibration), run by an ONNX Runtime session."""
@@ -140,10 +156,20 @@ def dlagraph_row(
     import dlagraph
 
     _threads(threads)
-    model = dlagraph.build_module(spec, weights=weights).eval() if weights else dlagraph.build_module(spec).eval()
+    model = (
+        dlagraph.build_module(spec, weights=weights).eval()
+        if weights
+        else dlagraph.build_module(spec).eval()
+    )
     x = torch.randn(batch, 3, *size)
-    calibration = [torch.from_numpy(b) for b in _calibration(batch, size, seed, n)] if precision == "int8" else None
-    fast = dlagraph.optimize(model, precision, calibration, backend=backend, example_input=x, threads=threads)
+    calibration = (
+        [torch.from_numpy(b) for b in _calibration(batch, size, seed, n)]
+        if precision == "int8"
+        else None
+    )
+    fast = dlagraph.optimize(
+        model, precision, calibration, backend=backend, example_input=x, threads=threads
+    )
 
     def run() -> Any:
         with torch.inference_mode():
@@ -171,7 +197,11 @@ def dlagraph_openvino_variant(
     from dlagraph.deploy.prepare import prepare
 
     _threads(threads)
-    model = dlagraph.build_module(spec, weights=weights).eval() if weights else dlagraph.build_module(spec).eval()
+    model = (
+        dlagraph.build_module(spec, weights=weights).eval()
+        if weights
+        else dlagraph.build_module(spec).eval()
+    )
     net = prepare(model, None).to(memory_format=torch.contiguous_format)
     x = torch.randn(batch, 3, *size)
     with torch.no_grad():
