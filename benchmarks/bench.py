@@ -807,7 +807,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--clock", action="store_true", help="only the fair clock's order check, printed"
     )
+    ap.add_argument(
+        "--int8",
+        action="store_true",
+        help="only int8 against the peers' plain code (NNCF, ONNX Runtime QDQ): speed on DLA-36 "
+        "and CenterNet, accuracy on a digits DLA-36 and the detection example's DCN twin "
+        "(trains both: about 15 minutes on 2 cores), printed",
+    )
+    ap.add_argument(
+        "--int8-only", choices=("speed", "accuracy"), help="with --int8: one half of it"
+    )
     args = ap.parse_args(argv)
+    if args.int8:
+        from int8 import centernet_speed, detection_accuracy, digits_accuracy, dla36_speed
+
+        from dlagraph.deploy.bench import cpu_description
+
+        print(f"CPU: {cpu_description()}; torch {torch.__version__}\n", flush=True)
+        if args.int8_only != "accuracy":
+            print("\n".join(dla36_speed(7)) + "\n", flush=True)
+            print("\n".join(centernet_speed(5)) + "\n", flush=True)
+        if args.int8_only != "speed":
+            print("\n".join(digits_accuracy()) + "\n", flush=True)
+            print("\n".join(detection_accuracy()), flush=True)
+        return 0
     if args.clock:
         print("\n".join(bench_clock()))
         return 0

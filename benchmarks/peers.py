@@ -19,7 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["timm_fp32", "plain_nncf", "plain_ort_qdq", "plain_openvino_fp32", "dlagraph_row"]
+__all__ = [
+    "timm_fp32",
+    "spec_eager",
+    "plain_nncf",
+    "plain_nncf_spec",
+    "plain_nncf_module",
+    "plain_ort_qdq",
+    "plain_ort_qdq_module",
+    "plain_openvino_fp32",
+    "dlagraph_row",
+]
 
 
 def _threads(n: int) -> None:
@@ -53,6 +63,112 @@ def timm_fp32(
             return model(x)
 
     return run
+
+
+def _model_of_spec(spec: str, weights: str | None) -> torch.nn.Module:
+    """A network as its user has it (built by dlagraph: no timm model exists for it)."""
+    import dlagraph
+
+    model = dlagraph.build_module(spec).eval()
+    if weights:
+        model.load_state_dict(torch.load(weights, weights_only=True))
+    return model
+
+
+def spec_eager(
+    spec: str, weights: str | None, batch: int, size: tuple[int, int], threads: int
+) -> Callable[[], Any]:
+    """The user's model, fp32 eager."""
+    _threads(threads)
+    model = _model_of_spec(spec, weights)
+    x = torch.randn(batch, 3, *size)
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def _nncf_defaults(model: torch.nn.Module, x: torch.Tensor, batches: list[np.ndarray]) -> Any:
+    """The three lines: convert, quantize with every default (compile is the caller's)."""
+    import nncf
+    import openvino as ov
+
+    with torch.no_grad():
+        ov_model = ov.convert_model(model, example_input=x)
+    return nncf.quantize(ov_model, nncf.Dataset(batches))
+
+
+def plain_nncf_spec(
+    spec: str,
+    weights: str | None,
+    batch: int,
+    size: tuple[int, int],
+    threads: int,
+    seed: int,
+    n: int,
+) -> Callable[[], Any]:
+    """:func:`plain_nncf` of a network built by dlagraph (one timm has not: CenterNet)."""
+    model = _model_of_spec(spec, weights)
+    x = torch.randn(batch, 3, *size)
+    run = _ov_compiled(_nncf_defaults(model, x, _calibration(batch, size, seed, n)), threads)
+    xn = x.numpy()
+    return lambda: run(xn)
+
+
+def _as_module(run: Callable[[np.ndarray], Any], model: torch.nn.Module, x: torch.Tensor) -> Any:
+    """A runtime's function as the model's interface (its outputs in the model's structure),
+    for scoring; plumbing only."""
+    from dlagraph.deploy.prepare import RuntimeModule, structure
+
+    return RuntimeModule(lambda a: list(run(a)), structure(model, x), "peer", "int8")
+
+
+def plain_nncf_module(
+    model: torch.nn.Module, x: torch.Tensor, calibration: list[torch.Tensor]
+) -> Any:
+    """The plain NNCF int8 of ``model`` at ``x``'s image size, any batch, for scoring."""
+    import openvino as ov
+
+    batches = [b.numpy() for b in calibration]
+    import nncf
+
+    with torch.no_grad():
+        ov_model = ov.convert_model(model, example_input=x, input=[(-1, *x.shape[1:])])
+    compiled = ov.Core().compile_model(nncf.quantize(ov_model, nncf.Dataset(batches)), "CPU")
+    return _as_module(lambda a: compiled(a).values(), model, x)
+
+
+def plain_ort_qdq_module(
+    model: torch.nn.Module, x: torch.Tensor, calibration: list[torch.Tensor]
+) -> Any:
+    """ONNX Runtime's ``quantize_static`` defaults on ``model``, any batch, for scoring."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    folder = tempfile.mkdtemp(prefix="peer_ort_")
+    fp32, int8 = os.path.join(folder, "m.onnx"), os.path.join(folder, "m_int8.onnx")
+
+    # torch.onnx's default exporter (dynamo; the TorchScript one cannot export torchvision's
+    # deform_conv2d); batch 2 as the example: a batch of 1 would be specialised
+    example = torch.cat([x[:1], x[:1]])
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(model, (example,), input_names=["x"],
+                                dynamic_shapes=({0: batch},), dynamo=True)  # fmt: skip
+    program.save(fp32)
+    batches = [b.numpy() for b in calibration]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter({"x": b} for b in batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    quantize_static(fp32, int8, Reader())
+    session = ort.InferenceSession(int8, providers=["CPUExecutionProvider"])
+    return _as_module(lambda a: session.run(None, {"x": a}), model, x)
 
 
 def _ov_compiled(ov_model: Any, threads: int) -> Callable[[np.ndarray], Any]:

@@ -58,3 +58,28 @@ def test_isolated_rows_run_in_their_own_processes_and_a_failure_is_one_line() ->
     fast, slow = out["fast"], out["slow"]
     assert isinstance(fast, Timing) and isinstance(slow, Timing)
     assert 0.002 <= fast.median < slow.median and len(slow.per_round) == 2
+
+
+def dies(when: str) -> Any:
+    """A row whose process is killed while building, or on its first timed block."""
+    import os
+
+    if when == "building":
+        os._exit(9)
+    return lambda: os._exit(7)
+
+
+def test_a_row_whose_process_dies_is_one_line_and_the_others_are_timed() -> None:
+    out = isolated(
+        {
+            "dead": (dies, ("building",)),
+            "ok": (sleeper, (0.001,)),
+            "dies on its first call": (dies, ("called",)),
+        },
+        runs=2,
+        n_rounds=1,
+        pause=0.0,
+    )
+    assert out["dead"] == "its process ended (exit code 9)"
+    assert out["dies on its first call"] == "its process ended (exit code 7)"
+    assert isinstance(out["ok"], Timing)

@@ -206,7 +206,10 @@ def test_hostile_sizes_studies_and_space_files_are_one_line_each(tmp_path: Path)
             "--size takes one side or H W",
         ),
         (tiny("--study", str(garbage), "-o", str(tmp_path / "a")), "not an optuna study"),
-        (tiny("--study", str(tmp_path), "-o", str(tmp_path / "a")), "not an optuna study"),
+        (
+            tiny("--study", str(tmp_path), "-o", str(tmp_path / "a")),
+            "a folder; give a journal file path or a database URL",
+        ),
         (tiny("--space", str(fifo), "-o", str(tmp_path / "a")), "not a regular file"),
         (tiny("--space", str(huge), "-o", str(tmp_path / "a")), "bytes"),
         (tiny("--space", str(tmp_path), "-o", str(tmp_path / "a")), "folder"),

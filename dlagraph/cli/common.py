@@ -36,6 +36,14 @@ def count(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """An argparse type: a random seed, 0 to 2**32 - 1 (what numpy takes)."""
+    value = count(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32 = 4,294,967,296 (got {value:,})")
+    return value
+
+
 def positive(text: str) -> int:
     """An argparse type: a whole number from 1 to a million (a batch, a number of trials)."""
     value = count(text)

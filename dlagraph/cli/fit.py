@@ -13,7 +13,7 @@ from ..base.errors import SpecError
 from ..base.io import write_outputs
 from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
-from .common import DEFAULT_OUTPUT, count, cpu_threads, positive
+from .common import DEFAULT_OUTPUT, cpu_threads, positive, seed
 
 __all__ = ["add_arguments", "run", "amount", "memory_size", "duration"]
 
@@ -247,7 +247,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="an optuna journal file or a database URL that several workers share "
         "(default: DIR/study.log)",
     )
-    p.add_argument("--seed", type=count, default=0, help="sampler seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="sampler seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--space", metavar="FILE", help="a YAML search space (docs/fit.md)")
     p.add_argument(
         "--set",

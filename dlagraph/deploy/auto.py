@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from .._version import __version__
 from ..base.errors import DlagraphError, DlagraphWarning, clip
 from ..base.io import MARKER, read_bounded, write_outputs
 from ..base.system import cpu_description, native_bf16
+from .accuracy import AccuracyCheck, Metric
 from .check import compare
 from .clock import rounds
 from .prepare import prepare
@@ -73,6 +75,8 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
     """The fastest faithful build of ``model`` among the available runtimes (see the module)."""
     x = request.batch("backend='auto' times the candidates on a batch and")
     reference = prepare(model)  # folded: the outputs the candidates must keep
+    int8 = request.precision == "int8"
+    budget = _budget(reference, request) if int8 else None  # a failing metric fails first
     precisions = ["fp32"] + ([request.precision] if request.precision != "fp32" else [])
     if "bf16" in precisions and not native_bf16():
         precisions.remove("bf16")  # emulated: always slower than fp32 here
@@ -86,7 +90,10 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
     if cache is not None and not isinstance(cache, str | Path):
         raise DeployError(f"cache: give a file path (got {type(cache).__name__})")
     path = Path(cache) if cache else _default_cache()
-    key = _key(reference, x, request, [*labels, f"compile {request.compile}"])
+    budget_said = (
+        f"{request.validation.name} within {request.max_drop!r}" if request.validation else ""
+    )  # another metric or budget may choose another candidate
+    key = _key(reference, x, request, [*labels, f"compile {request.compile}", budget_said])
     check = request.calibration[-1] if request.calibration else x
     cached = _read(path).get(key, {})
     if cached.get("chosen") in labels:  # measured before on this machine: build only it
@@ -95,7 +102,9 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
         try:
             built = _build(model, rt, p, request, x)
             expected = _expected_int8(reference, request, check) if p == "int8" else None
-            problem, _ = _faithful(reference, built, check, p, expected)
+            problem, _ = _faithful(
+                reference, built, check, p, expected, budget if p == "int8" else None
+            )
         except DlagraphError as e:
             problem = str(e).splitlines()[0]
         if problem is None:  # else: the weights or the runtime changed; measure again
@@ -111,11 +120,16 @@ def auto(model: nn.Module, request: DeployRequest, cache: str | Path | None) -> 
         except Exception as e:  # a candidate this model (or a user's runtime) cannot build
             text = str(e).splitlines()[0] if str(e) else ""
             why[label] = text if isinstance(e, DlagraphError) else f"{type(e).__name__}: {text}"
-    expected = _expected_int8(reference, request, check) if request.precision == "int8" else None
+    expected = (
+        _expected_int8(reference, request, check) if int8 and not request.validation else None
+    )
     kept: dict[str, str] = {}
     for label, m in list(built_all.items()):
         try:
-            problem, rule = _faithful(reference, m, check, label.split(" ")[1], expected)
+            p = label.split(" ")[1]
+            problem, rule = _faithful(
+                reference, m, check, p, expected, budget if p == "int8" else None
+            )
         except Exception as e:  # a build that fails when called (a user's runtime, a bad one)
             text = str(e).splitlines()[0] if str(e) else ""
             problem, rule = f"fails when run: {type(e).__name__}: {clip(text, 120)}", ""
@@ -179,16 +193,32 @@ def _expected_int8(
     return c.error, c.agreeing() / len(x)
 
 
+def _budget(reference: nn.Module, request: DeployRequest) -> tuple[Metric, float, float] | None:
+    """With a validation metric: (the metric, the reference's value, max_drop)."""
+    if request.validation is None:
+        return None
+    return request.validation, request.validation(reference), request.max_drop
+
+
 def _faithful(
     reference: nn.Module,
     m: nn.Module,
     x: torch.Tensor,
     precision: str,
     expected: tuple[float, float] | None = None,
+    budget: tuple[Metric, float, float] | None = None,
 ) -> tuple[str | None, str]:
-    """Whether ``m`` keeps the reference's outputs on ``x``: (why not, or None; the rule met)."""
+    """Whether ``m`` keeps the reference's outputs on ``x``: (why not, or None; the rule met).
+    With a ``budget`` (int8 with a validation metric) the rule is the metric: within
+    ``max_drop`` of the fp32 reference's, outputs finite."""
     with torch.inference_mode():
         c = compare(reference(x), m(x), "auto's check batch")
+    if budget is not None:
+        metric, ref, max_drop = budget
+        if not math.isfinite(c.error):
+            return "outputs are not finite", ""
+        check = AccuracyCheck(metric.name, ref, metric(m), max_drop)
+        return (None, str(check)) if check.within else (str(check), "")
     limit, floor, basis = MAX_ERROR[precision], MIN_AGREEMENT, ""
     if precision == "int8" and expected is not None:
         limit = max(limit, EXPECTED_FACTOR * expected[0])

@@ -106,6 +106,11 @@ def _worker(make: Callable[..., Any], args: tuple, conn: Any) -> None:
         conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
 
 
+def _exitcode(proc: Any) -> Any:
+    proc.join(5)
+    return proc.exitcode
+
+
 def isolated(
     rows: dict[str, tuple[Callable[..., Any], tuple]],
     runs: int,
@@ -137,7 +142,10 @@ def isolated(
                 out[label] = "no answer while building"
                 proc.kill()
                 continue
-            kind, value = parent.recv()
+            try:
+                kind, value = parent.recv()
+            except EOFError:  # died without a word (killed, out of memory, a spawn refused)
+                kind, value = "error", f"its process ended (exit code {_exitcode(proc)})"
             if progress:
                 progress(label, float("nan") if kind == "error" else time.perf_counter() - start)
             if kind == "error":
@@ -153,8 +161,11 @@ def isolated(
                 if k in out:
                     continue
                 time.sleep(pause)
-                conns[k].send(runs)
-                kind, value = conns[k].recv()
+                try:
+                    conns[k].send(runs)
+                    kind, value = conns[k].recv()
+                except (EOFError, OSError):
+                    kind, value = "error", f"its process ended (exit code {_exitcode(procs[k])})"
                 if kind == "error":
                     out[k] = value
                 else:

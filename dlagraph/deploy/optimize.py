@@ -4,6 +4,7 @@ or ``auto``, which times every available one (:mod:`.auto`)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..base.errors import safe_repr
+from ..base.errors import DlagraphWarning, safe_repr, users_stacklevel
 from ..base.progress import steps_on_a_terminal
+from .accuracy import MAX_DROP
 from .prepare import resolve
 from .registry import RUNTIMES, get_runtime
 from .request import DeployError, DeployRequest
@@ -32,6 +34,8 @@ def optimize(
     threads: int | None = None,
     cache: str | Path | None = None,
     rewrites: bool = True,
+    validation: Any = None,
+    max_drop: float = MAX_DROP,
 ) -> nn.Module:
     """A copy of ``model`` ready for fast CPU inference in ``precision``, on ``backend``.
 
@@ -61,14 +65,23 @@ def optimize(
         threads: the runtimes' threads (and ``auto``'s timing); None: their default.
         rewrites: the rewrites measured to win on each runtime (channel padding: PyTorch and
             OpenVINO; split roots: PyTorch fp32); ``False`` for an A/B comparison.
+        validation: int8 only: what int8 may cost, measured on held-out data: labelled batches
+            ``[(images, labels), ...]`` (top-1 accuracy) or a function ``metric(model) -> float``
+            (higher is better; it runs the module it is given). OpenVINO keeps the layers int8
+            costs most in floating point until the metric is within ``max_drop`` of fp32's
+            (NNCF's accuracy control); every runtime's report says the metric of both
+            (``.report.accuracy``), and ``auto`` keeps an int8 candidate only within it.
+        max_drop: the drop of the validation metric int8 may cost, in its units (default 0.005:
+            half a point of top-1).
 
     Raises:
         DlagraphError: an unknown backend or precision, a runtime that is not installed (naming
             the extra), int8 without calibration, bad batches, or no input shape to build for.
     """
     request = DeployRequest.of(
-        precision, calibration, example_input, threads, compile, rewrites, progress
-    )
+        precision, calibration, example_input, threads, compile, rewrites, progress,
+        validation, max_drop,
+    )  # fmt: skip
     if backend == "auto":
         if not request.rewrites:
             raise DeployError(
@@ -86,4 +99,36 @@ def optimize(
             f"(got {safe_repr(backend)})"
         )
     build = get_runtime(backend).require(request.precision)
-    return build(resolve(model), request)  # type: ignore[no-any-return]
+    model = resolve(model)
+    if request.validation is not None:  # a metric that fails, fails before minutes of int8
+        from .prepare import prepare
+
+        request.validation(prepare(model))
+    built = build(model, request)
+    report = getattr(built, "report", None)
+    if request.validation is not None and report is not None:
+        if report.accuracy is None:  # a runtime that does not measure it itself
+            report.accuracy = measured_drop(model, built, request)
+        if not report.accuracy.within:
+            restores = (
+                "" if backend == "openvino"
+                else "; backend='openvino' keeps the layers int8 costs most in floating point"
+            )  # fmt: skip
+            warnings.warn(
+                f"int8 on {backend}: {report.accuracy}{restores}",
+                DlagraphWarning,
+                stacklevel=users_stacklevel(),
+            )
+    return built  # type: ignore[no-any-return]
+
+
+def measured_drop(model: nn.Module, built: nn.Module, request: DeployRequest) -> Any:
+    """The validation metric of ``model`` (BN folded, fp32) and of ``built``."""
+    from .accuracy import AccuracyCheck
+    from .prepare import prepare
+
+    metric = request.validation
+    assert metric is not None
+    with built.report.step("validate"):
+        fp32 = metric(prepare(model))
+        return AccuracyCheck(metric.name, fp32, metric(built), request.max_drop)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..base.errors import DeployError, safe_repr
+from .accuracy import MAX_DROP, AccuracyCheck, Metric, max_drop_of, metric_of
 from .registry import PRECISIONS
 
 __all__ = ["DeployError", "DeployRequest", "OptimizeReport"]
@@ -34,11 +35,16 @@ class OptimizeReport:
     calibration_batches: int = 0
     float_modules: list[str] = field(default_factory=list)  # int8: left in floating point
     notes: list[str] = field(default_factory=list)
+    accuracy: AccuracyCheck | None = None  # int8 with a validation: what it cost
     progress: ProgressFn | None = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.steps.items())
         notes = "".join(f"; {note}" for note in self.notes)
+        if self.accuracy is not None:
+            notes += f"; {self.accuracy}"
+        if self.float_modules:
+            notes += f"; in floating point: {', '.join(self.float_modules)}"
         return f"{self.precision}{' + torch.compile' * self.compiled}: {steps}{notes}"
 
     @contextmanager
@@ -78,7 +84,8 @@ class DeployRequest:
     """What to build: ``precision``; int8's ``calibration`` batches; an ``example`` batch to build
     and compile for (runtimes that build for one image size take it, or the first calibration
     batch); ``threads`` (None: the runtime's default); ``compile`` (PyTorch); ``rewrites`` (the
-    rewrites measured to win, ``False`` for an A/B comparison); ``progress`` for the steps."""
+    rewrites measured to win, ``False`` for an A/B comparison); ``progress`` for the steps;
+    int8's ``validation`` metric and the ``max_drop`` of it int8 may cost (:mod:`.accuracy`)."""
 
     precision: str = "fp32"
     calibration: tuple[torch.Tensor, ...] | None = None
@@ -87,6 +94,8 @@ class DeployRequest:
     compile: bool = True
     rewrites: bool = True
     progress: ProgressFn | None = field(default=None, compare=False)
+    validation: Metric | None = field(default=None, compare=False)
+    max_drop: float = MAX_DROP
 
     @classmethod
     def of(
@@ -98,6 +107,8 @@ class DeployRequest:
         compile: object = True,
         rewrites: object = True,
         progress: ProgressFn | None = None,
+        validation: object = None,
+        max_drop: object = MAX_DROP,
     ) -> DeployRequest:
         """A validated request: every argument checked here, once."""
         if precision not in PRECISIONS:
@@ -129,6 +140,13 @@ class DeployRequest:
                 "int8 needs calibration batches: optimize(model, 'int8', calibration=[batch, ...]) "
                 "with images from the training data (the CLI's --calibration random: a timing run)"
             )
+        metric = None
+        if validation is not None:
+            if precision != "int8":
+                raise DeployError(
+                    f"validation: only int8 is checked against a metric (precision is {precision!r})"
+                )
+            metric = metric_of(validation)
         if example is not None and not isinstance(example, torch.Tensor):
             raise DeployError(f"example_input: must be a tensor (got {type(example).__name__})")
         return cls(
@@ -139,6 +157,8 @@ class DeployRequest:
             _flag("compile", compile),
             _flag("rewrites", rewrites),
             progress,
+            metric,
+            max_drop_of(max_drop),
         )
 
     def replace(self, **changes: Any) -> DeployRequest:

@@ -26,6 +26,7 @@ from ..ir.memory import activation_memory
 from ..spec import Spec, load_spec
 from .evaluate import Evaluation, Evaluator, Stopped, evaluator_name
 from .space import Budget, Space, candidate
+from .storage import fail_dead_workers, not_a_study, open_storage, shown_storage, worker_id
 
 __all__ = ["fit", "FitResult", "Member", "costs", "smallest", "pareto"]
 
@@ -129,39 +130,6 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def shown_storage(study: str | Path) -> str:
-    """The study's place as it may be printed: a database URL without its password."""
-    text = str(study)
-    if "://" not in text:
-        return text
-    scheme, _, rest = text.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if at and ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}{at}{host}"
-
-
-def _storage(optuna: Any, study: str | Path) -> Any:
-    text = str(study)
-    if "://" in text:  # a database URL: optuna's RDB storage, shared by workers on many machines
-        return text
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    try:
-        Path(text).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(text))  # a file workers on one machine share
-    except (ValueError, KeyError, TypeError, OSError) as e:
-        raise _not_a_study(study, e) from None
-
-
-def _not_a_study(where: str | Path, e: Exception) -> SpecError:
-    return SpecError(
-        f"{where}: not an optuna study dlagraph fit can open ({type(e).__name__}: "
-        f"{clip(str(e).splitlines()[0] if str(e) else '', 80)})"
-    )
-
-
 def _violations(b: Budget, params: int, macs: int, memory: int) -> dict[str, float]:
     """How far over each limit a design is (<= 0: within it)."""
     limits = {"params": (b.params, params), "macs": (b.macs, macs), "memory": (b.memory, memory)}
@@ -194,6 +162,8 @@ def fit(
         SpecError: the budget is below the smallest design of the space (one line, with it), or
             the study was made for another base spec, space, budget or evaluator.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SpecError(f"seed: give a whole number from 0 to 2**32 - 1 (got {seed!r})")
     optuna = _optuna()
     base = load_spec(base)
     space = space or Space()
@@ -202,11 +172,12 @@ def fit(
     scored = evaluator_name(evaluate) if evaluate is not None else None
     key = cache_key(base.to_dict(), space, budget, scored)
     shared = "://" in str(study) or Path(str(study)).exists()
-    storage = _storage(optuna, study)
-    # workers sharing a study must not draw the same candidates
-    sampler = optuna.samplers.NSGAIISampler(seed=seed + (os.getpid() if shared else 0))
+    storage = open_storage(optuna, study)
+    # workers sharing a study must not draw the same candidates (numpy takes seeds below 2**32)
+    sampler = optuna.samplers.NSGAIISampler(seed=(seed + (os.getpid() if shared else 0)) % 2**32)
     # with a score, parameters are a cost like the others (the score measures capacity)
     directions = ["minimize", *DIRECTIONS[1:], "maximize"] if scored else DIRECTIONS
+    _refuse_foreign(optuna, study, storage)
     st = _open(optuna, study, storage, STUDY, directions, sampler)
     made_for = st.user_attrs.get("key")
     if made_for is None:
@@ -232,6 +203,7 @@ def fit(
     def score(spec: Spec, number: int) -> float:
         assert evaluate is not None and curves is not None
         curve = curves.ask()
+        curve.set_user_attr("trial", number)  # whose curve: failed with its trial (below)
         if evaluating:
             evaluating(number, None, None)
 
@@ -253,6 +225,10 @@ def fit(
         return value
 
     def objective(trial: Any) -> tuple[float, ...]:
+        trial.set_user_attr("worker", worker_id())  # for fail_dead_workers
+        fail_dead_workers(optuna, st)  # a journal's killed worker: its design queued again
+        if curves is not None:
+            _fail_orphan_curves(optuna, st, curves)
         try:
             data = candidate(base, space, trial)
             if sized:  # each design says the size it was searched (and is costed) at
@@ -372,7 +348,35 @@ def _open(
         )
     except (ValueError, KeyError, TypeError, OSError, ImportError) as e:  # a file of something
         # else (optuna's journal reader raises JSONDecodeError, a ValueError), a folder, a bad URL
-        raise _not_a_study(where, e) from None
+        raise not_a_study(where, e) from None
+
+
+def _refuse_foreign(optuna: Any, where: str | Path, storage: Any) -> None:
+    """A study of ``STUDY``'s name that another program made (no design, no key): refused before
+    anything is written to it."""
+    try:
+        names = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    except Exception as e:  # a storage that cannot list its studies
+        raise not_a_study(where, e) from None
+    found = names.get(STUDY)
+    # no trials yet: a worker starting beside this one may not have written its key
+    if found is None or "key" in found.user_attrs or not found.n_trials:
+        return
+    raise SpecError(
+        f"{shown_storage(where)}: holds a study named {STUDY!r} that dlagraph fit did not make "
+        f"({found.n_trials} trials, no design key); give another -o or --study"
+    )
+
+
+def _fail_orphan_curves(optuna: Any, st: Any, curves: Any) -> None:
+    """Learning curves still running whose trial failed (its worker died): failed too, so the
+    pruner and the study show no evaluation running forever."""
+    State = optuna.trial.TrialState
+    dead = {t.number for t in st.get_trials(deepcopy=False, states=(State.FAIL,))}
+    for c in curves.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        if c.user_attrs.get("trial") in dead:
+            with contextlib.suppress(Exception):  # another worker failed it first
+                curves._storage.set_trial_state_values(c._trial_id, State.FAIL)
 
 
 @contextlib.contextmanager
@@ -421,19 +425,35 @@ def _result(optuna: Any, st: Any) -> FitResult:
     State = optuna.trial.TrialState
     complete = st.get_trials(deepcopy=False, states=(State.COMPLETE,))
     finished = len(st.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED)))
-    designs = [
-        Member(
-            t.number,
-            t.user_attrs["design"]["spec"],
-            *map(int, t.values[:3]),  # type: ignore[arg-type]
-            dict(t.params),
-            t.user_attrs["design"].get("score"),
-            feasible=_feasible(t),
-        )
-        for t in sorted(complete, key=lambda t: t.number)
-    ]
+    designs = [_member(t) for t in sorted(complete, key=lambda t: t.number)]
     ok = [m for m in designs if m.feasible]
     return FitResult(pareto(ok), finished, len(ok), designs)
+
+
+def _member(t: Any) -> Member:
+    """A finished trial as a member; a trial whose values or design were tampered with (not
+    numbers, not finite, no design) is one line naming it."""
+    try:
+        design = t.user_attrs["design"]
+        values = [float(v) for v in t.values[:3]]
+        if not all(math.isfinite(v) and v >= 0 for v in values) or not isinstance(design, dict):
+            raise ValueError(f"values {t.values[:3]}")
+        score = design.get("score")
+        if score is not None and not (isinstance(score, int | float) and math.isfinite(score)):
+            raise ValueError(f"score {score!r}")
+        return Member(
+            t.number,
+            design["spec"],
+            *map(int, values),  # type: ignore[arg-type]
+            dict(t.params),
+            score,
+            feasible=_feasible(t),
+        )
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
+        raise SpecError(
+            f"trial {t.number}: not a design dlagraph fit wrote ({clip(str(e), 80)}); the study "
+            "was changed by another program"
+        ) from None
 
 
 def pareto(members: list[Member]) -> list[Member]:

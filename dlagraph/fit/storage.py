@@ -1,0 +1,177 @@
+"""Where a fit's study lives: a journal file (workers on one machine) or a database URL (optuna's
+RDB storage: SQLite, PostgreSQL, MySQL; workers on many machines), opened so that nothing is lost
+and every mistake is one line.
+
+* **A worker that dies loses nothing.** On a database, each running trial beats a heartbeat
+  (optuna's ``heartbeat_interval``); a trial whose worker stopped beating for ``GRACE`` seconds is
+  failed by the next live worker and its design queued again (optuna's
+  ``RetryFailedTrialCallback``). optuna's journal storage has no heartbeat, so for a journal file
+  (workers on one machine) each trial records its worker's host and process id, and a live worker
+  fails the trials of a process that no longer exists and queues their designs again
+  (:func:`fail_dead_workers`, ours: the one thing the library lacks here).
+* **Start-up is safe.** A journal is opened by its absolute path (optuna's lock is a symlink to the
+  path as given, which a relative path breaks: its stale-lock check then spun forever); workers
+  starting together on a fresh database retry the schema's creation, which optuna does unlocked.
+* **Every storage problem is one line**: a URL that names no database, a driver that is not
+  installed, a file that is not a study, a FIFO or a device, a study another program made.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import stat
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..base.errors import SpecError, clip
+
+__all__ = ["open_storage", "shown_storage", "not_a_study", "fail_dead_workers", "worker_id"]
+
+# seconds between a running trial's heartbeats (database storage), and how long a trial may go
+# without one before it is taken for a dead worker's; the environment may shorten both (tests)
+HEARTBEAT = 10
+GRACE = 60
+RETRIES = 3  # a dead worker's design is queued again at most this many times
+_SCHEMA_TRIES = 8  # workers starting together on a fresh database: retry the schema this often
+
+
+def shown_storage(study: str | Path) -> str:
+    """The study's place as it may be printed: a database URL without its password."""
+    text = str(study)
+    if "://" not in text:
+        return text
+    scheme, _, rest = text.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}{at}{host}"
+
+
+def not_a_study(where: str | Path, e: BaseException) -> SpecError:
+    return SpecError(
+        f"{shown_storage(where)}: not an optuna study dlagraph fit can open ({type(e).__name__}: "
+        f"{clip(str(e).splitlines()[0] if str(e) else '', 100)})"
+    )
+
+
+def worker_id() -> str:
+    """This process, as a trial records it: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def open_storage(optuna: Any, study: str | Path) -> Any:
+    """The optuna storage of ``study``: a database URL or a journal file path."""
+    text = str(study)
+    if "://" in text:
+        return _database(optuna, text)
+    return _journal(optuna, Path(text))
+
+
+def _seconds(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    return int(text) if text.isdigit() and int(text) > 0 else default
+
+
+def _retry() -> Any:
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():  # optuna calls its heartbeat API experimental
+        warnings.simplefilter("ignore")
+        return RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
+
+
+def _database(optuna: Any, url: str) -> Any:
+    from optuna.storages import RDBStorage
+
+    for attempt in range(_SCHEMA_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=_seconds("DLAGRAPH_FIT_HEARTBEAT", HEARTBEAT),
+                    grace_period=_seconds("DLAGRAPH_FIT_GRACE", GRACE),
+                    heartbeat_stale_trial_callback=_retry(),
+                )
+        except ImportError as e:  # the URL's driver (psycopg2 for postgresql://)
+            raise SpecError(
+                f"{shown_storage(url)}: its database driver is not installed ({e.name or e}): "
+                "pip install 'dlagraph[fit]' (PostgreSQL's psycopg2-binary) or the dialect's own"
+            ) from None
+        except Exception as e:  # sqlalchemy's errors, optuna's ValueError: one line each
+            if _creating_schema_together(e) and attempt < _SCHEMA_TRIES - 1:
+                time.sleep(0.1 + random.random() * 0.4)  # another worker is creating it
+                continue
+            raise not_a_study(url, e) from None
+    raise AssertionError("unreachable")
+
+
+def _creating_schema_together(e: BaseException) -> bool:
+    """Two workers creating optuna's tables at once: one fails on what the other made."""
+    text = str(e).lower()
+    return type(e).__name__ in ("IntegrityError", "OperationalError", "ProgrammingError") and (
+        "already exists" in text or "unique" in text or "duplicate" in text or "locked" in text
+    )
+
+
+def _journal(optuna: Any, path: Path) -> Any:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = path.expanduser().absolute()  # the lock's symlink must not depend on the cwd
+    try:
+        kind = path.stat().st_mode if path.exists() else None
+    except OSError as e:
+        raise not_a_study(path, e) from None
+    if kind is not None and not stat.S_ISREG(kind):
+        what = "a folder" if stat.S_ISDIR(kind) else "not a regular file (a FIFO or a device?)"
+        raise SpecError(f"{path}: {what}; give a journal file path or a database URL")
+    lock = path.with_name(path.name + ".lock")
+    if lock.is_symlink() or lock.exists():
+        print(
+            f"waiting for {lock} (another worker holds it; a killed worker's lock expires "
+            "after 30 s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise not_a_study(path, e) from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def fail_dead_workers(optuna: Any, st: Any) -> list[int]:
+    """Fail the running trials of this host's workers that no longer exist, and queue their
+    designs again (at most ``RETRIES`` times each); the numbers of the trials failed. On a
+    database optuna's heartbeat does this for every host; this covers the journal file."""
+    State = optuna.trial.TrialState
+    host = socket.gethostname()
+    failed = []
+    for t in st.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        owner = str(t.user_attrs.get("worker", ""))
+        name, _, pid = owner.rpartition(":")
+        if name != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            st._storage.set_trial_state_values(t._trial_id, State.FAIL)
+        except Exception:  # another worker failed it first
+            continue
+        failed.append(t.number)
+        _retry()(st, st._storage.get_trial(t._trial_id))
+    return failed

@@ -1,0 +1,297 @@
+"""`dlagraph fit` with several workers on one study: a real PostgreSQL server (tests/postgres.py)
+and a journal file; a worker SIGKILLed mid-evaluation loses nothing (its design is evaluated
+again by a live worker, exactly once among the finished trials), workers starting together on a
+fresh database create its schema once, and every storage mistake is one line."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dlagraph
+from dlagraph.base.errors import SpecError
+
+optuna = pytest.importorskip("optuna")
+sys.path.insert(0, str(Path(__file__).parent))
+from postgres import new_database, server  # noqa: E402
+
+from dlagraph.fit import Budget, fit  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = Budget(params=300_000, size=(32, 32))
+FAST = {"DLAGRAPH_FIT_HEARTBEAT": "1", "DLAGRAPH_FIT_GRACE": "2"}
+
+# a stand-in evaluator: slow enough to be killed in, and it says when it starts
+SCORER = """
+import os, time
+from pathlib import Path
+
+def slow(spec, evaluation):
+    marks = Path(os.environ["DLAGRAPH_TEST_MARKS"])
+    (marks / f"start-{os.getpid()}-{time.time_ns()}").write_text(spec.name)
+    for _ in range(12):
+        time.sleep(0.1)
+        evaluation.check()
+    return spec.levels[-1].channels / 1000
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    with server() as folder:
+        yield folder
+
+
+def _worker(study: str, out: Path, trials: int, cwd: Path, marks: Path) -> subprocess.Popen:
+    env = {**os.environ, **FAST, "PYTHONPATH": str(ROOT), "DLAGRAPH_TEST_MARKS": str(marks)}
+    args = ["fit", "dla_tiny_digits", "--size", "32", "--max-params", "300K", "--trials",
+            str(trials), "--evaluate", "python:scorer:slow", "--no-plot", "--study", study,
+            "-o", str(out)]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlagraph", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _study(url: str) -> tuple:
+    storage = url if "://" in url else optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(url)
+    )  # fmt: skip
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    return tuple(
+        optuna.load_study(study_name=name, storage=storage) if name in names else None
+        for name in ("dlagraph-fit", "dlagraph-fit-accuracy")
+    )
+
+
+def _front(trials: list) -> set[int]:
+    """The Pareto front of the finished designs within the budget, computed here: fewer
+    parameters, MACs and memory, a higher score."""
+    pts = {}
+    for t in trials:
+        design = t.user_attrs["design"]
+        if all(v <= 0 for v in design["violation"]):
+            pts[t.number] = (-t.values[0], -t.values[1], -t.values[2], design["score"])
+
+    def dominated(a: tuple) -> bool:
+        return any(all(x >= y for x, y in zip(b, a, strict=True)) and b != a for b in pts.values())
+
+    front, seen = set(), set()
+    for n in sorted(pts):
+        if not dominated(pts[n]) and pts[n] not in seen:
+            seen.add(pts[n])
+            front.add(n)
+    return front
+
+
+@pytest.mark.slow  # three worker processes evaluating for ~20 s
+@pytest.mark.parametrize("kind", ["postgresql", "journal"])
+def test_a_killed_worker_loses_nothing_and_nothing_is_done_twice(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "postgresql":
+        study = new_database(request.getfixturevalue("cluster"))
+    else:
+        study = "study.log"  # relative, as users give it
+    (tmp_path / "scorer.py").write_text(SCORER)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    trials = 14
+    workers = [_worker(study, tmp_path / f"o{i}", trials, tmp_path, marks) for i in range(3)]
+    victim = workers[0]
+    deadline = time.monotonic() + 120
+    while not list(marks.glob(f"start-{victim.pid}-*")):
+        assert time.monotonic() < deadline and victim.poll() is None, victim.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)  # mid-evaluation
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    for w in workers[1:]:
+        out, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-2000:]
+    victim.stdout.close()  # type: ignore[union-attr]
+    victim.stderr.close()  # type: ignore[union-attr]
+    main, curves = _study(str(tmp_path / study) if kind == "journal" else study)
+    State = optuna.trial.TrialState
+    assert not main.get_trials(states=(State.RUNNING,))  # none stuck
+    assert not curves.get_trials(states=(State.RUNNING,))
+    lost = [t for t in main.trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            and t.state == State.FAIL]  # fmt: skip
+    assert len(lost) == 1
+    complete = main.get_trials(states=(State.COMPLETE,))
+    evaluated = [t for t in complete if t.user_attrs["design"]["score"] is not None]
+    keys = [t.user_attrs["spec_key"] for t in evaluated]
+    assert len(keys) == len(set(keys))  # every design evaluated once among the finished
+    assert lost[0].user_attrs["spec_key"] in keys  # the lost design, by a live worker
+    finished = main.get_trials(states=(State.COMPLETE, State.PRUNED))
+    assert len(finished) >= trials
+    # the front the workers report (what fit returns from the study) equals the front of the
+    # same finished designs, computed here as one worker would
+    from dlagraph.fit.search import _result
+
+    assert {m.trial for m in _result(optuna, main).front} == _front(complete)
+
+
+@pytest.mark.slow  # eight worker processes
+def test_workers_starting_together_on_a_fresh_database_create_it_once(
+    tmp_path: Path, cluster: str
+) -> None:
+    urls = {"sqlite": f"sqlite:///{tmp_path / 'fresh.db'}", "postgresql": new_database(cluster)}
+    for kind, url in urls.items():
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        args = ["fit", "dla_tiny_digits", "--size", "32", "--max-params", "300K", "--trials",
+                "8", "--no-plot", "--study", url]  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "dlagraph", *args, "-o", str(tmp_path / f"{kind}{i}")],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for i in range(4)
+        ]
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0 and "Traceback" not in err, (kind, err[-2000:])
+        main, _ = _study(url) if kind == "postgresql" else (None, None)
+        if main is not None:
+            assert (
+                len(
+                    main.get_trials(
+                        states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                    )
+                )
+                >= 8
+            )
+
+
+def test_the_study_is_readable_with_optunas_own_api(tmp_path: Path, cluster: str) -> None:
+    url = new_database(cluster)
+    fit("dla_tiny_digits", TINY, url, trials=6)
+    st = optuna.load_study(study_name="dlagraph-fit", storage=url)
+    t = next(t for t in st.trials if t.state.name == "COMPLETE")
+    design = t.user_attrs["design"]
+    assert dlagraph.load_spec(design["spec"]).name.startswith("dla_tiny_digits")
+    assert set(t.params) and t.user_attrs["spec_key"] and st.user_attrs["base"] == "dla_tiny_digits"
+
+
+@pytest.mark.parametrize(
+    ("study", "expected"),
+    [
+        ("sqlite:///{tmp}/text.db", "not an optuna study dlagraph fit can open (DatabaseError"),
+        ("sqlite:///{tmp}/missing/x.db", "not an optuna study dlagraph fit can open (OperationalError"),
+        ("nodialect://x/y", "not an optuna study dlagraph fit can open (NoSuchModuleError"),
+        ("://", "not an optuna study dlagraph fit can open (ArgumentError"),
+        ("{tmp}/fifo", "not a regular file (a FIFO or a device?)"),
+        ("/dev/null", "not a regular file (a FIFO or a device?)"),
+        ("{tmp}", "a folder; give a journal file path or a database URL"),
+    ],
+)  # fmt: skip
+def test_every_storage_problem_is_one_line(study: str, expected: str, tmp_path: Path) -> None:
+    (tmp_path / "text.db").write_text("not a database\n" * 100)
+    os.mkfifo(tmp_path / "fifo")
+    where = study.replace("{tmp}", str(tmp_path))
+    with pytest.raises(SpecError) as e:
+        fit("dla_tiny_digits", TINY, where, trials=2)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+    if study not in ("://", "{tmp}/fifo"):
+        return
+    # and from the command line (two of them: a process each): exit 2, one line, no traceback
+    r = subprocess.run(
+        [sys.executable, "-m", "dlagraph", "fit", "dla_tiny_digits", "--size", "32",
+         "--max-params", "300K", "--trials", "2", "--no-plot", "--study", where,
+         "-o", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and expected in r.stderr
+
+
+def test_a_foreign_study_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = optuna.create_study(study_name="dlagraph-fit", storage=url)
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    with pytest.raises(
+        SpecError, match="holds a study named 'dlagraph-fit' that dlagraph fit did not make"
+    ):
+        fit("dla_tiny_digits", TINY, url, trials=2)
+    again = optuna.load_study(study_name="dlagraph-fit", storage=url)
+    assert len(again.trials) == 3 and "key" not in again.user_attrs  # nothing written
+
+
+@pytest.mark.parametrize("value", [math.inf, "big"])
+def test_tampered_trials_are_one_line(value: object, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    fit("dla_tiny_digits", TINY, url, trials=4)
+    st = optuna.load_study(study_name="dlagraph-fit", storage=url)
+    t = next(t for t in st.trials if t.state.name == "COMPLETE")
+    design = dict(t.user_attrs["design"])
+    design["score"] = value
+    import json
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s.db") as db:  # as another program would change it
+        db.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'design'",
+            (json.dumps(design), t._trial_id),
+        )
+    with pytest.raises(SpecError, match=f"trial {t.number}: not a design dlagraph fit wrote"):
+        fit("dla_tiny_digits", TINY, url, trials=4)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+def test_the_seed_is_bounded(seed: object, tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="seed: give a whole number from 0 to 2\\*\\*32 - 1"):
+        fit("dla_tiny_digits", TINY, tmp_path / "s.log", trials=2, seed=seed)  # type: ignore[arg-type]
+
+
+def test_a_large_seed_resumes(tmp_path: Path) -> None:
+    """Workers add their process id to the seed: taken modulo 2**32, a seed near the top resumes."""
+    path = tmp_path / "s.log"
+    fit("dla_tiny_digits", TINY, path, trials=3, seed=2**32 - 1)
+    assert fit("dla_tiny_digits", TINY, path, trials=5, seed=2**32 - 1).trials == 5
+
+
+def test_a_killed_journal_worker_resumes_with_a_relative_path(tmp_path: Path) -> None:
+    """kill -9 mid-search, then the same command again with a relative -o: it resumes (the
+    journal's lock no longer depends on the path's form)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "dlagraph", "fit", "dla_tiny_digits", "--size", "32",
+            "--max-params", "300K", "--no-plot", "-o", "rel"]  # fmt: skip
+    p = subprocess.Popen([*args, "--trials", "100000"], cwd=tmp_path, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    log = tmp_path / "rel" / "study.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.stat().st_size > 20_000):
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    done = len(_study(str(log))[0].trials)
+    r = subprocess.run([*args, "--trials", str(done + 5)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_command_line_bounds_the_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    from dlagraph.cli import main
+
+    args = ["fit", "dla_tiny_digits", "--max-params", "300K", "--seed", str(2**32)]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    assert (
+        "--seed: must be below 2**32 = 4,294,967,296 (got 4,294,967,296)" in capsys.readouterr().err
+    )
