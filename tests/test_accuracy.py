@@ -101,6 +101,7 @@ def test_labelled_batches_on_a_detector_say_to_give_a_function() -> None:
         )
 
 
+@pytest.mark.slow  # NNCF's accuracy control restores layer after layer: ~25 s in a worker
 def test_openvino_keeps_the_costly_layers_in_float_until_within_the_budget() -> None:
     """The metric: closeness to fp32's outputs. NNCF's defaults cost some of it; a budget of a
     third of that cost makes the accuracy control keep layers in floating point, and the result
@@ -134,6 +135,7 @@ def test_a_budget_already_met_keeps_every_layer_int8() -> None:
     assert fast.report.float_modules == [] and fast.report.accuracy.within
 
 
+@pytest.mark.slow  # four int8 builds
 def test_other_runtimes_measure_the_drop_and_warn_over_budget() -> None:
     model = _model()
     metric = closeness(model, _batches(1, 2))
@@ -195,3 +197,32 @@ def test_autos_int8_rule_with_a_metric_is_the_budget() -> None:
     assert problem is not None and "over max_drop 0" in problem
     problem, rule = _faithful(reference, candidate, x, "int8", None, (metric, 0.0, 1.0))
     assert problem is None and "within max_drop 1" in rule
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"validation": [(torch.randn(0, 1, 32, 32), torch.zeros(0, dtype=torch.long))]}, "validation[0]: is empty"),
+        ({"validation": [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))]}, "validation[0]: has 3 channels, the network takes 1"),
+        ({"validation": [(torch.randn(2, 1, 7, 7), torch.tensor([0, 1]))]}, "validation[0]: sides 7x7 are not multiples"),
+        ({"validation": [(torch.randn(2, 1, 32, 32), torch.tensor([0, 100]))]}, "validation: labels must be class indices 0 to 9 (got 0 to 100)"),
+        ({"validation": [(torch.randn(2, 1, 32, 32), torch.tensor([-1, 1]))]}, "validation: labels must be class indices 0 to 9 (got -1 to 1)"),
+        ({"max_drop": 10**400}, "max_drop: give a finite number >= 0"),
+        ({"max_drop": 0.01, "validation": None}, "max_drop: is the budget of a validation metric"),
+    ],
+)  # fmt: skip
+def test_validation_data_is_checked_against_the_network(kwargs: dict, expected: str) -> None:
+    args = {"validation": lambda m: 1.0, **kwargs}
+    with pytest.raises(DlagraphError) as e:
+        dlagraph.optimize(_model(), "int8", _batches(1, 0), backend="onnxruntime", **args)
+    assert str(e.value).startswith(expected) and "\n" not in str(e.value)
+
+
+def test_numpy_numbers_are_numbers() -> None:
+    import numpy as np
+
+    fast = dlagraph.optimize(
+        _model(), "int8", _batches(1, 0), backend="onnxruntime",
+        validation=lambda m: np.float32(0.5), max_drop=np.float32(0.1),
+    )  # fmt: skip
+    assert fast.report.accuracy.within and fast.report.accuracy.fp32 == 0.5

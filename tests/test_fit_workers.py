@@ -295,3 +295,88 @@ def test_the_command_line_bounds_the_seed(capsys: pytest.CaptureFixture[str]) ->
     assert (
         "--seed: must be below 2**32 = 4,294,967,296 (got 4,294,967,296)" in capsys.readouterr().err
     )
+
+
+def test_a_password_is_never_shown_and_file_urls_are_shown_as_given() -> None:
+    from dlagraph.fit.storage import shown_storage
+
+    assert "sekret" not in shown_storage("postgresql+psycopg2://u:sekret@h/db")
+    shown = shown_storage("postgresql+psycopg2:///db?host=/tmp/s&user=u&password=sekret")
+    assert "sekret" not in shown and "host=/tmp/s" in shown and "db" in shown
+    assert shown_storage("sqlite:////tmp/a:b@c.db") == "sqlite:////tmp/a:b@c.db"
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda tmp: "sqlite://", "names no database file"),
+        (lambda tmp: "sqlite:///:memory:", "names no database file"),
+        (lambda tmp: _journal_with(tmp, '{"op_code": 99}\n'), "not an optuna study dlagraph fit can open"),
+        (lambda tmp: _foreign(tmp, "dlagraph-fit", "maximize"), "holds a study named 'dlagraph-fit' that dlagraph fit did not make (0 trials"),
+    ],
+)  # fmt: skip
+def test_more_storage_problems_are_one_line(make: object, expected: str, tmp_path: Path) -> None:
+    where = make(tmp_path)  # type: ignore[operator]
+    with pytest.raises(SpecError) as e:
+        fit("dla_tiny_digits", TINY, where, trials=2)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def _journal_with(tmp: Path, line: str) -> str:
+    path = tmp / "j.log"
+    fit("dla_tiny_digits", TINY, path, trials=2)
+    with path.open("a") as f:
+        f.write(line)
+    return str(path)
+
+
+def _foreign(tmp: Path, name: str, direction: str) -> str:
+    url = f"sqlite:///{tmp / 'f.db'}"
+    optuna.create_study(study_name=name, storage=url, direction=direction)
+    return url
+
+
+def test_a_foreign_curve_study_is_refused(tmp_path: Path) -> None:
+    url = _foreign(tmp_path, "dlagraph-fit-accuracy", "minimize")
+    with pytest.raises(SpecError, match="'dlagraph-fit-accuracy' that dlagraph fit did not make"):
+        fit("dla_tiny_digits", TINY, url, trials=2, evaluate=lambda spec, ev: 1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"study": None}, "study: give a journal file path or a database URL (got NoneType)"),
+        ({"study": 123}, "study: give a journal file path or a database URL (got int)"),
+        ({"trials": 0}, "trials: give a whole number from 1 to 1,000,000 (got 0)"),
+        ({"trials": 2.5}, "trials: give a whole number from 1 to 1,000,000 (got 2.5)"),
+        ({"trials": None}, "trials: give a whole number from 1 to 1,000,000 (got None)"),
+    ],
+)
+def test_fits_own_arguments_are_one_line(kwargs: dict, expected: str, tmp_path: Path) -> None:
+    args = {"study": tmp_path / "s.log", "trials": 2, **kwargs}
+    with pytest.raises(SpecError) as e:
+        fit("dla_tiny_digits", TINY, **args)
+    assert str(e.value) == expected
+
+
+def test_a_tampered_spec_is_not_read_from_disk(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    fit("dla_tiny_digits", TINY, url, trials=4)
+    st = optuna.load_study(study_name="dlagraph-fit", storage=url)
+    t = next(t for t in st.trials if t.state.name == "COMPLETE")
+    design = {**t.user_attrs["design"], "spec": "dla36"}
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'design'",
+            (json.dumps(design), t._trial_id),
+        )
+    with pytest.raises(SpecError, match=f"trial {t.number}: not a design dlagraph fit wrote"):
+        fit("dla_tiny_digits", TINY, url, trials=4)
+
+
+def test_a_bare_postgresql_url_takes_the_installed_driver(cluster: str) -> None:
+    url = new_database(cluster).replace("postgresql+psycopg2://", "postgresql://")
+    assert fit("dla_tiny_digits", TINY, url, trials=3).trials == 3

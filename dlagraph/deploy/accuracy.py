@@ -11,6 +11,7 @@ until int8 is within ``max_drop``; ``auto`` keeps an int8 candidate only within 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,13 +47,13 @@ class Metric:
             value = self.function(model)  # type: ignore[arg-type]
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 value = value.item()
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise DeployError(
                     f"validation: the metric must return a number (got {type(value).__name__})"
                 )
         if not math.isfinite(value):
             raise DeployError(f"validation: the metric returned {value} (not finite)")
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
 
     def of_item(self, model: Callable[[torch.Tensor], Any], item: Any) -> float:
         """The metric of one item of :meth:`dataset_items` (a labelled batch, or the whole)."""
@@ -83,7 +84,9 @@ class AccuracyCheck:
 
     @property
     def within(self) -> bool:
-        return self.drop <= self.max_drop + 1e-12
+        # runtimes' fp32 differ in the last digits (OpenVINO's from PyTorch's by ~1e-5 of a
+        # metric): a drop that small is rounding, not int8
+        return self.drop <= self.max_drop + 1e-5
 
     def __str__(self) -> str:
         verdict = "within" if self.within else "over"
@@ -103,6 +106,11 @@ def top1(model: Callable[[torch.Tensor], Any], items: Iterable[tuple[torch.Tenso
                 raise DeployError(
                     "validation: labelled batches score a classifier's logits; this model "
                     f"returns {type(out).__name__}: give a metric function instead"
+                )
+            if out.dim() != 2 or int(y.min()) < 0 or int(y.max()) >= out.shape[1]:
+                raise DeployError(
+                    f"validation: labels must be class indices 0 to {out.shape[-1] - 1} "
+                    f"(got {int(y.min())} to {int(y.max())})"
                 )
             right += int((out.argmax(1) == y).sum())
             total += len(y)
@@ -139,6 +147,8 @@ def metric_of(validation: object) -> Metric:
             raise DeployError(f"validation[{i}]: labels must be a 1-D integer tensor")
         if len(y) != len(x):
             raise DeployError(f"validation[{i}]: {len(x)} images but {len(y)} labels")
+        if len(x) == 0:
+            raise DeployError(f"validation[{i}]: is empty")
         if not torch.isfinite(x).all():
             raise DeployError(f"validation[{i}]: images hold NaN or infinite values")
         items.append((x.float(), y.long()))
@@ -147,8 +157,13 @@ def metric_of(validation: object) -> Metric:
 
 def max_drop_of(value: object) -> float:
     """``max_drop`` checked: a finite number >= 0, in the metric's units."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
+        ok = ok and math.isfinite(float(value))  # type: ignore[arg-type]
+    except OverflowError:
+        ok = False
+    if not ok:
         raise DeployError(f"max_drop: give a finite number >= 0 (got {safe_repr(value)})")
     if value < 0:
         raise DeployError(f"max_drop: give a finite number >= 0 (got {value})")
-    return float(value)
+    return float(value)  # type: ignore[arg-type]

@@ -102,7 +102,11 @@ def optimize(
     model = resolve(model)
     if request.validation is not None:  # a metric that fails, fails before minutes of int8
         from .prepare import prepare
+        from .request import batch_checker
 
+        check = batch_checker(model)
+        for i, (x, _) in enumerate(request.validation.items or ()):
+            check(x, f"validation[{i}]")
         request.validation(prepare(model))
     built = build(model, request)
     report = getattr(built, "report", None)

@@ -147,6 +147,10 @@ class DeployRequest:
                     f"validation: only int8 is checked against a metric (precision is {precision!r})"
                 )
             metric = metric_of(validation)
+        elif max_drop_of(max_drop) != MAX_DROP:
+            raise DeployError(
+                "max_drop: is the budget of a validation metric: give validation= too"
+            )
         if example is not None and not isinstance(example, torch.Tensor):
             raise DeployError(f"example_input: must be a tensor (got {type(example).__name__})")
         return cls(

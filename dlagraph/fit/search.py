@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import math
+import numbers
 import os
 import signal
 import threading
@@ -162,8 +163,19 @@ def fit(
         SpecError: the budget is below the smallest design of the space (one line, with it), or
             the study was made for another base spec, space, budget or evaluator.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
         raise SpecError(f"seed: give a whole number from 0 to 2**32 - 1 (got {seed!r})")
+    seed = int(seed)
+    if (
+        isinstance(trials, bool)
+        or not isinstance(trials, numbers.Integral)
+        or not 1 <= trials <= 10**6
+    ):
+        raise SpecError(f"trials: give a whole number from 1 to 1,000,000 (got {trials!r})")
+    if not isinstance(study, str | os.PathLike) or not str(study).strip():
+        raise SpecError(
+            f"study: give a journal file path or a database URL (got {type(study).__name__})"
+        )
     optuna = _optuna()
     base = load_spec(base)
     space = space or Space()
@@ -177,7 +189,7 @@ def fit(
     sampler = optuna.samplers.NSGAIISampler(seed=(seed + (os.getpid() if shared else 0)) % 2**32)
     # with a score, parameters are a cost like the others (the score measures capacity)
     directions = ["minimize", *DIRECTIONS[1:], "maximize"] if scored else DIRECTIONS
-    _refuse_foreign(optuna, study, storage)
+    _refuse_foreign(optuna, study, storage, directions, scored is not None)
     st = _open(optuna, study, storage, STUDY, directions, sampler)
     made_for = st.user_attrs.get("key")
     if made_for is None:
@@ -346,26 +358,47 @@ def _open(
             pruner=pruner,
             load_if_exists=True,
         )
-    except (ValueError, KeyError, TypeError, OSError, ImportError) as e:  # a file of something
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        OSError,
+        ImportError,
+        AssertionError,
+    ) as e:  # a file of something
         # else (optuna's journal reader raises JSONDecodeError, a ValueError), a folder, a bad URL
         raise not_a_study(where, e) from None
 
 
-def _refuse_foreign(optuna: Any, where: str | Path, storage: Any) -> None:
-    """A study of ``STUDY``'s name that another program made (no design, no key): refused before
-    anything is written to it."""
+def _refuse_foreign(
+    optuna: Any, where: str | Path, storage: Any, directions: list[str], curves: bool
+) -> None:
+    """Studies of our names that another program made: refused before anything is written to
+    them. ``STUDY`` with trials and no key of ours, or with other directions; the learning
+    curves' study with another direction."""
     try:
-        names = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+        found = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     except Exception as e:  # a storage that cannot list its studies
         raise not_a_study(where, e) from None
-    found = names.get(STUDY)
-    # no trials yet: a worker starting beside this one may not have written its key
-    if found is None or "key" in found.user_attrs or not found.n_trials:
-        return
-    raise SpecError(
-        f"{shown_storage(where)}: holds a study named {STUDY!r} that dlagraph fit did not make "
-        f"({found.n_trials} trials, no design key); give another -o or --study"
-    )
+
+    def named(summary: Any) -> list[str]:
+        return [d.name.lower() for d in summary.directions]
+
+    main = found.get(STUDY)
+    # no trials yet and our directions: a worker starting beside this one may not have written
+    # its key yet (or a study of the same shape, harmless to take)
+    if main is not None and "key" not in main.user_attrs:
+        if main.n_trials or named(main) != directions:
+            raise SpecError(
+                f"{shown_storage(where)}: holds a study named {STUDY!r} that dlagraph fit did not "
+                f"make ({main.n_trials} trials, no design key); give another -o or --study"
+            )
+    other = found.get(STUDY + "-accuracy")
+    if curves and other is not None and named(other) != ["maximize"]:
+        raise SpecError(
+            f"{shown_storage(where)}: holds a study named {STUDY + '-accuracy'!r} that dlagraph "
+            "fit did not make (it minimizes); give another -o or --study"
+        )
 
 
 def _fail_orphan_curves(optuna: Any, st: Any, curves: Any) -> None:
@@ -436,8 +469,12 @@ def _member(t: Any) -> Member:
     try:
         design = t.user_attrs["design"]
         values = [float(v) for v in t.values[:3]]
-        if not all(math.isfinite(v) and v >= 0 for v in values) or not isinstance(design, dict):
+        if not all(math.isfinite(v) and 0 <= v < 2**63 for v in values) or not isinstance(
+            design, dict
+        ):
             raise ValueError(f"values {t.values[:3]}")
+        if not isinstance(design["spec"], dict):  # a name or path would be read from disk
+            raise ValueError(f"spec {clip(repr(design['spec']), 40)}")
         score = design.get("score")
         if score is not None and not (isinstance(score, int | float) and math.isfinite(score)):
             raise ValueError(f"score {score!r}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import stat
 import sys
@@ -41,21 +42,24 @@ _SCHEMA_TRIES = 8  # workers starting together on a fresh database: retry the sc
 
 
 def shown_storage(study: str | Path) -> str:
-    """The study's place as it may be printed: a database URL without its password."""
+    """The study's place as it may be printed: a database URL without its password (in the
+    user part or the query); a file path, and a SQLite URL's path, as given."""
     text = str(study)
-    if "://" not in text:
+    if "://" not in text or text.startswith("sqlite:"):
         return text
     scheme, _, rest = text.partition("://")
-    creds, at, host = rest.rpartition("@")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    creds, at, host = authority.rpartition("@")
     if at and ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}{at}{host}"
+        authority = f"{creds.split(':', 1)[0]}:***@{host}"
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", f"{scheme}://{authority}{tail}")
 
 
 def not_a_study(where: str | Path, e: BaseException) -> SpecError:
     return SpecError(
         f"{shown_storage(where)}: not an optuna study dlagraph fit can open ({type(e).__name__}: "
-        f"{clip(str(e).splitlines()[0] if str(e) else '', 100)})"
+        f"{clip(' '.join(str(e).split()), 240)})"
     )
 
 
@@ -88,6 +92,7 @@ def _retry() -> Any:
 def _database(optuna: Any, url: str) -> Any:
     from optuna.storages import RDBStorage
 
+    url = _with_driver(url)
     for attempt in range(_SCHEMA_TRIES):
         try:
             with warnings.catch_warnings():
@@ -98,10 +103,11 @@ def _database(optuna: Any, url: str) -> Any:
                     grace_period=_seconds("DLAGRAPH_FIT_GRACE", GRACE),
                     heartbeat_stale_trial_callback=_retry(),
                 )
-        except ImportError as e:  # the URL's driver (psycopg2 for postgresql://)
+        except ImportError as e:  # the URL's driver
             raise SpecError(
-                f"{shown_storage(url)}: its database driver is not installed ({e.name or e}): "
-                "pip install 'dlagraph[fit]' (PostgreSQL's psycopg2-binary) or the dialect's own"
+                f"{shown_storage(url)}: its database driver {e.name or ''} is not installed "
+                f"({clip(str(e), 80)}); PostgreSQL's psycopg2-binary comes with "
+                "pip install 'dlagraph[fit]', other databases need their dialect's driver"
             ) from None
         except Exception as e:  # sqlalchemy's errors, optuna's ValueError: one line each
             if _creating_schema_together(e) and attempt < _SCHEMA_TRIES - 1:
@@ -109,6 +115,30 @@ def _database(optuna: Any, url: str) -> Any:
                 continue
             raise not_a_study(url, e) from None
     raise AssertionError("unreachable")
+
+
+def _with_driver(url: str) -> str:
+    """``url`` checked to name a database, and ``postgresql://`` given the driver the ``fit``
+    extra installs (SQLAlchemy 2.1 takes psycopg 3 for a bare ``postgresql://``)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception as e:
+        raise not_a_study(url, e) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise SpecError(
+            f"{url}: names no database file (an in-memory study would be lost): give "
+            "sqlite:///path/to/study.db"
+        )
+    if parsed.drivername == "postgresql":
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+            return parsed.set(drivername="postgresql+psycopg2").render_as_string(
+                hide_password=False
+            )
+    return url
 
 
 def _creating_schema_together(e: BaseException) -> bool:
@@ -123,7 +153,8 @@ def _journal(optuna: Any, path: Path) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    path = path.expanduser().absolute()  # the lock's symlink must not depend on the cwd
+    # the lock's symlink must not depend on the cwd, nor on the link a worker reached it by
+    path = path.expanduser().resolve()
     try:
         kind = path.stat().st_mode if path.exists() else None
     except OSError as e:
@@ -142,7 +173,8 @@ def _journal(optuna: Any, path: Path) -> Any:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    # optuna's journal reader asserts on an unknown op code
+    except (ValueError, KeyError, TypeError, OSError, AssertionError) as e:
         raise not_a_study(path, e) from None
 
 
