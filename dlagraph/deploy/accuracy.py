@@ -91,7 +91,7 @@ class AccuracyCheck:
     def __str__(self) -> str:
         verdict = "within" if self.within else "over"
         return (
-            f"{self.name}: int8 {self.int8:.4f}, fp32 {self.fp32:.4f} (drop {self.drop:+.4f}, "
+            f"{self.name}: int8 {self.int8:.6g}, fp32 {self.fp32:.6g} (drop {self.drop:+.3g}, "
             f"{verdict} max_drop {self.max_drop:g})"
         )
 

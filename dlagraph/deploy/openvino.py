@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..base.errors import DlagraphWarning, users_stacklevel
 from .accuracy import MAX_DROP, AccuracyCheck, Metric
 from .prepare import RuntimeModule, prepare, quiet, runtime_input, structure
 from .registry import get_runtime
@@ -189,6 +191,13 @@ def build(model: nn.Module, request: DeployRequest) -> RuntimeModule:
         convs = [o for o in ov_model.get_ordered_ops() if o.get_type_name() in _LAYERS]
         if report.float_modules and len(report.float_modules) == len(convs):
             report.notes.append("every layer in floating point: int8 could not meet max_drop")
+            warnings.warn(
+                "int8 on openvino: NNCF's accuracy control kept every layer in floating point "
+                f"to meet max_drop {request.max_drop:g}: this model is fp32; raise max_drop or "
+                "use precision='fp32'",
+                DlagraphWarning,
+                stacklevel=users_stacklevel(),
+            )
         if request.validation is not None:
             with report.step("validate"):
                 report.accuracy = measure_drop(ov_model, net, x, request)

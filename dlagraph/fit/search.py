@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,9 @@ def fit(
 
     def score(spec: Spec, number: int) -> float:
         assert evaluate is not None and curves is not None
-        curve = curves.ask()
+        with warnings.catch_warnings():  # a curve lives and fails with its trial (below)
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            curve = curves.ask()
         curve.set_user_attr("trial", number)  # whose curve: failed with its trial (below)
         if evaluating:
             evaluating(number, None, None)
@@ -268,8 +271,10 @@ def fit(
         # one write for all (the journal storage syncs each write to disk)
         design = {"spec": spec.to_dict(), "violation": [*violation.values()], "score": accuracy}
         trial.set_user_attr("design", design)
-        for name, value in violation.items():  # optuna's samplers prefer the feasible
-            trial.set_constraint(name, value)
+        with warnings.catch_warnings():  # a dead worker's retried trial has them already
+            warnings.filterwarnings("ignore", "The constraint value is ignored", UserWarning)
+            for name, value in violation.items():  # optuna's samplers prefer the feasible
+                trial.set_constraint(name, value)
         return (params, macs, memory) + (() if evaluate is None else (accuracy or 0.0,))
 
     start, done0 = time.perf_counter(), len(st.get_trials(deepcopy=False, states=finished))
@@ -292,6 +297,10 @@ def fit(
                 n_trials=remaining,
                 callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), report],
             )
+            # a dead worker's design queued again after the study was full: evaluated too, not
+            # left waiting (one at a time: another worker may take it first)
+            while not stopping and _waiting(optuna, st):
+                st.optimize(objective, n_trials=1, callbacks=[report])
     result = _result(optuna, st)
     result.storage = shown_storage(study)
     result.evaluated = scored
@@ -447,6 +456,10 @@ def _stop_between_trials(st: Any, caught: list[int]) -> Iterator[None]:
             handler(caught[0], None)
         else:
             signal.raise_signal(caught[0])
+
+
+def _waiting(optuna: Any, st: Any) -> bool:
+    return bool(st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
 def _feasible(trial: Any) -> bool:

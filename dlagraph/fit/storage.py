@@ -165,8 +165,8 @@ def _journal(optuna: Any, path: Path) -> Any:
     lock = path.with_name(path.name + ".lock")
     if lock.is_symlink() or lock.exists():
         print(
-            f"waiting for {lock} (another worker holds it; a killed worker's lock expires "
-            "after 30 s)",
+            f"{lock} exists: another worker is writing the study (a moment), or a killed "
+            "worker left it (it expires after 30 s)",
             file=sys.stderr,
             flush=True,
         )
