@@ -50,12 +50,10 @@ def _timm(name: str, weights: str | None) -> torch.nn.Module:
     return model
 
 
-def timm_fp32(
-    name: str, weights: str | None, batch: int, size: tuple[int, int], threads: int
+def _eager(
+    model: torch.nn.Module, batch: int, size: tuple[int, int], threads: int
 ) -> Callable[[], Any]:
-    """timm's model, fp32 eager, as ``timm.create_model`` gives it."""
     _threads(threads)
-    model = _timm(name, weights)
     x = torch.randn(batch, 3, *size)
 
     def run() -> Any:
@@ -63,6 +61,13 @@ def timm_fp32(
             return model(x)
 
     return run
+
+
+def timm_fp32(
+    name: str, weights: str | None, batch: int, size: tuple[int, int], threads: int
+) -> Callable[[], Any]:
+    """timm's model, fp32 eager, as ``timm.create_model`` gives it."""
+    return _eager(_timm(name, weights), batch, size, threads)
 
 
 def _model_of_spec(spec: str, weights: str | None) -> torch.nn.Module:
@@ -79,24 +84,20 @@ def spec_eager(
     spec: str, weights: str | None, batch: int, size: tuple[int, int], threads: int
 ) -> Callable[[], Any]:
     """The user's model, fp32 eager."""
-    _threads(threads)
-    model = _model_of_spec(spec, weights)
-    x = torch.randn(batch, 3, *size)
-
-    def run() -> Any:
-        with torch.inference_mode():
-            return model(x)
-
-    return run
+    return _eager(_model_of_spec(spec, weights), batch, size, threads)
 
 
-def _nncf_defaults(model: torch.nn.Module, x: torch.Tensor, batches: list[np.ndarray]) -> Any:
-    """The three lines: convert, quantize with every default (compile is the caller's)."""
+def _nncf_defaults(
+    model: torch.nn.Module, x: torch.Tensor, batches: list[np.ndarray], dynamic: bool = False
+) -> Any:
+    """The three lines: convert, quantize with every default (compile is the caller's);
+    ``dynamic``: any batch size."""
     import nncf
     import openvino as ov
 
+    shape = [(-1, *x.shape[1:])] if dynamic else None
     with torch.no_grad():
-        ov_model = ov.convert_model(model, example_input=x)
+        ov_model = ov.convert_model(model, example_input=x, input=shape)
     return nncf.quantize(ov_model, nncf.Dataset(batches))
 
 
@@ -117,6 +118,20 @@ def plain_nncf_spec(
     return lambda: run(xn)
 
 
+def _reader(batches: list[np.ndarray]) -> Any:
+    """ONNX Runtime's calibration reader over ``batches`` (input ``x``)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.it = iter({"x": b} for b in batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    return Reader()
+
+
 def _as_module(run: Callable[[np.ndarray], Any], model: torch.nn.Module, x: torch.Tensor) -> Any:
     """A runtime's function as the model's interface (its outputs in the model's structure),
     for scoring; plumbing only."""
@@ -132,11 +147,7 @@ def plain_nncf_module(
     import openvino as ov
 
     batches = [b.numpy() for b in calibration]
-    import nncf
-
-    with torch.no_grad():
-        ov_model = ov.convert_model(model, example_input=x, input=[(-1, *x.shape[1:])])
-    compiled = ov.Core().compile_model(nncf.quantize(ov_model, nncf.Dataset(batches)), "CPU")
+    compiled = ov.Core().compile_model(_nncf_defaults(model, x, batches, dynamic=True), "CPU")
     return _as_module(lambda a: compiled(a).values(), model, x)
 
 
@@ -145,7 +156,7 @@ def plain_ort_qdq_module(
 ) -> Any:
     """ONNX Runtime's ``quantize_static`` defaults on ``model``, any batch, for scoring."""
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+    from onnxruntime.quantization import quantize_static
 
     folder = tempfile.mkdtemp(prefix="peer_ort_")
     fp32, int8 = os.path.join(folder, "m.onnx"), os.path.join(folder, "m_int8.onnx")
@@ -159,14 +170,7 @@ def plain_ort_qdq_module(
     program.save(fp32)
     batches = [b.numpy() for b in calibration]
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter({"x": b} for b in batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.it, None)
-
-    quantize_static(fp32, int8, Reader())
+    quantize_static(fp32, int8, _reader(batches))
     session = ort.InferenceSession(int8, providers=["CPUExecutionProvider"])
     return _as_module(lambda a: session.run(None, {"x": a}), model, x)
 
@@ -206,16 +210,9 @@ def plain_nncf(
 ) -> Callable[[], Any]:
     """The three lines a user writes: ``convert_model``, ``nncf.quantize`` with its defaults on
     the calibration batches, compile."""
-    import nncf
-    import openvino as ov
-
     model = _timm(name, weights)
     x = torch.randn(batch, 3, *size)
-    with torch.no_grad():
-        ov_model = ov.convert_model(model, example_input=x)
-    batches = _calibration(batch, size, seed, n)
-    quantized = nncf.quantize(ov_model, nncf.Dataset(batches))  # every default
-    run = _ov_compiled(quantized, threads)
+    run = _ov_compiled(_nncf_defaults(model, x, _calibration(batch, size, seed, n)), threads)
     xn = x.numpy()
     return lambda: run(xn)
 
@@ -232,7 +229,7 @@ def plain_ort_qdq(
     """``torch.onnx.export`` of timm's model and ONNX Runtime's ``quantize_static`` with its
     defaults (QDQ format, MinMax calibration), run by an ONNX Runtime session."""
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+    from onnxruntime.quantization import quantize_static
 
     model = _timm(name, weights)
     x = torch.randn(batch, 3, *size)
@@ -241,14 +238,7 @@ def plain_ort_qdq(
     torch.onnx.export(model, (x,), fp32, input_names=["x"], dynamo=False)
     batches = _calibration(batch, size, seed, n)
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter({"x": b} for b in batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.it, None)
-
-    quantize_static(fp32, int8, Reader())
+    quantize_static(fp32, int8, _reader(batches))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     session = ort.InferenceSession(int8, opts, providers=["CPUExecutionProvider"])

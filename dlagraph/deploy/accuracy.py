@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,6 @@ __all__ = ["Metric", "AccuracyCheck", "metric_of", "max_drop_of", "top1", "MAX_D
 
 # the default budget: half a point of top-1 (or of the user's metric, in its own units)
 MAX_DROP = 0.005
-
-Validation = Sequence[tuple[torch.Tensor, torch.Tensor]] | Callable[[nn.Module], float]
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,6 @@ class Metric:
     def dataset_items(self) -> list[Any]:
         """What NNCF's accuracy control iterates: the labelled batches, or one placeholder."""
         return list(self.items) if self.items is not None else [None]
-
-    def describe(self, value: float) -> str:
-        return f"{self.name} {value:.4f}"
 
 
 @dataclass(frozen=True)
