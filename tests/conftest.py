@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if "test_examples.py" in item.nodeid else 2
 
     items.sort(key=rank)  # stable: the order within each group is the collection's
+
+
+@pytest.fixture
+def reaped() -> Iterator[list[subprocess.Popen]]:
+    """The processes a test starts: killed if still running and their pipes closed, however the
+    test ends (a worker left behind would run on into later tests)."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        for pipe in (p.stdout, p.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -188,8 +188,10 @@ def test_detection_example_learns_and_keeps_its_map_in_int8_and_bf16(tmp_path: P
     images, targets = mod.make_detection_data(256, 64, seed=1)
     assert mod.evaluate(twin, images, targets, 4) == pytest.approx(score["fp32"], abs=1e-3)
     calibration = list(mod.make_detection_data(256, 64, seed=0)[0].split(64))
-    fast = dlagraph.optimize(twin, "int8", calibration)  # bf16's lowered DCN: test_optimize.py
-    assert "lowered to gather + matmul" in str(fast.report)
+    # torch's int8 keeps the DCNs in float: within 1 point of mAP@0.5 too. Eager (compiling this
+    # network took a minute of this test's three; the compiled DCN's lowering to gather + matmul
+    # is checked against eager in test_optimize.py)
+    fast = dlagraph.optimize(twin, "int8", calibration, compile=False)
     assert abs(mod.evaluate(fast, images, targets, 4) - score["fp32"]) <= 0.01
     # int8 in OpenVINO and ONNX Runtime (what `dlagraph export` writes), which run the DCNs
     # natively (DeformableConvolution, ONNX DeformConv): within 1 point of mAP@0.5 too

@@ -77,7 +77,9 @@ def test_the_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # a search interrupted, then resumed: about 10 s
-def test_interrupted_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
+def test_interrupted_fit_resumes_where_it_stopped(
+    tmp_path: Path, reaped: list[subprocess.Popen]
+) -> None:
     args = [
         sys.executable,
         "-m",
@@ -91,6 +93,7 @@ def test_interrupted_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    reaped.append(proc)
     log = tmp_path / "study.log"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 8_000):
@@ -109,7 +112,9 @@ def test_interrupted_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # two worker processes: about 10 s
-def test_two_workers_share_one_study_without_duplicates(tmp_path: Path) -> None:
+def test_two_workers_share_one_study_without_duplicates(
+    tmp_path: Path, reaped: list[subprocess.Popen]
+) -> None:
     log = tmp_path / "shared.log"
     args = tiny("--trials", "30", "--no-plot", "--study", str(log))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -123,6 +128,7 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path: Path) -> None:
         )
         for w in ("a", "b")
     ]
+    reaped.extend(workers)
     for w in workers:
         _, err = w.communicate(timeout=120)
         assert w.returncode == 0, err

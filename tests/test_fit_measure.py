@@ -240,7 +240,9 @@ def test_a_users_evaluator_is_an_objective_and_weak_curves_are_pruned(tmp_path: 
     )
 
 
-def test_ctrl_c_ends_an_evaluation_within_a_step_and_the_rerun_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_ends_an_evaluation_within_a_step_and_the_rerun_resumes(
+    tmp_path: Path, reaped: list[subprocess.Popen]
+) -> None:
     (tmp_path / "scorer.py").write_text(SCORER)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen(
@@ -257,6 +259,7 @@ def test_ctrl_c_ends_an_evaluation_within_a_step_and_the_rerun_resumes(tmp_path:
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    reaped.append(proc)
     log = tmp_path / "o" / "study.log"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (

@@ -231,15 +231,24 @@ def fit(
         try:
             value = _evaluate(evaluate, spec, Evaluation(budget.size, seed, report, is_stopping))
         except optuna.TrialPruned:
-            curves.tell(curve, state=State.PRUNED)
+            curves.tell(curve, state=State.PRUNED, skip_if_finished=True)
             raise
         except BaseException:  # stopped, or the evaluator failed: the trial fails
-            curves.tell(curve, state=State.FAIL)
+            curves.tell(curve, state=State.FAIL, skip_if_finished=True)
             raise
-        curves.tell(curve, value)
+        curves.tell(curve, value, skip_if_finished=True)
         return value
 
+    gone: list[int] = []  # trials of this worker that another failed under it (see run)
+
     def objective(trial: Any) -> tuple[float, ...]:
+        try:
+            return design(trial)
+        finally:  # failed under this worker: optuna's tell will refuse it (see run)
+            if st._storage.get_trial(trial._trial_id).state.is_finished():
+                gone.append(trial._trial_id)
+
+    def design(trial: Any) -> tuple[float, ...]:
         trial.set_user_attr("worker", worker_id())  # for fail_dead_workers
         fail_dead_workers(optuna, st)  # a journal's killed worker: its design queued again
         if curves is not None:
@@ -289,18 +298,29 @@ def fit(
         rate = (done - done0) / max(time.perf_counter() - start, 1e-9)
         progress(done, trials, best[0] if best else None, (trials - done) / max(rate, 1e-9))
 
-    remaining = trials - done0
-    if remaining > 0:
+    def run(n_trials: int, callbacks: list[Any]) -> bool:
+        """Run up to ``n_trials``; True when stopped short because this worker's trial was failed
+        under it (the process was paused past the grace period and taken for dead: its design
+        is queued again), so the search goes on."""
+        gone.clear()
+        try:
+            st.optimize(objective, n_trials=max(n_trials, 0), callbacks=callbacks)
+        except Exception:
+            if not gone:
+                raise
+            return True
+        return False
+
+    if trials - done0 > 0:
         with _stop_between_trials(st, stopping):
-            st.optimize(
-                objective,
-                n_trials=remaining,
-                callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), report],
-            )
+            full = optuna.study.MaxTrialsCallback(trials, states=finished)
+            while run(trials - len(st.get_trials(deepcopy=False, states=finished)), [full, report]):
+                if stopping:
+                    break
             # a dead worker's design queued again after the study was full: evaluated too, not
             # left waiting (one at a time: another worker may take it first)
             while not stopping and _waiting(optuna, st):
-                st.optimize(objective, n_trials=1, callbacks=[report])
+                run(1, [report])
     result = _result(optuna, st)
     result.storage = shown_storage(study)
     result.evaluated = scored

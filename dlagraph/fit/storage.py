@@ -18,6 +18,8 @@ and every mistake is one line.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import os
 import random
 import re
@@ -38,6 +40,9 @@ __all__ = ["open_storage", "shown_storage", "not_a_study", "fail_dead_workers", 
 HEARTBEAT = 10
 GRACE = 60
 RETRIES = 3  # a dead worker's design is queued again at most this many times
+LOCK_GRACE = (
+    30  # optuna's: a journal lock older than this is a killed worker's (tests: 3, its least)
+)
 _SCHEMA_TRIES = 8  # workers starting together on a fresh database: retry the schema this often
 
 
@@ -86,7 +91,17 @@ def _retry() -> Any:
 
     with warnings.catch_warnings():  # optuna calls its heartbeat API experimental
         warnings.simplefilter("ignore")
-        return RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
+
+    def queue_again(study: Any, trial: Any) -> None:
+        # optuna's retry copies the trial's user attributes, the dead worker's id among them:
+        # the copy, once a live worker takes it and before that worker writes its own id, would
+        # look like the dead worker's and be failed again (and the live worker's answer refused)
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "worker"}
+        retry(study, trial)
+
+    return queue_again
 
 
 def _database(optuna: Any, url: str) -> Any:
@@ -151,7 +166,7 @@ def _creating_schema_together(e: BaseException) -> bool:
 
 def _journal(optuna: Any, path: Path) -> Any:
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
     # the lock's symlink must not depend on the cwd, nor on the link a worker reached it by
     path = path.expanduser().resolve()
@@ -163,16 +178,18 @@ def _journal(optuna: Any, path: Path) -> Any:
         what = "a folder" if stat.S_ISDIR(kind) else "not a regular file (a FIFO or a device?)"
         raise SpecError(f"{path}: {what}; give a journal file path or a database URL")
     lock = path.with_name(path.name + ".lock")
+    expires = _seconds("DLAGRAPH_FIT_LOCK_GRACE", LOCK_GRACE)
     if lock.is_symlink() or lock.exists():
         print(
             f"{lock} exists: another worker is writing the study (a moment), or a killed "
-            "worker left it (it expires after 30 s)",
+            f"worker left it (it expires after {expires} s)",
             file=sys.stderr,
             flush=True,
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        held = JournalFileSymlinkLock(str(path), grace_period=expires)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=held))
     # optuna's journal reader asserts on an unknown op code
     except (ValueError, KeyError, TypeError, OSError, AssertionError) as e:
         raise not_a_study(path, e) from None
@@ -188,6 +205,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _age(start: datetime.datetime | None) -> float:
+    """Seconds since ``start`` (optuna's storages give naive local times; aware ones too)."""
+    if start is None:
+        return 0.0
+    return (datetime.datetime.now(tz=start.tzinfo) - start).total_seconds()
+
+
 def fail_dead_workers(optuna: Any, st: Any) -> list[int]:
     """Fail the running trials of this host's workers that no longer exist, and queue their
     designs again (at most ``RETRIES`` times each); the numbers of the trials failed. On a
@@ -196,10 +220,14 @@ def fail_dead_workers(optuna: Any, st: Any) -> list[int]:
     host = socket.gethostname()
     failed = []
     for t in st.get_trials(deepcopy=False, states=(State.RUNNING,)):
-        owner = str(t.user_attrs.get("worker", ""))
-        name, _, pid = owner.rpartition(":")
-        if name != host or not pid.isdigit() or _alive(int(pid)):
-            continue
+        owner = t.user_attrs.get("worker")
+        if owner is None:  # a worker writes its id first thing: one that never did, died
+            if _age(t.datetime_start) < _seconds("DLAGRAPH_FIT_GRACE", GRACE):
+                continue
+        else:
+            name, _, pid = str(owner).rpartition(":")
+            if name != host or not pid.isdigit() or _alive(int(pid)):
+                continue
         try:
             st._storage.set_trial_state_values(t._trial_id, State.FAIL)
         except Exception:  # another worker failed it first
