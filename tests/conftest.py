@@ -31,10 +31,18 @@ settings.register_profile(
 settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+# the quick run (-m "not slow") tries fewer: it is for iterating, the full run (CI's) tries 25
+settings.register_profile(
+    "quick", max_examples=10, derandomize=True, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))  # --hypothesis-profile wins
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    chosen = os.environ.get("HYPOTHESIS_PROFILE") or config.getoption("hypothesis_profile", None)
+    if not chosen and (config.option.markexpr or "").replace(" ", "") == "notslow":
+        settings.load_profile("quick")
     try:
         import torch
     except ImportError:

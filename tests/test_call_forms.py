@@ -478,6 +478,7 @@ COMMANDS: dict[str, list[str]] = {
     "infer": ["infer", "{}"],
 }
 SLOW_COMMANDS = {"bench", "export", "fit"}  # the quick run keeps each one's preset form
+ALL_SLOW = {"bench"}  # its preset form too (rows timed in processes of their own: about 11 s)
 
 
 def _cli_inputs() -> dict[tuple[str, str], str]:
@@ -536,7 +537,8 @@ def _cli_cases() -> list[Any]:
             name,
             form,
             id=f"{name}-{form}",
-            marks=[pytest.mark.slow] * (name in SLOW_COMMANDS and form != "preset"),
+            marks=[pytest.mark.slow]
+            * (name in ALL_SLOW or (name in SLOW_COMMANDS and form != "preset")),
         )
         for name in sorted(COMMANDS)
         for form in sorted(cli_forms(name))

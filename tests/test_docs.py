@@ -165,7 +165,16 @@ def run_page(page: Path, workspace: Path, slow: bool) -> int:
     return ran
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+# pages whose blocks take over 10 s together (timm checkpoints of three networks; fit's searches):
+# the full run only, so the quick run stays quick
+LONG_PAGES = {"checkpoints.md", "fit.md"}
+
+
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(p, marks=[pytest.mark.slow] * (p.name in LONG_PAGES)) for p in PAGES],
+    ids=lambda p: p.name,
+)
 def test_every_block_of_the_page_runs_and_prints_what_it_shows(page: Path, tmp_path: Path) -> None:
     run_page(page, tmp_path, slow=False)
 

@@ -180,6 +180,7 @@ def test_without_the_deploy_extra_the_error_names_it(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # converts and compiles for two runtimes at three batch sizes: about 13 s
 def test_runtime_backends_compute_the_model_at_any_batch() -> None:
     model = dlagraph.build_module(TINY).eval()
     x = torch.randn(4, 1, 32, 32)

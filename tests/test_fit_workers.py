@@ -439,3 +439,28 @@ def test_a_tampered_spec_is_not_read_from_disk(tmp_path: Path) -> None:
 def test_a_bare_postgresql_url_takes_the_installed_driver(cluster: str) -> None:
     url = new_database(cluster).replace("postgresql+psycopg2://", "postgresql://")
     assert fit("dla_tiny_digits", TINY, url, trials=3).trials == 3
+
+
+def test_a_trial_whose_worker_died_before_writing_its_id_is_failed_after_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between optuna's start of its trial and its first write (its id) left a
+    RUNNING trial no pid names: failed and its design queued once it is older than the grace
+    period, and not before (a live worker writes its id within milliseconds)."""
+    import datetime
+
+    from dlagraph.fit import storage
+
+    hour_ago = datetime.datetime.now() - datetime.timedelta(hours=1)
+    assert 3599 < storage._age(hour_ago) < 3700
+    assert 3599 < storage._age(hour_ago.astimezone(datetime.timezone.utc)) < 3700
+    st = optuna.create_study(storage=storage.open_storage(optuna, tmp_path / "s.log"))
+    for _ in range(2):  # two trials started, neither with a worker's id
+        st.enqueue_trial({"w": 1})
+        trial = st.ask({"w": optuna.distributions.IntDistribution(0, 2)})
+    first = st.trials[0].datetime_start
+    # the journal stamps the start itself: the first one is taken as an hour old
+    monkeypatch.setattr(storage, "_age", lambda start: 3600.0 if start == first else 0.0)
+    assert storage.fail_dead_workers(optuna, st) == [0]
+    assert [t.state.name for t in st.trials] == ["FAIL", "RUNNING", "WAITING"]
+    assert st.trials[2].params == {"w": 1} and trial.number == 1

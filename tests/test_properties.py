@@ -134,6 +134,7 @@ def test_eq5_at_every_level_root(spec: dict) -> None:
         assert inputs(g, l2)[0] == l1
 
 
+@pytest.mark.slow  # traces 25 random networks: about 13 s
 @given(valid_specs(max_tree_levels=6, max_depth=3))
 def test_static_shapes_equal_traced_shapes(spec: dict) -> None:
     from torch.fx.passes.shape_prop import ShapeProp
