@@ -182,6 +182,31 @@ def test_auto_keeps_int8_within_the_budget(tmp_path: Path) -> None:
     assert kept and all("within max_drop 1" in fast.auto.kept[k] for k in kept)
 
 
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_the_metric_of_fp32_is_measured_once(backend: str) -> None:
+    """A metric may take minutes: fp32's is measured once (first, to fail fast) and reused by
+    the report, and the int8 model is measured as the caller gets it (OpenVINO's compiled model,
+    not a second compile)."""
+    model = _model()
+    metric = closeness(model, _batches(1, 2))
+    seen: list[str] = []
+
+    def counted(m: torch.nn.Module) -> float:
+        seen.append(type(m).__name__)
+        return metric(m)
+
+    kw = {"compile": False} if backend == "torch" else {"backend": backend}
+    fast = dlagraph.optimize(model, "int8", _batches(2, 1), validation=counted, max_drop=1.0, **kw)
+    check = fast.report.accuracy
+    assert check.within and check.int8 == pytest.approx(metric(fast), abs=1e-6)
+    # fp32 (a torch module) measured once, first; then the int8 model (OpenVINO: NNCF's accuracy
+    # control scores its own compiled models in between, each once)
+    fp32 = [name for name in seen if name != "RuntimeModule"]
+    assert seen[0] == fp32[0] and len(fp32) == (2 if backend == "torch" else 1), seen
+    if backend == "torch":
+        assert len(seen) == 2
+
+
 def test_autos_int8_rule_with_a_metric_is_the_budget() -> None:
     """The rule auto applies to each int8 candidate: over the budget it is refused, saying both
     numbers; within it, kept, saying which rule it met."""

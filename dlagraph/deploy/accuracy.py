@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +35,15 @@ class Metric:
     name: str
     items: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None
     function: Callable[[nn.Module], float] | None
+    # the request's fp32 value, once measured (a metric may take minutes: measured once per call)
+    measured: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def fp32(self, model: Callable[[], Callable[[torch.Tensor], Any]]) -> float:
+        """The metric of the request's fp32 model (``model()`` makes it), measured once:
+        ``optimize`` measures it first, to fail fast, and each runtime's report reuses it."""
+        if "fp32" not in self.measured:
+            self.measured["fp32"] = self(model())
+        return self.measured["fp32"]
 
     def __call__(self, model: Callable[[torch.Tensor], Any]) -> float:
         """The metric of ``model`` (finite, or a one-line error)."""

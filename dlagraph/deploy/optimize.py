@@ -107,7 +107,7 @@ def optimize(
         check = batch_checker(model)
         for i, (x, _) in enumerate(request.validation.items or ()):
             check(x, f"validation[{i}]")
-        request.validation(prepare(model))
+        request.validation.fp32(lambda: prepare(model))
     built = build(model, request)
     report = getattr(built, "report", None)
     if request.validation is not None and report is not None:
@@ -134,5 +134,5 @@ def measured_drop(model: nn.Module, built: nn.Module, request: DeployRequest) ->
     metric = request.validation
     assert metric is not None
     with built.report.step("validate"):
-        fp32 = metric(prepare(model))
+        fp32 = metric.fp32(lambda: prepare(model))
         return AccuracyCheck(metric.name, fp32, metric(built), request.max_drop)
