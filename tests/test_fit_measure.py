@@ -285,6 +285,12 @@ def test_ctrl_c_ends_an_evaluation_within_a_step_and_the_rerun_resumes(
         and all(v <= 0 for v in t.user_attrs["design"]["violation"])
     ]
     assert all(t.state.name != "RUNNING" for t in main.trials)  # the interrupted one is failed
+    # an interrupted trial's design is queued: a rerun evaluates it first (optuna runs queued
+    # trials first). (The Ctrl-C may land in the base network's evaluation instead: no trial.)
+    failed = [t.params for t in main.trials if t.state.name == "FAIL"]
+    # a queued trial holds its parameters as optuna's fixed ones until it runs
+    waiting = [t.system_attrs["fixed_params"] for t in main.trials if t.state.name == "WAITING"]
+    assert waiting == failed, [(t.number, t.state.name) for t in main.trials]
 
 
 def test_digits_evaluator_trains_and_reports_each_epoch() -> None:

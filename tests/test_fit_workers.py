@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -464,3 +465,131 @@ def test_a_trial_whose_worker_died_before_writing_its_id_is_failed_after_the_gra
     assert storage.fail_dead_workers(optuna, st) == [0]
     assert [t.state.name for t in st.trials] == ["FAIL", "RUNNING", "WAITING"]
     assert st.trials[2].params == {"w": 1} and trial.number == 1
+
+
+def test_a_dead_workers_last_trial_is_run_again_though_the_study_is_full(tmp_path: Path) -> None:
+    """The study is full when a worker dies in its last trial: no trial starts that would fail
+    it, so the live worker (or a rerun) fails it at the end and evaluates its design."""
+    from dlagraph.fit.storage import open_storage, worker_id
+
+    path = tmp_path / "s.log"
+    fit("dla_tiny_digits", TINY, path, trials=3)
+    st = optuna.load_study(study_name="dlagraph-fit", storage=open_storage(optuna, path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = st.ask()  # a worker's trial, started and never finished
+    trial.set_user_attr("worker", worker_id().rpartition(":")[0] + f":{dead.pid}")
+    assert fit("dla_tiny_digits", TINY, path, trials=3).trials >= 3
+    trials = optuna.load_study(study_name="dlagraph-fit", storage=open_storage(optuna, path)).trials
+    assert trials[trial.number].state.name == "FAIL"
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(retried) == 1 and retried[0].state.name in ("COMPLETE", "PRUNED")
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+
+
+def test_a_zombie_is_dead() -> None:
+    """A killed worker its launcher has not reaped yet still answers signal 0."""
+    from dlagraph.fit.storage import _alive
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{p.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not _alive(p.pid) and _alive(os.getpid())
+    p.wait()
+
+
+def test_a_lock_broken_while_paused_is_not_taken_from_its_new_holder(tmp_path: Path) -> None:
+    """A worker paused past the lock's grace period: another broke its lock and holds one of its
+    own. Woken, the first releases nothing of the other's and does not fail."""
+    from dlagraph.fit.storage import _OwnedLock
+
+    journal = tmp_path / "s.log"
+    journal.write_text("")
+    link = tmp_path / "s.log.lock"
+    mine = _OwnedLock(str(journal), 3)
+    mine.acquire()
+    link.unlink()  # broken by another worker, who then takes it
+    os.symlink(journal, link)
+    theirs = os.lstat(link)
+    mine.release()
+    assert link.is_symlink() and os.lstat(link).st_ino == theirs.st_ino
+    link.unlink()
+    mine.acquire()
+    link.unlink()  # broken, and nobody holds it now
+    mine.release()
+    mine.acquire()  # and a lock of its own is released as before
+    mine.release()
+    assert not link.is_symlink()
+
+
+def test_a_lock_left_pointing_nowhere_is_removed_with_a_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study folder moved after a kill: its lock points to the old path. optuna would spin on
+    it forever (it never expires a link it cannot stat)."""
+    path = tmp_path / "s.log"
+    fit("dla_tiny_digits", TINY, path, trials=2)
+    os.symlink(tmp_path / "gone" / "s.log", tmp_path / "s.log.lock")
+    capsys.readouterr()
+    assert fit("dla_tiny_digits", TINY, path, trials=3).trials == 3
+    err = capsys.readouterr().err
+    assert "a lock left by a killed worker of a moved study, removed" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "99999999999999999999", "0", "-5", "1.5", "abc"])
+def test_a_test_knob_out_of_range_keeps_the_default(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlagraph.fit.storage import _seconds
+
+    monkeypatch.setenv("DLAGRAPH_FIT_GRACE", value)
+    assert _seconds("DLAGRAPH_FIT_GRACE", 60) == 60
+
+
+def test_a_trial_failed_between_its_answer_and_its_tell_is_left_and_the_search_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker fails this worker's trial in the moment between the objective's answer
+    and optuna's tell (this one was paused, or its heartbeat starved): optuna's tell refuses it;
+    the search goes on with the next trial, without a traceback."""
+    import optuna.study._optimize as optimize_module
+
+    real = optimize_module._tell_with_warning
+    failed: list[int] = []
+
+    def tell(study: Any, trial: Any, **kw: Any) -> Any:
+        if not failed and kw.get("state") is None:  # an answer: failed by "another worker" first
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            failed.append(trial.number)
+        return real(study=study, trial=trial, **kw)
+
+    monkeypatch.setattr(optimize_module, "_tell_with_warning", tell)
+    result = fit("dla_tiny_digits", TINY, tmp_path / "s.log", trials=4)
+    assert failed and result.trials >= 4
+
+
+def test_an_evaluation_stopped_by_a_signal_queues_its_design(tmp_path: Path) -> None:
+    """Ctrl-C (here SIGHUP, whose handler this test owns) mid-evaluation: the trial fails and its
+    design is queued, so the rerun evaluates it first."""
+    caught: list[int] = []
+    old = signal.signal(signal.SIGHUP, lambda signum, frame: caught.append(signum))
+
+    def stopped(spec: Any, evaluation: Any) -> float:
+        os.kill(os.getpid(), signal.SIGHUP)
+        evaluation.check()  # raises: the search is stopping
+        return 1.0
+
+    try:
+        roomy = Budget(params=10_000_000, size=(32, 32))  # every design is evaluated
+        fit("dla_tiny_digits", roomy, tmp_path / "s.log", trials=3, evaluate=stopped)
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert caught and set(caught) == {signal.SIGHUP}  # its own handler, after the search stopped
+    st = _study(str(tmp_path / "s.log"))[0]
+    failed = [t.params for t in st.trials if t.state.name == "FAIL"]
+    # a queued trial holds its parameters as optuna's fixed ones until it runs
+    waiting = [t.system_attrs["fixed_params"] for t in st.trials if t.state.name == "WAITING"]
+    assert len(failed) == 1 and waiting == failed

@@ -239,14 +239,32 @@ def fit(
         curves.tell(curve, value, skip_if_finished=True)
         return value
 
-    gone: list[int] = []  # trials of this worker that another failed under it (see run)
+    current: list[int] = []  # the trial this worker runs (see run)
+    raised: dict[int, BaseException] = {}  # what a trial's objective raised (its own failure)
 
     def objective(trial: Any) -> tuple[float, ...]:
+        current[:] = [trial._trial_id]
         try:
             return design(trial)
-        finally:  # failed under this worker: optuna's tell will refuse it (see run)
-            if st._storage.get_trial(trial._trial_id).state.is_finished():
-                gone.append(trial._trial_id)
+        except optuna.TrialPruned:
+            raise
+        except Stopped as e:  # Ctrl-C mid-evaluation: the trial fails, its design runs again
+            st.enqueue_trial(
+                trial.params, user_attrs={"spec_key": trial.user_attrs.get("spec_key")}
+            )
+            raised[trial._trial_id] = e
+            raise
+        except BaseException as e:
+            raised[trial._trial_id] = e
+            raise
+
+    def failed_under_us(error: BaseException) -> bool:
+        """This worker's trial was failed by another worker (this one was paused past the grace
+        period, or its heartbeat starved, and taken for dead; its design was queued again):
+        optuna's tell then refuses the trial, raising its own error instead of the objective's."""
+        if not current or raised.get(current[0]) is error:
+            return False
+        return bool(st._storage.get_trial(current[0]).state == State.FAIL)
 
     def design(trial: Any) -> tuple[float, ...]:
         trial.set_user_attr("worker", worker_id())  # for fail_dead_workers
@@ -302,25 +320,28 @@ def fit(
         """Run up to ``n_trials``; True when stopped short because this worker's trial was failed
         under it (the process was paused past the grace period and taken for dead: its design
         is queued again), so the search goes on."""
-        gone.clear()
+        current.clear()
         try:
             st.optimize(objective, n_trials=max(n_trials, 0), callbacks=callbacks)
-        except Exception:
-            if not gone:
+        except Exception as e:
+            if not failed_under_us(e):
                 raise
             return True
         return False
 
-    if trials - done0 > 0:
-        with _stop_between_trials(st, stopping):
+    with _stop_between_trials(st, stopping):
+        if trials - done0 > 0:
             full = optuna.study.MaxTrialsCallback(trials, states=finished)
             while run(trials - len(st.get_trials(deepcopy=False, states=finished)), [full, report]):
                 if stopping:
                     break
-            # a dead worker's design queued again after the study was full: evaluated too, not
-            # left waiting (one at a time: another worker may take it first)
-            while not stopping and _waiting(optuna, st):
-                run(1, [report])
+        # the study is full: a dead worker's last trial is failed and its design queued now (no
+        # trial starts that would do it), and a design queued again is evaluated too, not left
+        # waiting (one at a time: another worker may take it first). A rerun does the same.
+        _fail_the_dead(optuna, st, curves)
+        while not stopping and _waiting(optuna, st):
+            run(1, [report])
+            _fail_the_dead(optuna, st, curves)
     result = _result(optuna, st)
     result.storage = shown_storage(study)
     result.evaluated = scored
@@ -476,6 +497,17 @@ def _stop_between_trials(st: Any, caught: list[int]) -> Iterator[None]:
             handler(caught[0], None)
         else:
             signal.raise_signal(caught[0])
+
+
+def _fail_the_dead(optuna: Any, st: Any, curves: Any) -> None:
+    """Fail the trials of dead workers and queue their designs: this host's (by pid), and on a
+    database any host's whose heartbeat stopped longer than the grace period ago."""
+    fail_dead_workers(optuna, st)
+    with warnings.catch_warnings():  # optuna calls its heartbeat API experimental
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(st)
+    if curves is not None:
+        _fail_orphan_curves(optuna, st, curves)
 
 
 def _waiting(optuna: Any, st: Any) -> bool:

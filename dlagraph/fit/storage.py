@@ -18,6 +18,7 @@ and every mistake is one line.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import os
@@ -82,8 +83,10 @@ def open_storage(optuna: Any, study: str | Path) -> Any:
 
 
 def _seconds(name: str, default: int) -> int:
-    text = os.environ.get(name, "")
-    return int(text) if text.isdigit() and int(text) > 0 else default
+    """A test knob's seconds: a whole number from 1 to a day (else the default)."""
+    text = os.environ.get(name, "").strip()
+    ok = text.isascii() and text.isdigit() and 0 < int(text) <= 86_400
+    return int(text) if ok else default
 
 
 def _retry() -> Any:
@@ -164,9 +167,49 @@ def _creating_schema_together(e: BaseException) -> bool:
     )
 
 
+def _owned_lock_class() -> Any:
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    class OwnedLock(JournalFileSymlinkLock):  # type: ignore[misc]
+        """optuna's symlink lock, releasing only the link it made. optuna's removes whatever link
+        is there: a worker paused past the grace period (its link broken by another worker, who
+        took it for dead) would, once woken, remove the lock that worker holds now, or fail on
+        "did not possess lock". Ours: the link is known by its inode and change time."""
+
+        _made: tuple[int, int] | None = None
+        _breaking = False
+
+        def acquire(self) -> bool:
+            self._breaking = True  # optuna's acquire releases a stale lock: another's, on purpose
+            try:
+                got = super().acquire()
+            finally:
+                self._breaking = False
+            st = os.lstat(self._lock_file)
+            self._made = (st.st_ino, st.st_ctime_ns)
+            return bool(got)
+
+        def release(self) -> None:
+            if self._breaking:
+                return super().release()  # type: ignore[no-any-return]
+            try:
+                st = os.lstat(self._lock_file)
+            except FileNotFoundError:  # broken while this worker was paused; nobody holds it
+                return None
+            if (st.st_ino, st.st_ctime_ns) != self._made:  # another worker's now
+                return None
+            return super().release()  # type: ignore[no-any-return]
+
+    return OwnedLock
+
+
+def _OwnedLock(path: str, grace_period: int) -> Any:  # noqa: N802 - made like the class it builds
+    return _owned_lock_class()(path, grace_period=grace_period)
+
+
 def _journal(optuna: Any, path: Path) -> Any:
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+    from optuna.storages.journal import JournalFileBackend
 
     # the lock's symlink must not depend on the cwd, nor on the link a worker reached it by
     path = path.expanduser().resolve()
@@ -179,6 +222,12 @@ def _journal(optuna: Any, path: Path) -> Any:
         raise SpecError(f"{path}: {what}; give a journal file path or a database URL")
     lock = path.with_name(path.name + ".lock")
     expires = _seconds("DLAGRAPH_FIT_LOCK_GRACE", LOCK_GRACE)
+    if lock.is_symlink() and not lock.exists():
+        # a lock pointing nowhere (its study moved or copied after a kill) is no worker's: optuna
+        # would stat it forever, spinning, without ever expiring it
+        print(f"{lock}: a lock left by a killed worker of a moved study, removed", file=sys.stderr)
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
     if lock.is_symlink() or lock.exists():
         print(
             f"{lock} exists: another worker is writing the study (a moment), or a killed "
@@ -188,7 +237,7 @@ def _journal(optuna: Any, path: Path) -> Any:
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        held = JournalFileSymlinkLock(str(path), grace_period=expires)
+        held = _OwnedLock(str(path), grace_period=expires)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=held))
     # optuna's journal reader asserts on an unknown op code
     except (ValueError, KeyError, TypeError, OSError, AssertionError) as e:
@@ -202,7 +251,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process: alive
         return True
-    return True
+    try:  # a killed worker its launcher has not reaped yet (a zombie) answers signal 0 too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (macOS): signal 0 is all there is
+        return True
 
 
 def _age(start: datetime.datetime | None) -> float:
