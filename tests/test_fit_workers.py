@@ -67,6 +67,28 @@ def _worker(study: str, out: Path, trials: int, cwd: Path, marks: Path) -> subpr
     )
 
 
+def _workers(
+    study: str, tmp: Path, n: int, trials: int, reaped: list[subprocess.Popen]
+) -> tuple[list[subprocess.Popen], Path]:
+    """``n`` workers of one study with the slow stand-in evaluator, and the folder of its marks."""
+    (tmp / "scorer.py").write_text(SCORER)
+    marks = tmp / "marks"
+    marks.mkdir()
+    workers = [_worker(study, tmp / f"o{i}", trials, tmp, marks) for i in range(n)]
+    reaped.extend(workers)
+    return workers, marks
+
+
+def _mid_evaluation(worker: subprocess.Popen, marks: Path) -> Path:
+    """Wait until ``worker`` is evaluating; its busy mark (gone when the evaluation ends)."""
+    busy = marks / f"busy-{worker.pid}"
+    deadline = time.monotonic() + 120
+    while not busy.exists():
+        assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()
+        time.sleep(0.05)
+    return busy
+
+
 def _study(url: str) -> tuple:
     storage = url if "://" in url else optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(url)
@@ -107,18 +129,10 @@ def test_a_killed_worker_loses_nothing_and_nothing_is_done_twice(
         study = new_database(request.getfixturevalue("cluster"))
     else:
         study = "study.log"  # relative, as users give it
-    (tmp_path / "scorer.py").write_text(SCORER)
-    marks = tmp_path / "marks"
-    marks.mkdir()
     trials = 14
-    workers = [_worker(study, tmp_path / f"o{i}", trials, tmp_path, marks) for i in range(3)]
-    reaped.extend(workers)
+    workers, marks = _workers(study, tmp_path, 3, trials, reaped)
     victim = workers[0]
-    deadline = time.monotonic() + 120
-    busy = marks / f"busy-{victim.pid}"
-    while not busy.exists():
-        assert time.monotonic() < deadline and victim.poll() is None, victim.communicate()
-        time.sleep(0.05)
+    busy = _mid_evaluation(victim, marks)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert busy.exists()  # killed mid-evaluation
@@ -162,17 +176,11 @@ def test_a_worker_paused_past_the_grace_period_goes_on(
     the paused trial (its heartbeat stopped) and queues its design; woken, the paused worker finds
     its trial failed under it and goes on with the next, without a traceback."""
     study = new_database(cluster)
-    (tmp_path / "scorer.py").write_text(SCORER)
-    marks = tmp_path / "marks"
-    marks.mkdir()
     trials = 30  # the other worker still searching when the pause has lasted 2 s
-    workers = [_worker(study, tmp_path / f"o{i}", trials, tmp_path, marks) for i in range(2)]
-    reaped.extend(workers)
+    workers, marks = _workers(study, tmp_path, 2, trials, reaped)
     paused = workers[0]
+    _mid_evaluation(paused, marks)
     deadline = time.monotonic() + 120
-    while not (marks / f"busy-{paused.pid}").exists():
-        assert time.monotonic() < deadline and paused.poll() is None, paused.communicate()
-        time.sleep(0.05)
     paused.send_signal(signal.SIGSTOP)
     main, _ = _study(study)
     State = optuna.trial.TrialState
@@ -503,12 +511,12 @@ def test_a_zombie_is_dead() -> None:
 def test_a_lock_broken_while_paused_is_not_taken_from_its_new_holder(tmp_path: Path) -> None:
     """A worker paused past the lock's grace period: another broke its lock and holds one of its
     own. Woken, the first releases nothing of the other's and does not fail."""
-    from dlagraph.fit.storage import _OwnedLock
+    from dlagraph.fit.storage import _owned_lock_class
 
     journal = tmp_path / "s.log"
     journal.write_text("")
     link = tmp_path / "s.log.lock"
-    mine = _OwnedLock(str(journal), 3)
+    mine = _owned_lock_class()(str(journal), grace_period=3)
     mine.acquire()
     link.unlink()  # broken by another worker, who then takes it
     os.symlink(journal, link)

@@ -240,10 +240,10 @@ def fit(
         return value
 
     current: list[int] = []  # the trial this worker runs (see run)
-    raised: dict[int, BaseException] = {}  # what a trial's objective raised (its own failure)
+    raised: list[BaseException] = []  # what its objective raised (its own failure)
 
     def objective(trial: Any) -> tuple[float, ...]:
-        current[:] = [trial._trial_id]
+        current[:], raised[:] = [trial._trial_id], []
         try:
             return design(trial)
         except optuna.TrialPruned:
@@ -252,17 +252,17 @@ def fit(
             st.enqueue_trial(
                 trial.params, user_attrs={"spec_key": trial.user_attrs.get("spec_key")}
             )
-            raised[trial._trial_id] = e
+            raised.append(e)
             raise
         except BaseException as e:
-            raised[trial._trial_id] = e
+            raised.append(e)
             raise
 
     def failed_under_us(error: BaseException) -> bool:
         """This worker's trial was failed by another worker (this one was paused past the grace
         period, or its heartbeat starved, and taken for dead; its design was queued again):
         optuna's tell then refuses the trial, raising its own error instead of the objective's."""
-        if not current or raised.get(current[0]) is error:
+        if not current or (raised and raised[0] is error):
             return False
         return bool(st._storage.get_trial(current[0]).state == State.FAIL)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import functools
 import os
 import random
 import re
@@ -41,9 +42,8 @@ __all__ = ["open_storage", "shown_storage", "not_a_study", "fail_dead_workers", 
 HEARTBEAT = 10
 GRACE = 60
 RETRIES = 3  # a dead worker's design is queued again at most this many times
-LOCK_GRACE = (
-    30  # optuna's: a journal lock older than this is a killed worker's (tests: 3, its least)
-)
+# optuna's: a journal lock older than this is a killed worker's (tests: 3, its least)
+LOCK_GRACE = 30
 _SCHEMA_TRIES = 8  # workers starting together on a fresh database: retry the schema this often
 
 
@@ -167,6 +167,7 @@ def _creating_schema_together(e: BaseException) -> bool:
     )
 
 
+@functools.cache  # optuna is the fit extra's: the class is made when a journal is first opened
 def _owned_lock_class() -> Any:
     from optuna.storages.journal import JournalFileSymlinkLock
 
@@ -203,10 +204,6 @@ def _owned_lock_class() -> Any:
     return OwnedLock
 
 
-def _OwnedLock(path: str, grace_period: int) -> Any:  # noqa: N802 - made like the class it builds
-    return _owned_lock_class()(path, grace_period=grace_period)
-
-
 def _journal(optuna: Any, path: Path) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -237,7 +234,7 @@ def _journal(optuna: Any, path: Path) -> Any:
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        held = _OwnedLock(str(path), grace_period=expires)
+        held = _owned_lock_class()(str(path), grace_period=expires)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=held))
     # optuna's journal reader asserts on an unknown op code
     except (ValueError, KeyError, TypeError, OSError, AssertionError) as e:
