@@ -815,18 +815,30 @@ def main(argv: list[str] | None = None) -> int:
         "(trains both: about 15 minutes on 2 cores), printed",
     )
     ap.add_argument(
-        "--int8-only", choices=("speed", "accuracy"), help="with --int8: one half of it"
+        "--int8-only",
+        choices=("speed", "accuracy", "profile"),
+        help="with --int8: one half of it, or only OpenVINO's per-node profile",
     )
     args = ap.parse_args(argv)
     if args.int8:
-        from int8 import centernet_speed, detection_accuracy, digits_accuracy, dla36_speed
+        from int8 import (
+            centernet_speed,
+            detection_accuracy,
+            digits_accuracy,
+            dla36_speed,
+            openvino_profile,
+        )
 
         from dlagraph.deploy.bench import cpu_description
 
         print(f"CPU: {cpu_description()}; torch {torch.__version__}\n", flush=True)
+        if args.int8_only == "profile":
+            print("\n".join(openvino_profile()), flush=True)
+            return 0
         if args.int8_only != "accuracy":
             print("\n".join(dla36_speed(7)) + "\n", flush=True)
             print("\n".join(centernet_speed(5)) + "\n", flush=True)
+            print("\n".join(openvino_profile()) + "\n", flush=True)
         if args.int8_only != "speed":
             print("\n".join(digits_accuracy()) + "\n", flush=True)
             print("\n".join(detection_accuracy()), flush=True)

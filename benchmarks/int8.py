@@ -94,6 +94,55 @@ def dla36_speed(runs: int, threads: int = 2) -> list[str]:
     return speed_table(title, rows, "plain NNCF int8 (defaults)", runs)
 
 
+def openvino_profile(runs: int = 10, threads: int = 2) -> list[str]:
+    """Where OpenVINO's int8 time goes on DLA-36 (batch 8, 224x224), plain NNCF against
+    dlagraph's conversion (``prepare`` + ``openvino_model``, what ``optimize`` runs): OpenVINO's
+    own per-node counters (``PERF_COUNT``), summed by node kind and kernel, per batch. Both are
+    timed in this process, one after the other: for the kernels' shares, not a race."""
+    import collections
+
+    import openvino as ov
+
+    from dlagraph.deploy.openvino import openvino_model
+    from dlagraph.deploy.prepare import prepare
+
+    size, n, seed, b = (224, 224), 4, 1, 8
+    batches = peers._calibration(b, size, seed, n)
+    x = torch.randn(b, 3, *size)
+    models = {
+        "plain NNCF": peers._nncf_defaults(peers._timm("dla34", None), x, batches),
+        "dlagraph": openvino_model(
+            prepare(dlagraph.build_module("dla36").eval()), x, True,
+            [torch.from_numpy(c) for c in batches],
+        ),
+    }  # fmt: skip
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
+    kinds: dict[str, collections.Counter] = {}
+    for label, model in models.items():
+        request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+        spent: collections.Counter = collections.Counter()
+        for i in range(runs + 2):
+            request.infer({0: x.numpy()})
+            if i < 2:  # warm-up
+                continue
+            for p in request.profiling_info:
+                if p.status == p.Status.EXECUTED:
+                    spent[f"{p.node_type} ({p.exec_type})"] += p.real_time.total_seconds() * 1e3
+        kinds[label] = collections.Counter({k: v / runs for k, v in spent.items()})
+    plain, ours = kinds["plain NNCF"], kinds["dlagraph"]
+    lines = [
+        f"### Where OpenVINO's int8 time goes: DLA-36, batch {b}, 224x224, {threads} threads "
+        f"(OpenVINO's per-node counters, mean of {runs} batches)",
+        "",
+        "| node (kernel) | plain NNCF, ms | dlagraph, ms |",
+        "|---|---:|---:|",
+    ]
+    for k, _ in (plain + ours).most_common():
+        lines.append(f"| {k} | {plain.get(k, 0.0):.2f} | {ours.get(k, 0.0):.2f} |")
+    lines.append(f"| total | {sum(plain.values()):.1f} | {sum(ours.values()):.1f} |")
+    return lines
+
+
 def centernet_speed(runs: int, threads: int = 2) -> list[str]:
     size, n, seed, b = (512, 512), 2, 1, 1
     spec = "centernet_dla34"

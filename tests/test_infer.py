@@ -569,3 +569,26 @@ def test_diff_costs_both_sides_at_one_size(capsys: pytest.CaptureFixture) -> Non
     assert common_size(big, b, (64, 96)) == (64, 96)
     rect = load_spec({**b.to_dict(), "input_size": [64, 96]})  # B states a size, A does not
     assert common_size(b, rect) == (64, 96)
+
+
+def test_a_checkpoint_that_stores_its_spec_is_read_as_that_spec(tmp_path: Path) -> None:
+    """dlagraph's training examples save ``{"model": ..., "spec": ...}``: the stored spec is
+    taken (its name, a residual root the weights cannot show) with no assumptions, where its
+    state dict is the checkpoint's; a stored spec that does not match is inferred over."""
+    import torch
+
+    spec = load_spec(TINY).to_dict()
+    spec["aggregation"] = {**spec.get("aggregation", {}), "residual": True}
+    spec["name"] = "my_digits"
+    sd = build_module(spec).state_dict()
+    path = tmp_path / "last.pt"
+    torch.save({"model": sd, "epoch": 3, "spec": spec}, path)
+    found = infer_checkpoint(path)
+    assert found.assumptions == [] and found.spec.name == "my_digits"
+    assert found.spec.aggregation.residual is True
+    assert infer_checkpoint(path, {"name": "other"}).spec.name == "other"
+    for stored in ({**spec, "head": {"type": "classifier", "num_classes": 7}}, {"levels": "x"}):
+        torch.save({"model": sd, "spec": stored}, path)
+        found = infer_checkpoint(path)
+        assert found.spec.aggregation.residual is False  # inferred: the weights cannot show it
+        assert any(a.startswith("aggregation.residual") for a in found.assumptions)

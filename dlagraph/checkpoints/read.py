@@ -134,17 +134,27 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
     return _state_dict(source)[0]
 
 
-def _state_dict(
+def read_checkpoint(
     source: str | Path | Mapping[str, Any],
-) -> tuple[dict[str, torch.Tensor], bool, str]:
+) -> tuple[dict[str, torch.Tensor], Mapping[str, Any] | None]:
+    """:func:`read_state_dict`, and the spec stored beside the weights where the checkpoint
+    holds one (``{"model": ..., "spec": {...}}``, as dlagraph's training examples write)."""
+    sd, _, _, stored = _state_dict(source, with_spec=True)
+    return sd, stored
+
+
+def _state_dict(source: str | Path | Mapping[str, Any], with_spec: bool = False) -> Any:
     """:func:`read_state_dict`, whether its tensors own their memory (the safetensors reader's
-    do; torch.load's memory-mapped ones and a caller's mapping do not), and what to call it."""
+    do; torch.load's memory-mapped ones and a caller's mapping do not), and what to call it
+    (and, ``with_spec``, a stored ``spec`` mapping or None)."""
     sd: Any
     if isinstance(source, Mapping):
         sd, owned, where = dict(source), False, "checkpoint"
     else:
         sd, owned = _read_file(Path(source))
         where = _name(Path(source))
+    stored = sd.get("spec") if isinstance(sd, Mapping) else None
+    stored = stored if isinstance(stored, Mapping) else None
     sd = _unwrap(sd)
     if not isinstance(sd, Mapping):
         raise WeightsError(f"{where}: not a mapping of names to tensors (got {type(sd).__name__})")
@@ -157,7 +167,7 @@ def _state_dict(
             )
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return dict(sd), owned, where
+    return (dict(sd), owned, where, stored) if with_spec else (dict(sd), owned, where)
 
 
 WRAPPERS = ("state_dict", "model", "model_state")

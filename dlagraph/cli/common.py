@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,19 @@ def positive(text: str) -> int:
     value = count(text)
     if not 1 <= value <= 10**6:
         raise argparse.ArgumentTypeError(f"must be 1 to 1,000,000 (got {value})")
+    return value
+
+
+def budget(text: str) -> float:
+    """An argparse type: a drop of a metric, a finite number >= 0 (``0.005``: half a point)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"give a number such as 0.005 (got {text[:40]!r})"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text[:40]!r})")
     return value
 
 

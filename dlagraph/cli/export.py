@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ..base.errors import SpecError
 from ..base.io import is_checkpoint_file
-from ..deploy.registry import get_format, registered_formats
+from ..deploy.registry import MAX_DROP, get_format, registered_formats
 from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
-from .common import DEFAULT_OUTPUT, positive, steps_on_a_terminal
+from .common import DEFAULT_OUTPUT, budget, positive, steps_on_a_terminal
 
 __all__ = ["add_arguments", "run"]
 
@@ -47,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
         source, weights = found.spec, args.model
     elif args.set:  # applied to the spec's data, then validated as a whole (as build does)
         source = load_spec(apply_overrides(load_spec(source).to_dict(), parse_sets(args.set)))
+    if args.validation is None and (args.max_drop, args.validation_images) != (None, None):
+        given = "--max-drop" if args.max_drop is not None else "--validation-images"
+        raise SpecError(f"{given} is for --validation (the labelled images int8 is measured on)")
+    if args.validation is not None and args.precision != "int8":
+        raise SpecError(f"--validation measures int8 (the precision is {args.precision})")
     out = Path(args.output or Path(DEFAULT_OUTPUT) / "export")
     result = export(
         source,
@@ -61,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         force=args.force,
         progress=steps_on_a_terminal(),
+        validation=args.validation,
+        max_drop=MAX_DROP if args.max_drop is None else args.max_drop,
+        validation_images=args.validation_images or 256,
     )
     print(result)
     for p in result.files:
@@ -95,6 +103,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=256,
         metavar="N",
         help="calibration images (default 256)",
+    )
+    p.add_argument(
+        "--validation",
+        metavar="SOURCE",
+        help="int8: labelled images to measure what int8 costs (top-1): digits, or folder:PATH "
+        "with one folder of images per class (torchvision's ImageFolder: classes in name order). "
+        "OpenVINO keeps the costliest layers in floating point until within --max-drop; an "
+        "artifact over it is not written",
+    )
+    p.add_argument(
+        "--validation-images",
+        type=positive,
+        metavar="N",
+        help="validation images (default 256; from each class in turn)",
+    )
+    p.add_argument(
+        "--max-drop",
+        type=budget,
+        metavar="X",
+        help=f"with --validation: the top-1 int8 may lose, a fraction (default {MAX_DROP:g}: "
+        "half a point)",
     )
     p.add_argument("--weights", metavar="FILE", help="a checkpoint for the spec's weights")
     p.add_argument(

@@ -20,11 +20,9 @@ import torch
 from torch import nn
 
 from ..base.errors import DeployError, safe_repr
+from .registry import MAX_DROP
 
 __all__ = ["Metric", "AccuracyCheck", "metric_of", "max_drop_of", "top1", "MAX_DROP"]
-
-# the default budget: half a point of top-1 (or of the user's metric, in its own units)
-MAX_DROP = 0.005
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Calibration and check images for int8 (``--calibration digits|folder:PATH|random``): batches
 at the network's input size, normalised by its ``pretrained_cfg`` (mean and std), and a separate
-check batch that the export verifies on."""
+check batch that the export verifies on; and labelled images for int8's validation metric
+(``--validation digits|folder:PATH``, :func:`labelled`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch.nn import functional as F
 
 from ..base.errors import DeployError, DlagraphWarning, clip, one_line
 
-__all__ = ["Images", "images", "IMAGE_SUFFIXES"]
+__all__ = ["Images", "images", "labelled", "IMAGE_SUFFIXES", "DIGITS"]
 
 # each suffix decoded by its own Pillow plugin and no other: a ".png" holding PostScript is an
 # unreadable PNG, never handed to Ghostscript
@@ -31,6 +32,7 @@ PILLOW_FORMATS = {
 }
 IMAGE_SUFFIXES = tuple(PILLOW_FORMATS)
 MAX_IMAGE_PIXELS = 40_000_000  # a decompression bomb is refused, not decoded
+DIGITS = 1797  # images in scikit-learn's digits
 
 
 @dataclass
@@ -70,10 +72,7 @@ def images(
             f"calibration: give digits, folder:PATH or random (got {clip(one_line(source), 80)!r})"
         )
     if source != "random":
-        x = x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x[:, :channels]
-        mean = torch.tensor(cfg.get("mean", (0.0,)), dtype=torch.float32)
-        std = torch.tensor(cfg.get("std", (1.0,)), dtype=torch.float32)
-        x = (x - _per_channel(mean, channels)) / _per_channel(std, channels)
+        x = _normalised(x, channels, cfg)
     n_check = min(check, max(1, len(x) // 5)) if len(x) < count + check else check
     calib, held = x[: len(x) - n_check], x[len(x) - n_check :]
     if count and len(x) < count + check:  # fewer than asked: said, with how they are used
@@ -86,47 +85,160 @@ def images(
     return Images(list(calib.split(batch)), held.contiguous(), source)
 
 
+def labelled(
+    source: str,
+    channels: int,
+    size: tuple[int, int],
+    cfg: dict[str, Any],
+    count: int = 256,
+    batch: int = 64,
+    calibration: str | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` labelled images, ``[(images, labels), ...]`` in batches of ``batch``, for int8's
+    top-1 check: ``digits`` (scikit-learn's, from the end of the set: calibration reads from its
+    start) or ``folder:PATH`` (one folder of images per class, as torchvision's ``ImageFolder``:
+    the classes in name order are labels 0, 1, ...; the images taken from each class in turn, so a
+    few hundred cover every class). ``calibration`` (its source) is checked for overlap.
+
+    Raises:
+        DlagraphError: an unknown source, a folder without class folders, an empty class, an
+            image that cannot be read, too few images.
+    """
+    if not 1 <= count <= 100_000:
+        raise DeployError(f"validation images: give 1 to 100,000 (got {count})")
+    if source == "digits":
+        x, y = _digits(DIGITS, size, labels=True)
+        x, y = x[-count:], y[-count:]
+    elif source.startswith("folder:"):
+        root = Path(source[7:])
+        x, y = _classes(root, count, channels, size)
+        if calibration and calibration.startswith("folder:") and _same(root, calibration[7:]):
+            warnings.warn(
+                "validation: the calibration folder: int8 is then measured on the images it "
+                "was calibrated on, which flatters it; give held-out images",
+                DlagraphWarning,
+                stacklevel=3,
+            )
+    else:
+        raise DeployError(
+            f"validation: give digits or folder:PATH (labelled images; got "
+            f"{clip(one_line(source), 80)!r})"
+        )
+    if len(x) < 2:
+        raise DeployError(f"validation: {len(x)} image; top-1 needs at least 2")
+    x = _normalised(x, channels, cfg)
+    return list(zip(x.split(batch), y.split(batch), strict=True))
+
+
+def _same(a: Path, b: str) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _classes(
+    root: Path, n: int, channels: int, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``n`` images from the class folders under ``root`` and their labels (the classes'
+    indices in name order), one class after another in turn."""
+    _check_folder(root, channels, "validation")
+    where = clip(one_line(str(root)), 120)
+    try:
+        classes = sorted(d.name for d in os.scandir(root) if d.is_dir(follow_symlinks=False))
+    except OSError as e:
+        raise DeployError(
+            f"validation: {where} cannot be read ({clip(one_line(str(e)), 80)})"
+        ) from None
+    if not classes:
+        raise DeployError(
+            f"validation: no class folders under {where}; give one folder of images per class "
+            "(PATH/CLASS/IMAGE, as torchvision's ImageFolder)"
+        )
+    per_class = [_image_files(root / c, n) for c in classes]
+    picked: list[tuple[Path, int]] = []
+    firsts = [next(files, None) for files in per_class]
+    for label, first in enumerate(firsts):
+        if first is None:
+            raise DeployError(
+                f"validation: class folder {clip(one_line(classes[label]), 80)!r} under {where} "
+                f"holds no images ({', '.join(IMAGE_SUFFIXES)})"
+            )
+    pending = [[f] for f in firsts]  # each class's next file, taken in turn
+    while len(picked) < n and any(pending):
+        for label, files in enumerate(per_class):
+            if len(picked) >= n:
+                break
+            if pending[label]:
+                picked.append((pending[label].pop(), label))
+                pending[label] = [f] if (f := next(files, None)) is not None else []
+    from PIL import Image
+
+    out = []
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS
+    try:
+        for p, _ in picked:
+            out.append(_read_image(Image, p, channels, size, "validation"))
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return torch.stack(out), torch.tensor([label for _, label in picked])
+
+
+def _normalised(x: torch.Tensor, channels: int, cfg: dict[str, Any]) -> torch.Tensor:
+    """Images in [0, 1] as the network takes them: its channels, ``(x - mean) / std``."""
+    x = x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x[:, :channels]
+    mean = torch.tensor(cfg.get("mean", (0.0,)), dtype=torch.float32)
+    std = torch.tensor(cfg.get("std", (1.0,)), dtype=torch.float32)
+    return (x - _per_channel(mean, channels)) / _per_channel(std, channels)
+
+
 def _per_channel(v: torch.Tensor, channels: int) -> torch.Tensor:
     v = v if len(v) == channels else v.mean().expand(channels)
     return v.view(1, channels, 1, 1)
 
 
-def _digits(n: int, size: tuple[int, int]) -> torch.Tensor:
+def _digits(n: int, size: tuple[int, int], labels: bool = False) -> Any:
+    """The first ``n`` digits at ``size`` in [0, 1] (and their labels)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise DeployError(
-            "--calibration digits needs scikit-learn: pip install scikit-learn"
-        ) from None
+        raise DeployError("digits needs scikit-learn: pip install scikit-learn") from None
     d = load_digits()
     x = torch.tensor(d.images[:n], dtype=torch.float32).unsqueeze(1) / 16.0
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return (x, torch.tensor(d.target[:n], dtype=torch.long)) if labels else x
 
 
-def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.Tensor:
+def _check_folder(root: Path, channels: int, what: str) -> None:
+    """``root`` a folder of images the network can read (and Pillow installed)."""
     where = clip(one_line(str(root)), 120)
     if channels not in (1, 3):
-        raise DeployError(
-            f"calibration: image files give 1 or 3 channels; the network takes {channels}"
-        )
+        raise DeployError(f"{what}: image files give 1 or 3 channels; the network takes {channels}")
     if not str(root) or str(root) == ".":
-        raise DeployError("calibration: folder: needs a path (folder:PATH)")
+        raise DeployError(f"{what}: folder: needs a path (folder:PATH)")
     try:
         resolved = root.resolve()
     except (OSError, RuntimeError) as e:  # a loop of links
         raise DeployError(
-            f"calibration: {where} cannot be read ({clip(one_line(str(e)), 80)})"
+            f"{what}: {where} cannot be read ({clip(one_line(str(e)), 80)})"
         ) from None
     if resolved == Path(resolved.anchor):
         raise DeployError(
-            f"calibration: {where} is the root of the file system; give a folder of images"
+            f"{what}: {where} is the root of the file system; give a folder of images"
         )
     if not root.is_dir():
-        raise DeployError(f"calibration: {where} is not a folder")
+        raise DeployError(f"{what}: {where} is not a folder")
     try:
-        from PIL import Image
+        import PIL  # noqa: F401
     except ImportError:
-        raise DeployError("--calibration folder: needs Pillow: pip install pillow") from None
+        raise DeployError(f"--{what} folder: needs Pillow: pip install pillow") from None
+
+
+def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    where = clip(one_line(str(root)), 120)
+    _check_folder(root, channels, "calibration")
+    from PIL import Image
+
     files = list(_image_files(root, n))
     if not files:
         raise DeployError(f"calibration: no images ({', '.join(IMAGE_SUFFIXES)}) under {where}")
@@ -159,7 +271,9 @@ def _image_files(root: Path, n: int) -> Iterator[Path]:
                     return
 
 
-def _read_image(Image: Any, p: Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
+def _read_image(
+    Image: Any, p: Path, channels: int, size: tuple[int, int], what: str = "calibration"
+) -> torch.Tensor:
     """One image file as a C x H x W tensor in [0, 1]; any failure is one line."""
     try:
         with warnings.catch_warnings():
@@ -172,7 +286,7 @@ def _read_image(Image: Any, p: Path, channels: int, size: tuple[int, int]) -> to
                 t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
     except Exception as e:  # Pillow's errors (and its bomb check) are one line here
         raise DeployError(
-            f"calibration: cannot read {clip(one_line(str(p)), 120)} ({type(e).__name__}: "
+            f"{what}: cannot read {clip(one_line(str(p)), 120)} ({type(e).__name__}: "
             f"{clip(one_line(str(e)), 80)})"
         ) from None
     c = 1 if channels == 1 else 3

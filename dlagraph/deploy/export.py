@@ -43,11 +43,12 @@ from ..base.io import (
     write_outputs,
 )
 from ..spec import Spec, load_spec
-from .calibration import Images, images
+from .accuracy import MAX_DROP, AccuracyCheck
+from .calibration import DIGITS, Images, images, labelled
 from .check import compare
-from .prepare import prepare, seeded
+from .prepare import in_batches_of, prepare, seeded
 from .registry import FORMATS, PRECISIONS, get_format
-from .request import DeployError, DeployRequest, OptimizeReport
+from .request import DeployError, DeployRequest, OptimizeReport, batch_checker
 
 __all__ = ["export", "ExportResult"]
 
@@ -71,13 +72,17 @@ class ExportResult:
     runtime: str
     metadata: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, Any] = field(default_factory=dict)  # where they came from
+    accuracy: AccuracyCheck | None = None  # int8 with a validation: the artifact's metric
+    float_modules: list[str] = field(default_factory=list)  # int8: left in floating point
 
     def __str__(self) -> str:
         agree = "" if self.agreement is None else f", top-1 agreement {self.agreement:.4f}"
         random = ", random weights (seed 0)" if self.weights.get("source") == "random" else ""
+        accuracy = "" if self.accuracy is None else f"; {self.accuracy}"
+        floats = f"; in floating point: {', '.join(self.float_modules)}" * bool(self.float_modules)
         return (
             f"{self.format} {self.precision} in {self.runtime}{random}: max error "
-            f"{self.max_error:.2e} (relative){agree}"
+            f"{self.max_error:.2e} (relative){agree}{accuracy}{floats}"
         )
 
 
@@ -95,6 +100,9 @@ def export(
     name: str | None = None,
     force: bool = False,
     progress: Callable[[str, float | None], None] | None = None,
+    validation: Any = None,
+    max_drop: float = MAX_DROP,
+    validation_images: int = 256,
 ) -> ExportResult:
     """Export a DLA (a module from :func:`dlagraph.build_module`, a spec / preset, built with
     ``weights`` or random ones, or a checkpoint file, its spec inferred as ``dlagraph infer``
@@ -107,12 +115,24 @@ def export(
         size: input (H, W); default the spec's ``input_size``, else its smallest square input
             from 224.
         batch: the artifact's batch size, or ``"dynamic"`` (any batch: checked at two sizes).
+        validation: int8 only: what int8 may cost, measured on held-out data: ``digits`` or
+            ``folder:PATH`` (labelled images: one folder per class, as torchvision's
+            ``ImageFolder``; ``validation_images`` of them), labelled batches
+            ``[(images, labels), ...]`` (top-1), or a function ``metric(model) -> float``
+            (higher is better; it runs the artifact as loaded, any batch size). ``openvino``
+            keeps the layers int8 costs most in floating point until the metric is within
+            ``max_drop`` of fp32's (NNCF's accuracy control), ``onnx`` keeps the stem conv in
+            fp32 only if all-int8 is over it; an artifact still over ``max_drop`` is not written.
+            The metadata records both metrics and what stayed in floating point.
+        max_drop: the drop of the validation metric int8 may cost, in its units (default 0.005:
+            half a point of top-1).
         progress: called as ``progress(step, None)`` when a step starts and
             ``progress(step, seconds)`` when it ends (the CLI shows them on a terminal).
 
     Raises:
         DlagraphError: an unknown format or a precision it does not take (one line saying why),
-            a missing runtime (naming the extra), int8 without calibration, a refused write.
+            a missing runtime (naming the extra), int8 without calibration, a refused write,
+            an int8 artifact over ``max_drop``.
     """
     if format not in FORMATS:
         raise DeployError(
@@ -172,10 +192,11 @@ def export(
         )
     # fp32 and bf16 need the check images alone; int8 its calibration images too
     count = calibration_images if precision == "int8" and isinstance(calibration, str) else 0
+    labelled_count = _validation_images(validation, validation_images, precision)
     # the model, its folded copy and the artifact; the images read
     check_fits(
-        g, s, n, models=3, images=count + CHECK_IMAGES,
-        hint="use a smaller --batch, --size or --calibration-images",
+        g, s, n, models=3, images=count + CHECK_IMAGES + labelled_count,
+        hint="use a smaller --batch, --size, --calibration-images or --validation-images",
     )  # fmt: skip
     if calibration is None or isinstance(calibration, str):
         data = images(
@@ -224,11 +245,45 @@ def export(
     # metadata file's name included, is the user's unless --force
     own = [p for p in planned if p.name in ours]
     check_targets([*planned, meta_path], force=force, replace=own)  # before minutes of work
+    validation_source = None
+    if isinstance(validation, str):
+        if not g.graph["classifier"]:
+            raise DeployError(
+                f"validation: {clip(one_line(validation), 60)} scores a classifier's top-1; "
+                f"{spec.name} has no classifier head: give a metric function (Python: "
+                "dlagraph.export(..., validation=metric))"
+            )
+        if (
+            validation == "digits"
+            and calibration == "digits"
+            and (count + CHECK_IMAGES + labelled_count > DIGITS)
+        ):
+            raise DeployError(
+                f"validation: digits has {DIGITS} images; {count + CHECK_IMAGES} calibrate and "
+                f"check, so at most {DIGITS - count - CHECK_IMAGES} can validate apart from them "
+                f"(got {labelled_count}): lower --validation-images or --calibration-images"
+            )
+        validation_source = f"{clip(one_line(validation), 200)} ({labelled_count} images)"
+        validation = labelled(
+            validation, channels, size, cfg, labelled_count,
+            calibration=calibration if isinstance(calibration, str) else None,
+        )  # fmt: skip
     with report.step("fold BN"):
         folded = prepare(model).to(memory_format=torch.contiguous_format)
     request = DeployRequest.of(
-        precision, data.calibration if precision == "int8" else None, example
+        precision,
+        data.calibration if precision == "int8" else None,
+        example,
+        validation=validation,
+        max_drop=max_drop,
     )
+    metric = request.validation
+    if metric is not None:  # a metric that fails, fails before minutes of int8
+        check = batch_checker(model)
+        for i, (x, _) in enumerate(metric.items or ()):
+            check(x, f"validation[{i}]")
+        with report.step("validate fp32"):
+            metric.fp32(lambda: folded)
     with tempfile.TemporaryDirectory() as tmp:
         with report.step(f"convert to {format}" + (" + int8" if precision == "int8" else "")):
             scratch = Path(tmp) / "a"
@@ -239,9 +294,31 @@ def export(
                 f"format {format!r} made {sorted(files)}, not its extensions {list(fmt.extensions)}"
             )
         with report.step(f"check in {fmt.runtime}"):
+            # with a validation metric, int8 is judged by it (the user's criterion); the
+            # error is still measured and recorded
             max_error, agreement, compared = _check(
-                model, run, data, n, dynamic, bool(g.graph["classifier"]), precision
-            )
+                model, run, data, n, dynamic, bool(g.graph["classifier"]), precision,
+                judged=metric is None,
+            )  # fmt: skip
+        made = getattr(run, "report", None)
+        floats = list(getattr(made, "float_modules", None) or [])
+        accuracy = None
+        if metric is not None:
+            accuracy = getattr(made, "accuracy", None)  # measured by the format's own choice
+            if accuracy is None:
+                with report.step("validate int8"):
+                    artifact = run if dynamic else in_batches_of(run, n)
+                    accuracy = AccuracyCheck(
+                        metric.name, metric.fp32(lambda: folded), metric(artifact), max_drop
+                    )
+            if not accuracy.within:
+                hint = "" if format == "openvino" else (
+                    ", or format openvino (its accuracy control keeps the costliest layers in "
+                    "floating point)"
+                )  # fmt: skip
+                raise DeployError(
+                    f"int8 over its budget: {accuracy}: not written; raise max_drop{hint}"
+                )
         outputs = [list(t.shape[1:]) for t in tree_flatten(_eval(model, example))[0]]
         targets = {stem.with_name(stem.name + ext): blob for ext, blob in files.items()}
         meta = {
@@ -262,6 +339,17 @@ def export(
             "outputs": outputs,
             "num_classes": g.graph["num_classes"],
             "calibration": None if precision != "int8" else data.source,
+            "accuracy": None
+            if accuracy is None
+            else {
+                "metric": accuracy.name,
+                "validation": validation_source or _described(validation),
+                "fp32": accuracy.fp32,
+                "int8": accuracy.int8,
+                "drop": accuracy.drop,
+                "max_drop": accuracy.max_drop,
+            },
+            "float_modules": floats if precision == "int8" else None,
             "check": {
                 "images": len(data.check),
                 "compared": compared,
@@ -275,8 +363,28 @@ def export(
             {**targets, meta_path: json.dumps(meta, indent=1) + "\n"}, force=force, replace=own
         )
     return ExportResult(
-        [*targets, meta_path], format, precision, max_error, agreement, fmt.runtime, meta, source
-    )
+        [*targets, meta_path], format, precision, max_error, agreement, fmt.runtime, meta, source,
+        accuracy, floats,
+    )  # fmt: skip
+
+
+def _validation_images(validation: Any, count: Any, precision: str) -> int:
+    """How many labelled images a ``digits`` / ``folder:`` validation reads (0 for others)."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100_000:
+        raise DeployError(
+            f"validation images: give 1 to 100,000 (got {clip(one_line(repr(count)), 40)})"
+        )
+    if validation is not None and precision != "int8":
+        raise DeployError(
+            f"validation: only int8 is checked against a metric (precision is {precision!r})"
+        )
+    return count if isinstance(validation, str) else 0
+
+
+def _described(validation: Any) -> str:
+    if callable(validation):
+        return f"the function {getattr(validation, '__name__', 'metric')}"
+    return "your labelled batches"
 
 
 def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec, dict[str, Any]]:
@@ -369,11 +477,13 @@ def _check(
     dynamic: bool,
     classifier: bool,
     precision: str,
+    judged: bool = True,
 ) -> tuple[float, float | None, int]:
     """The artifact against the PyTorch model on the check images, in batches of ``n`` (the
     images repeated up to one batch where there are fewer) and, for a dynamic batch, also all at
     once; the worst error, the top-1 agreement (classifiers) and how many images were compared.
-    An artifact output that is not finite is refused."""
+    An artifact output that is not finite is refused; one further than :data:`MAX_ERROR` from
+    the model's too where ``judged`` (no validation metric judges it)."""
     x = data.check
     if len(x) < n:
         x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n]
@@ -391,7 +501,7 @@ def _check(
                     "the artifact's outputs are not finite (NaN or infinite) where the model's "
                     "are: not written"
                 )
-            if c.error > MAX_ERROR[precision]:
+            if judged and c.error > MAX_ERROR[precision]:
                 raise DeployError(
                     f"the artifact's outputs are not the model's: relative error {c.error:.3g} > "
                     f"{MAX_ERROR[precision]} allowed in {precision}; not written"

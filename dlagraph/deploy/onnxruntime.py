@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .prepare import RuntimeModule, prepare, quiet, runtime_input, structure
+from .accuracy import AccuracyCheck
+from .prepare import RuntimeModule, in_batches_of, prepare, quiet, runtime_input, structure
 from .request import DeployError, DeployRequest
 
 __all__ = ["onnx_bytes", "quantize_onnx", "onnxruntime_session", "build", "make"]
@@ -153,8 +154,6 @@ def _measured_int8(
     """int8 with a validation metric: every conv int8 if that is within ``max_drop``, else the
     stem conv in fp32 (ONNX Runtime has no accuracy control of its own; the stem is the one
     layer measured to matter here); the report says which and what each measured."""
-    from .accuracy import AccuracyCheck
-
     metric = request.validation
     assert metric is not None
     with report.step("validate"):
@@ -178,9 +177,24 @@ def _measured_int8(
 
 
 def make(net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool, tmp: Path) -> Any:
-    """The format ``onnx``: one file, weights inside, run by ONNX Runtime."""
+    """The format ``onnx``: one file, weights inside, run by ONNX Runtime. int8 with a
+    validation metric: every conv int8 if that is within ``max_drop``, else the stem conv in fp32
+    (as the runtime does)."""
     blob = onnx_bytes(net, x, dynamic)
-    if request.precision == "int8":
-        blob = quantize_onnx(blob, request.calibration or ())
-    run = onnxruntime_session(blob)
-    return {".onnx": blob}, RuntimeModule(run, structure(net, x), "onnxruntime", request.precision)
+    out, report = structure(net, x), request.report()
+    if request.precision != "int8":
+        run = onnxruntime_session(blob)
+        return {".onnx": blob}, RuntimeModule(run, out, "onnxruntime", request.precision, report)
+    metric = request.validation
+    for stem_in_float in (False, True) if metric is not None else (True,):
+        data = quantize_onnx(blob, request.calibration or (), stem_in_float)
+        built = RuntimeModule(onnxruntime_session(data), out, "onnxruntime", "int8", report)
+        report.float_modules = _stem(net) if stem_in_float else []
+        if metric is None:
+            break
+        artifact = built if dynamic else in_batches_of(built, len(x))
+        fp32 = metric.fp32(lambda: net)
+        report.accuracy = AccuracyCheck(metric.name, fp32, metric(artifact), request.max_drop)
+        if report.accuracy.within:
+            break
+    return {".onnx": data}, built

@@ -205,12 +205,20 @@ def make(net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool,
     """The format ``openvino``: the IR as written, read back and run in fp32."""
     import openvino as ov
 
+    # accuracy control runs its validation batches (any size) on the model it quantizes: that
+    # model takes any batch, and is then fixed to the artifact's
+    measured = request.validation is not None
     ov_model = openvino_model(
-        net, x, dynamic, request.calibration, request.validation, request.max_drop
+        net, x, dynamic or measured, request.calibration, request.validation, request.max_drop
     )
+    if measured and not dynamic:
+        ov_model.reshape({0: list(x.shape)})
+    report = request.report()
+    if request.precision == "int8":
+        report.float_modules = float_layers(ov_model)
     tmp.mkdir(parents=True, exist_ok=True)
     xml = tmp / "model.xml"
     ov.save_model(ov_model, str(xml), compress_to_fp16=False)
     files = {".xml": xml.read_bytes(), ".bin": xml.with_suffix(".bin").read_bytes()}
     run = compile_openvino(ov.Core().read_model(str(xml)))
-    return files, RuntimeModule(run, structure(net, x), "openvino", request.precision)
+    return files, RuntimeModule(run, structure(net, x), "openvino", request.precision, report)

@@ -20,7 +20,16 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from .request import DeployError
 from .rewrites import pad_channels
 
-__all__ = ["seeded", "resolve", "prepare", "quiet", "RuntimeModule", "structure", "is_deformable"]
+__all__ = [
+    "seeded",
+    "resolve",
+    "prepare",
+    "quiet",
+    "RuntimeModule",
+    "structure",
+    "is_deformable",
+    "in_batches_of",
+]
 
 
 @contextlib.contextmanager
@@ -168,3 +177,21 @@ def default_shape(net: nn.Module) -> tuple[int, int, int] | None:
     if isinstance(size, list | tuple) and len(size) == 3 and all(isinstance(v, int) for v in size):
         return tuple(size)  # type: ignore[return-value]
     return None
+
+
+def in_batches_of(run: Callable[[torch.Tensor], Any], n: int) -> Callable[[torch.Tensor], Any]:
+    """``run`` (an artifact of batch ``n``) for any batch: in batches of ``n``, the last filled
+    with copies of its last image whose outputs are dropped (so every image counts once)."""
+
+    def call(x: torch.Tensor) -> Any:
+        flat, spec = [], None
+        for i in range(0, len(x), n):
+            xb = x[i : i + n]
+            k = len(xb)
+            if k < n:
+                xb = torch.cat([xb, xb[-1:].expand(n - k, *xb.shape[1:])])
+            leaves, spec = tree_flatten(run(xb))
+            flat.append([torch.as_tensor(t)[:k] for t in leaves])
+        return tree_unflatten([torch.cat(ts) for ts in zip(*flat, strict=True)], spec)
+
+    return call

@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+# int8's default budget: half a point of top-1 (or of the user's metric, in its own units); here,
+# torch-free, for the CLI's --help
+MAX_DROP = 0.005
 EXTRA = "pip install 'dlagraph[deploy]'"
 
 

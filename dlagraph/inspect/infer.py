@@ -29,7 +29,7 @@ from ..base.errors import DlagraphError, clip, safe_repr
 from ..base.limits import MAX_TREE_LEVELS
 from ..base.shapes import Shapes, echo, foreign, get
 from ..blocks import BlockShapes, get_block_type, registered_blocks
-from ..checkpoints.read import read_state_dict
+from ..checkpoints.read import read_checkpoint
 from ..heads import get_head_type, registered_heads
 from ..ir.compile import compile_spec
 from ..spec import Spec, load_spec
@@ -77,10 +77,13 @@ def infer_checkpoint(
 ) -> Inference:
     """:func:`infer_spec` with the assumptions it made: each field the weights cannot show and
     ``overrides`` (dotted paths) does not set, with the value taken."""
-    sd = read_state_dict(checkpoint)
+    sd, stored = read_checkpoint(checkpoint)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     if not shapes:
         raise DlagraphError("not a DLA checkpoint: it holds no tensors")
+    found = _stored(stored, shapes, overrides)
+    if found is not None:
+        return found
     data, assumed = _infer(shapes)
     if name is None:
         name, why = _name_from(checkpoint)
@@ -96,6 +99,23 @@ def infer_checkpoint(
         assumed["layout"] = note
     notes = [f"{k}: {v}" for k, v in sorted(assumed.items()) if not _overridden(k, overrides)]
     return Inference(spec, notes, shapes)
+
+
+def _stored(
+    stored: Mapping[str, Any] | None, shapes: Shapes, overrides: Mapping[str, Any] | None
+) -> Inference | None:
+    """The spec a checkpoint stores beside its weights (dlagraph's training examples write
+    one), with ``overrides``, where it loads and its state dict is the checkpoint's, names and
+    shapes; else None (the spec is then inferred from the tensors alone)."""
+    if stored is None:
+        return None
+    try:
+        spec = load_spec(apply_overrides(dict(stored), dict(overrides or {})))
+        if expected_shapes(spec) != shapes:
+            return None
+    except (DlagraphError, TypeError, ValueError, RecursionError):  # not ours: inferred instead
+        return None
+    return Inference(spec, [], shapes)
 
 
 def _name_from(checkpoint: str | Path | Mapping[str, Any]) -> tuple[str, str]:
