@@ -52,7 +52,7 @@ def test_a_class_folder_tree_gives_labels_in_name_order_taken_in_turn(tmp_path: 
         for i in range(count):
             _png(tmp_path / c / f"{i}.png", 10 * i)
     _png(tmp_path / "loose.png", 0)  # beside the class folders: not a class, not read
-    items = labelled(f"folder:{tmp_path}", 1, (8, 8), CFG, count=5, batch=4)
+    items = labelled(f"folder:{tmp_path}", 1, (8, 8), CFG, count=5, batch=4).items
     labels = torch.cat([y for _, y in items]).tolist()
     assert labels == [0, 1, 2, 1, 2]  # ant, bee, cat; then bee, cat: each class in turn
     assert [len(x) for x, _ in items] == [4, 1] and items[0][0].shape[1:] == (1, 8, 8)
@@ -62,7 +62,7 @@ def test_a_class_folder_tree_gives_labels_in_name_order_taken_in_turn(tmp_path: 
 
 def test_digits_validation_reads_the_digits_calibration_does_not(tmp_path: Path) -> None:
     x, y = _digits_tail(200)
-    items = labelled("digits", 1, (32, 32), CFG, count=200, batch=64)
+    items = labelled("digits", 1, (32, 32), CFG, count=200, batch=64).items
     got_x, got_y = torch.cat([a for a, _ in items]), torch.cat([b for _, b in items])
     assert torch.equal(got_y, y) and torch.allclose(got_x, x)
 
@@ -99,11 +99,39 @@ def test_a_loop_of_links_and_a_file_are_refused(tmp_path: Path) -> None:
             labelled(f"folder:{tmp_path / where}", 1, (8, 8), CFG)
 
 
+def test_fewer_images_than_asked_warn_and_more_classes_than_the_network_are_refused(
+    tmp_path: Path,
+) -> None:
+    for c in ("a", "b", "c"):
+        _png(tmp_path / c / "0.png", 0)
+    with pytest.warns(dlagraph.DlagraphWarning, match=r"3 images from .* \(50 asked\)"):
+        read = labelled(f"folder:{tmp_path}", 1, (8, 8), CFG, count=50)
+    assert len(read) == 3 and read.classes == ["a", "b", "c"]
+    with pytest.raises(DlagraphError, match="3 class folders under .*, the network has 2 classes"):
+        labelled(f"folder:{tmp_path}", 1, (8, 8), CFG, num_classes=2)
+
+
+def test_a_folder_path_with_a_tilde_is_the_users_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for c in ("a", "b"):
+        _png(tmp_path / "set" / c / "0.png", 0)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert labelled("folder:~/set", 1, (8, 8), CFG, count=2).classes == ["a", "b"]
+
+
 def test_the_calibration_folder_as_validation_warns(tmp_path: Path) -> None:
     for c in ("a", "b"):
         _png(tmp_path / c / "0.png", 0)
     with pytest.warns(dlagraph.DlagraphWarning, match="calibrated on"):
-        labelled(f"folder:{tmp_path}", 1, (8, 8), CFG, calibration=f"folder:{tmp_path}/")
+        labelled(f"folder:{tmp_path}", 1, (8, 8), CFG, 2, calibration=f"folder:{tmp_path}/")
+
+
+def test_a_rise_in_the_metric_reads_as_a_gain() -> None:
+    from dlagraph.deploy.accuracy import AccuracyCheck
+
+    assert "(gain 0.04, within max_drop 0.005)" in str(AccuracyCheck("top-1", 0.87, 0.91, 0.005))
+    assert "(drop 0.01, over max_drop 0.005)" in str(AccuracyCheck("top-1", 0.9, 0.89, 0.005))
 
 
 def test_in_batches_of_runs_a_fixed_batch_artifact_at_any_batch() -> None:
@@ -152,6 +180,7 @@ def test_a_network_without_a_classifier_is_told_to_give_a_function(tmp_path: Pat
         )  # fmt: skip
 
 
+@pytest.mark.slow  # an ONNX export and two int8 quantizations: ~7 s, over the quick run's share
 def test_an_artifact_over_its_budget_is_not_written(tmp_path: Path) -> None:
     """A budget of 0 on closeness to the fp32 outputs: any int8 error is over it. ONNX tries
     every conv in int8, then the stem in fp32; both are over, so nothing is written."""
@@ -178,7 +207,13 @@ def test_cli_validation_records_the_metric_and_bad_flags_exit_2(
         ([*base, "--max-drop", "0.1"], "--max-drop is for --validation"),
         ([*base, "--validation-images", "9"], "--validation-images is for --validation"),
         ([*base, "--validation", "digits"], "--validation measures int8 (the precision is fp32)"),
-        ([*int8, "--validation", "digits", "--max-drop", "inf"], "must be a finite number >= 0"),
+        ([*int8, "--validation", "digits", "--max-drop", "inf"], "must be a fraction from 0 to 1"),
+        ([*int8, "--validation", "digits", "--max-drop", "1.5"], "0.01 for one point of top-1"),
+        (
+            [*int8, "--validation", "digits", "--validation-images", "200000"],
+            "must be 1 to 100,000",
+        ),
+        ([*int8, "--calibration-images", "200000"], "must be 1 to 100,000"),
         ([*int8, "--validation", "digits", "--max-drop", "x"], "give a number such as 0.005"),
         ([*int8, "--validation", f"folder:{tmp_path}"], "no class folders under"),
     ):
@@ -194,7 +229,32 @@ def test_cli_validation_records_the_metric_and_bad_flags_exit_2(
     assert "top-1: int8" in out and "within max_drop 1" in out
     meta = json.loads((tmp_path / f"{TINY}_int8.onnx.json").read_text())
     assert meta["accuracy"]["validation"] == "digits (64 images)"
-    assert meta["accuracy"]["max_drop"] == 1.0 and meta["float_modules"] == []
+    assert meta["accuracy"]["classes"] == [str(i) for i in range(10)]
+    assert meta["accuracy"]["max_drop"] == 1.0 and meta["load"] is None
+
+
+def test_an_int8_pt2_says_how_to_load_it_and_loads_so_in_a_fresh_process(tmp_path: Path) -> None:
+    """torch.export.load alone cannot resolve the quantized ops an int8 program calls; after
+    ``import torchao`` it can: the metadata and the command line say so."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torchao")
+    result = dlagraph.export(
+        TINY, "pt2", tmp_path, precision="int8", calibration="random", size=(32, 32)
+    )
+    assert "import torchao" in result.metadata["load"]
+    code = (
+        "import sys, torch\n"
+        "try:\n    torch.export.load(sys.argv[1])\nexcept Exception:\n    print('plain: no')\n"
+        "import torchao\n"
+        "out = torch.export.load(sys.argv[1]).module()(torch.zeros(1, 1, 32, 32))\n"
+        "print('after torchao:', tuple(out.shape))\n"
+    )
+    path = next(p for p in result.files if p.suffix == ".pt2")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "plain: no" in r.stdout and "after torchao: (1, 10)" in r.stdout
 
 
 def loaded(fmt: str, files: list[Path]):  # noqa: ANN201
@@ -206,12 +266,13 @@ def loaded(fmt: str, files: list[Path]):  # noqa: ANN201
     return lambda x: run_artifact(fmt, files, x)
 
 
-@pytest.mark.slow  # trains for ~6 s, then two int8 exports measured on 300 images: ~25 s
+@pytest.mark.slow  # trains for ~6 s, then three int8 exports measured on 300 images: ~30 s
 def test_a_trained_network_exports_within_the_budget_measured_independently(
     tmp_path: Path,
 ) -> None:
     """The tiny digits network trained briefly (two epochs: about 0.9 top-1), exported by each
-    path of its own (OpenVINO's accuracy control on a fixed batch; pt2 measured by export)."""
+    path of its own (OpenVINO's accuracy control on a fixed batch, ONNX's trial of the stem, pt2
+    measured by export)."""
     root = Path(__file__).resolve().parent.parent
     clf = import_file(root / "examples" / "train_classifier.py", "_example_train_classifier")
     clf.main(["--epochs", "2", "--threads", str(THREADS), "--out", str(tmp_path), "--seed", "0"])
@@ -223,7 +284,10 @@ def test_a_trained_network_exports_within_the_budget_measured_independently(
     with torch.no_grad():
         fp32 = float((model(x).argmax(1) == y).float().mean())
     assert fp32 > 0.8
-    for fmt in ("openvino", "pt2"):  # (onnx's trial of the stem: the over-budget test above)
+    # onnx: every conv int8 strays from this network's outputs past the artifact check's limit
+    # (a relative error of ~0.6, though its top-1 is within budget): the stem conv then stays in
+    # fp32 instead of the export failing its check
+    for fmt in ("openvino", "onnx", "pt2"):
         result = dlagraph.export(
             trained, fmt, tmp_path / fmt, precision="int8", calibration="digits", batch=4,
             validation="digits", validation_images=300, max_drop=0.02,

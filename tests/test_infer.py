@@ -584,11 +584,34 @@ def test_a_checkpoint_that_stores_its_spec_is_read_as_that_spec(tmp_path: Path) 
     path = tmp_path / "last.pt"
     torch.save({"model": sd, "epoch": 3, "spec": spec}, path)
     found = infer_checkpoint(path)
-    assert found.assumptions == [] and found.spec.name == "my_digits"
+    assert found.assumptions == [] and found.spec.name == "my_digits" and found.carried
     assert found.spec.aggregation.residual is True
     assert infer_checkpoint(path, {"name": "other"}).spec.name == "other"
-    for stored in ({**spec, "head": {"type": "classifier", "num_classes": 7}}, {"levels": "x"}):
+    assert infer_checkpoint(path, name="named").spec.name == "named"  # infer --name
+    fc = tuple(sd["fc.weight"].shape)
+    for stored, why in (
+        ({**spec, "head": {"type": "classifier", "num_classes": 7}},
+         f"does not match its weights (first: 'fc.weight', {fc} in the checkpoint, "
+         f"{(7, *fc[1:])} in the spec)"),
+        ({"levels": "x"}, "does not load ("),
+    ):  # fmt: skip
         torch.save({"model": sd, "spec": stored}, path)
         found = infer_checkpoint(path)
         assert found.spec.aggregation.residual is False  # inferred: the weights cannot show it
         assert any(a.startswith("aggregation.residual") for a in found.assumptions)
+        said = next(a for a in found.assumptions if a.startswith("spec: "))
+        assert why in said and said.endswith("inferred from the tensors instead"), said
+        assert not found.carried
+
+
+def test_cli_infer_says_the_spec_came_from_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    spec = load_spec(TINY).to_dict()
+    torch.save({"model": build_module(spec).state_dict(), "spec": spec}, tmp_path / "last.pt")
+    assert main(["infer", str(tmp_path / "last.pt"), "-o", str(tmp_path / "s.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "carries its spec" in out and "assumed" not in out
+    assert "the spec last.pt carries; every tensor" in (tmp_path / "s.yaml").read_text()

@@ -54,15 +54,25 @@ def positive(text: str) -> int:
 
 
 def budget(text: str) -> float:
-    """An argparse type: a drop of a metric, a finite number >= 0 (``0.005``: half a point)."""
+    """An argparse type: a drop of top-1, a fraction from 0 to 1 (``0.005``: half a point)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"give a number such as 0.005 (got {text[:40]!r})"
         ) from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text[:40]!r})")
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise argparse.ArgumentTypeError(
+            f"must be a fraction from 0 to 1, 0.01 for one point of top-1 (got {text[:40]!r})"
+        )
+    return value
+
+
+def image_count(text: str) -> int:
+    """An argparse type: a number of images, 1 to 100,000."""
+    value = count(text)
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be 1 to 100,000 (got {value})")
     return value
 
 

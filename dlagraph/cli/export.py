@@ -11,7 +11,7 @@ from ..base.io import is_checkpoint_file
 from ..deploy.registry import MAX_DROP, get_format, registered_formats
 from ..spec import load_spec
 from ..spec.overrides import apply_overrides, parse_sets
-from .common import DEFAULT_OUTPUT, budget, positive, steps_on_a_terminal
+from .common import DEFAULT_OUTPUT, budget, image_count, positive, steps_on_a_terminal
 
 __all__ = ["add_arguments", "run"]
 
@@ -71,13 +71,19 @@ def run(args: argparse.Namespace) -> int:
         validation_images=args.validation_images or 256,
     )
     print(result)
+    if result.metadata.get("load"):
+        print(f"to load it: {result.metadata['load']}")
     for p in result.files:
         print(f"wrote {p}")
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a spec file, a preset name, or a checkpoint (.pth, .safetensors)")
+    p.add_argument(
+        "model",
+        help="a spec file, a preset name, or a checkpoint (.pth, .pt, .safetensors; one that "
+        "carries its spec, as the examples' last.pt, is read as that spec)",
+    )
     p.add_argument(
         "--format",
         required=True,
@@ -99,7 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--calibration-images",
-        type=positive,
+        type=image_count,
         default=256,
         metavar="N",
         help="calibration images (default 256)",
@@ -114,7 +120,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--validation-images",
-        type=positive,
+        type=image_count,
         metavar="N",
         help="validation images (default 256; from each class in turn)",
     )
@@ -122,8 +128,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-drop",
         type=budget,
         metavar="X",
-        help=f"with --validation: the top-1 int8 may lose, a fraction (default {MAX_DROP:g}: "
-        "half a point)",
+        help=f"with --validation: the top-1 int8 may lose, a fraction from 0 to 1 (default "
+        f"{MAX_DROP:g}: half a point)",
     )
     p.add_argument("--weights", metavar="FILE", help="a checkpoint for the spec's weights")
     p.add_argument(

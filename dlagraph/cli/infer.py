@@ -28,11 +28,14 @@ def run(args: argparse.Namespace) -> int:
     g = compile_spec(spec)
     size = default_input_size(g)
     s = summarize(g, size)
+    where = clip(one_line(Path(args.checkpoint).name), 120)
+    how = f"the spec {where} carries" if inf.carried else f"inferred from {where}"
     text = (
-        f"# {MARKER} {__version__}: inferred from {clip(one_line(Path(args.checkpoint).name), 120)}; "
-        "every tensor's "
-        f"name and shape checked\n" + spec_to_yaml(spec)
+        f"# {MARKER} {__version__}: {how}; every tensor's name and shape checked\n"
+        + spec_to_yaml(spec)
     )
+    if inf.carried:
+        print(f"{args.checkpoint}: carries its spec, every tensor's name and shape matching it")
     print(
         f"{args.checkpoint}: a {spec.block.type}-block DLA, layout {spec.layout}, head "
         f"{spec.head.type}; parameters {s.params:,}, MACs at {size[0]}x{size[1]} "
@@ -62,5 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="set a field the weights cannot show, e.g. aggregation.residual=true (repeatable)",
     )
-    p.add_argument("--name", help="the spec's name (default: from the file name)")
+    p.add_argument(
+        "--name",
+        help="the spec's name (default: the name of the spec the checkpoint carries, else from the "
+        "file name)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite a file dlagraph did not write")

@@ -92,8 +92,9 @@ class AccuracyCheck:
 
     def __str__(self) -> str:
         verdict = "within" if self.within else "over"
+        change = f"drop {self.drop:.3g}" if self.drop >= 0 else f"gain {-self.drop:.3g}"
         return (
-            f"{self.name}: int8 {self.int8:.6g}, fp32 {self.fp32:.6g} (drop {self.drop:+.3g}, "
+            f"{self.name}: int8 {self.int8:.6g}, fp32 {self.fp32:.6g} ({change}, "
             f"{verdict} max_drop {self.max_drop:g})"
         )
 

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ..base.errors import DeployError, DlagraphWarning, clip, one_line
 
-__all__ = ["Images", "images", "labelled", "IMAGE_SUFFIXES", "DIGITS"]
+__all__ = ["Images", "images", "Labelled", "labelled", "IMAGE_SUFFIXES", "DIGITS"]
 
 # each suffix decoded by its own Pillow plugin and no other: a ".png" holding PostScript is an
 # unreadable PNG, never handed to Ghostscript
@@ -66,7 +66,7 @@ def images(
     elif source == "digits":
         x = _digits(count + check, size)
     elif source.startswith("folder:"):
-        x = _folder(Path(source[7:]), count + check, channels, size)
+        x = _folder(Path(source[7:]).expanduser(), count + check, channels, size)
     else:
         raise DeployError(
             f"calibration: give digits, folder:PATH or random (got {clip(one_line(source), 80)!r})"
@@ -85,6 +85,18 @@ def images(
     return Images(list(calib.split(batch)), held.contiguous(), source)
 
 
+@dataclass
+class Labelled:
+    """Labelled images for int8's top-1 check: ``items`` (``[(images, labels), ...]``) and the
+    class names the labels index."""
+
+    items: list[tuple[torch.Tensor, torch.Tensor]]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return sum(len(y) for _, y in self.items)
+
+
 def labelled(
     source: str,
     channels: int,
@@ -93,25 +105,35 @@ def labelled(
     count: int = 256,
     batch: int = 64,
     calibration: str | None = None,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``count`` labelled images, ``[(images, labels), ...]`` in batches of ``batch``, for int8's
-    top-1 check: ``digits`` (scikit-learn's, from the end of the set: calibration reads from its
-    start) or ``folder:PATH`` (one folder of images per class, as torchvision's ``ImageFolder``:
-    the classes in name order are labels 0, 1, ...; the images taken from each class in turn, so a
-    few hundred cover every class). ``calibration`` (its source) is checked for overlap.
+    num_classes: int | None = None,
+) -> Labelled:
+    """``count`` labelled images in batches of ``batch``, for int8's top-1 check: ``digits``
+    (scikit-learn's, from the end of the set: calibration reads from its start) or
+    ``folder:PATH`` (one folder of images per class, as torchvision's ``ImageFolder``: the classes
+    in name order are labels 0, 1, ...; the images taken from each class in turn, so a few hundred
+    cover every class). ``calibration`` (its source) is checked for overlap; fewer images than
+    ``count`` are used with a warning.
 
     Raises:
-        DlagraphError: an unknown source, a folder without class folders, an empty class, an
-            image that cannot be read, too few images.
+        DlagraphError: an unknown source, a folder without class folders, more classes than the
+            network's ``num_classes``, an empty class, an image that cannot be read, too few
+            images.
     """
     if not 1 <= count <= 100_000:
         raise DeployError(f"validation images: give 1 to 100,000 (got {count})")
     if source == "digits":
         x, y = _digits(DIGITS, size, labels=True)
         x, y = x[-count:], y[-count:]
+        classes = [str(i) for i in range(10)]
     elif source.startswith("folder:"):
-        root = Path(source[7:])
-        x, y = _classes(root, count, channels, size)
+        root = Path(source[7:]).expanduser()
+        classes = _class_names(root, channels)
+        if num_classes is not None and len(classes) > num_classes:
+            raise DeployError(
+                f"validation: {len(classes)} class folders under {clip(one_line(str(root)), 120)}"
+                f", the network has {num_classes} classes"
+            )
+        x, y = _classes(root, classes, count, channels, size)
         if calibration and calibration.startswith("folder:") and _same(root, calibration[7:]):
             warnings.warn(
                 "validation: the calibration folder: int8 is then measured on the images it "
@@ -126,8 +148,15 @@ def labelled(
         )
     if len(x) < 2:
         raise DeployError(f"validation: {len(x)} image; top-1 needs at least 2")
+    if len(x) < count:
+        warnings.warn(
+            f"validation: {len(x)} images from {clip(one_line(source), 80)} ({count} asked): "
+            f"int8 is measured on {len(x)}",
+            DlagraphWarning,
+            stacklevel=3,
+        )
     x = _normalised(x, channels, cfg)
-    return list(zip(x.split(batch), y.split(batch), strict=True))
+    return Labelled(list(zip(x.split(batch), y.split(batch), strict=True)), classes)
 
 
 def _same(a: Path, b: str) -> bool:
@@ -137,11 +166,8 @@ def _same(a: Path, b: str) -> bool:
         return False
 
 
-def _classes(
-    root: Path, n: int, channels: int, size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``n`` images from the class folders under ``root`` and their labels (the classes'
-    indices in name order), one class after another in turn."""
+def _class_names(root: Path, channels: int) -> list[str]:
+    """The class folders under ``root``, in name order (their labels: 0, 1, ...)."""
     _check_folder(root, channels, "validation")
     where = clip(one_line(str(root)), 120)
     try:
@@ -155,6 +181,15 @@ def _classes(
             f"validation: no class folders under {where}; give one folder of images per class "
             "(PATH/CLASS/IMAGE, as torchvision's ImageFolder)"
         )
+    return classes
+
+
+def _classes(
+    root: Path, classes: list[str], n: int, channels: int, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``n`` images from the class folders under ``root`` and their labels (the classes'
+    indices in name order), one class after another in turn."""
+    where = clip(one_line(str(root)), 120)
     per_class = [_image_files(root / c, n) for c in classes]
     picked: list[tuple[Path, int]] = []
     firsts = [next(files, None) for files in per_class]

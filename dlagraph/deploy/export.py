@@ -43,9 +43,9 @@ from ..base.io import (
     write_outputs,
 )
 from ..spec import Spec, load_spec
-from .accuracy import MAX_DROP, AccuracyCheck
+from .accuracy import MAX_DROP, AccuracyCheck, Metric
 from .calibration import DIGITS, Images, images, labelled
-from .check import compare
+from .check import MAX_ERROR, compare
 from .prepare import in_batches_of, prepare, seeded
 from .registry import FORMATS, PRECISIONS, get_format
 from .request import DeployError, DeployRequest, OptimizeReport, batch_checker
@@ -53,9 +53,6 @@ from .request import DeployError, DeployRequest, OptimizeReport, batch_checker
 __all__ = ["export", "ExportResult"]
 
 CHECK_IMAGES = 32  # held out from calibration; the artifact is checked on them
-# the most an artifact may differ from the model, relative to its largest output: far above what
-# each precision measured (fp32 ~1e-6, bf16 ~1e-2, int8 ~0.02-0.05), far below a wrong artifact
-MAX_ERROR = {"fp32": 1e-2, "bf16": 0.2, "int8": 0.5}
 
 
 @dataclass
@@ -245,7 +242,7 @@ def export(
     # metadata file's name included, is the user's unless --force
     own = [p for p in planned if p.name in ours]
     check_targets([*planned, meta_path], force=force, replace=own)  # before minutes of work
-    validation_source = None
+    validation_source, classes = None, None
     if isinstance(validation, str):
         if not g.graph["classifier"]:
             raise DeployError(
@@ -263,11 +260,15 @@ def export(
                 f"check, so at most {DIGITS - count - CHECK_IMAGES} can validate apart from them "
                 f"(got {labelled_count}): lower --validation-images or --calibration-images"
             )
-        validation_source = f"{clip(one_line(validation), 200)} ({labelled_count} images)"
-        validation = labelled(
+        source_name = clip(one_line(validation), 200)
+        read = labelled(
             validation, channels, size, cfg, labelled_count,
             calibration=calibration if isinstance(calibration, str) else None,
+            num_classes=g.graph["num_classes"],
         )  # fmt: skip
+        validation_source = f"{source_name} ({len(read)} images)"
+        classes = read.classes
+        validation = read.items
     with report.step("fold BN"):
         folded = prepare(model).to(memory_format=torch.contiguous_format)
     request = DeployRequest.of(
@@ -294,12 +295,9 @@ def export(
                 f"format {format!r} made {sorted(files)}, not its extensions {list(fmt.extensions)}"
             )
         with report.step(f"check in {fmt.runtime}"):
-            # with a validation metric, int8 is judged by it (the user's criterion); the
-            # error is still measured and recorded
             max_error, agreement, compared = _check(
-                model, run, data, n, dynamic, bool(g.graph["classifier"]), precision,
-                judged=metric is None,
-            )  # fmt: skip
+                model, run, data, n, dynamic, bool(g.graph["classifier"]), precision
+            )
         made = getattr(run, "report", None)
         floats = list(getattr(made, "float_modules", None) or [])
         accuracy = None
@@ -343,13 +341,15 @@ def export(
             if accuracy is None
             else {
                 "metric": accuracy.name,
-                "validation": validation_source or _described(validation),
+                "validation": validation_source or _described(metric),
+                "classes": classes,
                 "fp32": accuracy.fp32,
                 "int8": accuracy.int8,
                 "drop": accuracy.drop,
                 "max_drop": accuracy.max_drop,
             },
             "float_modules": floats if precision == "int8" else None,
+            "load": fmt.load.get(precision),
             "check": {
                 "images": len(data.check),
                 "compared": compared,
@@ -381,10 +381,10 @@ def _validation_images(validation: Any, count: Any, precision: str) -> int:
     return count if isinstance(validation, str) else 0
 
 
-def _described(validation: Any) -> str:
-    if callable(validation):
-        return f"the function {getattr(validation, '__name__', 'metric')}"
-    return "your labelled batches"
+def _described(metric: Metric) -> str:
+    if metric.items is None:
+        return f"the function {metric.name}"
+    return f"your labelled batches ({sum(len(y) for _, y in metric.items)} images)"
 
 
 def _model(model: Any, weights: str | Path | None) -> tuple[nn.Module, Spec, dict[str, Any]]:
@@ -477,13 +477,12 @@ def _check(
     dynamic: bool,
     classifier: bool,
     precision: str,
-    judged: bool = True,
 ) -> tuple[float, float | None, int]:
     """The artifact against the PyTorch model on the check images, in batches of ``n`` (the
     images repeated up to one batch where there are fewer) and, for a dynamic batch, also all at
     once; the worst error, the top-1 agreement (classifiers) and how many images were compared.
-    An artifact output that is not finite is refused; one further than :data:`MAX_ERROR` from
-    the model's too where ``judged`` (no validation metric judges it)."""
+    An artifact output that is not finite is refused, and one further than :data:`MAX_ERROR`
+    from the model's (a metric within its budget does not make an unfaithful artifact right)."""
     x = data.check
     if len(x) < n:
         x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n]
@@ -501,7 +500,7 @@ def _check(
                     "the artifact's outputs are not finite (NaN or infinite) where the model's "
                     "are: not written"
                 )
-            if judged and c.error > MAX_ERROR[precision]:
+            if c.error > MAX_ERROR[precision]:
                 raise DeployError(
                     f"the artifact's outputs are not the model's: relative error {c.error:.3g} > "
                     f"{MAX_ERROR[precision]} allowed in {precision}; not written"

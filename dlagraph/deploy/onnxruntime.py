@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .accuracy import AccuracyCheck
+from .check import MAX_ERROR, compare
 from .prepare import RuntimeModule, in_batches_of, prepare, quiet, runtime_input, structure
 from .request import DeployError, DeployRequest
 
@@ -193,6 +194,17 @@ def make(net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool,
         if metric is None:
             break
         artifact = built if dynamic else in_batches_of(built, len(x))
+        # a metric within budget does not make all-int8 right where its outputs stray from the
+        # model's (a small set's score may even rise by chance): faithful first, on every image
+        # at hand (calibration and validation: the artifact's check reads more of their kind)
+        images = [*(request.calibration or ()), *(x for x, _ in metric.items or ())] or [x]
+        with torch.inference_mode():
+            error = max(compare(net(xb), artifact(xb)).error for xb in images)
+        if not stem_in_float and error > MAX_ERROR["int8"]:
+            report.notes.append(
+                f"every conv int8: relative error {error:.3g} > {MAX_ERROR['int8']}"
+            )
+            continue
         fp32 = metric.fp32(lambda: net)
         report.accuracy = AccuracyCheck(metric.name, fp32, metric(artifact), request.max_drop)
         if report.accuracy.within:

@@ -137,6 +137,8 @@ class Format:
     packages: tuple[str, ...] = ()
     extra: str = EXTRA
     help: str = ""
+    # what loading the artifact needs beyond ``runtime``, by precision (the metadata says it)
+    load: Mapping[str, str] = field(default_factory=dict)
 
     def require(self, precision: str) -> Callable[..., Any]:
         """Its make function, after the same refusals as :meth:`Runtime.require`."""
@@ -281,7 +283,11 @@ for _fmt in (
         (".pt2",),
         PRECISIONS,
         "dlagraph.deploy.pytorch:make_pt2",
-        help="a torch.export program (int8: torchao's PT2E)",
+        help="a torch.export program (int8: torchao's PT2E; load it after `import torchao`)",
+        load={
+            "int8": "import torchao before torch.export.load: it registers the quantized ops "
+            "the program calls"
+        },
     ),
     Format(
         "torchscript",

@@ -41,12 +41,14 @@ __all__ = ["infer_spec", "infer_checkpoint", "Inference", "expected_shapes", "ap
 
 @dataclass
 class Inference:
-    """An inferred spec, what the weights could not show (``field: value taken, why``), and the
-    checkpoint's tensor names and shapes (in its order)."""
+    """An inferred spec, what the weights could not show (``field: value taken, why``), the
+    checkpoint's tensor names and shapes (in its order), and whether the spec is the one the
+    checkpoint carries."""
 
     spec: Spec
     assumptions: list[str] = field(default_factory=list)
     shapes: Shapes = field(default_factory=dict)
+    carried: bool = False  # the spec the checkpoint carries, not one read off its tensors
 
 
 def expected_shapes(spec: Spec | str | Path | Mapping[str, Any]) -> Shapes:
@@ -81,10 +83,12 @@ def infer_checkpoint(
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     if not shapes:
         raise DlagraphError("not a DLA checkpoint: it holds no tensors")
-    found = _stored(stored, shapes, overrides)
+    found, why_not = _stored(stored, shapes, overrides, name)
     if found is not None:
         return found
     data, assumed = _infer(shapes)
+    if why_not:
+        assumed["spec"] = why_not
     if name is None:
         name, why = _name_from(checkpoint)
         assumed["name"] = f"{name!r}, {why}"
@@ -102,20 +106,35 @@ def infer_checkpoint(
 
 
 def _stored(
-    stored: Mapping[str, Any] | None, shapes: Shapes, overrides: Mapping[str, Any] | None
-) -> Inference | None:
-    """The spec a checkpoint stores beside its weights (dlagraph's training examples write
-    one), with ``overrides``, where it loads and its state dict is the checkpoint's, names and
-    shapes; else None (the spec is then inferred from the tensors alone)."""
+    stored: Mapping[str, Any] | None,
+    shapes: Shapes,
+    overrides: Mapping[str, Any] | None,
+    name: str | None,
+) -> tuple[Inference | None, str]:
+    """The spec a checkpoint carries beside its weights (dlagraph's training examples write
+    one), with ``overrides`` and ``name``, where it loads and its state dict is the checkpoint's,
+    names and shapes; else None and why (the spec is then inferred from the tensors)."""
     if stored is None:
-        return None
+        return None, ""
+    why = "the one the checkpoint carries {}: inferred from the tensors instead"
     try:
-        spec = load_spec(apply_overrides(dict(stored), dict(overrides or {})))
-        if expected_shapes(spec) != shapes:
-            return None
-    except (DlagraphError, TypeError, ValueError, RecursionError):  # not ours: inferred instead
-        return None
-    return Inference(spec, [], shapes)
+        data = apply_overrides(dict(stored), dict(overrides or {}))
+        if name is not None:
+            data["name"] = name
+        spec = load_spec(data)
+        want = expected_shapes(spec)
+    except (DlagraphError, TypeError, ValueError, RecursionError) as e:  # not ours
+        return None, why.format(f"does not load ({clip(str(e).splitlines()[0], 100)})")
+    if want != shapes:
+        first = next(
+            (k for k in [*shapes, *want] if shapes.get(k) != want.get(k)), "?"
+        )  # in the checkpoint's order, then the spec's
+        return None, why.format(
+            f"does not match its weights (first: {clip(safe_repr(first), 80)}, "
+            f"{shapes.get(first, 'missing')} in the checkpoint, {want.get(first, 'missing')} in "
+            "the spec)"
+        )
+    return Inference(spec, [], shapes, carried=True), ""
 
 
 def _name_from(checkpoint: str | Path | Mapping[str, Any]) -> tuple[str, str]:
