@@ -242,33 +242,9 @@ def export(
     # metadata file's name included, is the user's unless --force
     own = [p for p in planned if p.name in ours]
     check_targets([*planned, meta_path], force=force, replace=own)  # before minutes of work
-    validation_source, classes = None, None
-    if isinstance(validation, str):
-        if not g.graph["classifier"]:
-            raise DeployError(
-                f"validation: {clip(one_line(validation), 60)} scores a classifier's top-1; "
-                f"{spec.name} has no classifier head: give a metric function (Python: "
-                "dlagraph.export(..., validation=metric))"
-            )
-        if (
-            validation == "digits"
-            and calibration == "digits"
-            and (count + CHECK_IMAGES + labelled_count > DIGITS)
-        ):
-            raise DeployError(
-                f"validation: digits has {DIGITS} images; {count + CHECK_IMAGES} calibrate and "
-                f"check, so at most {DIGITS - count - CHECK_IMAGES} can validate apart from them "
-                f"(got {labelled_count}): lower --validation-images or --calibration-images"
-            )
-        source_name = clip(one_line(validation), 200)
-        read = labelled(
-            validation, channels, size, cfg, labelled_count,
-            calibration=calibration if isinstance(calibration, str) else None,
-            num_classes=g.graph["num_classes"],
-        )  # fmt: skip
-        validation_source = f"{source_name} ({len(read)} images)"
-        classes = read.classes
-        validation = read.items
+    validation, validation_source, classes = _labelled(
+        validation, g, spec.name, calibration, count, labelled_count, size, cfg
+    )
     with report.step("fold BN"):
         folded = prepare(model).to(memory_format=torch.contiguous_format)
     request = DeployRequest.of(
@@ -302,21 +278,11 @@ def export(
         floats = list(getattr(made, "float_modules", None) or [])
         accuracy = None
         if metric is not None:
-            accuracy = getattr(made, "accuracy", None)  # measured by the format's own choice
-            if accuracy is None:
-                with report.step("validate int8"):
-                    artifact = run if dynamic else in_batches_of(run, n)
-                    accuracy = AccuracyCheck(
-                        metric.name, metric.fp32(lambda: folded), metric(artifact), max_drop
-                    )
-            if not accuracy.within:
-                hint = "" if format == "openvino" else (
-                    ", or format openvino (its accuracy control keeps the costliest layers in "
-                    "floating point)"
+            with report.step("validate int8"):
+                accuracy = _within_budget(
+                    metric, made, run if dynamic else in_batches_of(run, n), folded, format,
+                    request.max_drop,
                 )  # fmt: skip
-                raise DeployError(
-                    f"int8 over its budget: {accuracy}: not written; raise max_drop{hint}"
-                )
         outputs = [list(t.shape[1:]) for t in tree_flatten(_eval(model, example))[0]]
         targets = {stem.with_name(stem.name + ext): blob for ext, blob in files.items()}
         meta = {
@@ -379,6 +345,62 @@ def _validation_images(validation: Any, count: Any, precision: str) -> int:
             f"validation: only int8 is checked against a metric (precision is {precision!r})"
         )
     return count if isinstance(validation, str) else 0
+
+
+def _labelled(
+    validation: Any,
+    g: Any,
+    name: str,
+    calibration: Any,
+    count: int,
+    labelled_count: int,
+    size: tuple[int, int],
+    cfg: dict[str, Any],
+) -> tuple[Any, str | None, list[str] | None]:
+    """A ``digits`` / ``folder:`` validation read as labelled batches, what to call it and its
+    classes (any other validation as given, for :func:`metric_of` to check)."""
+    if not isinstance(validation, str):
+        return validation, None, None
+    if not g.graph["classifier"]:
+        raise DeployError(
+            f"validation: {clip(one_line(validation), 60)} scores a classifier's top-1; "
+            f"{name} has no classifier head: give a metric function (Python: "
+            "dlagraph.export(..., validation=metric))"
+        )
+    if (
+        validation == "digits"
+        and calibration == "digits"
+        and (count + CHECK_IMAGES + labelled_count > DIGITS)
+    ):
+        raise DeployError(
+            f"validation: digits has {DIGITS} images; {count + CHECK_IMAGES} calibrate and "
+            f"check, so at most {DIGITS - count - CHECK_IMAGES} can validate apart from them "
+            f"(got {labelled_count}): lower --validation-images or --calibration-images"
+        )
+    read = labelled(
+        validation, g.graph["in_channels"], size, cfg, labelled_count,
+        calibration=calibration if isinstance(calibration, str) else None,
+        num_classes=g.graph["num_classes"],
+    )  # fmt: skip
+    return read.items, f"{clip(one_line(validation), 200)} ({len(read)} images)", read.classes
+
+
+def _within_budget(
+    metric: Metric, made: Any, artifact: Any, folded: nn.Module, format: str, max_drop: float
+) -> AccuracyCheck:
+    """The artifact's metric against fp32's (as its format measured it, else here); over the
+    budget is a one-line error, and the artifact is not written."""
+    accuracy = getattr(made, "accuracy", None)  # measured by the format's own choice
+    if accuracy is None:
+        fp32 = metric.fp32(lambda: folded)
+        accuracy = AccuracyCheck(metric.name, fp32, metric(artifact), max_drop)
+    if not accuracy.within:
+        hint = "" if format == "openvino" else (
+            ", or format openvino (its accuracy control keeps the costliest layers in floating "
+            "point)"
+        )  # fmt: skip
+        raise DeployError(f"int8 over its budget: {accuracy}: not written; raise max_drop{hint}")
+    return accuracy
 
 
 def _described(metric: Metric) -> str:
