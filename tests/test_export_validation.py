@@ -120,16 +120,72 @@ def test_a_folder_path_with_a_tilde_is_the_users_home(
     assert labelled("folder:~/set", 1, (8, 8), CFG, count=2).classes == ["a", "b"]
 
 
-def test_the_calibration_folder_as_validation_warns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("calibration", ["{root}/", "{root}/a", "{root}/..", "~/set"])
+def test_the_calibration_folder_as_validation_warns(
+    calibration: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same folder, one inside the other either way, and ``~`` all overlap."""
+    root = tmp_path / "set"
     for c in ("a", "b"):
-        _png(tmp_path / c / "0.png", 0)
+        _png(root / c / "0.png", 0)
+    monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.warns(dlagraph.DlagraphWarning, match="calibrated on"):
-        labelled(f"folder:{tmp_path}", 1, (8, 8), CFG, 2, calibration=f"folder:{tmp_path}/")
+        labelled(
+            f"folder:{root}",
+            1,
+            (8, 8),
+            CFG,
+            2,
+            calibration="folder:" + calibration.format(root=root),
+        )
+
+
+def test_a_linked_class_folder_is_a_class_and_missing_classes_warn(tmp_path: Path) -> None:
+    """As torchvision's ImageFolder: a link to a folder is a class (dropping it would shift every
+    later label); fewer class folders than the network's classes say what the labels are."""
+    for c in ("a", "c"):
+        _png(tmp_path / "set" / c / "0.png", 0)
+    _png(tmp_path / "elsewhere" / "0.png", 0)
+    (tmp_path / "set" / "b").symlink_to(tmp_path / "elsewhere")
+    read = labelled(f"folder:{tmp_path / 'set'}", 1, (8, 8), CFG, 3, num_classes=3)
+    assert read.classes == ["a", "b", "c"] and torch.cat([y for _, y in read.items]).tolist() == [
+        0,
+        1,
+        2,
+    ]
+    with pytest.warns(
+        dlagraph.DlagraphWarning, match="3 class folders .* the network has 4 classes"
+    ):
+        labelled(f"folder:{tmp_path / 'set'}", 1, (8, 8), CFG, 3, num_classes=4)
+
+
+def test_folders_nested_too_deeply_to_walk_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.walk recurses once per level (Python < 3.12): a tree deeper than the recursion limit
+    (lowered here, so that the test's own clean-up can still remove the tree)."""
+    import sys
+
+    _png(tmp_path / "set" / "b" / "0.png", 0)
+    deep = tmp_path / "set" / "a" / Path(*["a"] * 300)
+    deep.mkdir(parents=True)
+    (deep / "x.png").write_bytes(b"")
+    monkeypatch.setattr(sys, "getrecursionlimit", sys.getrecursionlimit)  # (restored after)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(250)
+    try:
+        with pytest.raises(DlagraphError, match="nest too deeply to walk"):
+            labelled(f"folder:{tmp_path / 'set'}", 1, (8, 8), CFG, 5)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def test_a_rise_in_the_metric_reads_as_a_gain() -> None:
     from dlagraph.deploy.accuracy import AccuracyCheck
 
+    # the runtimes' rounding (1e-5 of the metric's units) is forgiven, no more
+    assert AccuracyCheck("m", 0.9, 0.9 - 9e-6, 0.0).within
+    assert not AccuracyCheck("m", 0.9, 0.9 - 2e-5, 0.0).within
     assert "(gain 0.04, within max_drop 0.005)" in str(AccuracyCheck("top-1", 0.87, 0.91, 0.005))
     assert "(drop 0.01, over max_drop 0.005)" in str(AccuracyCheck("top-1", 0.9, 0.89, 0.005))
 
@@ -159,6 +215,9 @@ def test_in_batches_of_runs_a_fixed_batch_artifact_at_any_batch() -> None:
         ({"precision": "int8", "calibration": "random", "validation": "digits", "max_drop": float("nan")}, "max_drop: give a finite number >= 0"),
         ({"precision": "int8", "calibration": "digits", "calibration_images": 1700, "validation": "digits"}, "at most 65 can validate apart"),
         ({"precision": "int8", "calibration": "random", "validation": [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))]}, "validation[0]: has 3 channels"),
+        ({"precision": "int8", "calibration": "random", "validation": [(torch.randn(2, 1, 64, 64), torch.tensor([0, 1]))]}, "validation[0]: images of 64x64; the artifact takes 32x32"),
+        ({"precision": "int8", "calibration": "random", "validation": [(torch.randn(2, 1, 32, 32), torch.tensor([True, False]))]}, "validation[0]: labels must be a 1-D integer"),
+        ({"precision": "int8", "calibration": "digits", "calibration_images": 5000, "validation": "digits", "validation_images": 1}, "so at most 0 can validate"),
     ],
 )  # fmt: skip
 def test_bad_validation_is_one_line_and_writes_nothing(
@@ -198,6 +257,36 @@ def test_an_artifact_over_its_budget_is_not_written(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_metric_edges_are_one_line() -> None:
+    from dlagraph.cli.common import budget
+    from dlagraph.deploy.accuracy import metric_of, top1
+
+    with pytest.raises(DlagraphError, match="past float's range"):
+        metric_of(lambda m: 10**400)(lambda x: x)
+    seg = [(torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]))]
+    with pytest.raises(DlagraphError, match="returns a 4-D output: give a metric function"):
+        top1(lambda x: torch.zeros(2, 3, 8, 8), seg)
+    assert str(budget("-0")) == "0.0"
+
+
+def test_a_metric_function_is_handed_a_module_at_any_batch(tmp_path: Path) -> None:
+    """The artifact of batch 2, as a module (``eval()`` works), run on a batch of 5."""
+    seen = []
+
+    def metric(m: torch.nn.Module) -> float:
+        m.eval()
+        out = m(torch.zeros(5, 1, 32, 32))
+        seen.append(tuple(out.shape))
+        return 1.0
+
+    result = dlagraph.export(
+        TINY, "onnx", tmp_path, precision="int8", calibration="random", size=(32, 32), batch=2,
+        validation=metric,
+    )  # fmt: skip
+    assert seen == [(5, 10), (5, 10)]  # fp32, then the artifact
+    assert result.metadata["accuracy"]["validation"] == "the function metric"
+
+
 def test_cli_validation_records_the_metric_and_bad_flags_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -233,6 +322,7 @@ def test_cli_validation_records_the_metric_and_bad_flags_exit_2(
     assert meta["accuracy"]["max_drop"] == 1.0 and meta["load"] is None
 
 
+@pytest.mark.slow  # an int8 program and a fresh torch process: ~14 s
 def test_an_int8_pt2_says_how_to_load_it_and_loads_so_in_a_fresh_process(tmp_path: Path) -> None:
     """torch.export.load alone cannot resolve the quantized ops an int8 program calls; after
     ``import torchao`` it can: the metadata and the command line say so."""
@@ -284,9 +374,22 @@ def test_a_trained_network_exports_within_the_budget_measured_independently(
     with torch.no_grad():
         fp32 = float((model(x).argmax(1) == y).float().mean())
     assert fp32 > 0.8
+
     # onnx: every conv int8 strays from this network's outputs past the artifact check's limit
     # (a relative error of ~0.6, though its top-1 is within budget): the stem conv then stays in
     # fp32 instead of the export failing its check
+    def top1(m: torch.nn.Module) -> float:  # a user's metric: it calls eval() on the module
+        m.eval()
+        with torch.no_grad():
+            return float((m(x).argmax(1) == y).float().mean())
+
+    # onnx with a metric function (no labelled images of its own): every conv int8 is checked
+    # against the check images too before it is kept
+    onnx = dlagraph.export(
+        trained, "onnx", tmp_path / "f", precision="int8", calibration="digits",
+        calibration_images=64, batch="dynamic", validation=top1,
+    )  # fmt: skip
+    assert onnx.accuracy is not None and onnx.accuracy.fp32 == pytest.approx(fp32)
     for fmt in ("openvino", "onnx", "pt2"):
         result = dlagraph.export(
             trained, fmt, tmp_path / fmt, precision="int8", calibration="digits", batch=4,
@@ -300,3 +403,41 @@ def test_a_trained_network_exports_within_the_budget_measured_independently(
         assert result.accuracy is not None and result.accuracy.within
         assert f"top-1: int8 {int8:.6g}" in str(result)
         assert result.metadata["spec"]["name"] == "dla_tiny_digits"  # the stored spec, not "last"
+
+
+@pytest.mark.slow  # NNCF's accuracy control restores layer after layer: ~25 s
+def test_openvino_that_keeps_every_layer_in_float_is_not_written_as_int8(tmp_path: Path) -> None:
+    """A budget of 0 on closeness to fp32's outputs, scaled up so that int8's error is far past
+    the runtimes' rounding: only all-float meets it, which is not an int8 model."""
+    torch.manual_seed(0)
+    model = dlagraph.build_module(TINY).eval()
+    close = closeness(model, [torch.randn(4, 1, 32, 32)])
+
+    def metric(m: torch.nn.Module) -> float:
+        return 1e3 * close(m)
+
+    with pytest.raises(DlagraphError, match="kept every layer in floating point .* not written"):
+        dlagraph.export(
+            model, "openvino", tmp_path, precision="int8", calibration="random", size=(32, 32),
+            validation=metric, max_drop=0.0,
+        )  # fmt: skip
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # one ONNX int8 export: ~5 s
+def test_class_names_that_are_not_utf8_are_recorded_as_json_text(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "set"
+    for name in (b"a", b"b\xff"):
+        folder = os.path.join(bytes(root), name)
+        os.makedirs(folder)
+        _png(Path(os.fsdecode(folder)) / "0.png", 0)
+    with pytest.warns(dlagraph.DlagraphWarning, match="2 class folders"):
+        result = dlagraph.export(
+            TINY, "onnx", tmp_path / "out", size=(32, 32), precision="int8", calibration="random",
+            validation=f"folder:{root}", validation_images=2, max_drop=1.0,
+        )  # fmt: skip
+    text = (tmp_path / "out" / f"{TINY}_int8.onnx.json").read_text(encoding="utf-8")
+    assert json.loads(text)["accuracy"]["classes"] == ["a", "b\\xff"]
+    assert result.metadata["accuracy"]["classes"][1].encode("utf-8")  # encodable text

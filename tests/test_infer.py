@@ -594,6 +594,7 @@ def test_a_checkpoint_that_stores_its_spec_is_read_as_that_spec(tmp_path: Path) 
          f"does not match its weights (first: 'fc.weight', {fc} in the checkpoint, "
          f"{(7, *fc[1:])} in the spec)"),
         ({"levels": "x"}, "does not load ("),
+        (["not", "a", "spec"], "is not a mapping (a list)"),
     ):  # fmt: skip
         torch.save({"model": sd, "spec": stored}, path)
         found = infer_checkpoint(path)

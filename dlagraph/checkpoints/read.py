@@ -136,8 +136,8 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
 
 def read_checkpoint(
     source: str | Path | Mapping[str, Any],
-) -> tuple[dict[str, torch.Tensor], Mapping[str, Any] | None]:
-    """:func:`read_state_dict`, and the spec stored beside the weights where the checkpoint
+) -> tuple[dict[str, torch.Tensor], Any]:
+    """:func:`read_state_dict`, and the ``spec`` entry beside the weights where the checkpoint
     holds one (``{"model": ..., "spec": {...}}``, as dlagraph's training examples write)."""
     sd, _, _, stored = _state_dict(source, with_spec=True)
     return sd, stored
@@ -146,15 +146,16 @@ def read_checkpoint(
 def _state_dict(source: str | Path | Mapping[str, Any], with_spec: bool = False) -> Any:
     """:func:`read_state_dict`, whether its tensors own their memory (the safetensors reader's
     do; torch.load's memory-mapped ones and a caller's mapping do not), and what to call it
-    (and, ``with_spec``, a stored ``spec`` mapping or None)."""
+    (and, ``with_spec``, its ``spec`` entry or None)."""
     sd: Any
     if isinstance(source, Mapping):
         sd, owned, where = dict(source), False, "checkpoint"
     else:
         sd, owned = _read_file(Path(source))
         where = _name(Path(source))
-    stored = sd.get("spec") if isinstance(sd, Mapping) else None
-    stored = stored if isinstance(stored, Mapping) else None
+    # a wrapper's "spec" entry (a bare state dict's keys are tensor names)
+    wrapped = isinstance(sd, Mapping) and any(k in sd for k in WRAPPERS)
+    stored = sd.get("spec") if wrapped else None
     sd = _unwrap(sd)
     if not isinstance(sd, Mapping):
         raise WeightsError(f"{where}: not a mapping of names to tensors (got {type(sd).__name__})")

@@ -65,7 +65,7 @@ def budget(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be a fraction from 0 to 1, 0.01 for one point of top-1 (got {text[:40]!r})"
         )
-    return value
+    return value + 0.0  # (-0 becomes 0)
 
 
 def image_count(text: str) -> int:

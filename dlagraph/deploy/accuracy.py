@@ -22,6 +22,11 @@ from torch import nn
 from ..base.errors import DeployError, safe_repr
 from .registry import MAX_DROP
 
+# a drop this small, in the metric's units, is the runtimes' rounding (an fp32 OpenVINO or ONNX
+# Runtime model scores ~1e-7 away from PyTorch's on a closeness metric): a metric on a scale
+# where it matters should be scaled up (the docs say so)
+ROUNDING = 1e-5
+
 __all__ = ["Metric", "AccuracyCheck", "metric_of", "max_drop_of", "top1", "MAX_DROP"]
 
 
@@ -56,9 +61,15 @@ class Metric:
                 raise DeployError(
                     f"validation: the metric must return a number (got {type(value).__name__})"
                 )
+        try:
+            value = float(value)  # type: ignore[arg-type]
+        except OverflowError:
+            raise DeployError(
+                "validation: the metric returned a number past float's range"
+            ) from None
         if not math.isfinite(value):
             raise DeployError(f"validation: the metric returned {value} (not finite)")
-        return float(value)  # type: ignore[arg-type]
+        return value
 
     def of_item(self, model: Callable[[torch.Tensor], Any], item: Any) -> float:
         """The metric of one item of :meth:`dataset_items` (a labelled batch, or the whole)."""
@@ -88,7 +99,7 @@ class AccuracyCheck:
     def within(self) -> bool:
         # runtimes' fp32 differ in the last digits (OpenVINO's from PyTorch's by ~1e-5 of a
         # metric): a drop that small is rounding, not int8
-        return self.drop <= self.max_drop + 1e-5
+        return self.drop <= self.max_drop + ROUNDING
 
     def __str__(self) -> str:
         verdict = "within" if self.within else "over"
@@ -110,7 +121,12 @@ def top1(model: Callable[[torch.Tensor], Any], items: Iterable[tuple[torch.Tenso
                     "validation: labelled batches score a classifier's logits; this model "
                     f"returns {type(out).__name__}: give a metric function instead"
                 )
-            if out.dim() != 2 or int(y.min()) < 0 or int(y.max()) >= out.shape[1]:
+            if out.dim() != 2:
+                raise DeployError(
+                    "validation: labelled batches score a classifier's logits (N x classes); "
+                    f"this model returns a {out.dim()}-D output: give a metric function instead"
+                )
+            if int(y.min()) < 0 or int(y.max()) >= out.shape[1]:
                 raise DeployError(
                     f"validation: labels must be class indices 0 to {out.shape[-1] - 1} "
                     f"(got {int(y.min())} to {int(y.max())})"
@@ -146,7 +162,12 @@ def metric_of(validation: object) -> Metric:
         x, y = pair
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
             raise DeployError(f"validation[{i}]: images must be a float NCHW batch")
-        if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point():
+        if (
+            not isinstance(y, torch.Tensor)
+            or y.dim() != 1
+            or y.is_floating_point()
+            or y.dtype in (torch.bool, torch.complex64, torch.complex128)
+        ):
             raise DeployError(f"validation[{i}]: labels must be a 1-D integer tensor")
         if len(y) != len(x):
             raise DeployError(f"validation[{i}]: {len(x)} images but {len(y)} labels")
@@ -169,4 +190,4 @@ def max_drop_of(value: object) -> float:
         raise DeployError(f"max_drop: give a finite number >= 0 (got {safe_repr(value)})")
     if value < 0:
         raise DeployError(f"max_drop: give a finite number >= 0 (got {value})")
-    return float(value)  # type: ignore[arg-type]
+    return float(value) + 0.0  # type: ignore[arg-type]  # (-0.0 becomes 0.0)

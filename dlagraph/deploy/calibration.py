@@ -128,16 +128,25 @@ def labelled(
     elif source.startswith("folder:"):
         root = Path(source[7:]).expanduser()
         classes = _class_names(root, channels)
+        where = clip(one_line(str(root)), 120)
         if num_classes is not None and len(classes) > num_classes:
             raise DeployError(
-                f"validation: {len(classes)} class folders under {clip(one_line(str(root)), 120)}"
-                f", the network has {num_classes} classes"
+                f"validation: {len(classes)} class folders under {where}, the network has "
+                f"{num_classes} classes"
+            )
+        if num_classes is not None and len(classes) < num_classes:
+            warnings.warn(
+                f"validation: {len(classes)} class folders under {where}, the network has "
+                f"{num_classes} classes: the labels are the folders' places in name order (0 to "
+                f"{len(classes) - 1}); make sure they are the network's",
+                DlagraphWarning,
+                stacklevel=3,
             )
         x, y = _classes(root, classes, count, channels, size)
-        if calibration and calibration.startswith("folder:") and _same(root, calibration[7:]):
+        if calibration and calibration.startswith("folder:") and _overlap(root, calibration[7:]):
             warnings.warn(
-                "validation: the calibration folder: int8 is then measured on the images it "
-                "was calibrated on, which flatters it; give held-out images",
+                "validation: the calibration folder, or one inside the other: int8 is then "
+                "measured on images it was calibrated on, which flatters it; give held-out images",
                 DlagraphWarning,
                 stacklevel=3,
             )
@@ -159,11 +168,13 @@ def labelled(
     return Labelled(list(zip(x.split(batch), y.split(batch), strict=True)), classes)
 
 
-def _same(a: Path, b: str) -> bool:
+def _overlap(a: Path, b: str) -> bool:
+    """``a`` and the folder ``b`` are one, or one holds the other."""
     try:
-        return a.resolve() == Path(b).resolve()
+        x, y = a.resolve(), Path(b).expanduser().resolve()
     except (OSError, RuntimeError):
         return False
+    return x == y or x in y.parents or y in x.parents
 
 
 def _class_names(root: Path, channels: int) -> list[str]:
@@ -171,7 +182,8 @@ def _class_names(root: Path, channels: int) -> list[str]:
     _check_folder(root, channels, "validation")
     where = clip(one_line(str(root)), 120)
     try:
-        classes = sorted(d.name for d in os.scandir(root) if d.is_dir(follow_symlinks=False))
+        # links to folders are classes too, as in torchvision's ImageFolder
+        classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
     except OSError as e:
         raise DeployError(
             f"validation: {where} cannot be read ({clip(one_line(str(e)), 80)})"
@@ -295,15 +307,20 @@ def _folder(root: Path, n: int, channels: int, size: tuple[int, int]) -> torch.T
 def _image_files(root: Path, n: int) -> Iterator[Path]:
     """The first ``n`` image files under ``root``, folder by folder in name order, listed lazily
     (a huge tree is not walked past the ``n``-th image; links to folders are not followed)."""
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        for name in sorted(names):
-            p = Path(folder) / name
-            if p.suffix.lower() in PILLOW_FORMATS and p.is_file():
-                yield p
-                n -= 1
-                if n <= 0:
-                    return
+    try:
+        for folder, dirs, names in os.walk(root):
+            dirs.sort()
+            for name in sorted(names):
+                p = Path(folder) / name
+                if p.suffix.lower() in PILLOW_FORMATS and p.is_file():
+                    yield p
+                    n -= 1
+                    if n <= 0:
+                        return
+    except RecursionError:  # os.walk recurses per level (Python < 3.12)
+        raise DeployError(
+            f"images: folders under {clip(one_line(str(root)), 120)} nest too deeply to walk"
+        ) from None
 
 
 def _read_image(

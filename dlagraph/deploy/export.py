@@ -46,7 +46,7 @@ from ..spec import Spec, load_spec
 from .accuracy import MAX_DROP, AccuracyCheck, Metric
 from .calibration import DIGITS, Images, images, labelled
 from .check import MAX_ERROR, compare
-from .prepare import in_batches_of, prepare, seeded
+from .prepare import AsModule, in_batches_of, prepare, seeded
 from .registry import FORMATS, PRECISIONS, get_format
 from .request import DeployError, DeployRequest, OptimizeReport, batch_checker
 
@@ -190,6 +190,16 @@ def export(
     # fp32 and bf16 need the check images alone; int8 its calibration images too
     count = calibration_images if precision == "int8" and isinstance(calibration, str) else 0
     labelled_count = _validation_images(validation, validation_images, precision)
+    if (
+        validation == "digits"
+        and calibration == "digits"
+        and (count + CHECK_IMAGES + labelled_count > DIGITS)
+    ):  # before either is read
+        raise DeployError(
+            f"validation: digits has {DIGITS} images; {count + CHECK_IMAGES} calibrate and "
+            f"check, so at most {max(0, DIGITS - count - CHECK_IMAGES)} can validate apart from "
+            f"them (got {labelled_count}): lower --validation-images or --calibration-images"
+        )
     # the model, its folded copy and the artifact; the images read
     check_fits(
         g, s, n, models=3, images=count + CHECK_IMAGES + labelled_count,
@@ -243,7 +253,7 @@ def export(
     own = [p for p in planned if p.name in ours]
     check_targets([*planned, meta_path], force=force, replace=own)  # before minutes of work
     validation, validation_source, classes = _labelled(
-        validation, g, spec.name, calibration, count, labelled_count, size, cfg
+        validation, g, spec.name, calibration, labelled_count, size, cfg
     )
     with report.step("fold BN"):
         folded = prepare(model).to(memory_format=torch.contiguous_format)
@@ -253,12 +263,17 @@ def export(
         example,
         validation=validation,
         max_drop=max_drop,
-    )
+    ).replace(checked=tuple(data.check.split(n)))
     metric = request.validation
     if metric is not None:  # a metric that fails, fails before minutes of int8
         check = batch_checker(model)
         for i, (x, _) in enumerate(metric.items or ()):
             check(x, f"validation[{i}]")
+            if tuple(x.shape[2:]) != tuple(size):
+                raise DeployError(
+                    f"validation[{i}]: images of {x.shape[2]}x{x.shape[3]}; the artifact takes "
+                    f"{size[0]}x{size[1]}"
+                )
         with report.step("validate fp32"):
             metric.fp32(lambda: folded)
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,10 +293,16 @@ def export(
         floats = list(getattr(made, "float_modules", None) or [])
         accuracy = None
         if metric is not None:
+            if format == "openvino" and floats and len(floats) == _convs(folded):
+                raise DeployError(
+                    "int8: NNCF's accuracy control kept every layer in floating point to meet "
+                    f"max_drop {request.max_drop:g}: not an int8 model, not written; raise "
+                    "max_drop, or export fp32"
+                )
             with report.step("validate int8"):
                 accuracy = _within_budget(
-                    metric, made, run if dynamic else in_batches_of(run, n), folded, format,
-                    request.max_drop,
+                    metric, made, AsModule(run) if dynamic else in_batches_of(run, n), folded,
+                    format, request.max_drop,
                 )  # fmt: skip
         outputs = [list(t.shape[1:]) for t in tree_flatten(_eval(model, example))[0]]
         targets = {stem.with_name(stem.name + ext): blob for ext, blob in files.items()}
@@ -352,7 +373,6 @@ def _labelled(
     g: Any,
     name: str,
     calibration: Any,
-    count: int,
     labelled_count: int,
     size: tuple[int, int],
     cfg: dict[str, Any],
@@ -367,22 +387,17 @@ def _labelled(
             f"{name} has no classifier head: give a metric function (Python: "
             "dlagraph.export(..., validation=metric))"
         )
-    if (
-        validation == "digits"
-        and calibration == "digits"
-        and (count + CHECK_IMAGES + labelled_count > DIGITS)
-    ):
-        raise DeployError(
-            f"validation: digits has {DIGITS} images; {count + CHECK_IMAGES} calibrate and "
-            f"check, so at most {DIGITS - count - CHECK_IMAGES} can validate apart from them "
-            f"(got {labelled_count}): lower --validation-images or --calibration-images"
-        )
     read = labelled(
         validation, g.graph["in_channels"], size, cfg, labelled_count,
         calibration=calibration if isinstance(calibration, str) else None,
         num_classes=g.graph["num_classes"],
     )  # fmt: skip
-    return read.items, f"{clip(one_line(validation), 200)} ({len(read)} images)", read.classes
+    # a class folder's name as text JSON can hold (bytes that are not UTF-8 escaped)
+    classes = [
+        c.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        for c in read.classes
+    ]
+    return read.items, f"{clip(one_line(validation), 200)} ({len(read)} images)", classes
 
 
 def _within_budget(
@@ -401,6 +416,10 @@ def _within_budget(
         )  # fmt: skip
         raise DeployError(f"int8 over its budget: {accuracy}: not written; raise max_drop{hint}")
     return accuracy
+
+
+def _convs(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d | nn.Linear) for m in net.modules())
 
 
 def _described(metric: Metric) -> str:

@@ -197,7 +197,12 @@ def make(net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool,
         # a metric within budget does not make all-int8 right where its outputs stray from the
         # model's (a small set's score may even rise by chance): faithful first, on every image
         # at hand (calibration and validation: the artifact's check reads more of their kind)
-        images = [*(request.calibration or ()), *(x for x, _ in metric.items or ())] or [x]
+        images = [
+            *(request.calibration or ()),
+            *(x for x, _ in metric.items or ()),
+            *request.checked,
+        ]
+        images = images or [x]
         with torch.inference_mode():
             error = max(compare(net(xb), artifact(xb)).error for xb in images)
         if not stem_in_float and error > MAX_ERROR["int8"]:

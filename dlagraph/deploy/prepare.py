@@ -29,6 +29,7 @@ __all__ = [
     "structure",
     "is_deformable",
     "in_batches_of",
+    "AsModule",
 ]
 
 
@@ -179,9 +180,23 @@ def default_shape(net: nn.Module) -> tuple[int, int, int] | None:
     return None
 
 
-def in_batches_of(run: Callable[[torch.Tensor], Any], n: int) -> Callable[[torch.Tensor], Any]:
-    """``run`` (an artifact of batch ``n``) for any batch: in batches of ``n``, the last filled
-    with copies of its last image whose outputs are dropped (so every image counts once)."""
+class AsModule(nn.Module):
+    """A function with a module's interface (``eval()``, ``__call__``), in eval mode: what a
+    metric function is handed, whatever runs the artifact."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.training = False
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.fn(x)
+
+
+def in_batches_of(run: Callable[[torch.Tensor], Any], n: int) -> nn.Module:
+    """``run`` (an artifact of batch ``n``) for any batch, as a module: in batches of ``n``, the
+    last filled with copies of its last image whose outputs are dropped (so every image counts
+    once)."""
 
     def call(x: torch.Tensor) -> Any:
         flat, spec = [], None
@@ -194,4 +209,4 @@ def in_batches_of(run: Callable[[torch.Tensor], Any], n: int) -> Callable[[torch
             flat.append([torch.as_tensor(t)[:k] for t in leaves])
         return tree_unflatten([torch.cat(ts) for ts in zip(*flat, strict=True)], spec)
 
-    return call
+    return AsModule(call)

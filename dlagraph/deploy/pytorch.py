@@ -38,7 +38,7 @@ from torch.utils._pytree import tree_map
 from ..base.errors import DlagraphWarning
 from ..base.system import cpu_description, native_bf16
 from .deform import LoweredDCN
-from .prepare import is_deformable, prepare, quiet
+from .prepare import AsModule, is_deformable, prepare, quiet
 from .registry import get_runtime
 from .request import DeployError, DeployRequest, OptimizeReport, batch_checker
 from .rewrites import dag_of, split_roots
@@ -329,9 +329,8 @@ def make_pt2(
         model, example = model.to(torch.bfloat16), x.to(torch.bfloat16)
     if request.precision == "int8":
         keep = [n for n, m in net.named_modules() if is_deformable(m)]
-        converted, _, _ = quantize(
-            net, request.calibration or (), keep, request.report(), batch_checker(net)
-        )
+        report = request.report()
+        converted, _, _ = quantize(net, request.calibration or (), keep, report, batch_checker(net))
         model = Named(converted)
     with quiet(), torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=dims)
@@ -345,7 +344,11 @@ def make_pt2(
         with torch.no_grad():
             return loaded(xb.to(dtype))
 
-    return {".pt2": path.read_bytes()}, run
+    made = AsModule(run)
+    if request.precision == "int8":
+        made.report = report
+        report.float_modules = keep  # the deformable convs, in floating point
+    return {".pt2": path.read_bytes()}, made
 
 
 def make_torchscript(

@@ -285,8 +285,8 @@ for _fmt in (
         "dlagraph.deploy.pytorch:make_pt2",
         help="a torch.export program (int8: torchao's PT2E; load it after `import torchao`)",
         load={
-            "int8": "import torchao before torch.export.load: it registers the quantized ops "
-            "the program calls"
+            "int8": "import torchao (and torchvision, for deformable convs) before "
+            "torch.export.load: they register the ops the program calls"
         },
     ),
     Format(

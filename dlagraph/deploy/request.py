@@ -96,6 +96,9 @@ class DeployRequest:
     progress: ProgressFn | None = field(default=None, compare=False)
     validation: Metric | None = field(default=None, compare=False)
     max_drop: float = MAX_DROP
+    # images the caller will check the result on (export's check images): a format choosing
+    # between candidates checks them first
+    checked: tuple[torch.Tensor, ...] = field(default=(), compare=False)
 
     @classmethod
     def of(

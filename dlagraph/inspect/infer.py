@@ -117,6 +117,8 @@ def _stored(
     if stored is None:
         return None, ""
     why = "the one the checkpoint carries {}: inferred from the tensors instead"
+    if not isinstance(stored, Mapping):
+        return None, why.format(f"is not a mapping (a {type(stored).__name__})")
     try:
         data = apply_overrides(dict(stored), dict(overrides or {}))
         if name is not None:
