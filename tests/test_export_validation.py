@@ -269,6 +269,7 @@ def test_metric_edges_are_one_line() -> None:
     assert str(budget("-0")) == "0.0"
 
 
+@pytest.mark.slow  # an ONNX int8 export: ~5 s, over the quick run's share
 def test_a_metric_function_is_handed_a_module_at_any_batch(tmp_path: Path) -> None:
     """The artifact of batch 2, as a module (``eval()`` works), run on a batch of 5."""
     seen = []
@@ -287,7 +288,7 @@ def test_a_metric_function_is_handed_a_module_at_any_batch(tmp_path: Path) -> No
     assert result.metadata["accuracy"]["validation"] == "the function metric"
 
 
-def test_cli_validation_records_the_metric_and_bad_flags_exit_2(
+def test_cli_validation_flags_that_cannot_work_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     base = ["export", TINY, "--format", "onnx", "--size", "32", "-o", str(tmp_path)]
@@ -311,6 +312,12 @@ def test_cli_validation_records_the_metric_and_bad_flags_exit_2(
         err = capsys.readouterr().err
         assert e.value.code == 2 and expected in err and "Traceback" not in err, (args, err)
     assert not list(tmp_path.glob("*.onnx"))
+
+
+@pytest.mark.slow  # an ONNX int8 export: ~4 s, over the quick run's share
+def test_cli_validation_records_the_metric(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    int8 = ["export", TINY, "--format", "onnx", "--size", "32", "-o", str(tmp_path),
+            "--precision", "int8", "--calibration", "random"]  # fmt: skip
     assert (
         main([*int8, "--validation", "digits", "--validation-images", "64", "--max-drop", "1"]) == 0
     )
