@@ -198,6 +198,13 @@ def test_detection_example_learns_and_keeps_its_map_in_int8_and_bf16(tmp_path: P
     for backend in ("openvino", "onnxruntime"):
         fast = dlagraph.optimize(twin, "int8", calibration, backend=backend)
         assert abs(mod.evaluate(fast, images, targets, 4) - score["fp32"]) <= 0.01, backend
+    # its int8 pt2 program keeps the DCNs in float, says so, and what loading it needs
+    result = dlagraph.export(
+        twin, "pt2", tmp_path / "pt2", precision="int8", calibration=calibration[:1]
+    )
+    kinds = {type(dict(twin.named_modules())[n]).__name__ for n in result.float_modules}
+    assert kinds == {"DCN"} and len(result.float_modules) == len(dcns)
+    assert "torchvision" in result.metadata["load"] and "torchao" in result.metadata["load"]
 
 
 def test_detection_data_boxes_enclose_their_shapes() -> None:
