@@ -212,7 +212,10 @@ def test_workers_starting_together_on_a_fresh_database_create_it_once(
     urls = {"sqlite": f"sqlite:///{tmp_path / 'fresh.db'}", "postgresql": new_database(cluster)}
     for kind, url in urls.items():
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        args = ["fit", "dla_tiny_digits", "--size", "32", "--max-params", "300K", "--trials",
+        # a budget every design meets: the point is one database made once, and a tighter one
+        # left a worker with no design within it, by the luck of the draw (exit 2, once in
+        # about five full runs)
+        args = ["fit", "dla_tiny_digits", "--size", "32", "--max-params", "100M", "--trials",
                 "8", "--no-plot", "--study", url]  # fmt: skip
         procs = [
             subprocess.Popen(
