@@ -130,6 +130,12 @@ def float_layers(ov_model: Any) -> list[str]:
     return out
 
 
+def _every_layer_float(ov_model: Any, floats: list[str]) -> bool:
+    """Whether NNCF's accuracy control restored every layer (the model is fp32, not int8)."""
+    convs = [o for o in ov_model.get_ordered_ops() if o.get_type_name() in _LAYERS]
+    return bool(floats) and len(floats) == len(convs)
+
+
 def compile_openvino(
     ov_model: Any, threads: int | None = None, precision_hint: str | None = "f32"
 ) -> Callable[[Any], list[Any]]:
@@ -177,8 +183,7 @@ def build(model: nn.Module, request: DeployRequest) -> RuntimeModule:
         )
     if request.precision == "int8":
         report.float_modules = float_layers(ov_model)
-        convs = [o for o in ov_model.get_ordered_ops() if o.get_type_name() in _LAYERS]
-        if report.float_modules and len(report.float_modules) == len(convs):
+        if _every_layer_float(ov_model, report.float_modules):
             report.notes.append("every layer in floating point: int8 could not meet max_drop")
             warnings.warn(
                 "int8 on openvino: NNCF's accuracy control kept every layer in floating point "
@@ -216,6 +221,12 @@ def make(net: nn.Module, x: torch.Tensor, request: DeployRequest, dynamic: bool,
     report = request.report()
     if request.precision == "int8":
         report.float_modules = float_layers(ov_model)
+        if measured and _every_layer_float(ov_model, report.float_modules):
+            raise DeployError(
+                "int8: NNCF's accuracy control kept every layer in floating point to meet "
+                f"max_drop {request.max_drop:g}: not an int8 model, not written; raise "
+                "max_drop, or export fp32"
+            )
     tmp.mkdir(parents=True, exist_ok=True)
     xml = tmp / "model.xml"
     ov.save_model(ov_model, str(xml), compress_to_fp16=False)
